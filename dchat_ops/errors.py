@@ -1,0 +1,76 @@
+"""The one error tree of dchat-ops.
+
+Every expected failure is a :class:`DchatOpsError`; the CLI turns it into a one-line
+message and a non-zero exit code, never a traceback.  Messages never contain secrets.
+
+    DchatOpsError
+    ├── KeyError_            wrong kind, bad checksum, malformed seed or public key
+    ├── JWTError             malformed token, bad signature, wrong claim type
+    │   └── ChainError       a link of operator -> account -> user does not hold
+    ├── CredsError           a creds file without a JWT or seed block
+    ├── StoreError           missing store, unknown entity, invalid name
+    │   └── ExistsError      refusing to overwrite without force
+    ├── ConfigError          a server config that would not start or would misbehave
+    └── ServerError          a nats-server process that failed to start, stop or answer
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DchatOpsError",
+    "NKeyError",
+    "JWTError",
+    "ChainError",
+    "CredsError",
+    "StoreError",
+    "ExistsError",
+    "ConfigError",
+    "ServerError",
+]
+
+
+class DchatOpsError(Exception):
+    """Base of every expected failure.  ``str(err)`` is a user-facing one-line message."""
+
+    exit_code = 1
+
+
+class NKeyError(DchatOpsError):
+    """A seed or public key that is malformed or of the wrong kind."""
+
+
+class JWTError(DchatOpsError):
+    """A JWT that cannot be decoded, is not signed by its issuer, or is not the expected type."""
+
+
+class ChainError(JWTError):
+    """A link in the operator -> account -> user trust chain does not hold.
+
+    ``link`` names the failing link (``"operator"``, ``"account"``, ``"user"``) and
+    ``reason`` is a short machine-readable code such as ``"expired"`` or ``"untrusted-issuer"``.
+    """
+
+    def __init__(self, link: str, reason: str, message: str):
+        super().__init__(f"{link}: {message}")
+        self.link = link
+        self.reason = reason
+
+
+class CredsError(DchatOpsError):
+    """A creds file that cannot be parsed."""
+
+
+class StoreError(DchatOpsError):
+    """A store that is missing, inconsistent, or asked for an entity it does not hold."""
+
+
+class ExistsError(StoreError):
+    """Refusing to overwrite an existing key, creds or JWT without ``force``."""
+
+
+class ConfigError(DchatOpsError):
+    """A server or node configuration that fails validation."""
+
+
+class ServerError(DchatOpsError):
+    """A nats-server process that failed to start, answer or stop."""

@@ -1,0 +1,168 @@
+"""Atomic, private file writes and an all-or-nothing file transaction.
+
+Every key, creds, JWT or config file dchat-ops writes goes through :func:`atomic_write`: the data
+goes to a temporary file in the same folder, is flushed to disk, and replaces the target with
+``os.replace``, so a reader sees the old file or the new one, never half of one.  Secrets are
+written 0600 inside folders made 0700.
+
+:class:`FileTransaction` remembers the bytes (or absence) of every file it is about to change
+and puts all of them back on :meth:`~FileTransaction.rollback`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from .errors import DchatOpsError, ExistsError
+
+__all__ = ["atomic_write", "ensure_dir", "read_bytes", "FileTransaction"]
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+PUBLIC_FILE = 0o644
+PUBLIC_DIR = 0o755
+
+
+def ensure_dir(path: Path, private: bool = False) -> None:
+    """Create ``path`` and its parents; private folders are 0700 (existing ones are tightened)."""
+    path = Path(path)
+    mode = PRIVATE_DIR if private else PUBLIC_DIR
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        if private and stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR:
+            os.chmod(path, PRIVATE_DIR)
+    except OSError as exc:
+        raise DchatOpsError(f"cannot create folder {path}: {exc.strerror}") from None
+
+
+def atomic_write(
+    path: Path,
+    data: bytes | str,
+    *,
+    private: bool = False,
+    force: bool = True,
+    fsync: bool = True,
+) -> bool:
+    """Write ``data`` to ``path`` atomically.  Returns False when the file already held these bytes.
+
+    ``private``: the file is 0600 and its folder 0700.  ``force=False``: refuse to replace an
+    existing file whose content differs (:class:`ExistsError`).
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    except OSError as exc:
+        raise DchatOpsError(f"cannot read {path}: {exc.strerror}") from None
+    if current == data:
+        if private and stat.S_IMODE(path.stat().st_mode) != PRIVATE_FILE:
+            os.chmod(path, PRIVATE_FILE)
+        return False
+    if current is not None and not force:
+        raise ExistsError(f"{path} already exists; use --force to replace it")
+    ensure_dir(path.parent, private=private)
+    mode = PRIVATE_FILE if private else PUBLIC_FILE
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise DchatOpsError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return True
+
+
+def read_bytes(path: Path) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class FileTransaction:
+    """Remember files before changing them; ``rollback()`` restores every one byte for byte.
+
+        with FileTransaction() as tx:
+            tx.write(path, data)           # remembered, then written atomically
+            ...                            # an exception here rolls everything back
+    """
+
+    def __init__(self):
+        self._saved: dict[Path, tuple[bytes | None, int | None]] = {}
+
+    def remember(self, path: Path) -> None:
+        path = Path(path)
+        if path in self._saved:
+            return
+        try:
+            st = path.stat()
+            self._saved[path] = (path.read_bytes(), stat.S_IMODE(st.st_mode))
+        except FileNotFoundError:
+            self._saved[path] = (None, None)
+
+    def write(self, path: Path, data: bytes | str, *, private: bool = False) -> bool:
+        self.remember(path)
+        return atomic_write(path, data, private=private, force=True)
+
+    def delete(self, path: Path) -> None:
+        self.remember(path)
+        try:
+            Path(path).unlink()
+        except FileNotFoundError:
+            pass
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self._saved)
+
+    def rollback(self) -> list[str]:
+        """Restore every remembered file; returns the problems met (empty when all went back)."""
+        problems = []
+        for path, (data, mode) in reversed(list(self._saved.items())):
+            try:
+                if data is None:
+                    try:
+                        path.unlink()
+                    except FileNotFoundError:
+                        pass
+                else:
+                    atomic_write(path, data, private=(mode == PRIVATE_FILE), force=True)
+                    if mode is not None:
+                        os.chmod(path, mode)
+            except (OSError, DchatOpsError) as exc:
+                problems.append(f"{path}: {exc}")
+        return problems
+
+    def commit(self) -> None:
+        self._saved.clear()
+
+    def __enter__(self) -> "FileTransaction":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.rollback()
+        self._saved.clear()
+        return False

@@ -1,0 +1,553 @@
+"""What a person does with a store: init, add and edit operators, accounts and users, make creds.
+
+Every function takes a :class:`~dchat_ops.nsc.store.Store` and returns a small result; the CLI
+only formats these.  Signing follows the store's keys: accounts are signed by an operator signing
+key when one is held (the identity key otherwise, unless the operator is strict), users by an
+account signing key when one is held, or by the scoped key of a ``role``.
+
+    >>> store = Store("/tmp/dchat-home")
+    >>> result = init(store)                       # operator, SYS + sys user, app account + user
+    >>> add_user(store, "chat", "bob", sub_allow=["chat.>"])
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from ..errors import ExistsError, StoreError
+from .claims import (
+    AccountClaims,
+    OperatorClaims,
+    Permission,
+    ResponsePermission,
+    ScopedSigningKey,
+    TimeRange,
+    UserClaims,
+    UserPermissionLimits,
+)
+from .creds import format_creds
+from .jwt import encode, verify_chain
+from .keys import KeyPair
+from .store import Entity, Store, check_name
+
+__all__ = [
+    "InitResult",
+    "UserResult",
+    "UserSpec",
+    "UserChanges",
+    "init",
+    "add_account",
+    "add_user",
+    "edit_user",
+    "edit_account",
+    "edit_operator",
+    "issue_user",
+    "generate_creds",
+    "operator_signer",
+    "user_signer",
+    "resign_account",
+]
+
+DEFAULT_OPERATOR = "dchat"
+DEFAULT_ACCOUNT = "chat"
+DEFAULT_USER = "default"
+SYSTEM_ACCOUNT = "SYS"
+SYSTEM_USER = "sys"
+
+
+@dataclass
+class InitResult:
+    created: bool
+    operator: str
+    system_account: str
+    account: str
+    user: str
+    system_user: str
+    creds: dict[str, str] = field(default_factory=dict)  # user name -> creds path
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class UserResult:
+    entity: Entity
+    creds_path: str
+    changed: bool = True
+
+    def to_dict(self) -> dict:
+        c = self.entity.claims
+        return {"name": self.entity.name, "public_key": c.subject, "issuer": c.issuer,
+                "issuer_account": c.issuer_account, "jwt_path": str(self.entity.path),
+                "creds_path": self.creds_path, "changed": self.changed}
+
+
+@dataclass
+class UserSpec:
+    """What to set on a user; ``None`` leaves a field as it is (for edits) or at its default."""
+
+    pub_allow: Optional[list[str]] = None
+    pub_deny: Optional[list[str]] = None
+    sub_allow: Optional[list[str]] = None
+    sub_deny: Optional[list[str]] = None
+    resp_max: Optional[int] = None  # 0 removes response permissions
+    resp_ttl_s: Optional[float] = None
+    subs: Optional[int] = None
+    data: Optional[int] = None
+    payload: Optional[int] = None
+    bearer: Optional[bool] = None
+    connection_types: Optional[list[str]] = None
+    source_networks: Optional[list[str]] = None
+    times: Optional[list[tuple[str, str]]] = None
+    times_location: Optional[str] = None
+    expires: Optional[int] = None  # Unix seconds; 0 removes the expiry
+    not_before: Optional[int] = None
+    tags: Optional[list[str]] = None
+
+    def apply(self, u: UserClaims) -> None:
+        lim = u.limits
+        p = lim.permissions
+        for attr, perm, part in (("pub_allow", p.pub, "allow"), ("pub_deny", p.pub, "deny"),
+                                 ("sub_allow", p.sub, "allow"), ("sub_deny", p.sub, "deny")):
+            v = getattr(self, attr)
+            if v is not None:
+                setattr(perm, part, _dedupe(v))
+        if self.resp_max is not None or self.resp_ttl_s is not None:
+            cur = p.resp or ResponsePermission()
+            max_ = cur.max if self.resp_max is None else self.resp_max
+            ttl = cur.ttl_ns if self.resp_ttl_s is None else int(self.resp_ttl_s * 1e9)
+            p.resp = None if max_ == 0 and self.resp_max == 0 else ResponsePermission(max_, ttl)
+        for k in ("subs", "data", "payload"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(lim, k, v)
+        if self.bearer is not None:
+            lim.bearer_token = self.bearer
+        if self.connection_types is not None:
+            lim.allowed_connection_types = [t.upper() for t in self.connection_types]
+        if self.source_networks is not None:
+            lim.src = list(self.source_networks)
+        if self.times is not None:
+            lim.times = [TimeRange(a, b) for a, b in self.times]
+        if self.times_location is not None:
+            lim.times_location = self.times_location
+        if self.expires is not None:
+            u.expires = self.expires
+        if self.not_before is not None:
+            u.not_before = self.not_before
+        if self.tags is not None:
+            u.tags = _dedupe(t.strip().lower() for t in self.tags)
+
+    def has_permissions_or_limits(self) -> bool:
+        return any(getattr(self, k) is not None for k in (
+            "pub_allow", "pub_deny", "sub_allow", "sub_deny", "resp_max", "resp_ttl_s", "subs", "data",
+            "payload", "bearer", "connection_types", "source_networks", "times", "times_location"))
+
+
+@dataclass
+class UserChanges:
+    """Additions and removals on a user's lists; turned into a :class:`UserSpec` against the current claims."""
+
+    allow_pub: list[str] = field(default_factory=list)
+    allow_sub: list[str] = field(default_factory=list)
+    deny_pub: list[str] = field(default_factory=list)
+    deny_sub: list[str] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)  # subjects removed from every list
+    add_tags: list[str] = field(default_factory=list)
+    remove_tags: list[str] = field(default_factory=list)
+    add_connection_types: list[str] = field(default_factory=list)
+    remove_connection_types: list[str] = field(default_factory=list)
+    add_source_networks: list[str] = field(default_factory=list)
+    remove_source_networks: list[str] = field(default_factory=list)
+    add_times: list[tuple[str, str]] = field(default_factory=list)
+    clear_times: bool = False
+
+    def to_spec(self, current: UserClaims, base: Optional[UserSpec] = None) -> UserSpec:
+        spec = base or UserSpec()
+        p = current.permissions
+        rm = set(self.remove)
+
+        def merged(cur: list[str], add: list[str], drop: set[str]) -> Optional[list[str]]:
+            if not add and not (drop & set(cur)):
+                return None
+            return _dedupe([x for x in cur if x not in drop] + list(add))
+
+        for attr, cur, add in (("pub_allow", p.pub.allow, self.allow_pub), ("pub_deny", p.pub.deny, self.deny_pub),
+                               ("sub_allow", p.sub.allow, self.allow_sub), ("sub_deny", p.sub.deny, self.deny_sub)):
+            v = merged(cur, add, rm)
+            if v is not None:
+                setattr(spec, attr, v)
+        lim = current.limits
+        tags = merged(current.tags, [t.lower() for t in self.add_tags], {t.lower() for t in self.remove_tags})
+        if tags is not None:
+            spec.tags = tags
+        ct = merged(lim.allowed_connection_types, [t.upper() for t in self.add_connection_types],
+                    {t.upper() for t in self.remove_connection_types})
+        if ct is not None:
+            spec.connection_types = ct
+        src = merged(lim.src, self.add_source_networks, set(self.remove_source_networks))
+        if src is not None:
+            spec.source_networks = src
+        if self.clear_times or self.add_times:
+            cur_times = [] if self.clear_times else [(t.start, t.end) for t in lim.times]
+            spec.times = cur_times + list(self.add_times)
+        return spec
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for i in items:
+        seen.setdefault(i, None)
+    return list(seen)
+
+
+# --- signers -------------------------------------------------------------------------------------
+
+
+def operator_signer(store: Store, op: OperatorClaims) -> KeyPair:
+    """The key that signs accounts: a held operator signing key, else the identity key (not in strict mode)."""
+    for sk in op.signing_keys:
+        if store.has_key(sk):
+            return store.load_key(sk)
+    if op.strict_signing_key_usage:
+        raise StoreError("the operator requires signing keys, and the keystore holds none of them")
+    return store.load_key(op.subject)
+
+
+def user_signer(store: Store, op: OperatorClaims, acc: AccountClaims, role: Optional[str] = None,
+                key: Optional[str] = None) -> tuple[KeyPair, Optional[ScopedSigningKey]]:
+    """The key that signs a user of ``acc`` (and its scope when it is a scoped key)."""
+    sk_map = acc.signing_key_map()
+    if key:
+        if key != acc.subject and key not in sk_map:
+            raise StoreError(f"{key} is not a signing key of account {acc.name}")
+        return store.load_key(key), sk_map.get(key)
+    if role:
+        scope = acc.scope_for_role(role)
+        if scope is None:
+            roles = sorted(s.role for s in sk_map.values() if s is not None)
+            raise StoreError(f"account {acc.name} has no signing key with role {role!r}"
+                             + (f" (roles: {', '.join(roles)})" if roles else ""))
+        return store.load_key(scope.key), scope
+    for k, scope in sk_map.items():
+        if scope is None and store.has_key(k):
+            return store.load_key(k), None
+    if op.strict_signing_key_usage:
+        raise StoreError(f"the operator requires signing keys; account {acc.name} has no plain signing key in the keystore")
+    return store.load_key(acc.subject), None
+
+
+# --- in-memory issuance ----------------------------------------------------------------------------
+
+
+def issue_user(
+    name: str,
+    account_public_key: str,
+    signer: KeyPair,
+    spec: Optional[UserSpec] = None,
+    *,
+    scope: Optional[ScopedSigningKey] = None,
+    user_key: Optional[KeyPair] = None,
+    clock=None,
+) -> tuple[KeyPair, UserClaims, str, str]:
+    """Make a user in memory: (key pair, claims, JWT, creds text).  Nothing is written."""
+    kp = user_key or KeyPair.generate("user")
+    u = UserClaims(subject=kp.public_key, name=name)
+    if scope is not None:
+        if spec is not None and spec.has_permissions_or_limits():
+            raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role; "
+                             "set none on the user")
+        u.limits.clear_for_scope()
+    if spec is not None:
+        spec.apply(u)
+    if signer.public_key != account_public_key:
+        u.issuer_account = account_public_key
+    token = encode(u, signer, clock=clock)
+    return kp, u, token, format_creds(token, kp.seed)
+
+
+# --- store operations ------------------------------------------------------------------------------
+
+
+def _new_account(store: Store, name: str, op: Entity, *, signing_key: bool, clock) -> tuple[KeyPair, AccountClaims, str]:
+    kp = KeyPair.generate("account")
+    acc = AccountClaims(subject=kp.public_key, name=name)
+    sk = None
+    if signing_key:
+        sk = KeyPair.generate("account")
+        acc.signing_keys.append(sk.public_key)
+    token = encode(acc, operator_signer(store, op.claims), clock=clock)
+    store.save_key(kp)
+    if sk is not None:
+        store.save_key(sk)
+    store.write_account(op.name, name, token)
+    return kp, acc, token
+
+
+def init(
+    store: Store,
+    operator: str = DEFAULT_OPERATOR,
+    account: str = DEFAULT_ACCOUNT,
+    user: str = DEFAULT_USER,
+    *,
+    system_account: str = SYSTEM_ACCOUNT,
+    system_user: str = SYSTEM_USER,
+    strict: bool = False,
+    user_spec: Optional[UserSpec] = None,
+) -> InitResult:
+    """Create an operator, its system account and user, an application account and its first user.
+
+    On a store that already has an operator, nothing is changed and ``created`` is False.
+    """
+    for n, what in ((operator, "operator name"), (account, "account name"), (user, "user name"),
+                    (system_account, "system account name"), (system_user, "system user name")):
+        check_name(n, what)
+    if account == system_account:
+        raise StoreError("the application account and the system account need different names")
+    existing = store.operator_names()
+    if existing:
+        op = store.current_operator()
+        ctx = store.context()
+        return InitResult(False, op, system_account, ctx.get("account", ""), user, system_user,
+                          message=f"store at {store.home} already holds operator {op}; nothing changed")
+    clock = store.clock
+    op_kp = KeyPair.generate("operator")
+    op_claims = OperatorClaims(subject=op_kp.public_key, name=operator)
+    op_sk = None
+    if strict:
+        op_sk = KeyPair.generate("operator")
+        op_claims.signing_keys.append(op_sk.public_key)
+        op_claims.strict_signing_key_usage = True
+    sys_kp = KeyPair.generate("account")
+    op_claims.system_account = sys_kp.public_key
+    store.save_key(op_kp)
+    if op_sk is not None:
+        store.save_key(op_sk)
+    store.write_operator(operator, encode(op_claims, op_kp, clock=clock))
+    op_entity = store.operator(operator)
+
+    signer = operator_signer(store, op_claims)
+    # system account: fixed key chosen above so the operator can name it
+    sys_claims = AccountClaims(subject=sys_kp.public_key, name=system_account)
+    sys_sk = None
+    if strict:
+        sys_sk = KeyPair.generate("account")
+        sys_claims.signing_keys.append(sys_sk.public_key)
+    store.save_key(sys_kp)
+    if sys_sk is not None:
+        store.save_key(sys_sk)
+    store.write_account(operator, system_account, encode(sys_claims, signer, clock=clock))
+    _new_account(store, account, op_entity, signing_key=strict, clock=clock)
+    store.set_context(operator=operator, account=account)
+
+    creds = {}
+    creds[system_user] = add_user(store, system_account, system_user).creds_path
+    creds[user] = add_user(store, account, user, user_spec).creds_path
+    return InitResult(True, operator, system_account, account, user, system_user, creds,
+                      message=f"created operator {operator} with accounts {system_account} (system) and {account}")
+
+
+def add_account(store: Store, name: str, *, signing_key: bool = False, force: bool = False) -> Entity:
+    """Add an account signed by the operator (with an account signing key when ``signing_key``)."""
+    check_name(name, "account name")
+    op = store.operator()
+    path = store.account_jwt_path(op.name, name)
+    if path.exists() and not force:
+        raise ExistsError(f"account {name} already exists; use --force to replace it")
+    _new_account(store, name, op, signing_key=signing_key or op.claims.strict_signing_key_usage, clock=store.clock)
+    return store.account(name, op.name)
+
+
+def add_user(
+    store: Store,
+    account: str,
+    name: str,
+    spec: Optional[UserSpec] = None,
+    *,
+    role: Optional[str] = None,
+    signing_key: Optional[str] = None,
+    force: bool = False,
+) -> UserResult:
+    """Add a user to ``account``: keep its seed, write its JWT and its creds file."""
+    check_name(name, "user name")
+    op = store.operator()
+    acc = store.account(account, op.name)
+    jwt_path = store.user_jwt_path(op.name, account, name)
+    creds_path = store.creds_path(op.name, account, name)
+    if not force:
+        for p in (jwt_path, creds_path):
+            if p.exists():
+                raise ExistsError(f"user {name} already exists in account {account}; use --force to replace it")
+    signer, scope = user_signer(store, op.claims, acc.claims, role, signing_key)
+    kp, claims, token, creds = issue_user(name, acc.public_key, signer, spec, scope=scope, clock=store.clock)
+    store.save_key(kp)
+    store.write_user(op.name, account, name, token)
+    store.write_creds(op.name, account, name, creds, force=True)
+    return UserResult(Entity("user", name, token, claims, jwt_path), str(creds_path))
+
+
+def _reissue_user(store: Store, op: Entity, acc: Entity, user: Entity, claims: UserClaims) -> UserResult:
+    """Re-sign changed user claims with the key that signed them (or the current user signer)."""
+    if store.has_key(claims.issuer) and (claims.issuer == acc.public_key or claims.issuer in acc.claims.signing_key_map()):
+        signer = store.load_key(claims.issuer)
+    else:
+        signer, _ = user_signer(store, op.claims, acc.claims)
+    claims.issuer_account = "" if signer.public_key == acc.public_key else acc.public_key
+    token = encode(claims, signer, clock=store.clock)
+    store.write_user(op.name, acc.name, user.name, token)
+    creds_path = store.creds_path(op.name, acc.name, user.name)
+    if store.has_key(claims.subject):
+        store.write_creds(op.name, acc.name, user.name, format_creds(token, store.load_key(claims.subject).seed),
+                          force=True)
+    return UserResult(Entity("user", user.name, token, claims, user.path), str(creds_path))
+
+
+def edit_user(store: Store, account: str, name: str, spec: Optional[UserSpec] = None,
+              changes: Optional[UserChanges] = None) -> UserResult:
+    """Change a user's permissions, limits, expiry or tags; re-issue its JWT and creds when anything changed.
+
+    ``spec`` sets fields outright; ``changes`` adds to and removes from the current lists.
+    """
+    op = store.operator()
+    acc = store.account(account, op.name)
+    user = store.user(account, name, op.name)
+    claims: UserClaims = user.claims.copy()
+    if changes is not None:
+        spec = changes.to_spec(claims, spec)
+    spec = spec or UserSpec()
+    before = claims.nats_dict(), claims.expires, claims.not_before
+    scope = acc.claims.signing_key_map().get(claims.issuer)
+    if scope is not None and spec.has_permissions_or_limits():
+        raise StoreError(f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead")
+    spec.apply(claims)
+    if (claims.nats_dict(), claims.expires, claims.not_before) == before:
+        return UserResult(user, str(store.creds_path(op.name, account, name)), changed=False)
+    return _reissue_user(store, op, acc, user, claims)
+
+
+def resign_account(store: Store, op: Entity, acc: Entity, claims: AccountClaims) -> Entity:
+    token = encode(claims, operator_signer(store, op.claims), clock=store.clock)
+    path = store.write_account(op.name, acc.name, token)
+    return Entity("account", acc.name, token, claims, path)
+
+
+def edit_account(
+    store: Store,
+    name: str,
+    *,
+    limits: Optional[dict[str, int | bool]] = None,
+    jetstream: Optional[dict[str, int]] = None,
+    add_signing_key: bool = False,
+    add_role: Optional[str] = None,
+    role_spec: Optional[UserSpec] = None,
+    remove_signing_key: Optional[str] = None,
+    expires: Optional[int] = None,
+    tags: Optional[list[str]] = None,
+    description: Optional[str] = None,
+) -> tuple[Entity, bool]:
+    """Change an account's limits, JetStream limits, signing keys (plain or scoped roles), expiry or tags.
+
+    Returns (account, changed).  A new signing key's seed goes to the keystore.
+    """
+    op = store.operator()
+    acc = store.account(name, op.name)
+    claims: AccountClaims = acc.claims.copy()
+    before = claims.to_dict()
+    new_keys: list[KeyPair] = []
+    if limits:
+        for k, v in limits.items():
+            if not hasattr(claims.limits, k) or k in ("jetstream", "tiers", "extra"):
+                raise StoreError(f"unknown account limit {k!r}")
+            setattr(claims.limits, k, v)
+    if jetstream:
+        for k, v in jetstream.items():
+            if not hasattr(claims.limits.jetstream, k):
+                raise StoreError(f"unknown JetStream limit {k!r}")
+            setattr(claims.limits.jetstream, k, v)
+    if add_signing_key:
+        kp = KeyPair.generate("account")
+        new_keys.append(kp)
+        claims.signing_keys.append(kp.public_key)
+    if add_role:
+        if claims.scope_for_role(add_role) is not None:
+            raise ExistsError(f"account {name} already has a signing key with role {add_role!r}")
+        kp = KeyPair.generate("account")
+        new_keys.append(kp)
+        template = UserClaims(subject="", limits=UserPermissionLimits())
+        if role_spec is not None:
+            role_spec.apply(template)
+        claims.signing_keys.append(ScopedSigningKey(kp.public_key, add_role, template.limits))
+    if remove_signing_key:
+        keep = [k for k in claims.signing_keys
+                if (k if isinstance(k, str) else k.key) != remove_signing_key
+                and (isinstance(k, str) or k.role != remove_signing_key)]
+        if len(keep) == len(claims.signing_keys):
+            raise StoreError(f"account {name} has no signing key or role {remove_signing_key!r}")
+        claims.signing_keys = keep
+    if expires is not None:
+        claims.expires = expires
+    if tags is not None:
+        claims.tags = _dedupe(t.strip().lower() for t in tags)
+    if description is not None:
+        claims.description = description
+    if claims.to_dict() == before:
+        return acc, False
+    for kp in new_keys:
+        store.save_key(kp)
+    return resign_account(store, op, acc, claims), True
+
+
+def edit_operator(
+    store: Store,
+    *,
+    add_signing_key: bool = False,
+    strict: Optional[bool] = None,
+    service_urls: Optional[list[str]] = None,
+    account_server_url: Optional[str] = None,
+    system_account: Optional[str] = None,
+    tags: Optional[list[str]] = None,
+) -> tuple[Entity, bool]:
+    """Change the operator's signing keys, strict mode, service URLs or system account."""
+    op = store.operator()
+    claims: OperatorClaims = op.claims.copy()
+    before = claims.to_dict()
+    new_key = None
+    if add_signing_key:
+        new_key = KeyPair.generate("operator")
+        claims.signing_keys.append(new_key.public_key)
+    if strict is not None:
+        if strict and not claims.signing_keys:
+            raise StoreError("strict signing key usage needs an operator signing key (add one with --sk)")
+        claims.strict_signing_key_usage = strict
+    if service_urls is not None:
+        claims.operator_service_urls = list(service_urls)
+    if account_server_url is not None:
+        claims.account_server_url = account_server_url
+    if system_account is not None:
+        claims.system_account = store.find_account(system_account, op.name).public_key
+    if tags is not None:
+        claims.tags = _dedupe(t.strip().lower() for t in tags)
+    if claims.to_dict() == before:
+        return op, False
+    if new_key is not None:
+        store.save_key(new_key)
+    token = encode(claims, store.load_key(claims.subject), clock=store.clock)
+    path = store.write_operator(op.name, token)
+    return Entity("operator", op.name, token, claims, path), True
+
+
+def generate_creds(store: Store, account: str, name: str) -> str:
+    """The creds text of a user (a secret), checked against the chain; made from the keystore's seed."""
+    op = store.operator()
+    acc = store.account(account, op.name)
+    user = store.user(account, name, op.name)
+    verify_chain(op.claims, acc.claims, user.token, clock=store.clock)
+    kp = store.load_key(user.claims.subject)
+    return format_creds(user.token, kp.seed)
+
+
+def now(store: Store) -> int:
+    return int((store.clock or time.time)())

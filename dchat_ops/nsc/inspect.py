@@ -1,0 +1,197 @@
+"""Looking at a store: describe an entity or a JWT / creds file, list the tree, validate everything.
+
+    >>> describe_token(open("alice.jwt").read())["kind"]
+    'user'
+    >>> [f.message for f in validate_store(store) if f.level == "error"]
+    []
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError
+from .claims import AccountClaims, Claims, OperatorClaims, UserClaims
+from .creds import parse_creds
+from .jwt import compute_jti, decode, decode_unverified, verify_chain
+from .store import Entity, Store
+
+__all__ = ["Finding", "describe_claims", "describe_token", "describe_file", "list_store", "validate_store"]
+
+EXPIRY_WARNING_S = 7 * 24 * 3600
+
+
+def _iso(t: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else ""
+
+
+def describe_claims(c: Claims, token: str = "") -> dict:
+    """A JSON-ready description: kind, name, keys, times and the full claims."""
+    d = {
+        "kind": c.TYPE,
+        "name": c.name,
+        "public_key": c.subject,
+        "issuer": c.issuer,
+        "jti": c.jti,
+        "issued_at": _iso(c.issued_at),
+        "expires": _iso(c.expires),
+        "claims": c.to_dict(),
+    }
+    if token:
+        d["jti_matches"] = compute_jti(c) == c.jti
+    if isinstance(c, UserClaims):
+        d["issuer_account"] = c.issuer_account
+    if isinstance(c, AccountClaims):
+        d["signing_keys"] = [k if isinstance(k, str) else {"key": k.key, "role": k.role} for k in c.signing_keys]
+        d["jetstream"] = c.limits.jetstream.enabled() or bool(c.limits.tiers)
+    if isinstance(c, OperatorClaims):
+        d["system_account"] = c.system_account
+        d["strict_signing_key_usage"] = c.strict_signing_key_usage
+    return d
+
+
+def describe_token(token: str) -> dict:
+    """Describe a JWT after verifying its signature (JWTError when it does not verify)."""
+    return describe_claims(decode(token), token)
+
+
+def describe_file(path: Path) -> dict:
+    """Describe a ``.jwt`` or ``.creds`` file.  The seed of a creds file is never shown."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StoreError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    if "-----BEGIN" in text:
+        creds = parse_creds(text)
+        d = describe_token(creds.jwt)
+        kp = creds.keypair()
+        d["creds"] = {"seed_matches_jwt": kp.public_key == d["public_key"]}
+        if kp.public_key != d["public_key"]:
+            raise CredsError(f"{path}: the seed in the creds file does not belong to the JWT's user")
+        return d
+    return describe_token(text.strip())
+
+
+def list_store(store: Store) -> dict:
+    """The operator, its accounts and their users, as a tree of names and public keys."""
+    op = store.operator()
+    out = {"operator": {"name": op.name, "public_key": op.public_key}, "accounts": []}
+    for acc in store.accounts(op.name):
+        users = []
+        for u in store.user_names(acc.name, op.name):
+            try:
+                ue = store.user(acc.name, u, op.name)
+                users.append({"name": u, "public_key": ue.public_key})
+            except StoreError as exc:
+                users.append({"name": u, "error": str(exc)})
+        out["accounts"].append({
+            "name": acc.name,
+            "public_key": acc.public_key,
+            "system": acc.public_key == op.claims.system_account,
+            "users": users,
+        })
+    return out
+
+
+@dataclass
+class Finding:
+    level: str  # "error" or "warning"
+    entity: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def validate_store(store: Store, clock=None) -> list[Finding]:
+    """Check every signature, chain link, expiry, key and creds file of the current operator."""
+    clock = clock or store.clock
+    now = int((clock or time.time)())
+    out: list[Finding] = []
+    try:
+        op = store.operator()
+    except DchatOpsError as exc:
+        return [Finding("error", "operator", str(exc))]
+    opc: OperatorClaims = op.claims
+    label = f"operator {op.name}"
+    try:
+        verify_chain(op.token, clock=clock)
+    except ChainError as exc:
+        out.append(Finding("error", label, str(exc)))
+    if opc.expires and opc.expires <= now:
+        out.append(Finding("warning", label, "operator JWT has expired (nats-server does not enforce this)"))
+    if not store.has_key(opc.subject):
+        out.append(Finding("warning", label, "the keystore does not hold the operator identity seed"))
+    if not opc.system_account:
+        out.append(Finding("error", label, "no system account set"))
+    account_keys = {}
+    for name in store.account_names(op.name):
+        alabel = f"account {name}"
+        try:
+            acc = store.account(name, op.name)
+        except StoreError as exc:
+            out.append(Finding("error", alabel, str(exc)))
+            continue
+        account_keys[acc.public_key] = name
+        if acc.claims.name != name:
+            out.append(Finding("warning", alabel, f"JWT name is {acc.claims.name!r}, folder is {name!r}"))
+        try:
+            verify_chain(opc, acc.token, clock=clock)
+        except ChainError as exc:
+            out.append(Finding("error", alabel, str(exc)))
+        _expiry_warning(out, alabel, acc.claims, now)
+        if not store.has_key(acc.public_key):
+            out.append(Finding("warning", alabel, "the keystore does not hold the account seed"))
+        if acc.public_key == opc.system_account and acc.claims.limits.jetstream.enabled():
+            out.append(Finding("error", alabel, "the system account must not have JetStream limits"))
+        for uname in store.user_names(name, op.name):
+            out.extend(_validate_user(store, op, acc, uname, clock, now))
+    if opc.system_account and opc.system_account not in account_keys:
+        out.append(Finding("error", label, f"system account {opc.system_account} is not in the store"))
+    return out
+
+
+def _expiry_warning(out: list[Finding], label: str, c: Claims, now: int) -> None:
+    if c.expires and now < c.expires <= now + EXPIRY_WARNING_S:
+        out.append(Finding("warning", label, f"expires soon ({_iso(c.expires)})"))
+
+
+def _validate_user(store: Store, op: Entity, acc: Entity, uname: str, clock, now: int) -> list[Finding]:
+    out = []
+    ulabel = f"user {acc.name}/{uname}"
+    path = store.user_jwt_path(op.name, acc.name, uname)
+    token = path.read_text().strip()
+    try:
+        res = verify_chain(op.claims, acc.claims, token, clock=clock)
+    except ChainError as exc:
+        out.append(Finding("error", ulabel, str(exc)))
+        try:
+            res = None
+            u = decode_unverified(token)
+        except JWTError:
+            return out
+    else:
+        u = res.user
+    _expiry_warning(out, ulabel, u, now)
+    creds_path = store.creds_path(op.name, acc.name, uname)
+    if creds_path.exists():
+        try:
+            creds = parse_creds(creds_path.read_text())
+            if creds.jwt != token:
+                out.append(Finding("warning", ulabel, "creds file holds another JWT than the store; run 'dchat-ops generate creds'"))
+            if creds.keypair().public_key != u.subject:
+                out.append(Finding("error", ulabel, "creds file seed does not belong to the user"))
+        except CredsError as exc:
+            out.append(Finding("error", ulabel, f"creds file: {exc}"))
+        mode = creds_path.stat().st_mode & 0o777
+        if mode & 0o077:
+            out.append(Finding("error", ulabel, f"creds file is readable by others (mode {mode:o})"))
+    elif not store.has_key(u.subject):
+        out.append(Finding("warning", ulabel, "neither a creds file nor the user seed is held"))
+    return out

@@ -1,0 +1,327 @@
+"""NATS JWT v2: encoding, verified decoding, the Go-compatible ``jti``, and chain verification.
+
+Tokens are signed through PyJWT with an ``ed25519-nkey`` algorithm registered on a private
+``PyJWS`` instance: header ``{"typ":"JWT","alg":"ed25519-nkey"}``, base64url without padding,
+the signature made by the issuer's nkey over ``header.payload``.
+
+    >>> op = KeyPair.generate("operator")
+    >>> token = encode(OperatorClaims(subject=op.public_key, name="demo"), op)
+    >>> decode(token).name
+    'demo'
+
+:func:`decode` always verifies the signature against the issuer named in the token.
+:func:`verify_chain` checks operator -> account -> user (signing keys, ``issuer_account``,
+scoped keys, strict signing key usage, expiry, revocation) and raises a
+:class:`~dchat_ops.errors.ChainError` naming the link that failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import jwt as pyjwt
+from jwt.algorithms import Algorithm
+from jwt.api_jws import PyJWS
+
+from ..errors import ChainError, JWTError, NKeyError
+from .claims import (
+    AccountClaims,
+    ActivationClaims,
+    Claims,
+    OperatorClaims,
+    UserClaims,
+    claims_class_for,
+)
+from .keys import KeyPair, PublicKey, kind_of_public
+
+__all__ = [
+    "ALGORITHM",
+    "Clock",
+    "encode",
+    "decode",
+    "decode_unverified",
+    "compute_jti",
+    "go_json",
+    "verify_chain",
+    "ChainResult",
+]
+
+ALGORITHM = "ed25519-nkey"
+Clock = Callable[[], float]
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+
+
+class _NkeyAlgorithm(Algorithm):
+    """PyJWT algorithm ``ed25519-nkey``: keys are :class:`KeyPair` (sign) or public nkey text (verify)."""
+
+    def prepare_key(self, key: Any) -> Any:
+        if isinstance(key, KeyPair):
+            return key
+        if isinstance(key, str):
+            return PublicKey(key)
+        raise JWTError("an ed25519-nkey key must be a KeyPair or a public nkey")
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return key.sign(msg)
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        try:
+            return key.verify(msg, sig)
+        except NKeyError:
+            return False
+
+    @staticmethod
+    def to_jwk(key_obj, as_dict=False):  # pragma: no cover - not used by NATS
+        raise NotImplementedError
+
+    @staticmethod
+    def from_jwk(jwk):  # pragma: no cover - not used by NATS
+        raise NotImplementedError
+
+
+_JWS = PyJWS(algorithms=[])
+_JWS.register_algorithm(ALGORITHM, _NkeyAlgorithm())
+
+
+def go_json(obj: Any) -> str:
+    """Compact JSON as Go's ``encoding/json`` writes it (``<``, ``>``, ``&`` escaped; UTF-8 kept)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    if _GO_ESCAPE_RE.search(text):
+        text = _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], text)
+    return text
+
+
+def compute_jti(claims: Claims | dict) -> str:
+    """The Go-compatible ``jti``: base32 (no padding) of SHA-512/256 over the standard claims only.
+
+    The hash input is the compact JSON of ``aud, exp, iat, iss, name, nbf, sub`` in that order,
+    empty ones omitted and ``jti`` itself left out.
+    """
+    if isinstance(claims, Claims):
+        std = claims.standard_claims()
+    else:
+        std = {k: claims[k] for k in ("aud", "exp", "jti", "iat", "iss", "name", "nbf", "sub") if claims.get(k)}
+    std.pop("jti", None)
+    digest = hashlib.new("sha512_256", go_json(std).encode("utf-8")).digest()
+    return base64.b32encode(digest).decode("ascii").rstrip("=")
+
+
+def _now(clock: Optional[Clock]) -> int:
+    return int((clock or time.time)())
+
+
+def encode(claims: Claims, signer: KeyPair, *, clock: Optional[Clock] = None) -> str:
+    """Sign ``claims`` with ``signer`` and return the token.
+
+    Sets ``claims.issuer`` to the signer, ``claims.issued_at`` to now (from ``clock``) and a fresh
+    ``claims.jti``.  The signer must be of the kind that may issue this claim type.
+    """
+    _check_signer_kind(claims, signer)
+    claims.issuer = signer.public_key
+    claims.issued_at = _now(clock)
+    claims.jti = ""
+    claims.jti = compute_jti(claims)
+    payload = go_json(claims.to_dict()).encode("utf-8")
+    return _JWS.encode(payload, signer, algorithm=ALGORITHM, headers={"typ": "JWT"}, sort_headers=False)
+
+
+def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:
+    want = {OperatorClaims: "operator", AccountClaims: "operator", UserClaims: "account",
+            ActivationClaims: "account"}.get(type(claims))
+    if want and signer.kind != want:
+        raise JWTError(f"a {claims.TYPE} JWT must be signed by an {want} key, not a {signer.kind} key")
+    if claims.subject:
+        try:
+            got = kind_of_public(claims.subject)
+        except NKeyError as exc:
+            raise JWTError(f"subject of the {claims.TYPE} JWT: {exc}") from None
+        if got != claims.SUBJECT_KIND:
+            raise JWTError(f"the subject of a {claims.TYPE} JWT must be a {claims.SUBJECT_KIND} key, not {got}")
+    else:
+        raise JWTError(f"the {claims.TYPE} JWT has no subject")
+
+
+def _segments(token: str) -> tuple[dict, dict]:
+    if not isinstance(token, str):
+        raise JWTError("a JWT must be text")
+    token = token.strip()
+    if not _TOKEN.match(token):
+        raise JWTError("malformed JWT: expected three base64url segments without padding")
+    h, p, _ = token.split(".")
+    try:
+        header = json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+        payload = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise JWTError("malformed JWT: header or payload is not base64url JSON") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise JWTError("malformed JWT: header and payload must be JSON objects")
+    return header, payload
+
+
+def decode_unverified(token: str) -> Claims:
+    """Parse a token WITHOUT checking its signature.  Only for showing what a bad token says."""
+    _, payload = _segments(token)
+    return claims_class_for(payload).from_dict(payload)
+
+
+def decode(token: str, expected: type[Claims] | None = None) -> Claims:
+    """Parse a token and verify its signature against its issuer (``iss``).
+
+    With ``expected``, refuse a token of another claim type.  Raises :class:`JWTError`.
+    """
+    header, payload = _segments(token)
+    if header.get("typ", "JWT").upper() != "JWT":
+        raise JWTError(f"not a JWT: typ is {header.get('typ')!r}")
+    alg = header.get("alg")
+    if alg != ALGORITHM:
+        if alg == "ed25519":
+            raise JWTError("this is a v1 JWT (alg ed25519); only v2 JWTs are supported")
+        raise JWTError(f"unsupported JWT algorithm {alg!r}")
+    issuer = payload.get("iss")
+    if not isinstance(issuer, str) or not issuer:
+        raise JWTError("the JWT has no issuer")
+    try:
+        issuer_kind = kind_of_public(issuer)
+    except NKeyError:
+        raise JWTError("the JWT's issuer is not a public nkey") from None
+    if issuer_kind not in ("operator", "account"):
+        raise JWTError(f"the JWT's issuer is a {issuer_kind} key; only operators and accounts issue JWTs")
+    try:
+        _JWS.decode_complete(token.strip(), key=issuer, algorithms=[ALGORITHM])
+    except pyjwt.InvalidSignatureError:
+        raise JWTError("JWT signature does not verify against its issuer") from None
+    except pyjwt.PyJWTError as exc:
+        raise JWTError(f"malformed JWT: {exc}") from None
+    cls = claims_class_for(payload)
+    if expected is not None and cls is not expected:
+        raise JWTError(f"expected a {expected.TYPE} JWT, got a {cls.TYPE} JWT")
+    claims = cls.from_dict(payload)
+    want_issuer = {"operator": ("operator",), "account": ("operator", "account"), "user": ("account",),
+                   "activation": ("account",)}
+    if issuer_kind not in want_issuer[cls.TYPE]:
+        raise JWTError(f"a {cls.TYPE} JWT cannot be issued by a {issuer_kind} key")
+    if claims.subject:
+        try:
+            sub_kind = kind_of_public(claims.subject)
+        except NKeyError:
+            raise JWTError(f"the {cls.TYPE} JWT's subject is not a public nkey") from None
+        if sub_kind != cls.SUBJECT_KIND:
+            raise JWTError(f"the subject of a {cls.TYPE} JWT is a {sub_kind} key")
+    return claims
+
+
+# --- chain verification ---------------------------------------------------------------------------
+
+
+@dataclass
+class ChainResult:
+    """The decoded, verified links of a chain."""
+
+    operator: OperatorClaims
+    account: Optional[AccountClaims] = None
+    user: Optional[UserClaims] = None
+    user_scope_role: str = ""  # the role of the scoped signing key that issued the user, if any
+
+
+def _check_times(link: str, c: Claims, now: int) -> None:
+    if c.expires and c.expires <= now:
+        raise ChainError(link, "expired", f"{c.TYPE} JWT {c.name or c.subject} expired at {_iso(c.expires)}")
+    if c.not_before and c.not_before > now:
+        raise ChainError(link, "not-yet-valid",
+                         f"{c.TYPE} JWT {c.name or c.subject} is not valid before {_iso(c.not_before)}")
+
+
+def _iso(t: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _decode_link(link: str, token: str | Claims, cls: type[Claims]):
+    if isinstance(token, Claims):
+        if not isinstance(token, cls):
+            raise ChainError(link, "wrong-type", f"expected a {cls.TYPE} JWT")
+        return token
+    try:
+        return decode(token, cls)
+    except ChainError:
+        raise
+    except JWTError as exc:
+        raise ChainError(link, "invalid", str(exc)) from None
+
+
+def verify_chain(
+    operator: str | OperatorClaims,
+    account: str | AccountClaims | None = None,
+    user: str | UserClaims | None = None,
+    *,
+    clock: Optional[Clock] = None,
+    check_expiry: bool = True,
+) -> ChainResult:
+    """Verify operator -> account -> user and return the decoded claims.
+
+    Tokens are decoded (signatures verified); already-decoded claims are trusted as decoded.
+    Raises :class:`ChainError` whose ``link`` and ``reason`` say what failed.
+    """
+    now = _now(clock)
+    op = _decode_link("operator", operator, OperatorClaims)
+    if op.issuer != op.subject and op.issuer not in op.signing_keys:
+        raise ChainError("operator", "untrusted-issuer", "operator JWT is neither self-signed nor signed by one of its signing keys")
+    # An operator JWT's expiry is not enforced by nats-server; the store's validate warns about it.
+    result = ChainResult(op)
+    if account is None:
+        if user is not None:
+            raise ChainError("account", "missing", "a user cannot be verified without its account")
+        return result
+
+    acc = _decode_link("account", account, AccountClaims)
+    if acc.issuer != op.subject and acc.issuer not in op.signing_keys:
+        raise ChainError("account", "untrusted-issuer",
+                         f"account {acc.name or acc.subject} is signed by {acc.issuer}, which is neither the operator nor one of its signing keys")
+    if op.strict_signing_key_usage and acc.issuer not in op.signing_keys:
+        raise ChainError("account", "strict-signing",
+                         f"account {acc.name or acc.subject} is signed by the operator identity key, but the operator requires signing keys")
+    if check_expiry:
+        _check_times("account", acc, now)
+    result.account = acc
+    if user is None:
+        return result
+
+    usr = _decode_link("user", user, UserClaims)
+    label = usr.name or usr.subject
+    sk_map = acc.signing_key_map()
+    if usr.issuer == acc.subject:
+        if op.strict_signing_key_usage:
+            raise ChainError("user", "strict-signing",
+                             f"user {label} is signed by the account identity key, but the operator requires signing keys")
+        if usr.issuer_account and usr.issuer_account != acc.subject:
+            raise ChainError("user", "issuer-account", f"user {label} names issuer_account {usr.issuer_account}, not {acc.subject}")
+    elif usr.issuer in sk_map:
+        if not usr.issuer_account:
+            raise ChainError("user", "issuer-account",
+                             f"user {label} is signed by an account signing key but has no issuer_account")
+        if usr.issuer_account != acc.subject:
+            raise ChainError("user", "issuer-account",
+                             f"user {label} names issuer_account {usr.issuer_account}, not {acc.subject}")
+        scope = sk_map[usr.issuer]
+        if scope is not None:
+            if usr.limits.has_limits_or_permissions():
+                raise ChainError("user", "scoped-with-permissions",
+                                 f"user {label} is signed by scoped key role {scope.role!r} but carries its own permissions or limits")
+            result.user_scope_role = scope.role
+    else:
+        raise ChainError("user", "untrusted-issuer",
+                         f"user {label} is signed by {usr.issuer}, which is neither account {acc.name or acc.subject} nor one of its signing keys")
+    if check_expiry:
+        _check_times("user", usr, now)
+    if acc.is_revoked(usr.subject, usr.issued_at):
+        raise ChainError("user", "revoked", f"user {label} is revoked by account {acc.name or acc.subject}")
+    result.user = usr
+    return result

