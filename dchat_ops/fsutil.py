@@ -18,7 +18,9 @@ from pathlib import Path
 
 from .errors import DchatOpsError, ExistsError
 
-__all__ = ["atomic_write", "ensure_dir", "read_bytes", "FileTransaction"]
+__all__ = ["atomic_write", "ensure_dir", "read_bytes", "FileTransaction", "deferred_sync"]
+
+_DEFER = {"depth": 0, "pending": False}
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -31,7 +33,18 @@ def ensure_dir(path: Path, private: bool = False) -> None:
     path = Path(path)
     mode = PRIVATE_DIR if private else PUBLIC_DIR
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        missing = []
+        p = path
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):  # every folder this call makes gets the mode, not only the last
+            try:
+                d.mkdir(mode=mode)
+            except FileExistsError:
+                pass
+            if private:
+                os.chmod(d, PRIVATE_DIR)
         if private and stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR:
             os.chmod(path, PRIVATE_DIR)
     except OSError as exc:
@@ -77,7 +90,9 @@ def atomic_write(
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
-            if fsync:
+            if fsync and _DEFER["depth"]:
+                _DEFER["pending"] = True
+            elif fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
@@ -92,6 +107,25 @@ def atomic_write(
             except OSError:
                 pass
     return True
+
+
+class deferred_sync:
+    """Within this block, atomic writes skip their per-file fsync; one ``os.sync()`` runs at the end.
+
+    Each file still replaces its target atomically; only the flush to disk is batched.  Used by
+    bulk operations (thousands of users) where a flush per file would dominate.
+    """
+
+    def __enter__(self):
+        _DEFER["depth"] += 1
+        return self
+
+    def __exit__(self, *exc):
+        _DEFER["depth"] -= 1
+        if _DEFER["depth"] == 0 and _DEFER["pending"]:
+            _DEFER["pending"] = False
+            os.sync()
+        return False
 
 
 def read_bytes(path: Path) -> bytes | None:

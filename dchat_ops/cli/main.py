@@ -165,15 +165,17 @@ def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
 @click.argument("name")
 @click.option("--account", "-a", help="Account of the user (default: the current account).")
 @click.option("--role", help="Sign with the account's scoped signing key of this role.")
+@click.option("--signing-key", help="Sign with this account signing key (public key, A...).")
 @click.option("--force", is_flag=True, help="Replace an existing user of this name.")
 @user_options
 @json_option
 @pass_ctx
-def add_user(c: Ctx, name, account, role, force, as_json, **kw):
+def add_user(c: Ctx, name, account, role, signing_key, force, as_json, **kw):
     """Add a user, its seed and its creds file."""
     store = c.store()
     account = account or store.default_account()
-    r = admin.add_user(store, account, name, _spec(store, kw, for_edit=False), role=role, force=force)
+    r = admin.add_user(store, account, name, _spec(store, kw, for_edit=False), role=role,
+                       signing_key=signing_key, force=force)
     emit(as_json, r.to_dict(), [f"added user {name} to account {account} ({r.entity.public_key})",
                                 f"  creds: {r.creds_path}"])
 

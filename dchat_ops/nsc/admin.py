@@ -29,7 +29,7 @@ from .claims import (
 )
 from .creds import format_creds
 from .jwt import encode, verify_chain
-from .keys import KeyPair
+from .keys import KeyPair, check_public_key
 from .store import Entity, Store, check_name
 
 __all__ = [
@@ -44,6 +44,8 @@ __all__ = [
     "edit_account",
     "edit_operator",
     "issue_user",
+    "issue_users",
+    "add_users",
     "generate_creds",
     "operator_signer",
     "user_signer",
@@ -222,6 +224,7 @@ def user_signer(store: Store, op: OperatorClaims, acc: AccountClaims, role: Opti
     """The key that signs a user of ``acc`` (and its scope when it is a scoped key)."""
     sk_map = acc.signing_key_map()
     if key:
+        check_public_key(key, "account", "signing key")
         if key != acc.subject and key not in sk_map:
             raise StoreError(f"{key} is not a signing key of account {acc.name}")
         return store.load_key(key), sk_map.get(key)
@@ -267,6 +270,53 @@ def issue_user(
         u.issuer_account = account_public_key
     token = encode(u, signer, clock=clock)
     return kp, u, token, format_creds(token, kp.seed)
+
+
+def _issue_chunk(args) -> list[tuple[str, str, str, str, str]]:
+    """Worker for :func:`issue_users`: (name, public key, seed, JWT, creds) for each name."""
+    signer_seed, account_public_key, names, spec, scope, now = args
+    signer = KeyPair.from_seed(signer_seed)
+    clock = (lambda: now) if now is not None else None
+    out = []
+    for name in names:
+        kp, _, token, creds = issue_user(name, account_public_key, signer, spec, scope=scope, clock=clock)
+        out.append((name, kp.public_key, kp.seed, token, creds))
+    return out
+
+
+PARALLEL_THRESHOLD = 2000
+
+
+def issue_users(
+    names: list[str],
+    account_public_key: str,
+    signer: KeyPair,
+    spec: Optional[UserSpec] = None,
+    *,
+    scope: Optional[ScopedSigningKey] = None,
+    clock=None,
+    workers: Optional[int] = None,
+) -> list[tuple[str, str, str, str, str]]:
+    """Make many users in memory: (name, public key, seed, JWT, creds) each, in the order of ``names``.
+
+    Large batches are spread over processes (one per core by default); ``workers=1`` keeps it in
+    this process.  Nothing is written.
+    """
+    import os
+
+    now = int(clock()) if clock else None
+    workers = workers or (os.cpu_count() or 1)
+    if workers <= 1 or len(names) < PARALLEL_THRESHOLD:
+        return _issue_chunk((signer.seed, account_public_key, names, spec, scope, now))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(names) // (workers * 4))
+    chunks = [names[i:i + size] for i in range(0, len(names), size)]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        parts = pool.map(_issue_chunk, [(signer.seed, account_public_key, c, spec, scope, now) for c in chunks])
+        return [row for part in parts for row in part]
 
 
 # --- store operations ------------------------------------------------------------------------------
@@ -387,6 +437,46 @@ def add_user(
     store.write_user(op.name, account, name, token)
     store.write_creds(op.name, account, name, creds, force=True)
     return UserResult(Entity("user", name, token, claims, jwt_path), str(creds_path))
+
+
+def add_users(
+    store: Store,
+    account: str,
+    names: list[str],
+    spec: Optional[UserSpec] = None,
+    *,
+    role: Optional[str] = None,
+    force: bool = False,
+    workers: Optional[int] = None,
+) -> list[str]:
+    """Add many users with the same permissions in one go; returns their public keys.
+
+    All names are checked before anything is written; files are replaced atomically and flushed
+    to disk once at the end.
+    """
+    from ..fsutil import deferred_sync
+
+    op = store.operator()
+    acc = store.account(account, op.name)
+    seen = set()
+    for name in names:
+        check_name(name, "user name")
+        if name in seen:
+            raise StoreError(f"user {name} is listed twice")
+        seen.add(name)
+        if not force and (store.user_jwt_path(op.name, account, name).exists()
+                          or store.creds_path(op.name, account, name).exists()):
+            raise ExistsError(f"user {name} already exists in account {account}; use --force to replace it")
+    signer, scope = user_signer(store, op.claims, acc.claims, role)
+    if scope is not None and spec is not None and spec.has_permissions_or_limits():
+        raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role")
+    rows = issue_users(list(names), acc.public_key, signer, spec, scope=scope, clock=store.clock, workers=workers)
+    with deferred_sync():
+        for name, pub, seed, token, creds in rows:
+            store.save_key(KeyPair.from_seed(seed, "user"))
+            store.write_user(op.name, account, name, token)
+            store.write_creds(op.name, account, name, creds, force=True)
+    return [row[1] for row in rows]
 
 
 def _reissue_user(store: Store, op: Entity, acc: Entity, user: Entity, claims: UserClaims) -> UserResult:

@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -60,26 +59,9 @@ _KIND_BY_LETTER = {v: k for k, v in _LETTER.items()}
 _B32 = re.compile(r"^[A-Z2-7]+$")
 
 
-def _crc16_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return table
-
-
-_CRC_TABLE = _crc16_table()
-
-
 def _crc16(data: bytes) -> int:
-    """CRC-16/XMODEM, as used by the nkeys encoding."""
-    crc = 0
-    table = _CRC_TABLE
-    for b in data:
-        crc = ((crc << 8) & 0xFFFF) ^ table[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    """CRC-16/XMODEM (poly 0x1021, init 0), as used by the nkeys encoding."""
+    return binascii.crc_hqx(data, 0)
 
 
 def _b32encode(raw: bytes) -> str:
@@ -231,14 +213,9 @@ class KeyPair:
         self._seed_text: str | None = None
         if kind == "curve":
             self._private = X25519PrivateKey.from_private_bytes(self._raw_seed)
-            pub = self._private.public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            )
         else:
             self._private = Ed25519PrivateKey.from_private_bytes(self._raw_seed)
-            pub = self._private.public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            )
+        pub = self._private.public_key().public_bytes_raw()
         self._public_text = _encode_public(kind, pub)
 
     # construction -------------------------------------------------------------------------

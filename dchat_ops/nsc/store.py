@@ -82,6 +82,7 @@ class Store:
         self.home = Path(home).expanduser() if home else default_home()
         self.clock = clock
         self._key_cache: dict[str, KeyPair] = {}
+        self._decoded: dict[str, Claims] = {}  # token -> verified claims
 
     # layout ---------------------------------------------------------------------------------------
     @property
@@ -219,14 +220,21 @@ class Store:
 
     # JWTs --------------------------------------------------------------------------------------
     def _read_entity(self, kind: str, name: str, path: Path, cls: type[Claims]) -> Entity:
+        """Read and verify a JWT file (a token already verified by this store is not verified again)."""
         try:
             token = path.read_text().strip()
         except FileNotFoundError:
             raise StoreError(f"no {kind} named {name!r} in the store") from None
+        cached = self._decoded.get(token)
+        if cached is not None and isinstance(cached, cls):
+            return Entity(kind, name, token, cached.copy(), path)
         try:
             claims = decode(token, cls)
         except JWTError as exc:
             raise StoreError(f"{path}: {exc}") from None
+        if len(self._decoded) > 256:
+            self._decoded.clear()
+        self._decoded[token] = claims.copy()
         return Entity(kind, name, token, claims, path)
 
     def operator(self, name: Optional[str] = None) -> Entity:

@@ -1,0 +1,151 @@
+"""The command line: thin, JSON where it shows data, one clear line and a non-zero exit on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from dchat_ops.cli.main import cli
+from dchat_ops.cli.output import run_cli
+from dchat_ops.nsc.creds import parse_creds
+from dchat_ops.nsc.keys import KeyPair
+
+from conftest import snapshot
+
+
+def run(home, *args):
+    r = CliRunner().invoke(cli, ["--home", str(home), *args])
+    return r
+
+
+def test_init_then_init_again(home):
+    r = run(home, "init", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["created"] and set(data["creds"]) == {"sys", "default"}
+    before = snapshot(home)
+    r = run(home, "init")
+    assert r.exit_code == 0 and "nothing changed" in r.output
+    assert snapshot(home) == before
+
+
+def test_home_from_environment_variable(tmp_path):
+    r = CliRunner().invoke(cli, ["init", "--json"], env={"DCHAT_OPS_HOME": str(tmp_path / "via-env")})
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "via-env" / "stores" / "dchat" / "dchat.jwt").is_file()
+
+
+def test_add_describe_list_validate(store):
+    home = store.home
+    r = run(home, "add", "user", "carol", "--allow-sub", "chat.>,_INBOX.>", "--deny-pub", "admin.>",
+            "--expiry", "30d", "--tag", "Team", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["name"] == "carol"
+    d = json.loads(run(home, "describe", "user", "carol", "--json").stdout)
+    n = d["claims"]["nats"]
+    assert n["sub"]["allow"] == ["chat.>", "_INBOX.>"] and n["pub"]["deny"] == ["admin.>"]
+    assert n["tags"] == ["team"] and d["claims"]["exp"] > d["claims"]["iat"]
+    human = run(home, "describe", "user", "carol").output
+    assert "chat.>" in human and "public key" in human
+    tree = json.loads(run(home, "list", "--json").stdout)
+    users = {a["name"]: [u["name"] for u in a["users"]] for a in tree["accounts"]}
+    assert users == {"SYS": ["sys"], "chat": ["carol", "default"]}
+    r = run(home, "validate", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["valid"] is True
+
+
+def test_describe_files_never_show_the_seed(store):
+    creds = store.creds_path("dchat", "chat", "default")
+    seed = parse_creds(creds.read_text()).seed
+    for path in (creds, store.user_jwt_path("dchat", "chat", "default")):
+        r = run(store.home, "describe", "file", str(path), "--json")
+        assert r.exit_code == 0, r.output
+        assert seed not in r.output
+        assert json.loads(r.stdout)["kind"] == "user"
+
+
+def test_generate_creds_to_file_and_stdout(store, tmp_path):
+    out = tmp_path / "out" / "default.creds"
+    r = run(store.home, "generate", "creds", "-u", "default", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    assert parse_creds(out.read_text()).jwt == store.user("chat", "default").token
+    r = run(store.home, "generate", "creds", "-u", "default", "-o", "-")
+    assert r.output == out.read_text()
+
+
+def test_generate_config_prints_a_checked_config(store):
+    r = run(store.home, "generate", "config", "--mem-resolver")
+    assert r.exit_code == 0
+    assert "resolver: MEMORY" in r.output and store.operator().token in r.output
+    assert store.account("SYS").public_key in r.output
+
+
+def test_edit_user_and_account(store):
+    r = run(store.home, "edit", "user", "default", "--allow-sub", "room.x", "--json")
+    assert json.loads(r.stdout)["changed"] is True
+    r = run(store.home, "edit", "user", "default", "--allow-sub", "room.x", "--json")
+    assert json.loads(r.stdout)["changed"] is False
+    r = run(store.home, "edit", "account", "chat", "--conn", "50", "--js-mem", "-1", "--js-disk", "-1", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["claims"]["nats"]["limits"]["conn"] == 50
+    r = run(store.home, "edit", "account", "chat", "--role", "guest", "--role-allow-sub", "lobby.>", "--json")
+    assert {"key": json.loads(r.stdout)["signing_keys"][0]["key"], "role": "guest"} in json.loads(r.stdout)["signing_keys"]
+    r = run(store.home, "add", "user", "g1", "--role", "guest")
+    assert r.exit_code == 0, r.output
+
+
+def _bad_inputs(store, tmp_path):
+    jwt_file = tmp_path / "bad.jwt"
+    jwt_file.write_text("not.a.jwt")
+    creds_file = tmp_path / "bad.creds"
+    creds_file.write_text("-----BEGIN NATS USER JWT-----\nabc\n------END NATS USER JWT------\n")
+    no_seed = tmp_path / "noseed.creds"
+    no_seed.write_text(store.creds_path("dchat", "chat", "default").read_text().split("\n\n")[0] + "\n")
+    user_key = KeyPair.generate("user").public_key
+    return [
+        (["describe", "file", str(jwt_file)], "malformed JWT"),
+        (["describe", "file", str(creds_file)], "no JWT block"),
+        (["describe", "file", str(no_seed)], "no nkey seed"),
+        (["describe", "file", str(tmp_path / "missing.jwt")], "no such file"),
+        (["add", "user", "bad/name"], "invalid user name"),
+        (["add", "account", "../up"], "invalid account name"),
+        (["add", "user", "x", "--signing-key", user_key], "expected a public account key"),
+        (["add", "user", "x", "--signing-key", "AXXX"], "not a public nkey"),
+        (["add", "user", "x", "--expiry", "soon"], "invalid time"),
+        (["add", "user", "default"], "already exists"),
+        (["describe", "user", "nobody"], "no user named 'nobody'"),
+        (["edit", "account", "chat", "--rm-sk", "nope"], "no signing key"),
+        (["add", "user", "x", "--time", "8-18"], "time window"),
+    ]
+
+
+def test_bad_input_is_one_clear_line_and_changes_nothing(store, tmp_path, capsys):
+    for args, message in _bad_inputs(store, tmp_path):
+        before = snapshot(store.home)
+        code = run_cli(cli, ["--home", str(store.home), *args])
+        err = capsys.readouterr().err
+        assert code != 0, args
+        assert message in err, (args, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert snapshot(store.home) == before, args
+
+
+def test_missing_store_is_a_clear_error(tmp_path, capsys):
+    code = run_cli(cli, ["--home", str(tmp_path / "none"), "list"])
+    err = capsys.readouterr().err
+    assert code == 1 and "dchat-ops init" in err
+    assert not (tmp_path / "none").exists()
+
+
+def test_usage_error_exits_2(tmp_path, capsys):
+    assert run_cli(cli, ["--home", str(tmp_path), "describe", "bogus"]) == 2
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
+    p = subprocess.run([exe, "--home", str(tmp_path / "h"), "describe", "user", "x"], capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr

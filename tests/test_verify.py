@@ -1,0 +1,19 @@
+"""`dchat-ops verify`, the README's main command, passes end to end and reports in JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_verify_passes_and_reports_every_check(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
+    p = subprocess.run([exe, "verify", "--json"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert p.returncode == 0, p.stdout + p.stderr
+    report = json.loads(p.stdout)
+    assert report["passed"] is True
+    names = [c["name"] for c in report["checks"]]
+    assert len(names) >= 6 and all(c["passed"] and c["ms"] >= 0 for c in report["checks"])
+    assert any("refused" in n for n in names)
+    assert not any(tmp_path.iterdir())  # the temporary network is cleaned up without --keep
