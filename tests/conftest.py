@@ -65,3 +65,34 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def supervised(store):
+    """Start nodes of ``store`` with the supervisor; every one is stopped by pid at the end."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    started: list[Supervisor] = []
+
+    def up(node_id: str) -> Supervisor:
+        sup = Supervisor(store, node_id)
+        sup.up()
+        started.append(sup)
+        return sup
+
+    yield up
+    for sup in started:
+        sup.down()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll ``predicate`` until it returns a truthy value; that value, or None after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    return None

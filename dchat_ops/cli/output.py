@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Callable, Iterable
 
@@ -64,4 +65,9 @@ def run_cli(cli: click.Command, args=None) -> int:
         click.echo("interrupted", err=True)
         return 130
     except BrokenPipeError:
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: still one line for the user, the traceback on request
+        if os.environ.get("DCHAT_OPS_DEBUG"):
+            raise
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc} (set DCHAT_OPS_DEBUG=1 for details)", err=True)
         return EXIT_FAILED

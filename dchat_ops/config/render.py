@@ -87,7 +87,7 @@ def _env() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
+        undefined=jinja2.ChainableUndefined,  # optional keys of section dicts read as empty
         autoescape=False,
     )
     env.filters["q"] = _q

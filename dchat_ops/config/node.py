@@ -1,0 +1,428 @@
+"""The per-node config file, ``<home>/nodes/<id>.yaml``: what one DChat node is and may do.
+
+The file is YAML, edited round-trip (ruamel.yaml) so a person's comments and key order survive
+every change the tool makes.  :class:`NodeFile` loads, edits and saves it atomically;
+:class:`Node` is the validated, typed view of its content.
+
+    >>> nf = NodeFile.load(store, "alice")
+    >>> nf.node.policy.subscribe.allow
+    []
+    >>> nf.add_to_list(("policy", "subscribe", "allow"), "room.x"); nf.save()
+
+Default policy: publish allowed on every subject, subscribe denied on every subject except the
+node's own reply inbox (``_INBOX_<id>.>``).  See docs/permissions.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from ..errors import ConfigError
+from ..fsutil import atomic_write
+from ..nsc.store import Store, check_name
+
+__all__ = ["Node", "NodeFile", "Policy", "Rule", "node_path", "list_nodes", "inbox_prefix", "ROUTE_SCHEMES"]
+
+ROUTE_SCHEMES = ("nats-route", "nats", "tls")
+LEAF_SCHEMES = ("nats-leaf", "nats", "tls", "ws", "wss")
+GATEWAY_SCHEMES = ("nats", "tls")
+
+_TOP_KEYS = {"id", "server_name", "host", "client_port", "monitor_port", "advertise", "resolver", "cluster",
+             "jetstream", "websocket", "tls", "gateway", "leafnodes", "identity", "trusted_keys", "policy",
+             "max_payload"}
+
+
+def inbox_prefix(node_id: str) -> str:
+    """The reply-inbox prefix of a node's local user: its only subscription allowed by default."""
+    return f"_INBOX_{node_id.replace('.', '_')}"
+
+
+def node_path(store: Store, node_id: str) -> Path:
+    return store.nodes_dir / f"{check_name(node_id, 'node id')}.yaml"
+
+
+def list_nodes(store: Store) -> list[str]:
+    if not store.nodes_dir.is_dir():
+        return []
+    return sorted(p.stem for p in store.nodes_dir.glob("*.yaml"))
+
+
+@dataclass
+class Rule:
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Policy:
+    """Publish and subscribe allow / deny lists.  Subscribe with an empty allow list means: nothing."""
+
+    publish: Rule = field(default_factory=lambda: Rule(allow=[">"]))
+    subscribe: Rule = field(default_factory=Rule)
+
+
+@dataclass
+class Node:
+    id: str
+    server_name: str
+    host: str = "127.0.0.1"
+    client_port: int = 4222
+    monitor_port: int = 8222
+    advertise: str = ""
+    advertise_reason: str = ""
+    resolver: str = "full"
+    max_payload: int = 0
+    cluster: Optional[dict] = None  # name, host, port, advertise, routes, connect_retries
+    jetstream: Optional[dict] = None  # enabled, max_memory, max_file
+    websocket: Optional[dict] = None  # port, host
+    tls: dict = field(default_factory=dict)
+    gateway: Optional[dict] = None  # port, host, advertise, remotes: [{name, urls}]
+    leafnodes: Optional[dict] = None  # port (hub), remotes: [{url(s), account, user}]
+    identity: dict = field(default_factory=dict)  # account, user
+    trusted_keys: list[str] = field(default_factory=list)
+    policy: Policy = field(default_factory=Policy)
+
+    @property
+    def account(self) -> str:
+        return self.identity.get("account", "")
+
+    @property
+    def user(self) -> str:
+        return self.identity.get("user", "")
+
+    def ports(self) -> list[tuple[str, int]]:
+        out = [("client", self.client_port), ("monitor", self.monitor_port)]
+        if self.cluster:
+            out.append(("cluster", self.cluster["port"]))
+        if self.gateway:
+            out.append(("gateway", self.gateway["port"]))
+        if self.leafnodes and self.leafnodes.get("port"):
+            out.append(("leafnode", self.leafnodes["port"]))
+        if self.websocket:
+            out.append(("websocket", self.websocket["port"]))
+        return out
+
+
+# --- reading and checking ---------------------------------------------------------------------------
+
+
+def _where(doc: Any, key: Any = None) -> str:
+    """' (line N)' for a key of a ruamel mapping, when known."""
+    try:
+        if key is not None and isinstance(doc, CommentedMap):
+            line = doc.lc.key(key)[0]
+        else:
+            line = doc.lc.line
+        return f" (line {line + 1})"
+    except (AttributeError, KeyError, TypeError):
+        return ""
+
+
+class _Reader:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, doc, key, msg: str):
+        raise ConfigError(f"{self.path}{_where(doc, key)}: {msg}")
+
+    def mapping(self, doc, key, what: str, known: set[str]) -> Optional[dict]:
+        v = doc.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            self.fail(doc, key, f"{what} must be a mapping")
+        for k in v:
+            if k not in known:
+                self.fail(v, k, f"unknown field {what}.{k} (known: {', '.join(sorted(known))})")
+        return v
+
+    def port(self, doc, key, what: str, required=True) -> Optional[int]:
+        v = doc.get(key)
+        if v is None:
+            if required:
+                self.fail(doc, None, f"{what} is missing")
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
+            self.fail(doc, key, f"{what} must be a port number 1-65535, not {v!r}")
+        return int(v)
+
+    def strings(self, doc, key, what: str) -> list[str]:
+        v = doc.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            self.fail(doc, key, f"{what} must be a list of strings")
+        return [str(x) for x in v]
+
+    def urls(self, doc, key, what: str, schemes: tuple[str, ...]) -> list[str]:
+        out = self.strings(doc, key, what)
+        for u in out:
+            check_url(u, schemes, f"{self.path}{_where(doc, key)}: {what}")
+        return out
+
+
+def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
+    m = re.match(r"^([a-z][a-z0-9+.-]*)://([^/\s:]+|\[[0-9a-fA-F:]+\]):(\d+)/?$", url or "")
+    if not m:
+        raise ConfigError(f"{what}: {url!r} is not scheme://host:port")
+    if m.group(1) not in schemes:
+        raise ConfigError(f"{what}: unknown scheme {m.group(1)!r} in {url!r} (use {' or '.join(s + '://' for s in schemes)})")
+    if not 0 < int(m.group(3)) < 65536:
+        raise ConfigError(f"{what}: port out of range in {url!r}")
+    return url
+
+
+def parse_node(doc: Any, path: Path) -> Node:
+    """Validate a loaded node document and return the typed :class:`Node`."""
+    r = _Reader(path)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: a node config must be a YAML mapping")
+    for k in doc:
+        if k not in _TOP_KEYS:
+            r.fail(doc, k, f"unknown field {k!r} (known: {', '.join(sorted(_TOP_KEYS))})")
+    nid = doc.get("id")
+    if not isinstance(nid, str):
+        r.fail(doc, "id", "id is missing")
+    try:
+        check_name(nid, "node id")
+    except Exception as exc:
+        r.fail(doc, "id", str(exc))
+    node = Node(id=nid, server_name=str(doc.get("server_name") or nid))
+    node.host = str(doc.get("host") or "127.0.0.1")
+    node.client_port = r.port(doc, "client_port", "client_port")
+    node.monitor_port = r.port(doc, "monitor_port", "monitor_port")
+    node.advertise = str(doc.get("advertise") or "")
+    node.resolver = str(doc.get("resolver") or "full")
+    if node.resolver not in ("full", "memory"):
+        r.fail(doc, "resolver", f"resolver must be 'full' or 'memory', not {node.resolver!r}")
+    mp = doc.get("max_payload")
+    if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp <= 0):
+        r.fail(doc, "max_payload", "max_payload must be a positive number of bytes")
+    node.max_payload = int(mp or 0)
+
+    c = r.mapping(doc, "cluster", "cluster", {"name", "host", "port", "advertise", "routes", "seed_routes",
+                                               "connect_retries", "no_advertise"})
+    if c is not None:
+        routes = r.urls(c, "routes", "cluster.routes", ROUTE_SCHEMES)
+        node.cluster = {
+            "name": str(c.get("name") or "dchat"),
+            "host": str(c.get("host") or node.host),
+            "port": r.port(c, "port", "cluster.port"),
+            "advertise": str(c.get("advertise") or ""),
+            "routes": routes,
+            "connect_retries": c.get("connect_retries"),
+            "no_advertise": bool(c.get("no_advertise", False)),
+        }
+        if "seed_routes" in c:
+            r.fail(c, "seed_routes", "use cluster.routes for seed routes")
+    js = r.mapping(doc, "jetstream", "jetstream", {"enabled", "max_memory", "max_file", "store_dir"})
+    if js is not None and js.get("enabled", True):
+        node.jetstream = {"max_memory": js.get("max_memory"), "max_file": js.get("max_file"),
+                          "store_dir": js.get("store_dir")}
+    ws = r.mapping(doc, "websocket", "websocket", {"port", "host"})
+    if ws is not None:
+        node.websocket = {"port": r.port(ws, "port", "websocket.port"), "host": str(ws.get("host") or node.host)}
+    tls = r.mapping(doc, "tls", "tls", {"client", "route", "gateway", "leafnode", "websocket", "insecure"})
+    node.tls = dict(tls or {})
+    gw = r.mapping(doc, "gateway", "gateway", {"name", "host", "port", "advertise", "remotes"})
+    if gw is not None:
+        remotes = []
+        for g in gw.get("remotes") or []:
+            if not isinstance(g, dict) or not isinstance(g.get("name"), str):
+                r.fail(gw, "remotes", "each gateway remote needs a name and urls")
+            remotes.append({"name": g["name"], "urls": r.urls(g, "urls", f"gateway remote {g['name']} urls",
+                                                               GATEWAY_SCHEMES)})
+        node.gateway = {"name": str(gw.get("name") or (node.cluster or {}).get("name", "")),
+                        "host": str(gw.get("host") or node.host), "port": r.port(gw, "port", "gateway.port"),
+                        "advertise": str(gw.get("advertise") or ""), "remotes": remotes}
+    lf = r.mapping(doc, "leafnodes", "leafnodes", {"port", "host", "advertise", "remotes"})
+    if lf is not None:
+        remotes = []
+        for rem in lf.get("remotes") or []:
+            if not isinstance(rem, dict):
+                r.fail(lf, "remotes", "each leafnode remote is a mapping with urls, account and user")
+            for k in rem:
+                if k not in ("urls", "account", "user", "credentials"):
+                    r.fail(rem, k, f"unknown field leafnodes.remotes[].{k}")
+            remotes.append({"urls": r.urls(rem, "urls", "leafnode remote urls", LEAF_SCHEMES),
+                            "account": str(rem.get("account") or ""), "user": str(rem.get("user") or ""),
+                            "credentials": str(rem.get("credentials") or "")})
+        node.leafnodes = {"port": r.port(lf, "port", "leafnodes.port", required=False),
+                          "host": str(lf.get("host") or node.host), "advertise": str(lf.get("advertise") or ""),
+                          "remotes": remotes}
+    ident = r.mapping(doc, "identity", "identity", {"account", "user"}) or {}
+    node.identity = {"account": str(ident.get("account") or ""), "user": str(ident.get("user") or nid)}
+    node.trusted_keys = r.strings(doc, "trusted_keys", "trusted_keys")
+    pol = r.mapping(doc, "policy", "policy", {"publish", "subscribe"}) or {}
+    rules = {}
+    for part in ("publish", "subscribe"):
+        p = r.mapping(pol, part, f"policy.{part}", {"allow", "deny"}) if pol else None
+        if p is None:
+            rules[part] = Policy().publish if part == "publish" else Rule()
+        else:
+            rules[part] = Rule(r.strings(p, "allow", f"policy.{part}.allow"), r.strings(p, "deny", f"policy.{part}.deny"))
+    node.policy = Policy(rules["publish"], rules["subscribe"])
+    from ..permissions.subjects import check_subject
+
+    for part, rule in (("publish", node.policy.publish), ("subscribe", node.policy.subscribe)):
+        for kind in ("allow", "deny"):
+            for s in getattr(rule, kind):
+                try:
+                    check_subject(s, queue_ok=(part == "subscribe"))
+                except ConfigError as exc:
+                    raise ConfigError(f"{path}: policy.{part}.{kind}: {exc}") from None
+    return node
+
+
+# --- the file -----------------------------------------------------------------------------------------
+
+_TEMPLATE = """\
+# DChat node {id} -- edited by dchat-ops; your comments and order are kept.
+id: {id}
+server_name: {server_name}
+# client listen address; 127.0.0.1 keeps the node private to this machine, 0.0.0.0 opens it
+host: {host}
+client_port: {client_port}
+monitor_port: {monitor_port}
+# full: account JWTs kept on disk and pushable; memory: preloaded only
+resolver: {resolver}
+# the user this node's local clients connect as (its creds are in the store)
+identity:
+  account: {account}
+  user: {user}
+# public keys this node trusts (friends, other operators' signing keys)
+trusted_keys: []
+# default deny: publish anywhere, subscribe to nothing but what is allowed here
+policy:
+  publish:
+    allow: ['>']
+    deny: []
+  subscribe:
+    allow: []
+    deny: []
+"""
+
+
+def _yaml() -> YAML:
+    y = YAML()
+    y.preserve_quotes = True
+    y.indent(mapping=2, sequence=4, offset=2)
+    y.width = 4096
+    return y
+
+
+class NodeFile:
+    """A node config file, loaded round-trip.  Edit with :meth:`set` / :meth:`add_to_list`, then :meth:`save`."""
+
+    def __init__(self, path: Path, doc: CommentedMap, text: str):
+        self.path = path
+        self.doc = doc
+        self.original_text = text
+        self.node = parse_node(doc, path)
+
+    @classmethod
+    def load(cls, store: Store, node_id: str) -> "NodeFile":
+        path = node_path(store, node_id)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"no node named {node_id!r} (expected {path}); create it with 'dchat-ops node add'") from None
+        return cls.parse(path, text)
+
+    @classmethod
+    def parse(cls, path: Path, text: str) -> "NodeFile":
+        try:
+            doc = _yaml().load(text)
+        except YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+        if doc is None:
+            raise ConfigError(f"{path}: the file is empty")
+        return cls(path, doc, text)
+
+    @classmethod
+    def new(cls, path: Path, **values: Any) -> "NodeFile":
+        q = {k: v if not isinstance(v, str) or re.match(r"^[A-Za-z][A-Za-z0-9_.@-]*$", v) and v not in (
+            "true", "false", "null", "yes", "no", "on", "off") else json.dumps(v) for k, v in values.items()}
+        return cls.parse(path, _TEMPLATE.format(**q))
+
+    # edits ---------------------------------------------------------------------------------------
+    def _parent(self, keys: tuple[str, ...], create: bool = True) -> CommentedMap:
+        cur = self.doc
+        for k in keys[:-1]:
+            nxt = cur.get(k)
+            if nxt is None:
+                if not create:
+                    raise ConfigError(f"{self.path}: no {'.'.join(keys[:-1])} section")
+                nxt = CommentedMap()
+                cur[k] = nxt
+            cur = nxt
+        return cur
+
+    def set(self, keys: tuple[str, ...], value: Any) -> None:
+        parent = self._parent(keys)
+        if isinstance(value, dict) and not isinstance(value, CommentedMap):
+            value = _commented(value)
+        elif isinstance(value, list) and not isinstance(value, CommentedSeq):
+            value = _commented(value)
+        parent[keys[-1]] = value
+
+    def get_list(self, keys: tuple[str, ...]) -> list:
+        parent = self._parent(keys)
+        seq = parent.get(keys[-1])
+        if seq is None:
+            seq = CommentedSeq()
+            parent[keys[-1]] = seq
+        return seq
+
+    def add_to_list(self, keys: tuple[str, ...], item: str) -> bool:
+        seq = self.get_list(keys)
+        if item in seq:
+            return False
+        seq.append(item)
+        return True
+
+    def remove_from_list(self, keys: tuple[str, ...], item: str) -> bool:
+        seq = self.get_list(keys)
+        if item not in seq:
+            return False
+        seq.remove(item)
+        return True
+
+    def text(self) -> str:
+        buf = io.StringIO()
+        _yaml().dump(self.doc, buf)
+        return buf.getvalue()
+
+    def refresh(self) -> Node:
+        """Re-validate after edits (raises ConfigError, leaving the file on disk untouched)."""
+        self.node = parse_node(self.doc, self.path)
+        return self.node
+
+    def save(self) -> bool:
+        self.refresh()
+        return atomic_write(self.path, self.text())
+
+
+def _commented(value):
+    if isinstance(value, dict):
+        m = CommentedMap()
+        for k, v in value.items():
+            m[k] = _commented(v)
+        return m
+    if isinstance(value, list):
+        s = CommentedSeq()
+        s.extend(_commented(v) for v in value)
+        return s
+    return value

@@ -1,0 +1,307 @@
+"""Nodes of a network: create node configs, derive each node's user and server config, check them all.
+
+    >>> r = add_node(store, "a", seed_routes=[])                     # a first node
+    >>> add_node(store, "b", seed_routes=[route_url(store, "a")])     # b joins through a
+    >>> path = render_node(store, "b")                               # checked nats-server.conf
+
+A node's policy is enforced in two places: the JWT of the node's local user (what its clients
+may publish and subscribe to) and the route import permissions of its cluster block (which
+subjects flow into the node from the rest of the cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ConfigError, ExistsError, StoreError
+from ..nsc import admin
+from ..nsc.store import Store, check_name
+from .network import choose_advertise, local_addresses
+from .node import Node, NodeFile, check_url, inbox_prefix, list_nodes, node_path, ROUTE_SCHEMES, LEAF_SCHEMES, GATEWAY_SCHEMES
+from .render import Resolver, ServerConfig, semantic_check, write_and_check
+
+__all__ = [
+    "AddNodeResult",
+    "add_node",
+    "remove_node",
+    "node_user_spec",
+    "sync_node_user",
+    "server_config",
+    "render_node",
+    "check_port_clashes",
+    "run_dir",
+    "route_url",
+    "SYSTEM_IMPORTS",
+]
+
+# Subjects that must flow between nodes whatever the chat policy says: server and account events of
+# the system account, replies to requests, JetStream's cluster traffic.
+SYSTEM_IMPORTS = ["$SYS.>", "_INBOX.>", "$JS.>", "$JSC.>", "$NRG.>", "$KV.>", "$O.>", "_GR_.>"]
+
+
+def run_dir(store: Store, node_id: str) -> Path:
+    """Where a node's rendered config, pid file, log, resolver and JetStream data live."""
+    return store.home / "run" / check_name(node_id, "node id")
+
+
+def _used_ports(store: Store, exclude: str = "") -> set[int]:
+    used = set()
+    for nid in list_nodes(store):
+        if nid == exclude:
+            continue
+        try:
+            used.update(p for _, p in NodeFile.load(store, nid).node.ports())
+        except ConfigError:
+            continue
+    return used
+
+
+def _pick_port(used: set[int], host: str = "127.0.0.1") -> int:
+    from ..runtime.server import free_port
+
+    for _ in range(100):
+        p = free_port(host if host not in ("0.0.0.0", "") else "127.0.0.1")
+        if p not in used:
+            used.add(p)
+            return p
+    raise ConfigError("could not find a free port")
+
+
+@dataclass
+class AddNodeResult:
+    node: Node
+    path: Path
+    messages: list[str] = field(default_factory=list)
+    creds_path: str = ""
+
+    def to_dict(self) -> dict:
+        n = self.node
+        return {"id": n.id, "path": str(self.path), "client_port": n.client_port, "monitor_port": n.monitor_port,
+                "cluster": n.cluster, "gateway": n.gateway, "leafnodes": n.leafnodes, "websocket": n.websocket,
+                "advertise": n.advertise, "identity": n.identity, "creds_path": self.creds_path,
+                "messages": self.messages}
+
+
+def add_node(
+    store: Store,
+    node_id: str,
+    *,
+    host: str = "127.0.0.1",
+    client_port: Optional[int] = None,
+    monitor_port: Optional[int] = None,
+    cluster: bool = True,
+    cluster_name: str = "dchat",
+    cluster_port: Optional[int] = None,
+    advertise: Optional[str] = None,
+    seed_routes: tuple[str, ...] | list[str] = (),
+    gateway_port: Optional[int] = None,
+    gateways: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+    leaf_of: tuple[str, ...] | list[str] = (),
+    leaf_port: Optional[int] = None,
+    websocket_port: Optional[int] = None,
+    jetstream: bool = False,
+    resolver: str = "full",
+    account: Optional[str] = None,
+    force: bool = False,
+) -> AddNodeResult:
+    """Create ``nodes/<id>.yaml`` and the node's local user (default-deny subscribe).  Free ports are picked."""
+    check_name(node_id, "node id")
+    store.require()
+    path = node_path(store, node_id)
+    if path.exists() and not force:
+        raise ExistsError(f"node {node_id} already exists ({path}); use --force to replace it")
+    account = account or store.default_account()
+    store.account(account)  # must exist
+    for r in seed_routes:
+        check_url(r, ROUTE_SCHEMES, "--seed-route")
+    for name, url in gateways:
+        check_name(name, "gateway name")
+        check_url(url, GATEWAY_SCHEMES, f"--gateway {name}")
+    for url in leaf_of:
+        check_url(url, LEAF_SCHEMES, "--leaf-of")
+    if gateways or gateway_port:
+        if not cluster:
+            raise ConfigError("a gateway node needs a cluster (the gateway name is the cluster name)")
+    messages = []
+    used = _used_ports(store, exclude=node_id)
+    for given, what in ((client_port, "client"), (monitor_port, "monitor"), (cluster_port, "cluster"),
+                        (gateway_port, "gateway"), (leaf_port, "leafnode"), (websocket_port, "websocket")):
+        if given is not None and given in used:
+            raise ConfigError(f"{what} port {given} is already used by another node in this store")
+    client_port = client_port or _pick_port(used, host)
+    monitor_port = monitor_port or _pick_port(used, host)
+    nf = NodeFile.new(path, id=node_id, server_name=node_id, host=host, client_port=client_port,
+                      monitor_port=monitor_port, resolver=resolver, account=account, user=node_id)
+    if cluster:
+        cport = cluster_port or _pick_port(used, host)
+        cl = {"name": cluster_name, "port": cport, "routes": list(seed_routes)}
+        if host in ("0.0.0.0", "::") or advertise:
+            addr, why = choose_advertise(local_addresses() if not advertise else [], advertise)
+            cl["advertise"] = addr if ":" in addr.rsplit("]", 1)[-1] else f"{addr}:{cport}"
+            messages.append(f"advertising {cl['advertise']} to the cluster: {why}")
+        nf.set(("cluster",), cl)
+    if gateways or gateway_port:
+        gport = gateway_port or _pick_port(used, host)
+        nf.set(("gateway",), {"name": cluster_name, "port": gport,
+                              "remotes": [{"name": n, "urls": [u]} for n, u in gateways]})
+    if leaf_of or leaf_port:
+        lf: dict = {}
+        if leaf_port:
+            lf["port"] = leaf_port
+        if leaf_of:
+            lf["remotes"] = [{"urls": list(leaf_of), "account": account, "user": node_id}]
+        nf.set(("leafnodes",), lf)
+    if websocket_port:
+        nf.set(("websocket",), {"port": websocket_port})
+    if jetstream:
+        nf.set(("jetstream",), {"enabled": True})
+    node = nf.refresh()
+    user_path = store.user_jwt_path(store.current_operator(), account, node_id)
+    if user_path.exists() and not force:
+        raise ExistsError(f"user {node_id} already exists in account {account}; use --force to reuse the name")
+    # write the user first: a failure leaves no node file pointing at a missing user
+    r = admin.add_user(store, account, node_id, node_user_spec(node), force=force)
+    nf.save()
+    return AddNodeResult(node, path, messages, r.creds_path)
+
+
+def remove_node(store: Store, node_id: str) -> None:
+    path = node_path(store, node_id)
+    if not path.exists():
+        raise ConfigError(f"no node named {node_id!r}")
+    path.unlink()
+
+
+def node_user_spec(node: Node) -> admin.UserSpec:
+    """The node user's permissions: the policy, plus its own reply inbox for subscribe."""
+    pub_allow = [] if node.policy.publish.allow == [">"] else list(node.policy.publish.allow)
+    sub_allow = list(node.policy.subscribe.allow)
+    if ">" not in sub_allow:
+        sub_allow.append(f"{inbox_prefix(node.id)}.>")
+    return admin.UserSpec(pub_allow=pub_allow, pub_deny=list(node.policy.publish.deny), sub_allow=sub_allow,
+                          sub_deny=list(node.policy.subscribe.deny))
+
+
+def sync_node_user(store: Store, node: Node) -> admin.UserResult:
+    """Re-issue the node user's JWT and creds when they differ from the policy (no-op otherwise)."""
+    return admin.edit_user(store, node.account, node.user, node_user_spec(node))
+
+
+def route_imports(node: Node) -> Optional[dict]:
+    """Route import permissions: what may flow into this node from the cluster (None: everything).
+
+    A node sends its subscription interest over routes only for imported subjects, so messages on
+    any other subject never reach it, whichever of its users subscribes.
+    """
+    allow = [s.split(" ")[0] for s in node.policy.subscribe.allow]
+    if ">" in allow:
+        return None
+    imports = {"allow": list(dict.fromkeys(allow + [f"{inbox_prefix(node.id)}.>"] + SYSTEM_IMPORTS))}
+    deny = [s.split(" ")[0] for s in node.policy.subscribe.deny]
+    if deny:
+        imports["deny"] = deny
+    return {"import": imports, "export": {}}
+
+
+def route_url(store: Store, node_id: str) -> str:
+    """The URL other nodes use to join through ``node_id``."""
+    n = NodeFile.load(store, node_id).node
+    if not n.cluster:
+        raise ConfigError(f"node {node_id} has no cluster port")
+    adv = n.cluster.get("advertise")
+    if adv:
+        return f"nats-route://{adv}"
+    host = n.cluster["host"]
+    return f"nats-route://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{n.cluster['port']}"
+
+
+def server_config(store: Store, node: Node) -> ServerConfig:
+    """The nats-server config of ``node``: operator mode, every account preloaded, its topology."""
+    op = store.operator()
+    rd = run_dir(store, node.id)
+    preload = {acc.public_key: acc.token for acc in store.accounts(op.name)}
+    cfg = ServerConfig(
+        server_name=node.server_name,
+        operator_jwt=op.token,
+        system_account=op.claims.system_account,
+        resolver=Resolver(type=node.resolver, dir=str(rd / "jwt") if node.resolver == "full" else "",
+                          preload=preload),
+        host=node.host,
+        port=node.client_port,
+        http_host="127.0.0.1" if node.host in ("127.0.0.1", "localhost") else node.host,
+        http_port=node.monitor_port,
+        max_payload=node.max_payload or None,
+    )
+    if node.jetstream is not None:
+        cfg.jetstream = {"store_dir": node.jetstream.get("store_dir") or str(rd / "jetstream"),
+                         "max_memory": node.jetstream.get("max_memory"), "max_file": node.jetstream.get("max_file")}
+    if node.cluster:
+        c = node.cluster
+        cfg.cluster = {"name": c["name"], "listen": f"{c['host']}:{c['port']}", "advertise": c.get("advertise"),
+                       "routes": c["routes"], "no_advertise": c.get("no_advertise"),
+                       "connect_retries": c.get("connect_retries"), "permissions": route_imports(node)}
+    if node.gateway:
+        g = node.gateway
+        cfg.gateway = {"name": g["name"], "listen": f"{g['host']}:{g['port']}", "advertise": g.get("advertise"),
+                       "gateways": g["remotes"]}
+    if node.leafnodes:
+        lf = node.leafnodes
+        remotes = []
+        for rem in lf.get("remotes", []):
+            acc_name = rem.get("account") or node.account
+            user = rem.get("user") or node.user
+            creds = rem.get("credentials") or str(store.creds_path(op.name, acc_name, user))
+            remotes.append({"urls": rem["urls"], "credentials": creds,
+                            "account": store.account(acc_name, op.name).public_key})
+        cfg.leafnodes = {"listen": f"{lf['host']}:{lf['port']}" if lf.get("port") else "",
+                         "advertise": lf.get("advertise"), "remotes": remotes}
+    if node.websocket:
+        cfg.websocket = {"listen": f"{node.websocket['host']}:{node.websocket['port']}"}
+    return cfg
+
+
+def _overlap(h1: str, h2: str) -> bool:
+    wild = ("0.0.0.0", "::", "")
+    return h1 == h2 or h1 in wild or h2 in wild
+
+
+def check_port_clashes(store: Store, node: Node) -> None:
+    """Refuse a node whose ports clash with another node of this store on the same host."""
+    mine = node.ports()
+    for other_id in list_nodes(store):
+        if other_id == node.id:
+            continue
+        try:
+            other = NodeFile.load(store, other_id).node
+        except ConfigError:
+            continue
+        if not _overlap(node.host, other.host):
+            continue
+        theirs = {p: what for what, p in other.ports()}
+        for what, p in mine:
+            if p in theirs:
+                raise ConfigError(f"node {node.id}: {what} port {p} clashes with the {theirs[p]} port of node {other_id}")
+
+
+def render_node(store: Store, node_id: str, *, binary: Optional[str] = None, node: Optional[Node] = None) -> Path:
+    """Check the node (ours and ``nats-server -t``) and write ``run/<id>/nats-server.conf`` atomically."""
+    node = node or NodeFile.load(store, node_id).node
+    check_port_clashes(store, node)
+    if node.leafnodes:
+        for rem in node.leafnodes.get("remotes", []):
+            acc_name = rem.get("account") or node.account
+            user = rem.get("user") or node.user
+            creds = rem.get("credentials") or store.creds_path(store.current_operator(), acc_name, user)
+            if not Path(creds).is_file():
+                raise ConfigError(f"node {node.id}: leafnode remote creds {creds} do not exist")
+    try:
+        store.user(node.account, node.user)
+    except StoreError as exc:
+        raise ConfigError(f"node {node.id}: identity user: {exc}") from None
+    cfg = server_config(store, node)
+    semantic_check(cfg)
+    path = run_dir(store, node.id) / "nats-server.conf"
+    write_and_check(cfg, path, binary=binary, header=f"node {node.id}")
+    return path

@@ -1,0 +1,113 @@
+"""The NATS subject grammar: validation with messages that point at the bad token, matching, covering.
+
+A subject is tokens separated by ``.``; a token is non-empty and has no whitespace.  ``*`` matches
+one token, ``>`` one or more and only as the last token.  A subscribe permission may name a queue
+group after a space: ``"orders.* workers"``.
+
+    >>> check_subject("chat.>")
+    'chat.>'
+    >>> covers("chat.>", "chat.room.x")
+    True
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+__all__ = ["check_subject", "split_queue", "matches", "covers", "covering"]
+
+_MAX_LEN = 1024
+
+
+def split_queue(entry: str) -> tuple[str, str]:
+    """``"subject queue"`` -> (subject, queue); queue is "" when there is none."""
+    parts = entry.split(" ")
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return entry, ""
+
+
+def _pointer(subject: str, index: int) -> str:
+    tokens = subject.split(".")
+    start = sum(len(t) + 1 for t in tokens[:index])
+    return f"{subject!r} token {index + 1} (at character {start + 1})"
+
+
+def check_subject(entry: str, *, queue_ok: bool = False, wildcards_ok: bool = True) -> str:
+    """Return ``entry`` when it is a valid subject (or ``subject queue`` with ``queue_ok``); else ConfigError."""
+    if not isinstance(entry, str) or entry == "":
+        raise ConfigError("empty subject")
+    if len(entry) > _MAX_LEN:
+        raise ConfigError(f"subject is longer than {_MAX_LEN} characters")
+    subject, queue = entry, ""
+    if " " in entry:
+        if not queue_ok:
+            raise ConfigError(f"subject {entry!r} contains a space (a queue group is only allowed for subscribe)")
+        parts = entry.split(" ")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise ConfigError(f"{entry!r}: a queue subscription is 'subject queue', with exactly one space")
+        subject, queue = parts
+        if any(c in queue for c in ".*>\t\r\n"):
+            raise ConfigError(f"{entry!r}: queue group {queue!r} must be one plain token")
+    for ch in ("\t", "\r", "\n", "\x00"):
+        if ch in subject:
+            raise ConfigError(f"subject {subject!r} contains whitespace or a control character")
+    tokens = subject.split(".")
+    for i, tok in enumerate(tokens):
+        if tok == "":
+            where = "leading" if i == 0 else ("trailing" if i == len(tokens) - 1 else "double")
+            raise ConfigError(f"empty token in {_pointer(subject, i)}: {where} '.'")
+        if tok == ">":
+            if i != len(tokens) - 1:
+                raise ConfigError(f"'>' must be the last token, in {_pointer(subject, i)}")
+            if not wildcards_ok:
+                raise ConfigError(f"wildcard '>' not allowed here, in {_pointer(subject, i)}")
+        elif tok == "*":
+            if not wildcards_ok:
+                raise ConfigError(f"wildcard '*' not allowed here, in {_pointer(subject, i)}")
+        elif "*" in tok or ">" in tok:
+            raise ConfigError(f"wildcards must be whole tokens, {tok!r} in {_pointer(subject, i)}")
+    return entry
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """True when the literal ``subject`` matches ``pattern`` (with ``*`` / ``>`` wildcards)."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s):
+            return False
+        if tok != "*" and tok != s[i]:
+            return False
+    return len(p) == len(s)
+
+
+def covers(general: str, specific: str) -> bool:
+    """True when every subject matched by ``specific`` is also matched by ``general``."""
+    g, s = general.split("."), specific.split(".")
+    for i, tok in enumerate(g):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s):
+            return False
+        st = s[i]
+        if st == ">":
+            return False
+        if tok == "*":
+            continue
+        if st == "*" or tok != st:
+            return False
+    return len(g) == len(s)
+
+
+def covering(entries: list[str], entry: str) -> str | None:
+    """The first entry of ``entries`` (other than ``entry`` itself) that already covers ``entry``."""
+    subj, queue = split_queue(entry)
+    for e in entries:
+        if e == entry:
+            continue
+        es, eq = split_queue(e)
+        if eq == queue and covers(es, subj):
+            return e
+    return None

@@ -1,0 +1,188 @@
+"""Supervised nodes: start, stop, reload and inspect the nats-server of a node by its pid file.
+
+    >>> sup = Supervisor(store, "a")
+    >>> sup.up()          # render + check, refuse busy ports, start, wait for /healthz
+    >>> sup.reload()      # re-render + check, SIGHUP, confirm the server loaded the new config
+    >>> sup.status()["routes"]
+    >>> sup.down()
+
+Files: ``run/<id>/nats-server.conf``, ``nats-server.pid``, ``nats-server.log``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..config.node import NodeFile
+from ..config.nodes import render_node, run_dir
+from ..errors import ServerError
+from ..nsc.store import Store
+from .server import ServerProcess, http_json, pid_alive, port_in_use, stop_pid
+
+__all__ = ["Supervisor", "NodeStatus"]
+
+
+@dataclass
+class NodeStatus:
+    id: str
+    running: bool
+    pid: Optional[int] = None
+    healthy: bool = False
+    data: Optional[dict] = None
+
+    def to_dict(self) -> dict:
+        d = {"id": self.id, "running": self.running, "pid": self.pid, "healthy": self.healthy}
+        d.update(self.data or {})
+        return d
+
+
+class Supervisor:
+    def __init__(self, store: Store, node_id: str, *, binary: Optional[str] = None):
+        self.store = store
+        self.node_id = node_id
+        self.binary = binary
+        self.dir = run_dir(store, node_id)
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "nats-server.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "nats-server.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "nats-server.log"
+
+    def node(self):
+        return NodeFile.load(self.store, self.node_id).node
+
+    @property
+    def monitor_url(self) -> str:
+        n = self.node()
+        host = "127.0.0.1" if n.host in ("0.0.0.0", "127.0.0.1", "localhost", "") else n.host
+        return f"http://{host}:{n.monitor_port}"
+
+    def pid(self) -> Optional[int]:
+        """The pid of the running server, or None (a stale pid file is ignored)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if not pid_alive(pid):
+            return None
+        try:  # the pid must still be a nats-server started with our config
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if str(self.config_path).encode() not in cmd:
+                return None
+        except OSError:
+            pass
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def render(self) -> Path:
+        return render_node(self.store, self.node_id, binary=self.binary)
+
+    def up(self, timeout: float = 20.0) -> NodeStatus:
+        """Start the node; refuses busy ports before starting, so no stray process is left behind."""
+        if self.running():
+            return self.status()
+        node = self.node()
+        self.render()
+        for what, port in node.ports():
+            host = node.host if what == "client" else "127.0.0.1"
+            if port_in_use(port, host if host not in ("0.0.0.0", "") else "0.0.0.0"):
+                raise ServerError(f"node {self.node_id}: {what} port {port} is already in use")
+        self.pid_file.unlink(missing_ok=True)
+        srv = ServerProcess.start(self.config_path, monitor_url=self.monitor_url, log_file=self.log_file,
+                                  pid_file=self.pid_file, binary=self.binary, timeout=timeout)
+        if srv.popen is not None:
+            srv.popen.returncode = 0  # detached: the supervisor tracks it by pid from now on
+        return self.status()
+
+    def down(self, timeout: float = 10.0) -> bool:
+        """Stop the node gracefully; False when it was not running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        if not stop_pid(pid, timeout):
+            raise ServerError(f"node {self.node_id}: pid {pid} did not stop")
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def reload(self, timeout: float = 10.0, render: bool = True) -> dict:
+        """Re-render, check, SIGHUP, and confirm the server loaded the new config; ServerError if it did not."""
+        pid = self.pid()
+        if pid is None:
+            raise ServerError(f"node {self.node_id} is not running")
+        if render:
+            self.render()
+        status, before = http_json(self.monitor_url + "/varz")
+        if status != 200:
+            raise ServerError(f"node {self.node_id}: monitoring did not answer before reload")
+        log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
+        import os
+        import signal
+
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            err = self._reload_error(log_size)
+            if err:
+                raise ServerError(f"node {self.node_id}: reload rejected: {err}")
+            status, after = http_json(self.monitor_url + "/varz")
+            if status == 200 and after.get("config_load_time") != before.get("config_load_time"):
+                return after
+            time.sleep(0.01)
+        raise ServerError(f"node {self.node_id}: the server did not confirm the reload within {timeout:.0f}s")
+
+    def _reload_error(self, offset: int) -> str:
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        for line in text.splitlines():
+            if "[ERR]" in line and "reload" in line.lower():
+                return line.split("[ERR] ", 1)[-1]
+        return ""
+
+    # --- inspection ---------------------------------------------------------------------------------
+    def status(self) -> NodeStatus:
+        pid = self.pid()
+        if pid is None:
+            return NodeStatus(self.node_id, False)
+        code, _ = http_json(self.monitor_url + "/healthz")
+        st = NodeStatus(self.node_id, True, pid, healthy=(code == 200))
+        _, varz = http_json(self.monitor_url + "/varz")
+        _, routez = http_json(self.monitor_url + "/routez")
+        _, gatewayz = http_json(self.monitor_url + "/gatewayz")
+        _, leafz = http_json(self.monitor_url + "/leafz")
+        routes = routez.get("routes") or []
+        st.data = {
+            "server_name": varz.get("server_name"),
+            "server_id": varz.get("server_id"),
+            "version": varz.get("version"),
+            "connections": varz.get("connections"),
+            "config_load_time": varz.get("config_load_time"),
+            "routes": sorted({r.get("remote_name") or r.get("remote_id") for r in routes}),
+            "route_count": len(routes),
+            "gateways": sorted((gatewayz.get("outbound_gateways") or {}).keys()),
+            "leafnodes": [{"name": l.get("name"), "account": l.get("account")} for l in (leafz.get("leafs") or [])],
+            "monitor_url": self.monitor_url,
+        }
+        return st
+
+    def logs(self, lines: int = 50) -> list[str]:
+        if not self.log_file.exists():
+            return []
+        return self.log_file.read_text(errors="replace").splitlines()[-lines:]
