@@ -1,0 +1,193 @@
+"""Applying a permission edit to a node as one transaction, live when the node runs.
+
+For a node: the node config (comments kept), the node user's JWT and creds, and the rendered
+nats-server config change together; the config is checked; a running node is reloaded (SIGHUP)
+and must confirm the reload and stay healthy.  When any step fails, every file goes back byte for
+byte, a running node is reloaded back onto the old config, and the error says which step failed.
+
+    >>> r = apply_node_edit(store, "b", "allow-sub", "room.x")          # live
+    >>> r = apply_node_edit(store, "b", "allow-sub", "room.y", mode="restart")
+    >>> r = apply_node_edit(store, "b", "deny-sub", "room.x", dry_run=True)
+
+What is live: the route import permissions (which subjects flow into the node from the cluster)
+reload without dropping routes or clients.  The node user's own permissions live in its JWT, so a
+client picks them up on its next connection with the new creds; :class:`ManagedClient` does that
+for a running client without losing messages (see docs/permissions.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..config.node import NodeFile
+from ..config.nodes import render_node, run_dir, sync_node_user
+from ..errors import DchatOpsError
+from ..fsutil import FileTransaction
+from ..nsc import admin
+from ..nsc.store import Store
+from .policy import Edit, parse_action, plan_edit
+
+__all__ = ["ApplyError", "ApplyResult", "apply_node_edit", "apply_user_edit", "node_policy", "user_policy"]
+
+
+class ApplyError(DchatOpsError):
+    """A step of applying a change failed; everything was put back."""
+
+
+@dataclass
+class ApplyResult:
+    target: str
+    edit: Edit
+    outcome: str  # "live", "restart", "saved", "dry-run", "unchanged"
+    policy: dict
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "outcome": self.outcome, **self.edit.to_dict(), "policy": self.policy,
+                "steps": [{"step": s, "ms": round(ms, 1)} for s, ms in self.steps], "messages": self.messages}
+
+
+def node_policy(store: Store, node_id: str) -> dict:
+    n = NodeFile.load(store, node_id).node
+    return {"publish": {"allow": n.policy.publish.allow, "deny": n.policy.publish.deny},
+            "subscribe": {"allow": n.policy.subscribe.allow, "deny": n.policy.subscribe.deny}}
+
+
+def user_policy(store: Store, account: str, user: str) -> dict:
+    p = store.user(account, user).claims.permissions
+    return {"publish": {"allow": p.pub.allow, "deny": p.pub.deny},
+            "subscribe": {"allow": p.sub.allow, "deny": p.sub.deny}}
+
+
+class _Steps:
+    def __init__(self):
+        self.steps: list[tuple[str, float]] = []
+        self.current = ""
+
+    def run(self, name: str, fn, *args, **kw):
+        self.current = name
+        t0 = time.perf_counter()
+        out = fn(*args, **kw)
+        self.steps.append((name, (time.perf_counter() - t0) * 1000))
+        return out
+
+
+def apply_node_edit(
+    store: Store,
+    node_id: str,
+    action: str,
+    subject: str,
+    *,
+    mode: str = "live",
+    dry_run: bool = False,
+    binary: Optional[str] = None,
+) -> ApplyResult:
+    """Edit a node's policy and apply it (``mode``: ``live`` reload or ``restart``)."""
+    from ..runtime.supervisor import Supervisor
+
+    if mode not in ("live", "restart"):
+        raise DchatOpsError(f"unknown apply mode {mode!r}")
+    direction, verb = parse_action(action)
+    nf = NodeFile.load(store, node_id)
+    rule = getattr(nf.node.policy, direction)
+    edit = plan_edit({"allow": rule.allow, "deny": rule.deny}, verb, subject, direction)
+    if dry_run or not edit.changed:
+        preview = node_policy(store, node_id)
+        preview[direction] = edit.after
+        return ApplyResult(node_id, edit, "dry-run" if dry_run else "unchanged", preview)
+    nf.set(("policy", direction, "allow"), edit.after["allow"])
+    nf.set(("policy", direction, "deny"), edit.after["deny"])
+    node = nf.refresh()
+
+    sup = Supervisor(store, node_id, binary=binary)
+    running = sup.running()
+    op = store.current_operator()
+    tx = FileTransaction()
+    for p in (nf.path, store.user_jwt_path(op, node.account, node.user), store.creds_path(op, node.account, node.user),
+              run_dir(store, node_id) / "nats-server.conf"):
+        tx.remember(p)
+    steps = _Steps()
+    try:
+        steps.run("write node config", tx.write, nf.path, nf.text())
+        steps.run("render and check config", render_node, store, node_id, binary=binary, node=node)
+        if running and mode == "live":
+            steps.run("reload node", sup.reload, render=False)
+        elif running:
+            steps.run("stop node", sup.down)
+            steps.run("start node", sup.up)
+        if running:
+            steps.run("check health", _check_healthy, sup)
+        # last: clients that follow the creds file move over once the node already runs the new policy
+        steps.run("re-issue user JWT and creds", sync_node_user, store, node)
+    except Exception as exc:
+        failed = steps.current
+        problems = tx.rollback()
+        restored = _restore_running(sup, running, mode)
+        detail = str(exc) if isinstance(exc, DchatOpsError) else f"{type(exc).__name__}: {exc}"
+        msg = f"{failed} failed: {detail}; every file was restored"
+        if running:
+            msg += f", and the node {restored}"
+        if problems:
+            msg += f" (could not restore: {'; '.join(problems)})"
+        raise ApplyError(msg) from None
+    tx.commit()
+    outcome = ("live" if mode == "live" else "restart") if running else "saved"
+    messages = []
+    if not running:
+        messages.append(f"node {node_id} is not running: the change is saved and applies at its next start")
+    result = ApplyResult(node_id, edit, outcome, node_policy(store, node_id), steps.steps, messages)
+    return result
+
+
+def _check_healthy(sup) -> None:
+    from ..runtime.server import http_json
+
+    code, _ = http_json(sup.monitor_url + "/healthz")
+    if code != 200 or not sup.running():
+        raise DchatOpsError(f"node {sup.node_id} is not healthy after the change")
+
+
+def _restore_running(sup, was_running: bool, mode: str) -> str:
+    """Put a node that ran before back onto its (restored) config; a phrase for the error message."""
+    if not was_running:
+        return "was not running"
+    try:
+        if sup.running():
+            sup.reload(render=False)
+            return "was reloaded onto the previous config"
+        sup.up()
+        return "was restarted on the previous config"
+    except DchatOpsError as exc:
+        return f"could not be put back onto the previous config ({exc})"
+
+
+def apply_user_edit(store: Store, account: str, user: str, action: str, subject: str, *,
+                    dry_run: bool = False) -> ApplyResult:
+    """Edit a user's JWT permissions and re-issue its JWT and creds (all or nothing)."""
+    direction, verb = parse_action(action)
+    claims = store.user(account, user).claims
+    perm = claims.permissions.pub if direction == "publish" else claims.permissions.sub
+    edit = plan_edit({"allow": perm.allow, "deny": perm.deny}, verb, subject, direction)
+    if dry_run or not edit.changed:
+        preview = user_policy(store, account, user)
+        preview[direction] = edit.after
+        return ApplyResult(f"{account}/{user}", edit, "dry-run" if dry_run else "unchanged", preview)
+    key = "pub" if direction == "publish" else "sub"
+    spec = admin.UserSpec(**{f"{key}_allow": edit.after["allow"], f"{key}_deny": edit.after["deny"]})
+    op = store.current_operator()
+    tx = FileTransaction()
+    tx.remember(store.user_jwt_path(op, account, user))
+    tx.remember(store.creds_path(op, account, user))
+    steps = _Steps()
+    try:
+        steps.run("re-issue user JWT and creds", admin.edit_user, store, account, user, spec)
+    except Exception as exc:
+        tx.rollback()
+        raise ApplyError(f"{steps.current} failed: {exc}; every file was restored") from None
+    tx.commit()
+    return ApplyResult(f"{account}/{user}", edit, "saved", user_policy(store, account, user), steps.steps,
+                       ["connected clients of this user get the new permissions when they reconnect with the new creds"])

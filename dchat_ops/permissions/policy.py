@@ -1,0 +1,118 @@
+"""Permission edits: allow / deny / remove a subject for publish or subscribe, with what they mean.
+
+An edit is computed on plain lists first (:func:`plan_edit`), so a dry run, a node policy and a
+user JWT all share one set of rules:
+
+- ``allow`` adds the subject to the allow list and takes it off the deny list (deny would win);
+- ``deny`` adds it to the deny list and takes it off the allow list;
+- ``rm`` takes it off both lists;
+- a subject already present, or already covered by a wildcard entry, is reported and not added;
+- a subject that a deny wildcard still blocks is reported.
+
+    >>> plan_edit({"allow": ["chat.>"], "deny": []}, "allow", "chat.room").notes
+    ['chat.room is already covered by chat.> in the allow list']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .subjects import check_subject, covering, split_queue, covers
+
+__all__ = ["ACTIONS", "Edit", "plan_edit", "parse_action"]
+
+# command name -> (direction, verb)
+ACTIONS = {
+    "allow-sub": ("subscribe", "allow"),
+    "deny-sub": ("subscribe", "deny"),
+    "rm-sub": ("subscribe", "rm"),
+    "allow-pub": ("publish", "allow"),
+    "deny-pub": ("publish", "deny"),
+    "rm-pub": ("publish", "rm"),
+}
+
+
+def parse_action(action: str) -> tuple[str, str]:
+    try:
+        return ACTIONS[action]
+    except KeyError:
+        raise ConfigError(f"unknown permission action {action!r} (one of {', '.join(ACTIONS)})") from None
+
+
+@dataclass
+class Edit:
+    """The outcome of one edit on an allow / deny pair."""
+
+    direction: str
+    verb: str
+    subject: str
+    before: dict[str, list[str]]
+    after: dict[str, list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def to_dict(self) -> dict:
+        return {"direction": self.direction, "action": self.verb, "subject": self.subject, "changed": self.changed,
+                "before": self.before, "after": self.after, "notes": self.notes}
+
+
+def plan_edit(lists: dict[str, list[str]], verb: str, subject: str, direction: str = "subscribe") -> Edit:
+    """Apply ``verb`` (allow / deny / rm) for ``subject`` to copies of ``lists`` (keys allow, deny)."""
+    try:
+        check_subject(subject, queue_ok=(direction == "subscribe"))
+    except ConfigError as exc:
+        raise ConfigError(f"invalid subject: {exc}") from None
+    allow = list(lists.get("allow") or [])
+    deny = list(lists.get("deny") or [])
+    before = {"allow": list(allow), "deny": list(deny)}
+    notes: list[str] = []
+    if verb == "allow":
+        if subject in deny:
+            deny.remove(subject)
+            notes.append(f"{subject} was denied; the deny entry is removed")
+        if subject in allow:
+            notes.append(f"{subject} is already allowed")
+        else:
+            cover = covering(allow, subject)
+            if cover:
+                notes.append(f"{subject} is already covered by {cover} in the allow list")
+            else:
+                allow.append(subject)
+        blocker = _deny_cover(deny, subject)
+        if blocker:
+            notes.append(f"{subject} stays blocked: {blocker} in the deny list wins over any allow")
+    elif verb == "deny":
+        if subject in allow:
+            allow.remove(subject)
+            notes.append(f"{subject} was allowed; the allow entry is removed")
+        if subject in deny:
+            notes.append(f"{subject} is already denied")
+        else:
+            cover = covering(deny, subject)
+            if cover:
+                notes.append(f"{subject} is already covered by {cover} in the deny list")
+            else:
+                deny.append(subject)
+    elif verb == "rm":
+        found = False
+        for lst in (allow, deny):
+            if subject in lst:
+                lst.remove(subject)
+                found = True
+        if not found:
+            notes.append(f"{subject} is in neither the allow nor the deny list; nothing to remove")
+    else:
+        raise ConfigError(f"unknown verb {verb!r}")
+    return Edit(direction, verb, subject, before, {"allow": allow, "deny": deny}, notes)
+
+
+def _deny_cover(deny: list[str], entry: str) -> str | None:
+    subj, _ = split_queue(entry)
+    for d in deny:
+        if covers(split_queue(d)[0], subj):
+            return d
+    return None
