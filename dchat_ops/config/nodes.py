@@ -36,9 +36,11 @@ __all__ = [
     "SYSTEM_IMPORTS",
 ]
 
-# Subjects that must flow between nodes whatever the chat policy says: server and account events of
-# the system account, replies to requests, JetStream's cluster traffic.
-SYSTEM_IMPORTS = ["$SYS.>", "_INBOX.>", "$JS.>", "$JSC.>", "$NRG.>", "$KV.>", "$O.>", "_GR_.>"]
+# Subjects that must flow into every node whatever the chat policy says (each found necessary by
+# experiment, see docs/permissions.md): system account events and account pushes ($SYS), replies
+# (_INBOX, and _R_ for service-import replies such as the JetStream API), JetStream's API, acks,
+# raft and catch-up ($JS, $NRG, $JSC), KV and object store writes ($KV, $O), gateway replies (_GR_).
+SYSTEM_IMPORTS = ["$SYS.>", "_INBOX.>", "_R_.>", "$JS.>", "$JSC.>", "$NRG.>", "$KV.>", "$O.>", "_GR_.>"]
 
 
 def run_dir(store: Store, node_id: str) -> Path:
@@ -198,10 +200,9 @@ def route_imports(node: Node) -> Optional[dict]:
     allow = [s.split(" ")[0] for s in node.policy.subscribe.allow]
     if ">" in allow:
         return None
+    # Only an allow list: an import deny is matched against subscription subjects, so a broader
+    # wildcard subscription would still receive a denied subject; deny is enforced in the user JWT.
     imports = {"allow": list(dict.fromkeys(allow + [f"{inbox_prefix(node.id)}.>"] + SYSTEM_IMPORTS))}
-    deny = [s.split(" ")[0] for s in node.policy.subscribe.deny]
-    if deny:
-        imports["deny"] = deny
     return {"import": imports, "export": {}}
 
 
