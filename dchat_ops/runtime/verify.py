@@ -24,7 +24,7 @@ from ..errors import DchatOpsError
 from ..nsc import admin
 from ..nsc.inspect import validate_store
 from ..nsc.store import Store
-from .client import connect, refused
+from .client import ManagedClient, connect, refused
 from .server import ServerProcess, free_port
 
 __all__ = ["Check", "Report", "run_verify"]
@@ -93,14 +93,18 @@ def run_verify(*, keep: bool = False, folder: Optional[Path] = None,
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="dchat-verify-"))
     run = _Run(folder, progress)
     t0 = time.perf_counter()
-    servers: list[ServerProcess] = []
+    servers: list = []  # ServerProcess or Supervisor: both stop by pid
     try:
         asyncio.run(_checks(run, servers))
+        asyncio.run(_cluster_checks(run, servers))
     except _Failed:
         pass
     finally:
-        for s in servers:
-            s.stop()
+        for s in reversed(servers):
+            if hasattr(s, "down"):
+                s.down()
+            else:
+                s.stop()
         run.report.total_ms = (time.perf_counter() - t0) * 1000
         if own and not keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -176,3 +180,66 @@ async def _checks(run: _Run, servers: list[ServerProcess]) -> None:
         reason = await refused(url, creds)
         assert reason is not None, "server accepted an expired user"
         box[0] = f"refused: {reason[:60]}"
+
+
+async def _cluster_checks(run: _Run, servers: list) -> None:
+    """A 3-node chain-joined cluster: gossip mesh, default deny, allow-sub live."""
+    from ..config import nodes
+    from ..config.node import NodeFile, inbox_prefix
+    from ..permissions.apply import apply_node_edit
+    from .supervisor import Supervisor
+
+    store = Store(run.folder / "home")
+    for s in servers:  # the single server's job is done
+        s.stop()
+    servers.clear()
+    sups = {}
+    with run.check("cluster: chain join a <- b <- c") as box:
+        seed = None
+        for nid in ("a", "b", "c"):
+            nodes.add_node(store, nid, seed_routes=[seed] if seed else [])
+            sups[nid] = Supervisor(store, nid)
+            sups[nid].up()
+            servers.append(sups[nid])
+            seed = nodes.route_url(store, nid)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            meshes = {n: set(s.status().data["routes"]) for n, s in sups.items()}
+            if all(meshes[n] == {"a", "b", "c"} - {n} for n in meshes):
+                break
+            await asyncio.sleep(0.05)
+        assert all(meshes[n] == {"a", "b", "c"} - {n} for n in meshes), f"routes: {meshes}"
+        box[0] = "c knew only b; all three nodes see each other"
+
+    def url(nid):
+        return f"nats://127.0.0.1:{NodeFile.load(store, nid).node.client_port}"
+
+    got: list[bytes] = []
+    receiver = await ManagedClient(url("c"), store.creds_path("dchat", "chat", "c"), inbox_prefix=inbox_prefix("c")).start()
+    pub = await connect(url("a"), store.creds_path("dchat", "chat", "default"))
+    try:
+        with run.check("default deny: node c refuses room.x") as box:
+            async def on_msg(msg):
+                got.append(msg.data)
+
+            await receiver.subscribe("room.x", cb=on_msg)
+            for _ in range(5):
+                await pub.publish("room.x", b"early")
+                await asyncio.sleep(0.02)
+            assert any('subscription to "room.x"' in e for e in receiver.errors), "no permissions violation"
+            assert not got, "a refused subscription received messages"
+            box[0] = "subscription refused, nothing delivered from node a"
+
+        with run.check("allow-sub: live on the running cluster") as box:
+            t0 = time.perf_counter()
+            r = await asyncio.to_thread(apply_node_edit, store, "c", "allow-sub", "room.x")
+            assert r.outcome == "live", f"outcome {r.outcome}"
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:
+                await pub.publish("room.x", b"hello c")
+                await asyncio.sleep(0.01)
+            assert got and got[0] == b"hello c", "no message on room.x after allow-sub"
+            box[0] = f"first message on room.x {1000 * (time.perf_counter() - t0):.0f} ms after the command started"
+    finally:
+        await pub.close()
+        await receiver.close()
