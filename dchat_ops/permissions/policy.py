@@ -33,6 +33,9 @@ ACTIONS = {
 }
 
 
+_PAST = {"allow": "allowed", "deny": "denied"}
+
+
 def parse_action(action: str) -> tuple[str, str]:
     try:
         return ACTIONS[action]
@@ -70,33 +73,23 @@ def plan_edit(lists: dict[str, list[str]], verb: str, subject: str, direction: s
     deny = list(lists.get("deny") or [])
     before = {"allow": list(allow), "deny": list(deny)}
     notes: list[str] = []
-    if verb == "allow":
-        if subject in deny:
-            deny.remove(subject)
-            notes.append(f"{subject} was denied; the deny entry is removed")
-        if subject in allow:
-            notes.append(f"{subject} is already allowed")
+    if verb in ("allow", "deny"):
+        target, other = (allow, deny) if verb == "allow" else (deny, allow)
+        other_name = "deny" if verb == "allow" else "allow"
+        if subject in other:
+            other.remove(subject)
+            notes.append(f"{subject} was {_PAST[other_name]}; the {other_name} entry is removed")
+        if subject in target:
+            notes.append(f"{subject} is already {_PAST[verb]}")
         else:
-            cover = covering(allow, subject)
+            cover = covering(target, subject)
             if cover:
-                notes.append(f"{subject} is already covered by {cover} in the allow list")
+                notes.append(f"{subject} is already covered by {cover} in the {verb} list")
             else:
-                allow.append(subject)
-        blocker = _deny_cover(deny, subject)
+                target.append(subject)
+        blocker = _deny_cover(deny, subject) if verb == "allow" else None
         if blocker:
             notes.append(f"{subject} stays blocked: {blocker} in the deny list wins over any allow")
-    elif verb == "deny":
-        if subject in allow:
-            allow.remove(subject)
-            notes.append(f"{subject} was allowed; the allow entry is removed")
-        if subject in deny:
-            notes.append(f"{subject} is already denied")
-        else:
-            cover = covering(deny, subject)
-            if cover:
-                notes.append(f"{subject} is already covered by {cover} in the deny list")
-            else:
-                deny.append(subject)
     elif verb == "rm":
         found = False
         for lst in (allow, deny):
