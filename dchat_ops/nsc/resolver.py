@@ -1,0 +1,222 @@
+"""Revocations, and pushing / pulling account JWTs to and from running servers over the system account.
+
+    >>> revoke_user(store, "chat", "lost-phone")          # account JWT re-signed with the revocation
+    >>> report = push(store, ["chat"])                     # every running node answers, per server
+
+Pushing uses a short-lived system user (two minutes), made in memory and never written, as nsc does.
+Nodes with the full nats resolver get ``$SYS.REQ.CLAIMS.UPDATE``; nodes with the memory resolver get
+their preload re-rendered and a reload.  Every node config is re-rendered so a restart also starts
+from the new JWTs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import DchatOpsError, StoreError
+from .admin import now, resign_account
+from .claims import Claims, UserClaims
+from .creds import format_creds
+from .jwt import decode, encode
+from .keys import KeyPair, is_public_key
+from .store import Entity, Store
+
+__all__ = ["revoke_user", "revoke_all", "unrevoke", "list_revocations", "push", "pull", "PushReport",
+           "system_creds", "running_nodes"]
+
+ALL_USERS = "*"
+
+
+# --- revocations ----------------------------------------------------------------------------------
+
+
+def _edit_revocations(store: Store, account: str, change) -> Entity:
+    op = store.operator()
+    acc = store.account(account, op.name)
+    claims = acc.claims.copy()
+    change(claims.revocations)
+    if claims.revocations == acc.claims.revocations:
+        return acc
+    return resign_account(store, op, acc, claims)
+
+
+def _user_key(store: Store, account: str, user: str) -> str:
+    """A user given by name (in the store) or by public key (also one the store never held)."""
+    return user if is_public_key(user, "user") else store.user(account, user).public_key
+
+
+def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity:
+    """Revoke every JWT of ``user`` issued at or before ``at`` (default: now).  Returns the account."""
+    key = _user_key(store, account, user)
+    t = at if at is not None else now(store)
+    return _edit_revocations(store, account, lambda r: r.__setitem__(key, t))
+
+
+def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity:
+    """Revoke every user JWT of the account issued at or before ``at``."""
+    t = at if at is not None else now(store)
+    return _edit_revocations(store, account, lambda r: r.__setitem__(ALL_USERS, t))
+
+
+def unrevoke(store: Store, account: str, user: str) -> Entity:
+    key = ALL_USERS if user == ALL_USERS else _user_key(store, account, user)
+    acc = store.account(account)
+    if key not in acc.claims.revocations:
+        raise StoreError(f"{user} is not revoked in account {account}")
+    return _edit_revocations(store, account, lambda r: r.pop(key, None))
+
+
+def list_revocations(store: Store, account: str) -> list[dict]:
+    acc = store.account(account)
+    names = {}
+    for u in store.user_names(account):
+        try:
+            names[store.user(account, u).public_key] = u
+        except StoreError:
+            continue
+    return [{"key": k, "user": names.get(k, "*" if k == ALL_USERS else ""), "at": t}
+            for k, t in sorted(acc.claims.revocations.items())]
+
+
+# --- talking to servers --------------------------------------------------------------------------------
+
+
+def system_creds(store: Store, ttl: int = 120) -> str:
+    """Creds text of a short-lived user of the system account (never written to disk)."""
+    from .admin import user_signer
+
+    op = store.operator()
+    sys_key = op.claims.system_account
+    sys_acc = store.find_account(sys_key, op.name)
+    signer, _ = user_signer(store, op.claims, sys_acc.claims)
+    kp = KeyPair.generate("user")
+    u = UserClaims(subject=kp.public_key, name="dchat-ops-push", expires=now(store) + ttl)
+    if signer.public_key != sys_acc.public_key:
+        u.issuer_account = sys_acc.public_key
+    return format_creds(encode(u, signer, clock=store.clock), kp.seed)
+
+
+def running_nodes(store: Store) -> list:
+    from ..config.node import list_nodes
+    from ..runtime.supervisor import Supervisor
+
+    return [s for s in (Supervisor(store, n) for n in list_nodes(store)) if s.running()]
+
+
+@dataclass
+class PushReport:
+    """Per server: what it answered."""
+
+    results: list[dict] = field(default_factory=list)
+    expected_servers: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and all(r.get("ok") for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "expected_servers": self.expected_servers, "results": self.results}
+
+
+async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int, timeout: float) -> list[dict]:
+    from ..runtime.client import connect
+
+    nc = await connect(url, creds_text=creds, allow_reconnect=False, max_reconnect_attempts=0)
+    try:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish(subject, payload, reply=inbox)
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < want and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=max(0.01, deadline - time.monotonic()))
+            except Exception:
+                break
+            try:
+                out.append(json.loads(msg.data))
+            except ValueError:
+                out.append({"raw": msg.data.decode(errors="replace")})
+        return out
+    finally:
+        await nc.close()
+
+
+def _full_nodes(sups) -> list:
+    return [s for s in sups if s.node().resolver == "full"]
+
+
+def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float = 3.0) -> PushReport:
+    """Send account JWTs to every running node of the store; report each server's answer."""
+    from ..config.nodes import render_node
+
+    op = store.operator()
+    names = accounts or store.account_names(op.name)
+    sups = running_nodes(store)
+    report = PushReport(expected_servers=len(sups))
+    if not sups:
+        raise DchatOpsError("no node of this store is running; start one with 'dchat-ops node up'")
+    for s in sups:  # configs follow the store, so a restart also starts from the new JWTs
+        render_node(store, s.node_id)
+    full = _full_nodes(sups)
+    creds = system_creds(store)
+    for name in names:
+        acc = store.account(name, op.name)
+        if full:
+            url = f"nats://127.0.0.1:{full[0].node().client_port}"
+            answers = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.UPDATE", acc.token.encode(), len(full), timeout))
+            for a in answers:
+                server = (a.get("server") or {}).get("name", "?")
+                data, err = a.get("data"), a.get("error")
+                report.results.append({"account": name, "server": server, "ok": bool(data and data.get("code") == 200),
+                                       "message": (data or {}).get("message") or (err or {}).get("description", "")})
+            answered = {r["server"] for r in report.results if r["account"] == name}
+            for s in full:
+                if s.node().server_name not in answered:
+                    report.results.append({"account": name, "server": s.node().server_name, "ok": False,
+                                           "message": "no answer"})
+    for s in sups:
+        if s.node().resolver == "memory":
+            try:
+                s.reload(render=False)
+                report.results.append({"account": ",".join(names), "server": s.node().server_name, "ok": True,
+                                       "message": "memory resolver: preload updated and reloaded"})
+            except DchatOpsError as exc:
+                report.results.append({"account": ",".join(names), "server": s.node().server_name, "ok": False,
+                                       "message": str(exc)})
+    return report
+
+
+def pull(store: Store, *, timeout: float = 2.0) -> list[dict]:
+    """What the running servers hold, compared with the store: one row per account."""
+    sups = _full_nodes(running_nodes(store))
+    if not sups:
+        raise DchatOpsError("no running node with the full resolver to pull from")
+    url = f"nats://127.0.0.1:{sups[0].node().client_port}"
+    creds = system_creds(store)
+    listed = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.LIST", b"", 1, timeout))
+    ids = (listed[0].get("data") if listed else None) or []
+    rows = []
+    op = store.operator()
+    ours = {e.public_key: e for e in store.accounts(op.name)}
+    for acc_id in sorted(set(ids) | set(ours)):
+        server_jwt = ""
+        if acc_id in ids:
+            got = asyncio.run(_collect(url, creds, f"$SYS.REQ.ACCOUNT.{acc_id}.CLAIMS.LOOKUP", b"", 1, timeout))
+            server_jwt = got[0].get("raw", "") if got else ""
+        mine = ours.get(acc_id)
+        row = {"account": acc_id, "name": mine.name if mine else "", "in_store": bool(mine), "on_server": bool(server_jwt)}
+        if mine and server_jwt:
+            try:
+                theirs: Claims = decode(server_jwt)
+                row["same"] = theirs.jti == mine.claims.jti
+                row["server_issued_at"] = theirs.issued_at
+                row["store_issued_at"] = mine.claims.issued_at
+            except DchatOpsError:
+                row["same"] = False
+        rows.append(row)
+    return rows
