@@ -222,3 +222,20 @@ def test_passphrase_is_never_taken_from_the_command_line(store, tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 1 and "--passphrase-env" in err
     assert not (tmp_path / "x").exists()
+
+
+async def test_push_prune_removes_accounts_the_store_dropped(store, supervised):
+    nodes.add_node(store, "a", allow_delete=True)
+    supervised("a")
+    admin.add_account(store, "temp")
+    await asyncio.to_thread(resolver.push, store, ["temp"])
+    temp_key = store.account("temp").public_key
+    rows = await asyncio.to_thread(resolver.pull, store)
+    assert any(r["account"] == temp_key and r["on_server"] for r in rows)
+    admin.remove_account(store, "temp")
+    report = await asyncio.to_thread(resolver.prune, store)
+    assert report.ok and "deleted 1 accounts" in report.results[0]["message"], report.results
+    rows = await asyncio.to_thread(resolver.pull, store)
+    assert not any(r["account"] == temp_key for r in rows)
+    sys_key = store.operator().claims.system_account
+    assert any(r["account"] == sys_key and r["on_server"] for r in rows)

@@ -96,6 +96,19 @@ def add():
     """Add an account or a user."""
 
 
+@cli.group()
+def rm():
+    """Remove an account (its JWTs and creds; seeds stay in the keystore)."""
+
+
+@rm.command("account")
+@click.argument("name")
+@pass_ctx
+def rm_account(c: Ctx, name):
+    admin.remove_account(c.store(), name)
+    note(f"removed account {name}; run 'dchat-ops push --prune' to remove it from running nodes")
+
+
 @add.command("account")
 @click.argument("name")
 @click.option("--signing-key", is_flag=True, help="Also make an account signing key to sign its users.")
@@ -495,13 +508,14 @@ def _gateways(values) -> list[tuple[str, str]]:
 @click.option("--websocket-port", type=int)
 @click.option("--jetstream", is_flag=True, help="Enable JetStream (streams, KV) on this node.")
 @click.option("--mem-resolver", is_flag=True, help="Memory resolver instead of the full nats resolver.")
+@click.option("--allow-delete", is_flag=True, help="Let 'push --prune' delete accounts from this node's resolver.")
 @click.option("--account", "-a", help="Account of the node's local user (default: the current account).")
 @click.option("--force", is_flag=True)
 @json_option
 @pass_ctx
 def node_add(c: Ctx, node_id, host, client_port, monitor_port, cluster_port, cluster_name, no_cluster, advertise,
-             seed_route, gateway, gateway_port, leaf_of, leaf_port, websocket_port, jetstream, mem_resolver, account,
-             force, as_json):
+             seed_route, gateway, gateway_port, leaf_of, leaf_port, websocket_port, jetstream, mem_resolver,
+             allow_delete, account, force, as_json):
     """Create a node config (default-deny subscribe) and the node's local user."""
     from ..config import nodes
 
@@ -510,7 +524,8 @@ def node_add(c: Ctx, node_id, host, client_port, monitor_port, cluster_port, clu
                        advertise=advertise, seed_routes=list(seed_route), gateway_port=gateway_port,
                        gateways=_gateways(gateway), leaf_of=list(leaf_of), leaf_port=leaf_port,
                        websocket_port=websocket_port, jetstream=jetstream,
-                       resolver="memory" if mem_resolver else "full", account=account, force=force)
+                       resolver="memory" if mem_resolver else "full", allow_delete=allow_delete, account=account,
+                       force=force)
 
     def human():
         n = r.node
@@ -953,13 +968,18 @@ def revocations_list(c: Ctx, account, as_json):
 @cli.command("push")
 @click.option("--account", "-a", multiple=True, help="Account to push (repeatable).")
 @click.option("--all", "all_", is_flag=True, help="Every account (the default).")
+@click.option("--prune", is_flag=True, help="Also delete accounts the store no longer has (full resolver, allow_delete).")
 @json_option
 @pass_ctx
-def push_cmd(c: Ctx, account, all_, as_json):
+def push_cmd(c: Ctx, account, all_, prune, as_json):
     """Send account JWTs to the running nodes over the system account; report per server."""
     from ..nsc import resolver
 
-    report = resolver.push(c.store(), list(account) or None)
+    store = c.store()
+    report = resolver.push(store, list(account) or None)
+    if prune:
+        pruned = resolver.prune(store)
+        report.results.extend(pruned.results)
     emit(as_json, report.to_dict(),
          [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results])
     return 0 if report.ok else 1

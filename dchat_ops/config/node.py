@@ -36,7 +36,8 @@ ROUTE_SCHEMES = ("nats-route", "nats", "tls")
 LEAF_SCHEMES = ("nats-leaf", "nats", "tls", "ws", "wss")
 GATEWAY_SCHEMES = ("nats", "tls")
 
-_TOP_KEYS = {"id", "server_name", "host", "client_port", "monitor_port", "advertise", "resolver", "cluster",
+_TOP_KEYS = {"id", "server_name", "host", "client_port", "monitor_port", "advertise", "resolver",
+             "resolver_allow_delete", "cluster",
              "jetstream", "websocket", "tls", "gateway", "leafnodes", "identity", "trusted_keys", "policy",
              "max_payload"}
 
@@ -80,6 +81,7 @@ class Node:
     advertise: str = ""
     advertise_reason: str = ""
     resolver: str = "full"
+    resolver_allow_delete: bool = False
     max_payload: int = 0
     cluster: Optional[dict] = None  # name, host, port, advertise, routes, connect_retries
     jetstream: Optional[dict] = None  # enabled, max_memory, max_file
@@ -204,6 +206,7 @@ def parse_node(doc: Any, path: Path) -> Node:
     node.resolver = str(doc.get("resolver") or "full")
     if node.resolver not in ("full", "memory"):
         r.fail(doc, "resolver", f"resolver must be 'full' or 'memory', not {node.resolver!r}")
+    node.resolver_allow_delete = bool(doc.get("resolver_allow_delete", False))
     mp = doc.get("max_payload")
     if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or mp <= 0):
         r.fail(doc, "max_payload", "max_payload must be a positive number of bytes")

@@ -105,6 +105,7 @@ def add_node(
     websocket_port: Optional[int] = None,
     jetstream: bool = False,
     resolver: str = "full",
+    allow_delete: bool = False,
     account: Optional[str] = None,
     force: bool = False,
 ) -> AddNodeResult:
@@ -155,6 +156,8 @@ def add_node(
         if leaf_of:
             lf["remotes"] = [{"urls": list(leaf_of), "account": account, "user": node_id}]
         nf.set(("leafnodes",), lf)
+    if allow_delete:
+        nf.set(("resolver_allow_delete",), True)
     if websocket_port:
         nf.set(("websocket",), {"port": websocket_port})
     if jetstream:
@@ -228,7 +231,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
         operator_jwt=op.token,
         system_account=op.claims.system_account,
         resolver=Resolver(type=node.resolver, dir=str(rd / "jwt") if node.resolver == "full" else "",
-                          preload=preload),
+                          allow_delete=node.resolver_allow_delete, preload=preload),
         host=node.host,
         port=node.client_port,
         http_host="127.0.0.1" if node.host in ("127.0.0.1", "localhost") else node.host,

@@ -46,6 +46,7 @@ __all__ = [
     "issue_user",
     "issue_users",
     "add_users",
+    "remove_account",
     "generate_creds",
     "operator_signer",
     "user_signer",
@@ -409,6 +410,18 @@ def add_account(store: Store, name: str, *, signing_key: bool = False, force: bo
         raise ExistsError(f"account {name} already exists; use --force to replace it")
     _new_account(store, name, op, signing_key=signing_key or op.claims.strict_signing_key_usage, clock=store.clock)
     return store.account(name, op.name)
+
+
+def remove_account(store: Store, name: str) -> None:
+    """Remove an account's JWTs (its users' too) and creds from the store; seeds stay in the keystore."""
+    import shutil
+
+    op = store.operator()
+    acc = store.account(name, op.name)
+    if acc.public_key == op.claims.system_account:
+        raise StoreError("the system account cannot be removed")
+    shutil.rmtree(store.account_dir(op.name, name))
+    shutil.rmtree(store.creds_dir / op.name / name, ignore_errors=True)
 
 
 def add_user(

@@ -47,6 +47,7 @@ __all__ = [
     "decode",
     "decode_unverified",
     "compute_jti",
+    "encode_generic",
     "go_json",
     "verify_chain",
     "ChainResult",
@@ -139,6 +140,19 @@ def encode(claims: Claims, signer: KeyPair, *, clock: Optional[Clock] = None) ->
     claims.jti = compute_jti(claims)
     payload = go_json(claims.to_dict()).encode("utf-8")
     return _JWS.encode(payload, signer, algorithm=ALGORITHM, headers={"typ": "JWT"}, sort_headers=False)
+
+
+def encode_generic(data: dict, signer: KeyPair, *, clock: Optional[Clock] = None) -> str:
+    """A self-signed generic JWT (``sub`` = ``iss`` = the signer) carrying ``data`` as its ``nats`` object.
+
+    nats-server takes such a JWT, signed by the operator, as a request to delete accounts.
+    """
+    std = {"iat": _now(clock), "iss": signer.public_key, "sub": signer.public_key}
+    std["jti"] = compute_jti(std)
+    claims = {"jti": std["jti"], "iat": std["iat"], "iss": std["iss"], "sub": std["sub"],
+              "nats": {**data, "type": "generic", "version": 2}}
+    return _JWS.encode(go_json(claims).encode("utf-8"), signer, algorithm=ALGORITHM, headers={"typ": "JWT"},
+                       sort_headers=False)
 
 
 def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:

@@ -25,7 +25,7 @@ from .jwt import decode, encode
 from .keys import KeyPair, is_public_key
 from .store import Entity, Store
 
-__all__ = ["revoke_user", "revoke_all", "unrevoke", "list_revocations", "push", "pull", "PushReport",
+__all__ = ["revoke_user", "revoke_all", "unrevoke", "list_revocations", "push", "pull", "prune", "PushReport",
            "system_creds", "running_nodes"]
 
 ALL_USERS = "*"
@@ -191,6 +191,38 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     return report
 
 
+def _server_accounts(url: str, creds: str, timeout: float) -> list[str]:
+    listed = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.LIST", b"", 1, timeout))
+    return list((listed[0].get("data") if listed else None) or [])
+
+
+def prune(store: Store, *, timeout: float = 3.0) -> PushReport:
+    """Delete from the servers' full resolvers every account the store no longer has (needs allow_delete)."""
+    from .jwt import encode_generic
+
+    sups = _full_nodes(running_nodes(store))
+    if not sups:
+        raise DchatOpsError("no running node with the full resolver to prune")
+    op = store.operator()
+    url = f"nats://127.0.0.1:{sups[0].node().client_port}"
+    creds = system_creds(store)
+    ours = {e.public_key for e in store.accounts(op.name)}
+    gone = [a for a in _server_accounts(url, creds, timeout) if a not in ours and a != op.claims.system_account]
+    report = PushReport(expected_servers=len(sups))
+    if not gone:
+        return report
+    signer = next((store.load_key(k) for k in op.claims.signing_keys if store.has_key(k)), None)
+    if signer is None:
+        signer = store.load_key(op.public_key)
+    req = encode_generic({"accounts": gone}, signer, clock=store.clock)
+    for a in asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.DELETE", req.encode(), len(sups), timeout)):
+        data, err = a.get("data"), a.get("error")
+        report.results.append({"account": ",".join(gone), "server": (a.get("server") or {}).get("name", "?"),
+                               "ok": bool(data and data.get("code") == 200),
+                               "message": (data or {}).get("message") or (err or {}).get("description", "")})
+    return report
+
+
 def pull(store: Store, *, timeout: float = 2.0) -> list[dict]:
     """What the running servers hold, compared with the store: one row per account."""
     sups = _full_nodes(running_nodes(store))
@@ -198,8 +230,7 @@ def pull(store: Store, *, timeout: float = 2.0) -> list[dict]:
         raise DchatOpsError("no running node with the full resolver to pull from")
     url = f"nats://127.0.0.1:{sups[0].node().client_port}"
     creds = system_creds(store)
-    listed = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.LIST", b"", 1, timeout))
-    ids = (listed[0].get("data") if listed else None) or []
+    ids = _server_accounts(url, creds, timeout)
     rows = []
     op = store.operator()
     ours = {e.public_key: e for e in store.accounts(op.name)}
