@@ -239,3 +239,15 @@ async def test_push_prune_removes_accounts_the_store_dropped(store, supervised):
     assert not any(r["account"] == temp_key for r in rows)
     sys_key = store.operator().claims.system_account
     assert any(r["account"] == sys_key and r["on_server"] for r in rows)
+
+
+def test_a_backup_restores_revoked_and_expired_users_too(store, tmp_path):
+    admin.add_user(store, "chat", "old", admin.UserSpec(expires=admin.now(store) - 5))
+    resolver.revoke_user(store, "chat", "default")
+    data = transfer.export_bundle(store, "account", account="chat", passphrase=PW)
+    other = Store(tmp_path / "restored")
+    plan = transfer.import_bundle(other, data, passphrase=PW, trust_operator=True)
+    assert {"user chat/old", "user chat/default", "account SYS", "account chat"} <= set(plan.added)
+    findings = validate_store(other)
+    assert [f for f in findings if f.level == "error"] == []
+    assert any("revoked" in f.message for f in findings)

@@ -286,10 +286,13 @@ def verify_chain(
     *,
     clock: Optional[Clock] = None,
     check_expiry: bool = True,
+    check_revocation: bool = True,
 ) -> ChainResult:
     """Verify operator -> account -> user and return the decoded claims.
 
     Tokens are decoded (signatures verified); already-decoded claims are trusted as decoded.
+    ``check_expiry`` / ``check_revocation`` off: only signatures and trust (a backup restores
+    expired and revoked users too).
     Raises :class:`ChainError` whose ``link`` and ``reason`` say what failed.
     """
     now = _now(clock)
@@ -343,7 +346,7 @@ def verify_chain(
                          f"user {label} is signed by {usr.issuer}, which is neither account {acc.name or acc.subject} nor one of its signing keys")
     if check_expiry:
         _check_times("user", usr, now)
-    if acc.is_revoked(usr.subject, usr.issued_at):
+    if check_revocation and acc.is_revoked(usr.subject, usr.issued_at):
         raise ChainError("user", "revoked", f"user {label} is revoked by account {acc.name or acc.subject}")
     result.user = usr
     return result
