@@ -170,7 +170,8 @@ def _validate_user(store: Store, op: Entity, acc: Entity, uname: str, clock, now
     try:
         res = verify_chain(op.claims, acc.claims, token, clock=clock)
     except ChainError as exc:
-        out.append(Finding("warning" if exc.reason == "revoked" else "error", ulabel, str(exc)))
+        # revoked or expired is a state the operator chose or let happen, not damage: a warning
+        out.append(Finding("warning" if exc.reason in ("revoked", "expired") else "error", ulabel, str(exc)))
         try:
             res = None
             u = decode_unverified(token)
