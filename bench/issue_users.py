@@ -14,13 +14,15 @@ from pathlib import Path
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 
+from _common import work_dir
+
 
 def best(f, runs=3):
     return min(f() for _ in range(runs))
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="dchat-bench-"))
+    root = work_dir()
     try:
         store = Store(root / "home")
         admin.init(store)

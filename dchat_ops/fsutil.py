@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from .errors import DchatOpsError, ExistsError
@@ -51,6 +50,17 @@ def ensure_dir(path: Path, private: bool = False) -> None:
         raise DchatOpsError(f"cannot create folder {path}: {exc.strerror}") from None
 
 
+_KNOWN_DIRS: dict[str, bool] = {}  # folder -> made private by us (folders this process saw exist)
+
+
+def _ensure_parent(parent: str, private: bool) -> None:
+    known = _KNOWN_DIRS.get(parent)
+    if known is not None and (known or not private) and os.path.isdir(parent):
+        return
+    ensure_dir(Path(parent), private=private)
+    _KNOWN_DIRS[parent] = private
+
+
 def atomic_write(
     path: Path,
     data: bytes | str,
@@ -64,26 +74,37 @@ def atomic_write(
     ``private``: the file is 0600 and its folder 0700.  ``force=False``: refuse to replace an
     existing file whose content differs (:class:`ExistsError`).
     """
-    path = Path(path)
+    target = os.fspath(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
-        current = path.read_bytes()
+        with open(target, "rb") as f:
+            current = f.read()
     except FileNotFoundError:
         current = None
     except OSError as exc:
-        raise DchatOpsError(f"cannot read {path}: {exc.strerror}") from None
+        raise DchatOpsError(f"cannot read {target}: {exc.strerror}") from None
     if current == data:
-        if private and stat.S_IMODE(path.stat().st_mode) != PRIVATE_FILE:
-            os.chmod(path, PRIVATE_FILE)
+        if private and stat.S_IMODE(os.stat(target).st_mode) != PRIVATE_FILE:
+            os.chmod(target, PRIVATE_FILE)
         return False
     if current is not None and not force:
-        raise ExistsError(f"{path} already exists; use --force to replace it")
-    ensure_dir(path.parent, private=private)
+        raise ExistsError(f"{target} already exists; use --force to replace it")
+    parent, name = os.path.split(target)
+    _ensure_parent(parent or ".", private)
     mode = PRIVATE_FILE if private else PUBLIC_FILE
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        for attempt in range(100):
+            candidate = os.path.join(parent, f".{name}.{os.getpid()}.{attempt}.tmp")
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+                tmp = candidate
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise DchatOpsError(f"cannot write {target}: no free temporary name")
         try:
             os.fchmod(fd, mode)
             view = memoryview(data)
@@ -96,10 +117,10 @@ def atomic_write(
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
         tmp = None
     except OSError as exc:
-        raise DchatOpsError(f"cannot write {path}: {exc.strerror}") from None
+        raise DchatOpsError(f"cannot write {target}: {exc.strerror}") from None
     finally:
         if tmp is not None:
             try:
@@ -116,6 +137,9 @@ class deferred_sync:
     bulk operations (thousands of users) where a flush per file would dominate.
     """
 
+    def __init__(self, flush: bool = True):
+        self.flush = flush  # False: leave the flush to whoever started this work (bulk worker processes)
+
     def __enter__(self):
         _DEFER["depth"] += 1
         return self
@@ -124,7 +148,8 @@ class deferred_sync:
         _DEFER["depth"] -= 1
         if _DEFER["depth"] == 0 and _DEFER["pending"]:
             _DEFER["pending"] = False
-            os.sync()
+            if self.flush:
+                os.sync()
         return False
 
 

@@ -96,3 +96,23 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return v
         time.sleep(interval)
     return None
+
+
+@pytest.fixture
+def supervised_factory():
+    """Like ``supervised``, for a store made inside the test."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    started = []
+
+    def for_store(store):
+        def up(node_id):
+            sup = Supervisor(store, node_id)
+            sup.up()
+            started.append(sup)
+            return sup
+        return up
+
+    yield for_store
+    for sup in started:
+        sup.down()

@@ -273,15 +273,29 @@ def issue_user(
     return kp, u, token, format_creds(token, kp.seed)
 
 
-def _issue_chunk(args) -> list[tuple[str, str, str, str, str]]:
-    """Worker for :func:`issue_users`: (name, public key, seed, JWT, creds) for each name."""
-    signer_seed, account_public_key, names, spec, scope, now = args
+def _issue_chunk(args) -> list[tuple]:
+    """Worker for :func:`issue_users`: (name, public key, seed, JWT, creds) for each (name, spec).
+
+    With ``write_to`` = (store home, operator, account), the worker writes each user's seed, JWT and
+    creds itself (atomic renames, flushed later by the caller) and returns seed and creds as None.
+    """
+    signer_seed, account_public_key, items, scope, now, write_to = args
     signer = KeyPair.from_seed(signer_seed)
     clock = (lambda: now) if now is not None else None
+    store = Store(write_to[0]) if write_to else None
     out = []
-    for name in names:
-        kp, _, token, creds = issue_user(name, account_public_key, signer, spec, scope=scope, clock=clock)
-        out.append((name, kp.public_key, kp.seed, token, creds))
+    from ..fsutil import deferred_sync
+
+    with deferred_sync(flush=False):
+        for name, spec in items:
+            kp, _, token, creds = issue_user(name, account_public_key, signer, spec, scope=scope, clock=clock)
+            if store is not None:
+                store.save_seed(kp.public_key, kp.seed, force=True)
+                store.write_user(write_to[1], write_to[2], name, token)
+                store.write_creds(write_to[1], write_to[2], name, creds, force=True)
+                out.append((name, kp.public_key, None, token, None))
+            else:
+                out.append((name, kp.public_key, kp.seed, token, creds))
     return out
 
 
@@ -294,29 +308,36 @@ def issue_users(
     signer: KeyPair,
     spec: Optional[UserSpec] = None,
     *,
+    specs: Optional[list[Optional[UserSpec]]] = None,
     scope: Optional[ScopedSigningKey] = None,
     clock=None,
     workers: Optional[int] = None,
-) -> list[tuple[str, str, str, str, str]]:
+    write_to: Optional[tuple[str, str, str]] = None,
+) -> list[tuple]:
     """Make many users in memory: (name, public key, seed, JWT, creds) each, in the order of ``names``.
 
-    Large batches are spread over processes (one per core by default); ``workers=1`` keeps it in
-    this process.  Nothing is written.
+    ``spec`` applies to every user, or ``specs`` gives one per name.  Large batches are spread over
+    processes (one per core by default); ``workers=1`` keeps it in this process.  Nothing is written,
+    unless ``write_to`` = (store home, operator, account): then each process writes its users' files
+    (without flushing them: the caller runs ``os.sync()``) and rows carry no seed or creds.
     """
     import os
 
+    if specs is not None and len(specs) != len(names):
+        raise StoreError("issue_users: one spec per name")
+    items = list(zip(names, specs if specs is not None else [spec] * len(names)))
     now = int(clock()) if clock else None
     workers = workers or (os.cpu_count() or 1)
-    if workers <= 1 or len(names) < PARALLEL_THRESHOLD:
-        return _issue_chunk((signer.seed, account_public_key, names, spec, scope, now))
+    if workers <= 1 or len(items) < PARALLEL_THRESHOLD:
+        return _issue_chunk((signer.seed, account_public_key, items, scope, now, write_to))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    size = -(-len(names) // (workers * 4))
-    chunks = [names[i:i + size] for i in range(0, len(names), size)]
+    size = -(-len(items) // (workers * 4))
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        parts = pool.map(_issue_chunk, [(signer.seed, account_public_key, c, spec, scope, now) for c in chunks])
+        parts = pool.map(_issue_chunk, [(signer.seed, account_public_key, c, scope, now, write_to) for c in chunks])
         return [row for part in parts for row in part]
 
 
@@ -342,7 +363,7 @@ def init(
     store: Store,
     operator: str = DEFAULT_OPERATOR,
     account: str = DEFAULT_ACCOUNT,
-    user: str = DEFAULT_USER,
+    user: Optional[str] = DEFAULT_USER,
     *,
     system_account: str = SYSTEM_ACCOUNT,
     system_user: str = SYSTEM_USER,
@@ -351,9 +372,9 @@ def init(
 ) -> InitResult:
     """Create an operator, its system account and user, an application account and its first user.
 
-    On a store that already has an operator, nothing is changed and ``created`` is False.
+    ``user=None`` makes no first user.  On a store that already has an operator, nothing is changed and ``created`` is False.
     """
-    for n, what in ((operator, "operator name"), (account, "account name"), (user, "user name"),
+    for n, what in ((operator, "operator name"), (account, "account name"), (user or "x", "user name"),
                     (system_account, "system account name"), (system_user, "system user name")):
         check_name(n, what)
     if account == system_account:
@@ -396,8 +417,9 @@ def init(
 
     creds = {}
     creds[system_user] = add_user(store, system_account, system_user).creds_path
-    creds[user] = add_user(store, account, user, user_spec).creds_path
-    return InitResult(True, operator, system_account, account, user, system_user, creds,
+    if user:
+        creds[user] = add_user(store, account, user, user_spec).creds_path
+    return InitResult(True, operator, system_account, account, user or "", system_user, creds,
                       message=f"created operator {operator} with accounts {system_account} (system) and {account}")
 
 
@@ -467,7 +489,7 @@ def add_users(
     All names are checked before anything is written; files are replaced atomically and flushed
     to disk once at the end.
     """
-    from ..fsutil import deferred_sync
+    import os
 
     op = store.operator()
     acc = store.account(account, op.name)
@@ -483,12 +505,9 @@ def add_users(
     signer, scope = user_signer(store, op.claims, acc.claims, role)
     if scope is not None and spec is not None and spec.has_permissions_or_limits():
         raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role")
-    rows = issue_users(list(names), acc.public_key, signer, spec, scope=scope, clock=store.clock, workers=workers)
-    with deferred_sync():
-        for name, pub, seed, token, creds in rows:
-            store.save_key(KeyPair.from_seed(seed, "user"))
-            store.write_user(op.name, account, name, token)
-            store.write_creds(op.name, account, name, creds, force=True)
+    rows = issue_users(list(names), acc.public_key, signer, spec, scope=scope, clock=store.clock, workers=workers,
+                       write_to=(str(store.home), op.name, account))
+    os.sync()  # the writers skipped their per-file flushes
     return [row[1] for row in rows]
 
 

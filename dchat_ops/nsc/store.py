@@ -83,6 +83,7 @@ class Store:
         self.clock = clock
         self._key_cache: dict[str, KeyPair] = {}
         self._decoded: dict[str, Claims] = {}  # token -> verified claims
+        self._keystore_ready = False
 
     # layout ---------------------------------------------------------------------------------------
     @property
@@ -184,10 +185,20 @@ class Store:
     # keys ----------------------------------------------------------------------------------------
     def save_key(self, kp: KeyPair, *, force: bool = False) -> Path:
         """Keep a seed in the keystore (0600).  Saving the same seed again is a no-op."""
-        self._ensure_keystore()
+        if not self._keystore_ready:
+            self._ensure_keystore()
         path = self.key_path(kp.public_key)
         atomic_write(path, kp.seed, private=True, force=force)
         self._key_cache[kp.public_key] = kp
+        return path
+
+    def save_seed(self, public_key: str, seed: str, *, force: bool = False) -> Path:
+        """Keep a seed whose public key is already known (bulk paths: no key derivation).  The caller vouches
+        that ``seed`` belongs to ``public_key``."""
+        path = self.key_path(public_key)
+        if not self._keystore_ready:
+            self._ensure_keystore()
+        atomic_write(path, seed, private=True, force=force)
         return path
 
     def has_key(self, public_key: str) -> bool:
@@ -217,6 +228,7 @@ class Store:
         gi = self.keys_root / ".gitignore"
         if not gi.exists():
             atomic_write(gi, _GITIGNORE)
+        self._keystore_ready = True
 
     # JWTs --------------------------------------------------------------------------------------
     def _read_entity(self, kind: str, name: str, path: Path, cls: type[Claims]) -> Entity:
@@ -302,10 +314,10 @@ class Store:
         return path
 
     def write_creds(self, operator: str, account: str, user: str, text: str, *, force: bool = False) -> Path:
-        self._ensure_keystore()
+        if not self._keystore_ready:
+            self._ensure_keystore()
+            ensure_dir(self.creds_dir, private=True)
         path = self.creds_path(operator, account, user)
-        ensure_dir(self.creds_dir, private=True)
-        ensure_dir(path.parent, private=True)
         atomic_write(path, text, private=True, force=force)
         return path
 
