@@ -579,9 +579,10 @@ def node_render(c: Ctx, node_id):
 
 
 def _status_lines(d: dict) -> list[str]:
+    warnings = list(d.get("warnings") or [])
     if not d["running"]:
-        return [f"node {d['id']}: stopped"]
-    return [
+        return [f"node {d['id']}: stopped"] + warnings
+    return warnings + [
         f"node {d['id']}: running (pid {d['pid']}), {'healthy' if d['healthy'] else 'NOT healthy'}",
         f"  server {d.get('server_name')} nats-server {d.get('version')}, {d.get('connections')} connections",
         f"  routes to {', '.join(d.get('routes') or []) or '-'} ({d.get('route_count')} connections)",
@@ -1101,6 +1102,11 @@ def verify(keep, as_json):
                    f"/{len(report.checks)} checks in {report.total_ms:.0f} ms"
                    + (f"; files kept in {report.folder}" if keep else ""))
     return 0 if report.passed else 1
+
+
+from .tls_cmds import tls as _tls_group  # noqa: E402  (the tls commands live in their own module)
+
+cli.add_command(_tls_group)
 
 
 def main() -> None:

@@ -263,6 +263,8 @@ def server_config(store: Store, node: Node) -> ServerConfig:
                          "advertise": lf.get("advertise"), "remotes": remotes}
     if node.websocket:
         cfg.websocket = {"listen": f"{node.websocket['host']}:{node.websocket['port']}"}
+    from .tls import apply_tls
+    apply_tls(store, node, cfg)
     return cfg
 
 

@@ -75,6 +75,7 @@ def _tls_block(tls: dict, indent: int = 2) -> str:
     if tls.get("verify"):
         lines.append(f"{pad}verify: true")
     if tls.get("insecure"):
+        lines.append(f"{pad}# WARNING: the certificates of the peers this server dials are NOT verified: development only")
         lines.append(f"{pad}insecure: true")
     if tls.get("timeout"):
         lines.append(f"{pad}timeout: {tls['timeout']}")

@@ -122,10 +122,12 @@ class PushReport:
         return {"ok": self.ok, "expected_servers": self.expected_servers, "results": self.results}
 
 
-async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int, timeout: float) -> list[dict]:
+async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int, timeout: float,
+                   tls=None) -> list[dict]:
     from ..runtime.client import connect
 
-    nc = await connect(url, creds_text=creds, allow_reconnect=False, max_reconnect_attempts=0)
+    kw = {"tls": tls} if tls is not None else {}
+    nc = await connect(url, creds_text=creds, allow_reconnect=False, max_reconnect_attempts=0, **kw)
     try:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
@@ -144,6 +146,14 @@ async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int
         return out
     finally:
         await nc.close()
+
+
+def _target(store: Store, sup) -> tuple:
+    """URL and TLS context to reach a running node's client port."""
+    from ..config.tls import client_tls_for
+
+    node = sup.node()
+    return f"nats://127.0.0.1:{node.client_port}", client_tls_for(store, node)
 
 
 def _full_nodes(sups) -> list:
@@ -167,8 +177,9 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     for name in names:
         acc = store.account(name, op.name)
         if full:
-            url = f"nats://127.0.0.1:{full[0].node().client_port}"
-            answers = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.UPDATE", acc.token.encode(), len(full), timeout))
+            url, tls = _target(store, full[0])
+            answers = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.UPDATE", acc.token.encode(), len(full), timeout,
+                                           tls))
             for a in answers:
                 server = (a.get("server") or {}).get("name", "?")
                 data, err = a.get("data"), a.get("error")
@@ -191,8 +202,8 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     return report
 
 
-def _server_accounts(url: str, creds: str, timeout: float) -> list[str]:
-    listed = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.LIST", b"", 1, timeout))
+def _server_accounts(url: str, creds: str, timeout: float, tls=None) -> list[str]:
+    listed = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.LIST", b"", 1, timeout, tls))
     return list((listed[0].get("data") if listed else None) or [])
 
 
@@ -204,10 +215,10 @@ def prune(store: Store, *, timeout: float = 3.0) -> PushReport:
     if not sups:
         raise DchatOpsError("no running node with the full resolver to prune")
     op = store.operator()
-    url = f"nats://127.0.0.1:{sups[0].node().client_port}"
+    url, tls = _target(store, sups[0])
     creds = system_creds(store)
     ours = {e.public_key for e in store.accounts(op.name)}
-    gone = [a for a in _server_accounts(url, creds, timeout) if a not in ours and a != op.claims.system_account]
+    gone = [a for a in _server_accounts(url, creds, timeout, tls) if a not in ours and a != op.claims.system_account]
     report = PushReport(expected_servers=len(sups))
     if not gone:
         return report
@@ -215,7 +226,7 @@ def prune(store: Store, *, timeout: float = 3.0) -> PushReport:
     if signer is None:
         signer = store.load_key(op.public_key)
     req = encode_generic({"accounts": gone}, signer, clock=store.clock)
-    for a in asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.DELETE", req.encode(), len(sups), timeout)):
+    for a in asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.DELETE", req.encode(), len(sups), timeout, tls)):
         data, err = a.get("data"), a.get("error")
         report.results.append({"account": ",".join(gone), "server": (a.get("server") or {}).get("name", "?"),
                                "ok": bool(data and data.get("code") == 200),
@@ -228,16 +239,16 @@ def pull(store: Store, *, timeout: float = 2.0) -> list[dict]:
     sups = _full_nodes(running_nodes(store))
     if not sups:
         raise DchatOpsError("no running node with the full resolver to pull from")
-    url = f"nats://127.0.0.1:{sups[0].node().client_port}"
+    url, tls = _target(store, sups[0])
     creds = system_creds(store)
-    ids = _server_accounts(url, creds, timeout)
+    ids = _server_accounts(url, creds, timeout, tls)
     rows = []
     op = store.operator()
     ours = {e.public_key: e for e in store.accounts(op.name)}
     for acc_id in sorted(set(ids) | set(ours)):
         server_jwt = ""
         if acc_id in ids:
-            got = asyncio.run(_collect(url, creds, f"$SYS.REQ.ACCOUNT.{acc_id}.CLAIMS.LOOKUP", b"", 1, timeout))
+            got = asyncio.run(_collect(url, creds, f"$SYS.REQ.ACCOUNT.{acc_id}.CLAIMS.LOOKUP", b"", 1, timeout, tls))
             server_jwt = got[0].get("raw", "") if got else ""
         mine = ours.get(acc_id)
         row = {"account": acc_id, "name": mine.name if mine else "", "in_store": bool(mine), "on_server": bool(server_jwt)}

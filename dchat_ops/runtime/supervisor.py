@@ -160,7 +160,9 @@ class Supervisor:
     def status(self) -> NodeStatus:
         pid = self.pid()
         if pid is None:
-            return NodeStatus(self.node_id, False)
+            from ..config.tls import tls_warnings
+
+            return NodeStatus(self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store)})
         code, _ = http_json(self.monitor_url + "/healthz")
         st = NodeStatus(self.node_id, True, pid, healthy=(code == 200))
         _, varz = http_json(self.monitor_url + "/varz")
@@ -180,6 +182,9 @@ class Supervisor:
             "leafnodes": [{"name": l.get("name"), "account": l.get("account")} for l in (leafz.get("leafs") or [])],
             "monitor_url": self.monitor_url,
         }
+        from ..config.tls import tls_warnings
+
+        st.data["warnings"] = tls_warnings(self.node(), self.store)
         return st
 
     def logs(self, lines: int = 50) -> list[str]:
