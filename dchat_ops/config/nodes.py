@@ -41,6 +41,9 @@ __all__ = [
 # (_INBOX, and _R_ for service-import replies such as the JetStream API), JetStream's API, acks,
 # raft and catch-up ($JS, $NRG, $JSC), KV and object store writes ($KV, $O), gateway replies (_GR_).
 SYSTEM_IMPORTS = ["$SYS.>", "_INBOX.>", "_R_.>", "$JS.>", "$JSC.>", "$NRG.>", "$KV.>", "$O.>", "_GR_.>"]
+# The chat runtime's store-and-forward mail: end-to-end sealed, captured by a JetStream stream that may
+# live on any node, so every node must let it in (who may read it is decided by the user JWTs).
+CHAT_IMPORTS = ["dchat.mail.>", "dchat.group.>"]
 
 
 def run_dir(store: Store, node_id: str) -> Path:
@@ -205,7 +208,7 @@ def route_imports(node: Node) -> Optional[dict]:
         return None
     # Only an allow list: an import deny is matched against subscription subjects, so a broader
     # wildcard subscription would still receive a denied subject; deny is enforced in the user JWT.
-    imports = {"allow": list(dict.fromkeys(allow + [f"{inbox_prefix(node.id)}.>"] + SYSTEM_IMPORTS))}
+    imports = {"allow": list(dict.fromkeys(allow + [f"{inbox_prefix(node.id)}.>"] + SYSTEM_IMPORTS + CHAT_IMPORTS))}
     return {"import": imports, "export": {}}
 
 
@@ -243,8 +246,14 @@ def server_config(store: Store, node: Node) -> ServerConfig:
                          "max_memory": node.jetstream.get("max_memory"), "max_file": node.jetstream.get("max_file")}
     if node.cluster:
         c = node.cluster
+        routes = list(c["routes"])
+        if not routes and node.jetstream is not None:
+            # clustered JetStream wants a configured route; the first node of a mesh names itself
+            # (nats-server recognises and skips a route to itself)
+            host = "127.0.0.1" if c["host"] in ("0.0.0.0", "") else c["host"]
+            routes = [f"nats-route://{host}:{c['port']}"]
         cfg.cluster = {"name": c["name"], "listen": f"{c['host']}:{c['port']}", "advertise": c.get("advertise"),
-                       "routes": c["routes"], "no_advertise": c.get("no_advertise"),
+                       "routes": routes, "no_advertise": c.get("no_advertise"),
                        "connect_retries": c.get("connect_retries"), "permissions": route_imports(node)}
     if node.gateway:
         g = node.gateway

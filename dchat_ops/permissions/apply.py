@@ -144,9 +144,9 @@ def apply_node_edit(
 
 
 def _check_healthy(sup) -> None:
-    from ..runtime.server import http_json
+    from ..runtime.server import HEALTHZ, http_json
 
-    code, _ = http_json(sup.monitor_url + "/healthz")
+    code, _ = http_json(sup.monitor_url + HEALTHZ)
     if code != 200 or not sup.running():
         raise DchatOpsError(f"node {sup.node_id} is not healthy after the change")
 

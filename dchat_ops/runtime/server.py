@@ -28,10 +28,13 @@ from typing import Optional
 
 from ..errors import ConfigError, ServerError
 
-__all__ = ["find_nats_server", "check_config", "free_port", "port_in_use", "ServerProcess", "http_json",
+__all__ = ["HEALTHZ", "find_nats_server", "check_config", "free_port", "port_in_use", "ServerProcess", "http_json",
            "pid_alive", "stop_pid"]
 
 ENV_BINARY = "DCHAT_OPS_NATS_SERVER"
+# Ready to serve clients.  A JetStream node of a cluster reports "still recovering" until a meta
+# leader is elected, which needs its peers: readiness must not wait for them.
+HEALTHZ = "/healthz?js-enabled-only=true"
 
 
 def find_nats_server(binary: Optional[str] = None) -> str:
@@ -193,7 +196,7 @@ class ServerProcess:
                 raise ServerError(f"nats-server exited with code {self.popen.returncode}: {self.last_log_line()}")
             if self.popen is None and not pid_alive(self.pid):
                 raise ServerError(f"nats-server (pid {self.pid}) exited: {self.last_log_line()}")
-            status, _ = http_json(self.monitor_url + "/healthz", timeout=0.5)
+            status, _ = http_json(self.monitor_url + HEALTHZ, timeout=0.5)
             if status == 200:
                 return
             time.sleep(0.02)

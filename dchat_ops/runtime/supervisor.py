@@ -20,7 +20,7 @@ from ..config.node import NodeFile
 from ..config.nodes import render_node, run_dir
 from ..errors import ServerError
 from ..nsc.store import Store
-from .server import ServerProcess, http_json, pid_alive, port_in_use, stop_pid
+from .server import HEALTHZ, ServerProcess, http_json, pid_alive, port_in_use, stop_pid
 
 __all__ = ["Supervisor", "NodeStatus"]
 
@@ -163,7 +163,7 @@ class Supervisor:
             from ..config.tls import tls_warnings
 
             return NodeStatus(self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store)})
-        code, _ = http_json(self.monitor_url + "/healthz")
+        code, _ = http_json(self.monitor_url + HEALTHZ)
         st = NodeStatus(self.node_id, True, pid, healthy=(code == 200))
         _, varz = http_json(self.monitor_url + "/varz")
         _, routez = http_json(self.monitor_url + "/routez")

@@ -1,9 +1,9 @@
 """``dchat-ops verify``: a throw-away network on loopback that proves the toolkit's promises.
 
-In a temporary folder: a store is made with ``init``, users with narrow permissions are added,
-a server config is rendered and checked, a real nats-server is started, and each promise is
-tested through real nats-py connections.  Each check records whether it passed, its time and a
-detail line; the run passes only when every check passed.
+In a temporary folder: a store, three chain-joined nodes (a <- b <- c, each knowing only the one
+before), one chat user per node (alice, bob, carol), and the chat runtime on top.  Each check is a
+real exchange through real nats-servers; it records whether it passed, its time and a detail line.
+The run passes only when every check passed.
 """
 
 from __future__ import annotations
@@ -19,15 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..config.render import standalone_config, write_and_check
 from ..errors import DchatOpsError
-from ..nsc import admin
-from ..nsc.inspect import validate_store
-from ..nsc.store import Store
-from .client import ManagedClient, connect, refused
-from .server import ServerProcess, free_port
 
 __all__ = ["Check", "Report", "run_verify"]
+
+USERS = ("alice", "bob", "carol")  # one node per user, named after them
 
 
 @dataclass
@@ -88,158 +84,182 @@ class _Run:
 
 def run_verify(*, keep: bool = False, folder: Optional[Path] = None,
                progress: Optional[Callable[[str], None]] = None) -> Report:
-    """Run every check; stops at the first failure that later checks depend on."""
+    """Run every check; stops at the first failure (later checks build on earlier ones)."""
     own = folder is None
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="dchat-verify-"))
     run = _Run(folder, progress)
     t0 = time.perf_counter()
-    servers: list = []  # ServerProcess or Supervisor: both stop by pid
+    sups: list = []
     try:
-        asyncio.run(_checks(run, servers))
-        asyncio.run(_cluster_checks(run, servers))
+        asyncio.run(_checks(run, sups))
     except _Failed:
         pass
     finally:
-        for s in reversed(servers):
-            if hasattr(s, "down"):
+        for s in reversed(sups):
+            try:
                 s.down()
-            else:
-                s.stop()
+            except DchatOpsError:
+                pass
         run.report.total_ms = (time.perf_counter() - t0) * 1000
         if own and not keep:
             shutil.rmtree(folder, ignore_errors=True)
     return run.report
 
 
-async def _checks(run: _Run, servers: list[ServerProcess]) -> None:
-    folder = run.folder
-    store = Store(folder / "home")
-    with run.check("store: init operator, accounts, users") as box:
-        r = admin.init(store)
-        admin.add_user(store, r.account, "alice", admin.UserSpec(sub_allow=["chat.>", "_INBOX.>"]))
-        admin.add_user(store, r.account, "short-lived", admin.UserSpec(expires=admin.now(store) + 2))
-        errors = [f for f in validate_store(store) if f.level == "error"]
-        assert not errors, f"validate: {errors[0].entity}: {errors[0].message}"
-        box[0] = f"operator {r.operator}, accounts {r.system_account} + {r.account}; store validates"
-
-    port, http = free_port(), free_port()
-    url = f"nats://127.0.0.1:{port}"
-    with run.check("server: render, check and start") as box:
-        cfg = standalone_config(store, resolver="full", data_dir=folder / "data", port=port, http_port=http)
-        conf = folder / "server.conf"
-        write_and_check(cfg, conf)
-        srv = ServerProcess.start(conf, monitor_url=f"http://127.0.0.1:{http}", log_file=folder / "server.log")
-        servers.append(srv)
-        box[0] = f"nats-server {srv.varz().get('version')} healthy on 127.0.0.1:{port}"
-
-    default_creds = store.creds_path(r.operator, r.account, r.user)
-    with run.check("creds: connect and exchange a message") as box:
-        nc = await connect(url, default_creds)
-        try:
-            sub = await nc.subscribe("chat.hello")
-            await nc.publish("chat.hello", b"hello")
-            msg = await sub.next_msg(timeout=2)
-            assert msg.data == b"hello", "message body changed in transit"
-        finally:
-            await nc.close()
-        box[0] = f"user {r.user} sent and received on chat.hello"
-
-    with run.check("permissions: subscribe outside allow list refused") as box:
-        errors: list[str] = []
-        nc = await connect(url, store.creds_path(r.operator, r.account, "alice"), errors=errors)
-        try:
-            ok_sub = await nc.subscribe("chat.room")
-            await nc.subscribe("secret.room")
-            await nc.flush()
-            await asyncio.sleep(0.1)
-            assert any('permissions violation for subscription to "secret.room"' in e for e in errors), \
-                f"no permissions violation (errors: {errors})"
-            await nc.publish("chat.room", b"x")
-            assert (await ok_sub.next_msg(timeout=2)).data == b"x", "allowed subject did not deliver"
-        finally:
-            await nc.close()
-        box[0] = "alice (sub chat.>) refused secret.room, served chat.room"
-
-    with run.check("auth: tampered JWT refused") as box:
-        text = default_creds.read_text()
-        token = text.split("\n")[1]
-        h, p, s = token.split(".")
-        payload = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
-        payload["name"] = "mallory"
-        p2 = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
-        reason = await refused(url, creds_text=text.replace(token, f"{h}.{p2}.{s}"))
-        assert reason is not None, "server accepted a tampered JWT"
-        box[0] = f"refused: {reason[:60]}"
-
-    with run.check("auth: expired user refused") as box:
-        deadline = admin.now(store) + 5
-        creds = store.creds_path(r.operator, r.account, "short-lived")
-        user_exp = store.user(r.account, "short-lived").claims.expires
-        while admin.now(store) <= user_exp and admin.now(store) < deadline:
-            await asyncio.sleep(0.1)
-        reason = await refused(url, creds)
-        assert reason is not None, "server accepted an expired user"
-        box[0] = f"refused: {reason[:60]}"
+async def _wait(predicate, timeout: float = 5.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        await asyncio.sleep(interval)
+    return None
 
 
-async def _cluster_checks(run: _Run, servers: list) -> None:
-    """A 3-node chain-joined cluster: gossip mesh, default deny, allow-sub live."""
+async def _checks(run: _Run, sups: list) -> None:
     from ..config import nodes
     from ..config.node import NodeFile, inbox_prefix
+    from ..nsc import admin, resolver
+    from ..nsc.inspect import validate_store
+    from ..nsc.store import Store
     from ..permissions.apply import apply_node_edit
+    from .chat import ChatClient, ChatIdentity, mail_subject
+    from .client import ManagedClient, refused
     from .supervisor import Supervisor
 
     store = Store(run.folder / "home")
-    for s in servers:  # the single server's job is done
-        s.stop()
-    servers.clear()
-    sups = {}
-    with run.check("cluster: chain join a <- b <- c") as box:
+    with run.check("store: operator, accounts, three node users") as box:
+        admin.init(store)
+        admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1,
+                                                     "consumer": -1})
         seed = None
-        for nid in ("a", "b", "c"):
-            nodes.add_node(store, nid, seed_routes=[seed] if seed else [])
-            sups[nid] = Supervisor(store, nid)
-            sups[nid].up()
-            servers.append(sups[nid])
+        for nid in USERS:
+            nodes.add_node(store, nid, seed_routes=[seed] if seed else [], jetstream=True)
             seed = nodes.route_url(store, nid)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            meshes = {n: set(s.status().data["routes"]) for n, s in sups.items()}
-            if all(meshes[n] == {"a", "b", "c"} - {n} for n in meshes):
-                break
-            await asyncio.sleep(0.05)
-        assert all(meshes[n] == {"a", "b", "c"} - {n} for n in meshes), f"routes: {meshes}"
-        box[0] = "c knew only b; all three nodes see each other"
+        errors = [f for f in validate_store(store) if f.level == "error"]
+        assert not errors, f"validate: {errors[0].entity}: {errors[0].message}"
+        box[0] = "operator dchat, accounts SYS + chat (JetStream), a node per user; store validates"
+
+    with run.check("cluster: chain join alice <- bob <- carol") as box:
+        for nid in USERS:
+            sup = Supervisor(store, nid)
+            sup.up()
+            sups.append(sup)
+        want = {n: set(USERS) - {n} for n in USERS}
+        meshed = await _wait(lambda: all(set(s.status().data["routes"]) == want[s.node_id] for s in sups), 10)
+        assert meshed, {s.node_id: s.status().data["routes"] for s in sups}
+        from .server import http_json
+
+        leader = await _wait(lambda: http_json(sups[0].monitor_url + "/jsz")[1].get("meta_cluster", {}).get("leader"), 15)
+        assert leader, "JetStream elected no meta leader"
+        box[0] = f"carol's node knew only bob's; every node routes to the two others; JetStream leader {leader}"
 
     def url(nid):
         return f"nats://127.0.0.1:{NodeFile.load(store, nid).node.client_port}"
 
-    got: list[bytes] = []
-    receiver = await ManagedClient(url("c"), store.creds_path("dchat", "chat", "c"), inbox_prefix=inbox_prefix("c")).start()
-    pub = await connect(url("a"), store.creds_path("dchat", "chat", "default"))
+    clients: dict[str, ChatClient] = {}
+    snoop = None
     try:
-        with run.check("default deny: node c refuses room.x") as box:
-            async def on_msg(msg):
+        with run.check("chat: three users online, friends verified") as box:
+            for user in USERS:
+                clients[user] = await _start_client(ChatIdentity.load(store, user), url(user))
+            for a, b in (("alice", "bob"), ("bob", "alice"), ("alice", "carol"), ("carol", "alice"),
+                         ("bob", "carol"), ("carol", "bob")):
+                await clients[a].add_friend(b)
+            box[0] = "directory entries verified against the account; friends kept in KV"
+
+        got: list[bytes] = []
+        with run.check("default deny: carol's node refuses bob's mail") as box:
+            snoop = await ManagedClient(url("carol"), store.creds_path("dchat", "chat", "carol"),
+                                        inbox_prefix=inbox_prefix("carol")).start()
+
+            async def on_snoop(msg):
                 got.append(msg.data)
 
-            await receiver.subscribe("room.x", cb=on_msg)
-            for _ in range(5):
-                await pub.publish("room.x", b"early")
-                await asyncio.sleep(0.02)
-            assert any('subscription to "room.x"' in e for e in receiver.errors), "no permissions violation"
-            assert not got, "a refused subscription received messages"
-            box[0] = "subscription refused, nothing delivered from node a"
+            await snoop.subscribe(mail_subject("bob"), cb=on_snoop)
+            await snoop.flush()
+            assert await _wait(lambda: any("permissions violation" in e for e in snoop.errors), 2), snoop.errors
+            box[0] = f"subscription to {mail_subject('bob')} refused on carol's node"
 
         with run.check("allow-sub: live on the running cluster") as box:
             t0 = time.perf_counter()
-            r = await asyncio.to_thread(apply_node_edit, store, "c", "allow-sub", "room.x")
-            assert r.outcome == "live", f"outcome {r.outcome}"
-            deadline = time.monotonic() + 5
-            while not got and time.monotonic() < deadline:
-                await pub.publish("room.x", b"hello c")
-                await asyncio.sleep(0.01)
-            assert got and got[0] == b"hello c", "no message on room.x after allow-sub"
-            box[0] = f"first message on room.x {1000 * (time.perf_counter() - t0):.0f} ms after the command started"
+            r = await asyncio.to_thread(apply_node_edit, store, "carol", "allow-sub", mail_subject("bob"))
+            assert r.outcome == "live", r.outcome
+            assert await _wait(lambda: snoop.swaps >= 1, 5), "the subscriber did not pick up the new creds"
+            box[0] = f"carol's node reloaded, her subscriber moved to new creds in {1000 * (time.perf_counter() - t0):.0f} ms"
+
+        with run.check("dm: readable by its recipient only") as box:
+            await asyncio.sleep(0.3)  # carol's new interest reaches the other nodes
+            secret = "meet at noon"
+            await clients["alice"].send_dm("bob", secret)
+            m = await clients["bob"].next_message(10)
+            assert m.kind == "dm" and m.sender == "alice" and m.body == secret, m
+            assert await _wait(lambda: got, 5), "carol's allowed subscription saw nothing"
+            env = json.loads(got[-1])
+            assert secret.encode() not in got[-1] and secret not in base64.b64decode(env["body"]).decode(errors="ignore")
+            try:
+                clients["carol"]._open(env, clients["carol"]._pair_key("alice"))
+                opened = True
+            except Exception:
+                opened = False
+            assert not opened, "carol could open a message sealed to bob"
+            box[0] = "bob read it; carol, subscribed to the same subject, saw ciphertext she cannot open"
+
+        with run.check("group: a message reaches every member") as box:
+            await clients["alice"].create_group("team", ["bob", "carol"])
+            for u in ("bob", "carol"):
+                await clients[u].join_group("team")
+            await clients["alice"].send_group("team", "standup in 5")
+            for u in ("bob", "carol"):
+                m = await clients[u].next_message(10)
+                assert m.kind == "group" and m.body == "standup in 5", (u, m)
+            box[0] = "alice -> team: bob and carol decrypted it with the group key from KV"
+
+        with run.check("integrity: tampered and replayed messages rejected") as box:
+            env = json.loads(got[0])
+            nc = clients["alice"].nc
+            forged = dict(env, ts=env["ts"] + 1)
+            await nc.publish(mail_subject("bob"), json.dumps(forged).encode())
+            await nc.publish(mail_subject("bob"), got[0])  # the original, again
+            bob = clients["bob"]
+            assert await _wait(lambda: any("bad signature" in e for e in bob.errors), 5), bob.errors
+            assert await _wait(lambda: any("replay" in e for e in bob.errors), 5), bob.errors
+            assert bob.inbox.empty(), "a forged or replayed message was delivered"
+            box[0] = "bob rejected the tampered copy (signature) and the replay (seen id)"
+
+        with run.check("offline: mail waits and arrives once after reconnect") as box:
+            await clients["bob"].close()
+            for i in range(3):
+                await clients["alice"].send_dm("bob", f"while you were away {i}")
+            await clients["alice"].nc.flush()
+            clients["bob"] = await _start_client(ChatIdentity.load(store, "bob"), url("bob"))
+            bodies = [(await clients["bob"].next_message(10)).body for _ in range(3)]
+            assert bodies == [f"while you were away {i}" for i in range(3)], bodies
+            await asyncio.sleep(0.3)
+            assert clients["bob"].inbox.empty(), "a message was delivered twice"
+            box[0] = "3 messages sent while bob was offline arrived in order, once each"
+
+        with run.check("revocation: carol is cut off everywhere") as box:
+            resolver.revoke_user(store, "chat", "carol")
+            report = await asyncio.to_thread(resolver.push, store, ["chat"])
+            assert report.ok and len(report.results) == 3, report.results
+            carol = clients["carol"]
+            assert await _wait(lambda: not carol.nc.is_connected, 5), "carol is still connected"
+            for nid in USERS:
+                assert await refused(url(nid), store.creds_path("dchat", "chat", "carol")) is not None, nid
+            box[0] = "all 3 servers took the revocation; carol was disconnected and is refused on every node"
     finally:
-        await pub.close()
-        await receiver.close()
+        if snoop is not None:
+            await snoop.close()
+        for c in clients.values():
+            try:
+                await c.close()
+            except Exception:
+                pass
+
+
+async def _start_client(ident, url: str):
+    from .chat import ChatClient
+
+    # the stream and buckets keep a copy on each of the three nodes
+    return await ChatClient(ident, url, replicas=3, max_reconnect_attempts=2, reconnect_time_wait=0.2).start()

@@ -1,0 +1,621 @@
+"""The minimal chat runtime: rooms, end-to-end encrypted direct and group messages, history, offline mail.
+
+    >>> me = ChatIdentity.load(store, "alice")            # node user "alice" + her curve key
+    >>> chat = await ChatClient(me, url).start()          # publishes her directory entry
+    >>> await chat.add_friend("bob")                      # verified against the account, kept in KV
+    >>> await chat.send_dm("bob", "hello")                # sealed to bob, signed by alice
+    >>> await chat.create_group("team", ["bob", "carol"])
+
+Every envelope is signed by the sender's user nkey and carries an id and a timestamp. A direct
+message is sealed with a key both ends derive from their curve keys (X25519, HKDF-SHA256,
+ChaCha20-Poly1305), so only the two of them can read it and the recipient knows who wrote it. A
+group message is sealed with the group's key, which its owner hands to each member sealed the same
+way, in KV; adding or removing a member rotates it. Recipients reject bad signatures, unknown
+senders and replays (a message id seen before).
+
+Mail (direct and group messages) goes to a JetStream stream, so a recipient who is offline gets
+it when they come back, once, in order, through their own durable consumer. Rooms are plain
+subjects (signed, not sealed: a room is public), joined with allow-sub on the user's node.
+History is kept per user in SQLite. See docs/runtime.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable, Optional
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import DchatOpsError, JWTError
+from ..fsutil import atomic_write, ensure_dir
+from ..nsc.jwt import verify_chain
+from ..nsc.keys import KeyPair, PublicKey, x25519_public
+from ..nsc.store import Store
+from .client import connect
+
+__all__ = ["ChatIdentity", "ChatClient", "ChatError", "Received", "MAIL_STREAM", "mail_subject", "group_subject",
+           "room_subject", "chat_subjects"]
+
+MAIL_STREAM = "DCHAT_MAIL"
+DIR_BUCKET = "dchat_dir"
+FRIENDS_BUCKET = "dchat_friends"
+GROUPS_BUCKET = "dchat_groups"
+MAX_SKEW_MS = 5 * 60 * 1000
+
+
+class ChatError(DchatOpsError):
+    """A chat operation that cannot be done (unknown friend, not a group member, ...)."""
+
+
+def _tok(name: str) -> str:
+    """A name as one subject token (dots would split it)."""
+    return name.replace(".", "_")
+
+
+def mail_subject(user: str) -> str:
+    return f"dchat.mail.{_tok(user)}"
+
+
+def group_subject(group: str) -> str:
+    return f"dchat.group.{_tok(group)}"
+
+
+def room_subject(room: str) -> str:
+    return f"room.{room}"
+
+
+def chat_subjects() -> list[str]:
+    """Subjects every chat node imports over routes (end-to-end sealed store-and-forward traffic)."""
+    from ..config.nodes import CHAT_IMPORTS
+
+    return list(CHAT_IMPORTS)
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _unb64(s: str) -> bytes:
+    return base64.b64decode(s)
+
+
+def _canonical(env: dict) -> bytes:
+    return json.dumps({k: v for k, v in env.items() if k != "sig"}, sort_keys=True, separators=(",", ":")).encode()
+
+
+# --- identity -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChatIdentity:
+    """A chat user: a node user's creds, its nkey, its curve key, and the trust anchors to verify others."""
+
+    name: str
+    creds_path: Path
+    user_key: KeyPair
+    curve_key: KeyPair
+    user_jwt: str
+    operator_jwt: str
+    account_jwt: str
+    home: Path
+
+    @classmethod
+    def load(cls, store: Store, user: str, account: Optional[str] = None) -> "ChatIdentity":
+        """The identity of ``user`` from the store; its curve key is made on first use and kept."""
+        from ..nsc.creds import parse_creds
+
+        account = account or store.default_account()
+        op = store.current_operator()
+        creds_path = store.creds_path(op, account, user)
+        creds = parse_creds(store.read_creds(op, account, user))
+        folder = store.home / "chat" / user
+        ensure_dir(folder, private=True)
+        ident_file = folder / "identity.json"
+        curve_pub = None
+        if ident_file.exists():
+            curve_pub = json.loads(ident_file.read_text()).get("curve_key")
+        if curve_pub and store.has_key(curve_pub):
+            curve = store.load_key(curve_pub)
+        else:
+            curve = KeyPair.generate("curve")
+            store.save_key(curve)
+            atomic_write(ident_file, json.dumps({"user": user, "curve_key": curve.public_key}) + "\n")
+        return cls(user, creds_path, creds.keypair(), curve, creds.jwt, store.operator().token,
+                   store.account(account).token, folder)
+
+    def directory_entry(self) -> dict:
+        entry = {"name": self.name, "user_key": self.user_key.public_key, "curve_key": self.curve_key.public_key,
+                 "jwt": self.user_jwt}
+        entry["sig"] = _b64(self.user_key.sign(_canonical(entry)))
+        return entry
+
+    def verify_entry(self, entry: dict) -> dict:
+        """Check a directory entry: its JWT chains to our operator and account, and its key binds the curve key."""
+        try:
+            res = verify_chain(self.operator_jwt, self.account_jwt, entry["jwt"])
+        except (KeyError, TypeError):
+            raise ChatError("directory entry is incomplete") from None
+        except JWTError as exc:
+            raise ChatError(f"directory entry of {entry.get('name')!r} does not verify: {exc}") from None
+        if res.user.subject != entry.get("user_key") or res.user.name != entry.get("name"):
+            raise ChatError(f"directory entry of {entry.get('name')!r} names another key than its JWT")
+        try:
+            ok = PublicKey(entry["user_key"]).verify(_canonical(entry), _unb64(entry["sig"]))
+            x25519_public(entry["curve_key"])
+        except (KeyError, ValueError, DchatOpsError):
+            ok = False
+        if not ok:
+            raise ChatError(f"directory entry of {entry.get('name')!r} is not signed by its user key")
+        return entry
+
+
+# --- history --------------------------------------------------------------------------------------------
+
+
+class History:
+    """Messages in and out, decrypted, with their verification status (SQLite, one file per user)."""
+
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(str(path))
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("""CREATE TABLE IF NOT EXISTS messages (
+            id TEXT PRIMARY KEY, ts INTEGER, direction TEXT, kind TEXT, peer TEXT, conversation TEXT,
+            body TEXT, status TEXT, received_at INTEGER)""")
+        self.db.execute("CREATE TABLE IF NOT EXISTS rejected (at INTEGER, reason TEXT, detail TEXT)")
+        self.db.commit()
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+
+    def seen(self, msg_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM messages WHERE id=?", (msg_id,)).fetchone() is not None
+
+    def add(self, msg_id: str, ts: int, direction: str, kind: str, peer: str, conversation: str, body: str,
+            status: str = "verified") -> bool:
+        cur = self.db.execute("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+                              (msg_id, ts, direction, kind, peer, conversation, body, status, int(time.time() * 1000)))
+        return cur.rowcount == 1
+
+    def reject(self, reason: str, detail: str) -> None:
+        self.db.execute("INSERT INTO rejected VALUES (?,?,?)", (int(time.time() * 1000), reason, detail))
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    def messages(self, conversation: Optional[str] = None, limit: int = 50) -> list[dict]:
+        q = "SELECT id, ts, direction, kind, peer, conversation, body, status FROM messages"
+        args: tuple = ()
+        if conversation:
+            q += " WHERE conversation=?"
+            args = (conversation,)
+        q += " ORDER BY rowid DESC LIMIT ?"
+        rows = self.db.execute(q, args + (limit,)).fetchall()
+        keys = ("id", "ts", "direction", "kind", "peer", "conversation", "body", "status")
+        return [dict(zip(keys, r)) for r in reversed(rows)]
+
+    def rejections(self) -> list[dict]:
+        return [{"at": a, "reason": r, "detail": d} for a, r, d in self.db.execute("SELECT * FROM rejected")]
+
+    def close(self) -> None:
+        self.db.commit()
+        self.db.close()
+
+
+# --- the client -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    id: str
+    kind: str  # dm, group, room
+    sender: str
+    conversation: str
+    body: str
+    ts: int
+
+
+@dataclass
+class _Group:
+    owner: str
+    members: list[str]
+    version: int
+    keys: dict[int, bytes] = field(default_factory=dict)
+
+
+class ChatClient:
+    """One user's chat session on their node."""
+
+    def __init__(self, identity: ChatIdentity, url: str, *, replicas: int = 1,
+                 on_message: Optional[Callable[[Received], Awaitable[None]]] = None, **connect_kw):
+        self.me = identity
+        self.url = url
+        self.replicas = replicas
+        self.on_message = on_message
+        self.connect_kw = connect_kw
+        self.nc = None
+        self.js = None
+        self.history = History(identity.home / "history.db")
+        self.errors: list[str] = []
+        self.friends: dict[str, dict] = {}
+        self.groups: dict[str, _Group] = {}
+        self.rooms: dict[str, object] = {}
+        self._rooms_client = None  # a ManagedClient: follows the creds file when allow-sub re-issues them
+        self._pair_keys: dict[str, bytes] = {}
+        self._pull = None
+        self._loop_task: Optional[asyncio.Task] = None
+        self.inbox: asyncio.Queue[Received] = asyncio.Queue()
+
+    # lifecycle ---------------------------------------------------------------------------------------
+    async def start(self) -> "ChatClient":
+        from ..config.node import inbox_prefix
+
+        self.nc = await connect(self.url, self.me.creds_path, errors=self.errors, inbox_prefix=inbox_prefix(self.me.name),
+                                name=f"dchat-{self.me.name}", **self.connect_kw)
+        self.js = self.nc.jetstream(timeout=5)
+        deadline = time.monotonic() + 20
+        while True:  # a fresh cluster answers 503 until JetStream has elected its meta leader
+            try:
+                await self._ensure_infrastructure()
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise ChatError(f"JetStream is not available on {self.url}: {exc}") from None
+                await asyncio.sleep(0.25)
+        self._dir = await self.js.key_value(DIR_BUCKET)
+        self._friends_kv = await self.js.key_value(FRIENDS_BUCKET)
+        self._groups_kv = await self.js.key_value(GROUPS_BUCKET)
+        await self._dir.put(self.me.name, json.dumps(self.me.directory_entry()).encode())
+        await self._load_friends()
+        await self._load_groups()
+        await self._bind_mailbox()
+        self._loop_task = asyncio.get_running_loop().create_task(self._mail_loop())
+        return self
+
+    async def close(self) -> None:
+        if self._rooms_client is not None:
+            await self._rooms_client.close()
+        if self._loop_task:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.nc is not None and not self.nc.is_closed:
+            # close, not drain: every delivered message is acked already, and draining a pull
+            # subscription would wait out its pending fetch
+            await self.nc.close()
+        self.history.close()
+
+    async def _ensure_infrastructure(self) -> None:
+        from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+        from nats.js.errors import BadRequestError
+
+        try:
+            await self.js.add_stream(StreamConfig(name=MAIL_STREAM, subjects=chat_subjects(),
+                                                  num_replicas=self.replicas, storage=StorageType.FILE))
+        except BadRequestError as exc:
+            if "already in use" not in str(exc):
+                raise
+        for bucket in (DIR_BUCKET, FRIENDS_BUCKET, GROUPS_BUCKET):
+            try:
+                await self.js.key_value(bucket)
+            except Exception:
+                try:
+                    await self.js.create_key_value(KeyValueConfig(bucket=bucket, replicas=self.replicas, history=1))
+                except BadRequestError as exc:
+                    if "already in use" not in str(exc):
+                        raise
+
+    async def _bind_mailbox(self) -> None:
+        """The user's durable consumer: its own mail and its groups' messages, in stream order."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        filters = [mail_subject(self.me.name)] + [group_subject(g) for g in sorted(self.groups)]
+        durable = f"mbox-{_tok(self.me.name)}"
+        cfg = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                             max_ack_pending=10000, ack_wait=30)
+        if len(filters) == 1:
+            cfg.filter_subject = filters[0]
+        else:
+            cfg.filter_subjects = filters
+        await self.js.add_consumer(MAIL_STREAM, cfg)
+        if self._pull is None:
+            self._pull = await self.js.pull_subscribe_bind(durable=durable, stream=MAIL_STREAM)
+
+    # friends -----------------------------------------------------------------------------------------
+    async def lookup(self, name: str) -> dict:
+        try:
+            entry = json.loads((await self._dir.get(name)).value)
+        except Exception:
+            raise ChatError(f"{name} has no directory entry (has their client started once?)") from None
+        return self.me.verify_entry(entry)
+
+    async def add_friend(self, name: str) -> dict:
+        entry = await self.lookup(name)
+        await self._friends_kv.put(f"{self.me.name}.{name}", json.dumps(entry).encode())
+        self.friends[name] = entry
+        return entry
+
+    async def _load_friends(self) -> None:
+        try:
+            keys = await self._friends_kv.keys()
+        except Exception:  # no keys yet
+            keys = []
+        prefix = f"{self.me.name}."
+        for k in keys:
+            if k.startswith(prefix):
+                entry = json.loads((await self._friends_kv.get(k)).value)
+                try:
+                    self.friends[k[len(prefix):]] = self.me.verify_entry(entry)
+                except ChatError as exc:
+                    self.errors.append(str(exc))
+
+    # crypto ------------------------------------------------------------------------------------------
+    def _pair_key(self, peer: str) -> bytes:
+        """The key this user and ``peer`` both derive from their curve keys."""
+        key = self._pair_keys.get(peer)
+        if key is None:
+            entry = self.friends.get(peer)
+            if entry is None:
+                raise ChatError(f"{peer} is not a friend: add them first")
+            shared = self.me.curve_key.x25519_private().exchange(x25519_public(entry["curve_key"]))
+            info = b"dchat pair v1|" + "|".join(sorted([self.me.curve_key.public_key, entry["curve_key"]])).encode()
+            key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+            self._pair_keys[peer] = key
+        return key
+
+    def _envelope(self, kind: str, to: str, body: bytes, *, key: Optional[bytes] = None, version: int = 0) -> dict:
+        env = {"v": 1, "id": uuid.uuid4().hex, "ts": int(time.time() * 1000), "from": self.me.name,
+               "from_key": self.me.user_key.public_key, "kind": kind, "to": to}
+        if key is not None:
+            nonce = os.urandom(12)
+            if version:
+                env["key_version"] = version
+            aad = _canonical({**env, "nonce": _b64(nonce)})
+            env["nonce"] = _b64(nonce)
+            env["body"] = _b64(ChaCha20Poly1305(key).encrypt(nonce, body, aad))
+        else:
+            env["body"] = _b64(body)
+        env["sig"] = _b64(self.me.user_key.sign(_canonical(env)))
+        return env
+
+    def _open(self, env: dict, key: bytes) -> bytes:
+        aad = _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
+        return ChaCha20Poly1305(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), aad)
+
+    # sending -----------------------------------------------------------------------------------------
+    async def send_dm(self, to: str, text: str) -> str:
+        env = self._envelope("dm", to, text.encode(), key=self._pair_key(to))
+        await self.nc.publish(mail_subject(to), json.dumps(env).encode())
+        self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
+        self.history.commit()
+        return env["id"]
+
+    async def create_group(self, group: str, members: list[str]) -> None:
+        """Create a group owned by this user; its key is handed to every member."""
+        await self._publish_group(group, sorted(set(members) | {self.me.name}), version=1)
+
+    async def add_member(self, group: str, name: str) -> None:
+        g = self._owned(group)
+        await self._publish_group(group, sorted(set(g.members) | {name}), g.version + 1)
+
+    async def remove_member(self, group: str, name: str) -> None:
+        g = self._owned(group)
+        await self._publish_group(group, [m for m in g.members if m != name], g.version + 1)
+
+    def _owned(self, group: str) -> _Group:
+        g = self.groups.get(group)
+        if g is None or g.owner != self.me.name:
+            raise ChatError(f"only the owner of {group} changes its members")
+        return g
+
+    async def _publish_group(self, group: str, members: list[str], version: int) -> None:
+        key = os.urandom(32)
+        sealed = {}
+        for m in members:
+            if m == self.me.name:
+                continue
+            env = self._envelope("group-key", m, key, key=self._pair_key(m))
+            sealed[m] = env
+        meta = {"group": group, "owner": self.me.name, "members": members, "version": version, "keys": sealed}
+        meta["sig"] = _b64(self.me.user_key.sign(_canonical(meta)))
+        await self._groups_kv.put(group, json.dumps(meta).encode())
+        self.groups[group] = _Group(self.me.name, members, version, {version: key})
+        await self._bind_mailbox()
+
+    async def _load_groups(self) -> None:
+        try:
+            keys = await self._groups_kv.keys()
+        except Exception:
+            keys = []
+        for k in keys:
+            await self._refresh_group(k)
+
+    async def _refresh_group(self, group: str) -> Optional[_Group]:
+        try:
+            meta = json.loads((await self._groups_kv.get(group)).value)
+        except Exception:
+            return None
+        if self.me.name not in meta.get("members", []):
+            self.groups.pop(group, None)
+            return None
+        owner = meta["owner"]
+        owner_entry = self.friends.get(owner) if owner != self.me.name else self.me.directory_entry()
+        if owner_entry is None:
+            try:
+                owner_entry = await self.add_friend(owner)
+            except ChatError as exc:
+                self.errors.append(f"group {group}: {exc}")
+                return None
+        if not PublicKey(owner_entry["user_key"]).verify(_canonical(meta), _unb64(meta["sig"])):
+            self.errors.append(f"group {group}: metadata not signed by its owner")
+            return None
+        g = self.groups.get(group) or _Group(owner, meta["members"], meta["version"])
+        g.members, g.version, g.owner = meta["members"], meta["version"], owner
+        if meta["version"] not in g.keys:
+            if owner == self.me.name:
+                return g
+            env = meta["keys"].get(self.me.name)
+            if env is None:
+                return None
+            g.keys[meta["version"]] = self._open(env, self._pair_key(owner))
+        self.groups[group] = g
+        return g
+
+    async def send_group(self, group: str, text: str) -> str:
+        g = self.groups.get(group) or await self._refresh_group(group)
+        if g is None:
+            raise ChatError(f"not a member of group {group}")
+        env = self._envelope("group", group, text.encode(), key=g.keys[g.version], version=g.version)
+        await self.nc.publish(group_subject(group), json.dumps(env).encode())
+        self.history.add(env["id"], env["ts"], "out", "group", group, f"group:{group}", text)
+        self.history.commit()
+        return env["id"]
+
+    async def join_group(self, group: str) -> None:
+        """Start receiving a group this user was added to (reads its key, widens the mailbox)."""
+        if await self._refresh_group(group) is None:
+            raise ChatError(f"not a member of group {group}")
+        await self._bind_mailbox()
+
+    # rooms -------------------------------------------------------------------------------------------
+    async def join_room(self, room: str, store: Optional[Store] = None) -> None:
+        """Subscribe to a public room; with ``store``, first allow it on this user's node (allow-sub).
+
+        Rooms live on a connection that follows the creds file, so the subscription comes alive as
+        soon as the re-issued creds allow it; mail and KV stay on the main connection, undisturbed.
+        """
+        from ..config.node import inbox_prefix
+        from .client import ManagedClient
+
+        if self._rooms_client is None:
+            self._rooms_client = await ManagedClient(self.url, self.me.creds_path, inbox_prefix=inbox_prefix(self.me.name),
+                                                     name=f"dchat-{self.me.name}-rooms", **self.connect_kw).start()
+        if store is not None:
+            from ..permissions.apply import apply_node_edit
+
+            await asyncio.to_thread(apply_node_edit, store, self.me.name, "allow-sub", room_subject(room))
+        self.rooms[room] = await self._rooms_client.subscribe(room_subject(room), cb=self._on_room)
+
+    async def leave_room(self, room: str) -> None:
+        sub = self.rooms.pop(room, None)
+        if sub is not None:
+            await sub.unsubscribe()
+
+    async def send_room(self, room: str, text: str) -> str:
+        env = self._envelope("room", room, text.encode())
+        await self.nc.publish(room_subject(room), json.dumps(env).encode())
+        return env["id"]
+
+    async def _on_room(self, msg) -> None:
+        await self._receive(msg.data, room=True)
+
+    # receiving ---------------------------------------------------------------------------------------
+    async def _mail_loop(self) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        while True:
+            try:
+                msgs = await self._pull.fetch(100, timeout=1)
+            except (NatsTimeout, asyncio.TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors.append(f"mailbox: {exc}")
+                await asyncio.sleep(0.2)
+                continue
+            for m in msgs:
+                await self._receive(m.data)
+                await m.ack()
+
+    async def _receive(self, data: bytes, room: bool = False) -> Optional[Received]:
+        try:
+            env = json.loads(data)
+            sender, kind, msg_id = env["from"], env["kind"], env["id"]
+        except (ValueError, KeyError, TypeError):
+            self._reject("malformed", repr(data[:60]))
+            return None
+        if sender == self.me.name:
+            return None
+        peer = self.friends.get(sender)
+        if peer is None and kind == "group":
+            g = self.groups.get(env.get("to", ""))
+            if g is not None and sender in g.members:
+                try:
+                    peer = await self.add_friend(sender)
+                except ChatError:
+                    peer = None
+        if peer is None and not room:
+            self._reject("unknown sender", sender)
+            return None
+        if peer is None:  # a room message from someone we do not know: check their directory entry
+            try:
+                peer = await self.lookup(sender)
+            except ChatError:
+                self._reject("unknown sender", sender)
+                return None
+        if env.get("from_key") != peer["user_key"] or not PublicKey(peer["user_key"]).verify(
+                _canonical(env), _unb64(env.get("sig", ""))):
+            self._reject("bad signature", f"{sender} {msg_id}")
+            return None
+        if self.history.seen(msg_id):  # a valid message seen before: a replay
+            self._reject("replay", msg_id)
+            return None
+        if env["ts"] > time.time() * 1000 + MAX_SKEW_MS:
+            self._reject("from the future", msg_id)
+            return None
+        try:
+            if kind == "dm":
+                body = self._open(env, self._pair_key(sender)).decode()
+                conv = f"dm:{sender}"
+            elif kind == "group":
+                group = env["to"]
+                g = self.groups.get(group)
+                if g is None or env.get("key_version") not in g.keys:
+                    g = await self._refresh_group(group)
+                if g is None or env.get("key_version") not in g.keys:
+                    self._reject("no group key", f"{group} v{env.get('key_version')}")
+                    return None
+                if sender not in g.members:
+                    self._reject("not a member", f"{sender} in {group}")
+                    return None
+                body = self._open(env, g.keys[env["key_version"]]).decode()
+                conv = f"group:{group}"
+            elif kind == "room":
+                body = _unb64(env["body"]).decode()
+                conv = f"room:{env['to']}"
+            else:
+                self._reject("unknown kind", kind)
+                return None
+        except (InvalidTag, ValueError, KeyError):
+            self._reject("cannot decrypt", msg_id)
+            return None
+        self.history.add(msg_id, env["ts"], "in", kind, sender, conv, body)
+        self.history.commit()
+        r = Received(msg_id, kind, sender, conv, body, env["ts"])
+        await self.inbox.put(r)
+        if self.on_message is not None:
+            await self.on_message(r)
+        return r
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.history.reject(reason, detail)
+        self.history.commit()
+        self.errors.append(f"rejected: {reason}: {detail}")
+
+    async def next_message(self, timeout: float = 5.0) -> Received:
+        return await asyncio.wait_for(self.inbox.get(), timeout)
