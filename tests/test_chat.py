@@ -1,0 +1,150 @@
+"""The chat runtime through real nodes: sealing, groups and key rotation, rooms, rejections, history."""
+
+import asyncio
+import json
+
+import pytest
+
+from dchat_ops.config import nodes
+from dchat_ops.config.node import NodeFile
+from dchat_ops.nsc import admin
+from dchat_ops.runtime.chat import ChatClient, ChatError, ChatIdentity, mail_subject
+from dchat_ops.runtime.server import http_json
+
+from conftest import wait_for
+
+USERS = ("alice", "bob", "carol")
+
+
+@pytest.fixture
+def chat_net(store, supervised):
+    admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1})
+    seed = None
+    sups = []
+    for u in USERS:
+        nodes.add_node(store, u, seed_routes=[seed] if seed else [], jetstream=True)
+        seed = nodes.route_url(store, u)
+        sups.append(supervised(u))
+    assert wait_for(lambda: http_json(sups[0].monitor_url + "/jsz")[1].get("meta_cluster", {}).get("leader"), 15)
+    return store
+
+
+async def online(store, *users):
+    out = {}
+    for u in users:
+        url = f"nats://127.0.0.1:{NodeFile.load(store, u).node.client_port}"
+        out[u] = await ChatClient(ChatIdentity.load(store, u), url, replicas=3).start()
+    return out
+
+
+async def befriend(clients):
+    for a in clients:
+        for b in clients:
+            if a != b:
+                await clients[a].add_friend(b)
+
+
+async def close(clients):
+    for c in clients.values():
+        await c.close()
+
+
+async def test_dm_history_and_unknown_sender(chat_net):
+    c = await online(chat_net, *USERS)
+    try:
+        await c["alice"].add_friend("bob")
+        await c["bob"].add_friend("alice")
+        await c["alice"].send_dm("bob", "hi bob")
+        m = await c["bob"].next_message(10)
+        assert (m.sender, m.body, m.kind) == ("alice", "hi bob", "dm")
+        # carol is not bob's friend: her message is refused even though she can seal it to him
+        await c["carol"].add_friend("bob")
+        await c["carol"].send_dm("bob", "let me in")
+        assert await asyncio.to_thread(wait_for, lambda: any("unknown sender: carol" in e for e in c["bob"].errors), 5)
+        assert c["bob"].inbox.empty()
+        hist = c["bob"].history.messages("dm:alice")
+        assert [(h["direction"], h["body"], h["status"]) for h in hist] == [("in", "hi bob", "verified")]
+        assert c["alice"].history.messages("dm:bob")[0]["direction"] == "out"
+        assert any(r["reason"] == "unknown sender" for r in c["bob"].history.rejections())
+    finally:
+        await close(c)
+
+
+async def test_group_key_rotates_when_a_member_leaves(chat_net):
+    c = await online(chat_net, *USERS)
+    try:
+        await befriend(c)
+        await c["alice"].create_group("team", ["bob", "carol"])
+        for u in ("bob", "carol"):
+            await c[u].join_group("team")
+        await c["alice"].send_group("team", "v1 message")
+        for u in ("bob", "carol"):
+            assert (await c[u].next_message(10)).body == "v1 message"
+        await c["alice"].remove_member("team", "carol")
+        assert c["alice"].groups["team"].version == 2
+        await c["alice"].send_group("team", "v2 secret")
+        assert (await c["bob"].next_message(10)).body == "v2 secret"
+        # carol still fetches the ciphertext from the stream, but has no key for version 2
+        assert await asyncio.to_thread(wait_for, lambda: any("no group key" in e for e in c["carol"].errors), 5)
+        assert c["carol"].inbox.empty()
+        with pytest.raises(ChatError):
+            await c["carol"].send_group("team", "am I still in?")
+        # adding her back rotates again and she reads what comes next
+        await c["alice"].add_member("team", "carol")
+        await c["carol"].join_group("team")
+        await c["alice"].send_group("team", "v3 welcome back")
+        assert (await c["carol"].next_message(10)).body == "v3 welcome back"
+    finally:
+        await close(c)
+
+
+async def test_forged_directory_entry_is_refused(chat_net, tmp_path):
+    from dchat_ops.nsc.keys import KeyPair
+    from dchat_ops.nsc.store import Store
+
+    c = await online(chat_net, "alice", "bob")
+    try:
+        entry = json.loads((await c["alice"]._dir.get("bob")).value)
+        # the same name, with a curve key of the attacker's: the entry signature no longer holds
+        forged = dict(entry, curve_key=KeyPair.generate("curve").public_key)
+        await c["alice"]._dir.put("bob", json.dumps(forged).encode())
+        with pytest.raises(ChatError, match="not signed by its user key"):
+            await c["alice"].add_friend("bob")
+        # a user of another operator: the JWT does not chain to our account
+        other = Store(tmp_path / "other")
+        admin.init(other)
+        stranger = dict(entry, jwt=other.user("chat", "default").token)
+        await c["alice"]._dir.put("bob", json.dumps(stranger).encode())
+        with pytest.raises(ChatError, match="does not verify"):
+            await c["alice"].add_friend("bob")
+    finally:
+        await close(c)
+
+
+async def test_joining_a_room_allows_it_live_on_the_node(chat_net):
+    c = await online(chat_net, "alice", "bob")
+    try:
+        await c["bob"].join_room("lobby", store=chat_net)  # allow-sub room.lobby on bob's node, live
+        assert "room.lobby" in NodeFile.load(chat_net, "bob").node.policy.subscribe.allow
+        await asyncio.sleep(0.3)
+        for _ in range(50):
+            await c["alice"].send_room("lobby", "hello room")
+            try:
+                m = await c["bob"].next_message(0.1)
+                break
+            except asyncio.TimeoutError:
+                continue
+        assert (m.kind, m.body, m.sender) == ("room", "hello room", "alice")
+    finally:
+        await close(c)
+
+
+async def test_another_users_mail_is_refused_by_default(chat_net):
+    c = await online(chat_net, "alice", "bob")
+    try:
+        await c["alice"].nc.subscribe(mail_subject("bob"))
+        await c["alice"].nc.flush()
+        assert await asyncio.to_thread(
+            wait_for, lambda: any('subscription to "dchat.mail.bob"' in e for e in c["alice"].errors), 3)
+    finally:
+        await close(c)
