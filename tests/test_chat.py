@@ -148,3 +148,25 @@ async def test_another_users_mail_is_refused_by_default(chat_net):
             wait_for, lambda: any('subscription to "dchat.mail.bob"' in e for e in c["alice"].errors), 3)
     finally:
         await close(c)
+
+
+async def test_terminal_client_sends_and_shows_history(chat_net):
+    import os
+    import sys
+
+    c = await online(chat_net, "bob")
+    try:
+        exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
+        script = b"/add-friend bob\n/friends\n/dm bob hello from the terminal\n/history dm:bob\n/quit\n"
+        proc = await asyncio.create_subprocess_exec(
+            exe, "--home", str(chat_net.home), "chat", "--node", "alice", "--replicas", "3",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(script), 60)
+        text = out.decode()
+        assert proc.returncode == 0, err.decode()
+        assert "connected as alice" in text and "bob is a friend" in text
+        assert "dm:bob -> bob: hello from the terminal" in text
+        # bob had not added alice: her DM reached his mailbox and was refused as from an unknown sender
+        assert await asyncio.to_thread(wait_for, lambda: any("unknown sender: alice" in e for e in c["bob"].errors), 5)
+    finally:
+        await close(c)
