@@ -256,6 +256,7 @@ class ChatClient:
         self._pair_keys: dict[str, bytes] = {}
         self._pull = None
         self._loop_task: Optional[asyncio.Task] = None
+        self._closing = False
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
 
     # lifecycle ---------------------------------------------------------------------------------------
@@ -287,12 +288,12 @@ class ChatClient:
     async def close(self) -> None:
         if self._rooms_client is not None:
             await self._rooms_client.close()
+        self._closing = True
         if self._loop_task:
+            # a flag as well as cancel(): on Python 3.11 a cancel that lands as a fetch times out can be
+            # swallowed inside asyncio.wait_for, and the loop would go on
             self._loop_task.cancel()
-            try:
-                await self._loop_task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait({self._loop_task}, timeout=3)
         if self.nc is not None and not self.nc.is_closed:
             # close, not drain: every delivered message is acked already, and draining a pull
             # subscription would wait out its pending fetch
@@ -527,7 +528,7 @@ class ChatClient:
     async def _mail_loop(self) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
-        while True:
+        while not self._closing:
             try:
                 msgs = await self._pull.fetch(100, timeout=1)
             except (NatsTimeout, asyncio.TimeoutError):
@@ -535,6 +536,8 @@ class ChatClient:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._closing:
+                    break
                 self.errors.append(f"mailbox: {exc}")
                 await asyncio.sleep(0.2)
                 continue

@@ -132,6 +132,7 @@ class ManagedClient:
         self._jwt = ""
         self._watch: Optional[asyncio.Task] = None
         self._lock = asyncio.Lock()
+        self._closing = False
         self.swapped = asyncio.Event()
 
     def _read_jwt(self) -> str:
@@ -171,7 +172,7 @@ class ManagedClient:
         await self.nc.flush(timeout=timeout)
 
     async def _watch_creds(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.poll_interval)
             jwt = self._read_jwt()
             if jwt and jwt != self._jwt:
@@ -212,11 +213,9 @@ class ManagedClient:
             self.swapped.set()
 
     async def close(self) -> None:
+        self._closing = True
         if self._watch is not None:
             self._watch.cancel()
-            try:
-                await self._watch
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait({self._watch}, timeout=3)
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
