@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 
@@ -171,6 +172,15 @@ def looks_like_seed(text: str) -> bool:
     return isinstance(text, str) and len(text) == 58 and text[:1] == "S" and text[1:2] in _KIND_BY_LETTER
 
 
+@functools.lru_cache(maxsize=4096)
+def _ed25519_public(text: str) -> Ed25519PublicKey:
+    """The verifying key behind a public nkey (cached: the same keys verify again and again)."""
+    kind, raw = _decode_public(text)
+    if kind == "curve":
+        raise NKeyError("curve (X) keys cannot verify signatures")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 @dataclass(frozen=True)
 class PublicKey:
     """A public nkey that can verify signatures (Ed25519 kinds only)."""
@@ -185,11 +195,8 @@ class PublicKey:
         return kind_of_public(self.text)
 
     def verify(self, data: bytes, signature: bytes) -> bool:
-        kind, raw = _decode_public(self.text)
-        if kind == "curve":
-            raise NKeyError("curve (X) keys cannot verify signatures")
         try:
-            Ed25519PublicKey.from_public_bytes(raw).verify(signature, data)
+            _ed25519_public(self.text).verify(signature, data)
             return True
         except InvalidSignature:
             return False

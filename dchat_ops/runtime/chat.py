@@ -193,7 +193,8 @@ class History:
         self.db.execute("INSERT INTO rejected VALUES (?,?,?)", (int(time.time() * 1000), reason, detail))
 
     def commit(self) -> None:
-        self.db.commit()
+        if self.db is not None:
+            self.db.commit()
 
     def messages(self, conversation: Optional[str] = None, limit: int = 50) -> list[dict]:
         q = "SELECT id, ts, direction, kind, peer, conversation, body, status FROM messages"
@@ -210,8 +211,10 @@ class History:
         return [{"at": a, "reason": r, "detail": d} for a, r, d in self.db.execute("SELECT * FROM rejected")]
 
     def close(self) -> None:
-        self.db.commit()
-        self.db.close()
+        if self.db is not None:
+            self.db.commit()
+            self.db.close()
+            self.db = None
 
 
 # --- the client -----------------------------------------------------------------------------------------
@@ -254,9 +257,11 @@ class ChatClient:
         self.rooms: dict[str, object] = {}
         self._rooms_client = None  # a ManagedClient: follows the creds file when allow-sub re-issues them
         self._pair_keys: dict[str, bytes] = {}
+        self._aeads: dict[bytes, ChaCha20Poly1305] = {}
         self._pull = None
         self._loop_task: Optional[asyncio.Task] = None
         self._closing = False
+        self._commit_pending = False
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
 
     # lifecycle ---------------------------------------------------------------------------------------
@@ -387,22 +392,28 @@ class ChatClient:
                 env["key_version"] = version
             aad = _canonical({**env, "nonce": _b64(nonce)})
             env["nonce"] = _b64(nonce)
-            env["body"] = _b64(ChaCha20Poly1305(key).encrypt(nonce, body, aad))
+            env["body"] = _b64(self._aead(key).encrypt(nonce, body, aad))
         else:
             env["body"] = _b64(body)
         env["sig"] = _b64(self.me.user_key.sign(_canonical(env)))
         return env
 
+    def _aead(self, key: bytes) -> ChaCha20Poly1305:
+        aead = self._aeads.get(key)
+        if aead is None:
+            aead = self._aeads[key] = ChaCha20Poly1305(key)
+        return aead
+
     def _open(self, env: dict, key: bytes) -> bytes:
         aad = _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
-        return ChaCha20Poly1305(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), aad)
+        return self._aead(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), aad)
 
     # sending -----------------------------------------------------------------------------------------
     async def send_dm(self, to: str, text: str) -> str:
         env = self._envelope("dm", to, text.encode(), key=self._pair_key(to))
         await self.nc.publish(mail_subject(to), json.dumps(env).encode())
         self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
-        self.history.commit()
+        self._commit_soon()
         return env["id"]
 
     async def create_group(self, group: str, members: list[str]) -> None:
@@ -483,7 +494,7 @@ class ChatClient:
         env = self._envelope("group", group, text.encode(), key=g.keys[g.version], version=g.version)
         await self.nc.publish(group_subject(group), json.dumps(env).encode())
         self.history.add(env["id"], env["ts"], "out", "group", group, f"group:{group}", text)
-        self.history.commit()
+        self._commit_soon()
         return env["id"]
 
     async def join_group(self, group: str) -> None:
@@ -614,6 +625,17 @@ class ChatClient:
         if self.on_message is not None:
             await self.on_message(r)
         return r
+
+    def _commit_soon(self) -> None:
+        """Outgoing history is committed in batches (every 50 ms); incoming, before its ack."""
+        if not self._commit_pending:
+            self._commit_pending = True
+
+            def commit():
+                self._commit_pending = False
+                self.history.commit()
+
+            asyncio.get_running_loop().call_later(0.05, commit)
 
     def _reject(self, reason: str, detail: str) -> None:
         self.history.reject(reason, detail)
