@@ -12,14 +12,12 @@ import shutil
 import statistics
 import time
 
-from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
 from dchat_ops.runtime.chat import ChatClient, ChatIdentity
-from dchat_ops.runtime.server import http_json
-from dchat_ops.runtime.supervisor import Supervisor
+from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
 from _common import work_dir
 
@@ -98,21 +96,13 @@ def main() -> None:
         admin.init(store)
         admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1,
                                                      "consumer": -1})
-        seed = None
-        for u in USERS:
-            nodes.add_node(store, u, seed_routes=[seed] if seed else [], jetstream=True)
-            seed = nodes.route_url(store, u)
+        sups.extend(chain(store, list(USERS), jetstream=True, start=False))
         apply_node_edit(store, "bob", "allow-sub", "room.bench")
         # bob also connects through alice's node: it must let in replies to bob's inbox
         apply_node_edit(store, "alice", "allow-sub", "_INBOX_bob.>")
-        for u in USERS:
-            sup = Supervisor(store, u)
+        for sup in sups:
             sup.up()
-            sups.append(sup)
-        for _ in range(100):
-            if http_json(sups[0].monitor_url + "/jsz")[1].get("meta_cluster", {}).get("leader"):
-                break
-            time.sleep(0.1)
+        wait_jetstream_leader(sups[0])
         out = asyncio.run(run(store))
     finally:
         for sup in sups:

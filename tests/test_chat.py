@@ -5,11 +5,10 @@ import json
 
 import pytest
 
-from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile
 from dchat_ops.nsc import admin
 from dchat_ops.runtime.chat import ChatClient, ChatError, ChatIdentity, mail_subject
-from dchat_ops.runtime.server import http_json
+from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
 from conftest import wait_for
 
@@ -19,13 +18,9 @@ USERS = ("alice", "bob", "carol")
 @pytest.fixture
 def chat_net(store, supervised):
     admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1})
-    seed = None
-    sups = []
-    for u in USERS:
-        nodes.add_node(store, u, seed_routes=[seed] if seed else [], jetstream=True)
-        seed = nodes.route_url(store, u)
-        sups.append(supervised(u))
-    assert wait_for(lambda: http_json(sups[0].monitor_url + "/jsz")[1].get("meta_cluster", {}).get("leader"), 15)
+    chain(store, list(USERS), jetstream=True, start=False)
+    sups = [supervised(u) for u in USERS]
+    assert wait_jetstream_leader(sups[0])
     return store
 
 

@@ -21,6 +21,7 @@ from dchat_ops.nsc.inspect import validate_store
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import connect, refused
+from dchat_ops.runtime.supervisor import chain
 
 from conftest import snapshot
 
@@ -159,11 +160,9 @@ def test_plain_export_and_nsc_files_import(store, tmp_path):
 
 
 async def test_revoked_user_is_cut_off_from_all_three_nodes(store, supervised):
-    seed = None
+    chain(store, ["a", "b", "c"], start=False)
     for nid in ("a", "b", "c"):
-        nodes.add_node(store, nid, seed_routes=[seed] if seed else [])
         supervised(nid)
-        seed = nodes.route_url(store, nid)
     admin.add_user(store, "chat", "phone")
     creds = store.creds_path("dchat", "chat", "phone")
     urls = [f"nats://127.0.0.1:{NodeFile.load(store, n).node.client_port}" for n in ("a", "b", "c")]
@@ -188,11 +187,9 @@ async def test_revoked_user_is_cut_off_from_all_three_nodes(store, supervised):
 
 
 async def test_push_a_changed_account_to_three_nodes(store, supervised):
-    seed = None
+    chain(store, ["a", "b", "c"], start=False)
     for nid in ("a", "b", "c"):
-        nodes.add_node(store, nid, seed_routes=[seed] if seed else [])
         supervised(nid)
-        seed = nodes.route_url(store, nid)
     admin.add_account(store, "limited")  # the running nodes do not know it yet: push it
     admin.add_user(store, "limited", "u1")
     url_a = f"nats://127.0.0.1:{NodeFile.load(store, 'a').node.client_port}"

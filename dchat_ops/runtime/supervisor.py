@@ -191,3 +191,36 @@ class Supervisor:
         if not self.log_file.exists():
             return []
         return self.log_file.read_text(errors="replace").splitlines()[-lines:]
+
+
+def chain(store: Store, node_ids: list[str], *, jetstream: bool = False, start: bool = True) -> list[Supervisor]:
+    """Add nodes that join one after the other (each knows only the one before) and start them.
+
+    With ``jetstream`` every node runs JetStream and this waits until the cluster has elected its
+    JetStream meta leader.  Returns the supervisors, in order; stop them with ``down()``.
+    """
+    from ..config import nodes
+
+    sups = []
+    seed = None
+    for nid in node_ids:
+        nodes.add_node(store, nid, seed_routes=[seed] if seed else [], jetstream=jetstream)
+        seed = nodes.route_url(store, nid)
+        sups.append(Supervisor(store, nid))
+    if start:
+        for sup in sups:
+            sup.up()
+        if jetstream and not wait_jetstream_leader(sups[0]):
+            raise ServerError("the JetStream cluster elected no meta leader within 15 s")
+    return sups
+
+
+def wait_jetstream_leader(sup: Supervisor, timeout: float = 15.0) -> Optional[str]:
+    """The name of the JetStream meta leader as ``sup``'s node sees it, once there is one (None on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leader = http_json(sup.monitor_url + "/jsz")[1].get("meta_cluster", {}).get("leader")
+        if leader:
+            return leader
+        time.sleep(0.05)
+    return None

@@ -117,7 +117,6 @@ async def _wait(predicate, timeout: float = 5.0, interval: float = 0.02):
 
 
 async def _checks(run: _Run, sups: list) -> None:
-    from ..config import nodes
     from ..config.node import NodeFile, inbox_prefix
     from ..nsc import admin, resolver
     from ..nsc.inspect import validate_store
@@ -125,32 +124,25 @@ async def _checks(run: _Run, sups: list) -> None:
     from ..permissions.apply import apply_node_edit
     from .chat import ChatClient, ChatIdentity, mail_subject
     from .client import ManagedClient, refused
-    from .supervisor import Supervisor
+    from .supervisor import chain, wait_jetstream_leader
 
     store = Store(run.folder / "home")
     with run.check("store: operator, accounts, three node users") as box:
         admin.init(store)
         admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1,
                                                      "consumer": -1})
-        seed = None
-        for nid in USERS:
-            nodes.add_node(store, nid, seed_routes=[seed] if seed else [], jetstream=True)
-            seed = nodes.route_url(store, nid)
+        sups.extend(chain(store, list(USERS), jetstream=True, start=False))
         errors = [f for f in validate_store(store) if f.level == "error"]
         assert not errors, f"validate: {errors[0].entity}: {errors[0].message}"
         box[0] = "operator dchat, accounts SYS + chat (JetStream), a node per user; store validates"
 
     with run.check("cluster: chain join alice <- bob <- carol") as box:
-        for nid in USERS:
-            sup = Supervisor(store, nid)
+        for sup in sups:
             sup.up()
-            sups.append(sup)
         want = {n: set(USERS) - {n} for n in USERS}
         meshed = await _wait(lambda: all(set(s.status().data["routes"]) == want[s.node_id] for s in sups), 10)
         assert meshed, {s.node_id: s.status().data["routes"] for s in sups}
-        from .server import http_json
-
-        leader = await _wait(lambda: http_json(sups[0].monitor_url + "/jsz")[1].get("meta_cluster", {}).get("leader"), 15)
+        leader = await asyncio.to_thread(wait_jetstream_leader, sups[0])
         assert leader, "JetStream elected no meta leader"
         box[0] = f"carol's node knew only bob's; every node routes to the two others; JetStream leader {leader}"
 
