@@ -27,8 +27,12 @@ PUBLIC_FILE = 0o644
 PUBLIC_DIR = 0o755
 
 
-def ensure_dir(path: Path, private: bool = False) -> None:
-    """Create ``path`` and its parents; private folders are 0700 (existing ones are tightened)."""
+def ensure_dir(path: Path, private: bool = False, tighten: bool = True) -> None:
+    """Create ``path`` and its parents; folders made private are 0700.
+
+    ``tighten``: an existing ``path`` is made 0700 too (the store's own folders).  Writes to a place
+    the user chose pass False: their folder keeps its mode.
+    """
     path = Path(path)
     mode = PRIVATE_DIR if private else PUBLIC_DIR
     try:
@@ -44,7 +48,7 @@ def ensure_dir(path: Path, private: bool = False) -> None:
                 pass
             if private:
                 os.chmod(d, PRIVATE_DIR)
-        if private and stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR:
+        if private and tighten and not missing and stat.S_IMODE(path.stat().st_mode) != PRIVATE_DIR:
             os.chmod(path, PRIVATE_DIR)
     except OSError as exc:
         raise DchatOpsError(f"cannot create folder {path}: {exc.strerror}") from None
@@ -57,7 +61,7 @@ def _ensure_parent(parent: str, private: bool) -> None:
     known = _KNOWN_DIRS.get(parent)
     if known is not None and (known or not private) and os.path.isdir(parent):
         return
-    ensure_dir(Path(parent), private=private)
+    ensure_dir(Path(parent), private=private, tighten=False)
     _KNOWN_DIRS[parent] = private
 
 

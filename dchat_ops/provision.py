@@ -198,6 +198,8 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file") from None
     return parse_spec(text, path, cache_dir=cache_dir)
 
 
@@ -532,8 +534,22 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         else:
             p.users_to_revoke.append((acc_name, name))
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
-    from .config.node import NodeFile, node_path
+    from .config.node import NodeFile, list_nodes, node_path
 
+    spec_ids = {n["id"] for n in spec.nodes}
+    taken: dict[int, str] = {}
+    for other in list_nodes(store):
+        if other in spec_ids:
+            continue
+        try:
+            for what, port in NodeFile.load(store, other).node.ports():
+                taken[port] = f"the {what} port of node {other}"
+        except ConfigError:
+            continue
+    for n in spec.nodes:
+        for k in ("client_port", "cluster_port", "monitor_port"):
+            if n.get(k) in taken:
+                raise SpecError(f"{spec.path}: nodes[{n['id']}].{k}: port {n[k]} clashes with {taken[n[k]]}")
     for n in spec.nodes:
         path = node_path(store, n["id"])
         if not path.exists():

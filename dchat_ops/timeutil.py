@@ -27,8 +27,18 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(t))
 
 
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
+
+
 def parse_expiry(text: str, now: int) -> int:
     """Unix seconds from a duration (from ``now``), a date / ISO time, or ``0`` for none."""
+    t = _parse_expiry(text, now)
+    if not 0 <= t <= MAX_TIME:
+        raise DchatOpsError(f"time {text!r} is out of range (before 1970 or after 9999)")
+    return t
+
+
+def _parse_expiry(text: str, now: int) -> int:
     t = str(text).strip()
     if t in ("0", "", "never", "none"):
         return 0
@@ -40,7 +50,7 @@ def parse_expiry(text: str, now: int) -> int:
         pass
     try:
         d = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DchatOpsError(f"invalid time {text!r}: use a duration (30d), a date (2026-12-31) or 0 for none") from None
     if d.tzinfo is None:
         d = d.replace(tzinfo=_dt.timezone.utc)
@@ -50,4 +60,6 @@ def parse_expiry(text: str, now: int) -> int:
 def format_time(t: int) -> str:
     if not t:
         return "-"
+    if not 0 < t <= MAX_TIME:
+        return str(t)
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

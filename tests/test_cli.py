@@ -149,3 +149,48 @@ def test_console_script_runs_without_traceback(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
     p = subprocess.run([exe, "--home", str(tmp_path / "h"), "describe", "user", "x"], capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+def _more_bad_inputs(store, tmp_path):
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello")
+    existing = tmp_path / "server.conf"
+    existing.write_text("mine")
+    return [
+        (["add", "user", "x", "--allow-sub", "a..b"], "empty token"),
+        (["add", "user", "x", "--allow-pub", "foo bar"], "contains a space"),
+        (["add", "user", "x", "--source-network", "notacidr"], "not an address or CIDR"),
+        (["add", "user", "x", "--conn-type", "FOO"], "unknown connection type"),
+        (["add", "user", "x", "--locale", "Mars/Phobos"], "unknown time zone"),
+        (["add", "user", "x", "--subs", "-5"], "-1 (unlimited) or more"),
+        (["add", "user", "x", "--expiry", "99999999d"], "out of range"),
+        (["add", "account", "chat", "--force"], "has users"),
+        (["node", "add", "n", "--host", "bad host"], "cannot listen on"),
+        (["node", "add", "n", "--client-port", "14222", "--monitor-port", "14222"], "same port"),
+        (["import", "creds", str(junk)], "nothing to import"),
+        (["generate", "config", "-o", str(existing)], "already exists"),
+        (["node", "logs", "nope"], "no node named 'nope'"),
+        (["edit", "account", "chat", "--role-allow-sub", "x.>"], "need --role"),
+    ]
+
+
+def test_more_bad_input_is_refused_cleanly(store, tmp_path, capsys):
+    for args, message in _more_bad_inputs(store, tmp_path):
+        before = snapshot(store.home)
+        code = run_cli(cli, ["--home", str(store.home), *args])
+        err = capsys.readouterr().err
+        assert code != 0, args
+        assert message in err, (args, err)
+        assert "Traceback" not in err and "internal error" not in err, err
+        assert snapshot(store.home) == before, args
+    assert (tmp_path / "server.conf").read_text() == "mine"
+
+
+def test_writing_a_secret_elsewhere_keeps_that_folders_mode(store, tmp_path):
+    out_dir = tmp_path / "shared"
+    out_dir.mkdir(mode=0o755)
+    os.chmod(out_dir, 0o755)
+    r = run(store.home, "generate", "creds", "-u", "default", "-o", str(out_dir / "d.creds"))
+    assert r.exit_code == 0, r.output
+    assert oct(out_dir.stat().st_mode & 0o777) == "0o755"
+    assert oct((out_dir / "d.creds").stat().st_mode & 0o777) == "0o600"

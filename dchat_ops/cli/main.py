@@ -268,6 +268,8 @@ def edit_account(c: Ctx, name, conn, leaf, subs, data, payload, imports, exports
     """Change an account's limits, JetStream, signing keys and roles; re-sign it."""
     store = c.store()
     role_spec = None
+    if not role and (role_allow_pub or role_allow_sub or role_deny_pub or role_deny_sub):
+        raise click.UsageError("--role-allow-* and --role-deny-* need --role NAME")
     if role:
         role_spec = admin.UserSpec(pub_allow=_split(role_allow_pub), sub_allow=_split(role_allow_sub),
                                    pub_deny=_split(role_deny_pub), sub_deny=_split(role_deny_sub))
@@ -452,8 +454,10 @@ def generate_creds(c: Ctx, account, name, output, force):
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the nats resolver keeps account JWTs.")
 @click.option("--allow-delete", is_flag=True, help="Let the operator delete accounts from the nats resolver.")
 @click.option("--no-check", is_flag=True, help="Skip the nats-server -t check.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
 @pass_ctx
-def generate_config(c: Ctx, resolver, output, server_name, host, port, http_port, data_dir, allow_delete, no_check):
+def generate_config(c: Ctx, resolver, output, server_name, host, port, http_port, data_dir, allow_delete, no_check,
+                    force):
     """Render a nats-server config for one server of this operator, every account preloaded."""
     from ..config import render
 
@@ -462,11 +466,16 @@ def generate_config(c: Ctx, resolver, output, server_name, host, port, http_port
                                    server_name=server_name, host=host, port=port, http_port=http_port or None,
                                    allow_delete=allow_delete)
     if output:
+        out = Path(output)
+        if not out.parent.is_dir():
+            raise DchatOpsError(f"folder {out.parent} does not exist")
+        if out.exists() and not force:
+            raise DchatOpsError(f"{out} already exists; use --force to replace it")
         if no_check:
             render.semantic_check(cfg)
-            atomic_write(Path(output), render.render(cfg))
+            atomic_write(out, render.render(cfg))
         else:
-            render.write_and_check(cfg, Path(output))
+            render.write_and_check(cfg, out)
         note(f"wrote {output} ({resolver} resolver); start it with: nats-server -c {output}")
     else:
         render.semantic_check(cfg)
@@ -549,8 +558,14 @@ def node_list(c: Ctx, as_json):
     from ..runtime.supervisor import Supervisor
 
     store = c.store()
-    rows = [Supervisor(store, n).status().to_dict() for n in list_nodes(store)]
-    emit(as_json, rows, lambda: [f"{r['id']:<20} {'running pid ' + str(r['pid']) if r['running'] else 'stopped'}"
+    rows = []
+    for n in list_nodes(store):
+        try:
+            rows.append(Supervisor(store, n).status().to_dict())
+        except DchatOpsError as exc:
+            rows.append({"id": n, "running": False, "error": str(exc)})
+    emit(as_json, rows, lambda: [f"{r['id']:<20} " + (r["error"] if r.get("error") else
+                                 'running pid ' + str(r['pid']) if r['running'] else 'stopped')
                                  for r in rows] or ["no nodes; add one with 'dchat-ops node add'"])
 
 
@@ -647,13 +662,16 @@ def node_reload(c: Ctx, node_id, as_json):
 @node.command("logs")
 @click.argument("node_id")
 @click.option("-n", "--lines", type=int, default=50, show_default=True)
+@json_option
 @pass_ctx
-def node_logs(c: Ctx, node_id, lines):
+def node_logs(c: Ctx, node_id, lines, as_json):
     """The last lines of a node's log."""
+    from ..config.node import NodeFile
     from ..runtime.supervisor import Supervisor
 
-    for line in Supervisor(c.store(), node_id).logs(lines):
-        click.echo(line)
+    NodeFile.load(c.store(), node_id)  # an unknown node is an error, not an empty log
+    out = Supervisor(c.store(), node_id).logs(lines)
+    emit(as_json, {"id": node_id, "lines": out}, out or [f"node {node_id} has no log yet"])
 
 
 # --- permissions -------------------------------------------------------------------------------------
@@ -778,6 +796,8 @@ def _do_export(c: Ctx, what, account, user, output, passphrase_env, passphrase_f
     store = c.store()
     out = Path(output)
     if plain:
+        if output == "-":
+            raise DchatOpsError("--plain writes files; give a file or folder with -o (use 'generate creds -o -' to print creds)")
         note("warning: --plain writes seeds in the clear; keep the output private and delete it after use")
         paths = transfer.export_plain(store, what, out, account=account, user=user, include_jwts=include_jwts,
                                       force=force)
@@ -1102,8 +1122,12 @@ def chat(c: Ctx, node_id, user, replicas):
     from ..config.node import NodeFile
     from ..runtime.chat import ChatClient, ChatIdentity
 
+    from ..runtime.supervisor import Supervisor
+
     store = c.store()
     node = NodeFile.load(store, node_id).node
+    if not Supervisor(store, node_id).running():
+        raise DchatOpsError(f"node {node_id} is not running: start it with 'dchat-ops node up {node_id}'")
     ident = ChatIdentity.load(store, user or node.user, node.account)
     url = f"nats://127.0.0.1:{node.client_port}"
 

@@ -114,7 +114,11 @@ def add_node(
 ) -> AddNodeResult:
     """Create ``nodes/<id>.yaml`` and the node's local user (default-deny subscribe).  Free ports are picked."""
     check_name(node_id, "node id")
+    check_name(cluster_name, "cluster name")
     store.require()
+    given = [p for p in (client_port, monitor_port, cluster_port, gateway_port, leaf_port, websocket_port) if p]
+    if len(given) != len(set(given)):
+        raise ConfigError(f"node {node_id}: the same port is given for two listeners")
     path = node_path(store, node_id)
     if path.exists() and not force:
         raise ExistsError(f"node {node_id} already exists ({path}); use --force to replace it")

@@ -204,8 +204,8 @@ def init_ca(store: Store, *, days: int = 3650, force: bool = False) -> dict:
     An existing CA is kept (``created: False``) unless ``force``: a new CA invalidates every
     certificate issued by the old one, so every node certificate must then be re-issued.
     """
-    if days <= 0:
-        raise TLSError("a CA must be valid for at least one day")
+    if not 0 < days <= 36500:
+        raise TLSError("a CA is valid for 1 to 36500 days")
     key_path, crt_path = ca_paths(store)
     if crt_path.is_file() and key_path.is_file() and not force:
         cert = _read_cert(crt_path)
@@ -312,8 +312,8 @@ def _sign(store: Store, node_id: str, kind: str, names: list[str], days: int,
     if ca_cert.not_valid_after_utc <= now:
         raise TLSError(f"the CA expired on {_iso(ca_cert.not_valid_after_utc)}: create a new one with "
                        "'dchat-ops tls init-ca --force' and re-issue every certificate")
-    if days <= 0:
-        raise TLSError("a certificate must be valid for at least one day")
+    if not 0 < days <= 36500:
+        raise TLSError("a certificate is valid for 1 to 36500 days")
     start = not_before.astimezone(_dt.timezone.utc) if not_before else now - _SKEW
     end = start + _dt.timedelta(days=days) + (_SKEW if not not_before else _dt.timedelta(0))
     end = min(end, ca_cert.not_valid_after_utc)  # never outlive the CA

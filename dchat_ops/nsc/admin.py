@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from ..errors import ExistsError, StoreError
+from ..errors import DchatOpsError, ExistsError, StoreError
 from .claims import (
     AccountClaims,
     OperatorClaims,
@@ -110,7 +110,43 @@ class UserSpec:
     not_before: Optional[int] = None
     tags: Optional[list[str]] = None
 
+    def validate(self) -> None:
+        """Refuse what a server would refuse later: bad subjects, networks, connection types, limits."""
+        import ipaddress
+
+        from ..permissions.subjects import check_subject
+        from .claims import CONNECTION_TYPES
+
+        for attr, queue_ok in (("pub_allow", False), ("pub_deny", False), ("sub_allow", True), ("sub_deny", True)):
+            for subj in getattr(self, attr) or []:
+                try:
+                    check_subject(subj, queue_ok=queue_ok)
+                except DchatOpsError as exc:
+                    raise StoreError(f"{attr.replace('_', ' ')}: {exc}") from None
+        for net in self.source_networks or []:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise StoreError(f"source network {net!r} is not an address or CIDR") from None
+        for t in self.connection_types or []:
+            if t.upper() not in CONNECTION_TYPES:
+                raise StoreError(f"unknown connection type {t!r} (one of {', '.join(CONNECTION_TYPES)})")
+        if self.times_location:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.times_location)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise StoreError(f"unknown time zone {self.times_location!r}") from None
+        for k in ("subs", "data", "payload", "resp_max"):
+            v = getattr(self, k)
+            if v is not None and v < -1:
+                raise StoreError(f"{k} must be -1 (unlimited) or more, not {v}")
+        if self.expires and self.not_before and self.not_before >= self.expires:
+            raise StoreError("the start time is not before the expiry")
+
     def apply(self, u: UserClaims) -> None:
+        self.validate()
         lim = u.limits
         p = lim.permissions
         for attr, perm, part in (("pub_allow", p.pub, "allow"), ("pub_deny", p.pub, "deny"),
@@ -430,6 +466,9 @@ def add_account(store: Store, name: str, *, signing_key: bool = False, force: bo
     path = store.account_jwt_path(op.name, name)
     if path.exists() and not force:
         raise ExistsError(f"account {name} already exists; use --force to replace it")
+    if path.exists() and store.user_names(name, op.name):
+        raise StoreError(f"account {name} has users: a new account key would cut every one of them off; "
+                         "remove them first (or remove the account with 'dchat-ops rm account')")
     _new_account(store, name, op, signing_key=signing_key or op.claims.strict_signing_key_usage, clock=store.clock)
     return store.account(name, op.name)
 

@@ -208,6 +208,13 @@ def import_payload(store: Store, payload: dict, *, trust_operator: bool = False,
         accounts[acc.subject] = (name, acc)
         _plan_write(plan, store.account_jwt_path(op_name, name), a["jwt"], f"account {name}", force)
     wanted_keys = {op.subject, *op.signing_keys}
+    if not plan.new_operator:  # seeds of users this store already holds may come back too
+        for acc_name in store.account_names(op_name):
+            for uname in store.user_names(acc_name, op_name):
+                try:
+                    wanted_keys.add(store.user(acc_name, uname, op_name).public_key)
+                except StoreError:
+                    continue
     for pub, (_, acc) in accounts.items():
         wanted_keys.update([pub, *acc.signing_key_map()])
     for u in payload.get("users", []):
@@ -306,6 +313,8 @@ def import_path(store: Store, path: Path, *, trust_operator: bool = False, force
                 payload["accounts"].append({"jwt": text})
             elif isinstance(c, UserClaims):
                 payload["users"].append({"jwt": text})
+    if not (payload["accounts"] or payload["users"] or payload["seeds"] or op_token):
+        raise StoreError(f"nothing to import in {path}: expected .creds, .nk or .jwt files or a bundle")
     if op_token is None:
         if not store.exists():
             raise StoreError("the files hold no operator JWT and this store has none to verify them against")

@@ -167,8 +167,12 @@ class History:
     """Messages in and out, decrypted, with their verification status (SQLite, one file per user)."""
 
     def __init__(self, path: Path):
-        self.db = sqlite3.connect(str(path))
-        self.db.execute("PRAGMA journal_mode=WAL")
+        old = os.umask(0o077)  # the database and its -wal / -shm files hold decrypted messages
+        try:
+            self.db = sqlite3.connect(str(path))
+            self.db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            os.umask(old)
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("""CREATE TABLE IF NOT EXISTS messages (
             id TEXT PRIMARY KEY, ts INTEGER, direction TEXT, kind TEXT, peer TEXT, conversation TEXT,

@@ -65,9 +65,12 @@ def check_config(config_path: Path, binary: Optional[str] = None) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return s.getsockname()[1]
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host!r}: {exc.strerror or exc}") from None
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -208,10 +208,15 @@ def chain(store: Store, node_ids: list[str], *, jetstream: bool = False, start: 
         seed = nodes.route_url(store, nid)
         sups.append(Supervisor(store, nid))
     if start:
-        for sup in sups:
-            sup.up()
-        if jetstream and not wait_jetstream_leader(sups[0]):
-            raise ServerError("the JetStream cluster elected no meta leader within 15 s")
+        try:
+            for sup in sups:
+                sup.up()
+            if jetstream and not wait_jetstream_leader(sups[0]):
+                raise ServerError("the JetStream cluster elected no meta leader within 15 s")
+        except Exception:
+            for sup in sups:  # no half-started chain left behind
+                sup.down()
+            raise
     return sups
 
 
