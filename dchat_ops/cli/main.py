@@ -1049,7 +1049,7 @@ def plan_cmd(c: Ctx, spec_file, keep_removed, detailed_exitcode, as_json):
     from .. import provision
 
     store = c.store(must_exist=False)
-    spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store))
+    spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store) if store.exists() else None)
     p = provision.plan(store, spec, keep_removed=keep_removed)
     d = p.to_dict()
     emit(as_json, d, lambda: _plan_lines(d))
@@ -1066,7 +1066,7 @@ def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
     from .. import provision
 
     store = c.store(must_exist=False)
-    spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store))
+    spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store) if store.exists() else None)
     progress = None
     if sys.stderr.isatty() and not as_json:
         def progress(done, total, _state={}):

@@ -61,6 +61,8 @@ def describe_token(token: str) -> dict:
 def describe_file(path: Path) -> dict:
     """Describe a ``.jwt`` or ``.creds`` file.  The seed of a creds file is never shown."""
     path = Path(path)
+    if path.exists() and (not path.is_file() or path.stat().st_size > 1 << 20):
+        raise StoreError(f"{path} is not a JWT or creds file")
     try:
         text = path.read_text()
     except FileNotFoundError:
