@@ -15,17 +15,16 @@ Prints (median of 5 runs each):
 import asyncio
 import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile, inbox_prefix
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
 from dchat_ops.runtime.client import ManagedClient, connect
-from dchat_ops.runtime.supervisor import Supervisor
+from dchat_ops.runtime.supervisor import chain
+
+from _common import work_dir
 
 RUNS = 5
 
@@ -94,18 +93,15 @@ async def main_async(store) -> dict:
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="dchat-bench-"))
+    root = work_dir()
     store = Store(root / "home")
     sups = []
     try:
         admin.init(store)
-        nodes.add_node(store, "a")
-        nodes.add_node(store, "b", seed_routes=[nodes.route_url(store, "a")])
+        sups.extend(chain(store, ["a", "b"], start=False))
         apply_node_edit(store, "b", "allow-sub", "room.steady")
-        for nid in ("a", "b"):
-            sup = Supervisor(store, nid)
+        for sup in sups:
             sup.up()
-            sups.append(sup)
         time.sleep(1.0)
         out = asyncio.run(main_async(store))
     finally:
