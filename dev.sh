@@ -21,6 +21,6 @@ cmd=${1:-verify}
 shift || true
 case "$cmd" in
   test)  exec .venv/bin/python -m pytest "$@" ;;
-  bench) for b in bench/*.py; do echo "# $b"; .venv/bin/python "$b"; done ;;
+  bench) for b in bench/[!_]*.py; do echo "# $b"; .venv/bin/python "$b"; done ;;
   *)     exec .venv/bin/dchat-ops "$cmd" "$@" ;;
 esac
