@@ -11,13 +11,16 @@ and puts all of them back on :meth:`~FileTransaction.rollback`.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import threading
 from pathlib import Path
 
 from .errors import DchatOpsError, ExistsError
 
-__all__ = ["atomic_write", "ensure_dir", "read_bytes", "FileTransaction", "deferred_sync"]
+__all__ = ["atomic_write", "ensure_dir", "read_bytes", "FileTransaction", "deferred_sync", "store_lock",
+           "with_store_lock"]
 
 _DEFER = {"depth": 0, "pending": False}
 
@@ -229,3 +232,58 @@ class FileTransaction:
             self.rollback()
         self._saved.clear()
         return False
+
+
+_LOCKS: dict[str, list] = {}  # home -> [threading.RLock, depth, open file]
+_LOCKS_GUARD = threading.Lock()
+
+
+class store_lock:
+    """Serialise read-modify-write changes to one store, across processes (flock) and threads.
+
+    Re-entrant in one process, so a locked operation may call another one.
+
+        with store_lock(store.home):
+            ...read a JWT, change it, write it...
+    """
+
+    def __init__(self, home: Path):
+        self.key = os.path.abspath(os.fspath(home))
+
+    def __enter__(self):
+        with _LOCKS_GUARD:
+            entry = _LOCKS.setdefault(self.key, [threading.RLock(), 0, None])
+        entry[0].acquire()
+        if entry[1] == 0 and os.path.isdir(self.key):  # no store yet: nothing to protect, nothing to create
+            f = open(os.path.join(self.key, ".lock"), "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX)
+            except OSError:
+                f.close()
+                entry[0].release()
+                raise
+            entry[2] = f
+        entry[1] += 1
+        return self
+
+    def __exit__(self, *exc):
+        entry = _LOCKS[self.key]
+        entry[1] -= 1
+        if entry[1] == 0 and entry[2] is not None:
+            fcntl.flock(entry[2], fcntl.LOCK_UN)
+            entry[2].close()
+            entry[2] = None
+        entry[0].release()
+        return False
+
+
+def with_store_lock(fn):
+    """Decorator: run ``fn(store, ...)`` holding :class:`store_lock` on ``store.home``."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(store, *args, **kwargs):
+        with store_lock(store.home):
+            return fn(store, *args, **kwargs)
+
+    return wrapper

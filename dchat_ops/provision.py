@@ -28,6 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from .errors import ConfigError, DchatOpsError, StoreError
+from .fsutil import with_store_lock
 from .fsutil import atomic_write, deferred_sync
 from .nsc import admin
 from .nsc.claims import Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
@@ -634,6 +635,7 @@ class ApplyResult:
         return {**self.plan.to_dict(), "changed": self.plan.has_changes, "users_written": self.written_users}
 
 
+@with_store_lock
 def apply(store: Store, spec: Spec, *, keep_removed: bool = False, workers: Optional[int] = None,
           progress: Optional[Callable[[int, int], None]] = None) -> ApplyResult:
     """Make the store (and node configs) what the spec says; a second apply of the same spec changes nothing."""

@@ -211,3 +211,26 @@ def test_add_users_checks_everything_before_writing(store):
     keys = admin.add_users(store, "chat", [f"m{i}" for i in range(25)])
     assert len(set(keys)) == 25
     assert validate_store(store) == []
+
+
+def _edit_many(home, prefix, n):
+    from dchat_ops.nsc import admin as adm
+    from dchat_ops.nsc.store import Store as S
+
+    s = S(home)
+    for i in range(n):
+        adm.edit_user(s, "chat", "default", changes=adm.UserChanges(allow_sub=[f"{prefix}.{i}"]))
+
+
+def test_concurrent_edits_from_two_processes_lose_nothing(store):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_edit_many, args=(store.home, p, 8)) for p in ("left", "right")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    allowed = set(Store(store.home).user("chat", "default").claims.permissions.sub.allow)
+    assert allowed == {f"{p}.{i}" for p in ("left", "right") for i in range(8)}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from ..errors import DchatOpsError, ExistsError, StoreError
+from ..fsutil import with_store_lock
 from .claims import (
     AccountClaims,
     OperatorClaims,
@@ -459,6 +460,7 @@ def init(
                       message=f"created operator {operator} with accounts {system_account} (system) and {account}")
 
 
+@with_store_lock
 def add_account(store: Store, name: str, *, signing_key: bool = False, force: bool = False) -> Entity:
     """Add an account signed by the operator (with an account signing key when ``signing_key``)."""
     check_name(name, "account name")
@@ -485,6 +487,7 @@ def remove_account(store: Store, name: str) -> None:
     shutil.rmtree(store.creds_dir / op.name / name, ignore_errors=True)
 
 
+@with_store_lock
 def add_user(
     store: Store,
     account: str,
@@ -566,6 +569,7 @@ def _reissue_user(store: Store, op: Entity, acc: Entity, user: Entity, claims: U
     return UserResult(Entity("user", user.name, token, claims, user.path), str(creds_path))
 
 
+@with_store_lock
 def edit_user(store: Store, account: str, name: str, spec: Optional[UserSpec] = None,
               changes: Optional[UserChanges] = None) -> UserResult:
     """Change a user's permissions, limits, expiry or tags; re-issue its JWT and creds when anything changed.
@@ -595,6 +599,7 @@ def resign_account(store: Store, op: Entity, acc: Entity, claims: AccountClaims)
     return Entity("account", acc.name, token, claims, path)
 
 
+@with_store_lock
 def edit_account(
     store: Store,
     name: str,
@@ -661,6 +666,7 @@ def edit_account(
     return resign_account(store, op, acc, claims), True
 
 
+@with_store_lock
 def edit_operator(
     store: Store,
     *,

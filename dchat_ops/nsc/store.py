@@ -295,6 +295,7 @@ class Store:
     def write_operator(self, name: str, token: str) -> Path:
         d = self.operator_dir(name)
         ensure_dir(d)
+        open(self.home / ".lock", "a").close()  # the file fsutil.store_lock takes (made with the store)
         marker = d / ".nsc"
         if not marker.exists():
             info = {"managed": False, "name": name, "kind": "operator", "version": "1"}

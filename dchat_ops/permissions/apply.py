@@ -25,6 +25,7 @@ from typing import Optional
 from ..config.node import NodeFile
 from ..config.nodes import render_node, run_dir, sync_node_user
 from ..errors import DchatOpsError
+from ..fsutil import with_store_lock
 from ..fsutil import FileTransaction
 from ..nsc import admin
 from ..nsc.store import Store
@@ -76,6 +77,7 @@ class _Steps:
         return out
 
 
+@with_store_lock
 def apply_node_edit(
     store: Store,
     node_id: str,
@@ -165,6 +167,7 @@ def _restore_running(sup, was_running: bool, mode: str) -> str:
         return f"could not be put back onto the previous config ({exc})"
 
 
+@with_store_lock
 def apply_user_edit(store: Store, account: str, user: str, action: str, subject: str, *,
                     dry_run: bool = False) -> ApplyResult:
     """Edit a user's JWT permissions and re-issue its JWT and creds (all or nothing)."""
