@@ -169,6 +169,9 @@ def add_node(
         nf.set(("websocket",), {"port": websocket_port})
     if jetstream:
         nf.set(("jetstream",), {"enabled": True})
+        if cluster and not seed_routes:
+            messages.append("JetStream in a cluster answers once other nodes have joined and elected a leader; "
+                            "for a lone JetStream node use --no-cluster")
     node = nf.refresh()
     user_path = store.user_jwt_path(store.current_operator(), account, node_id)
     if user_path.exists() and not force:
