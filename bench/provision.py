@@ -7,9 +7,7 @@ Prints:
 """
 
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from dchat_ops import provision
 from dchat_ops.nsc.store import Store

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -551,6 +550,7 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         for k in ("client_port", "cluster_port", "monitor_port"):
             if n.get(k) in taken:
                 raise SpecError(f"{spec.path}: nodes[{n['id']}].{k}: port {n[k]} clashes with {taken[n[k]]}")
+    cluster_ports = _spec_cluster_ports(store, spec)
     for n in spec.nodes:
         path = node_path(store, n["id"])
         if not path.exists():
@@ -558,7 +558,7 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.nodes_to_write.append(n["id"])
             continue
         nf = NodeFile.load(store, n["id"])
-        if _node_differs(store, spec, n, nf):
+        if _node_edits(store, spec, n, nf, cluster_ports):
             p.changes.append(Change("update", "node", n["id"]))
             p.nodes_to_write.append(n["id"])
     return p
@@ -576,11 +576,7 @@ def _route_urls(store: Store, spec: Spec, n: dict, ports: dict[str, int]) -> lis
     return out
 
 
-def _node_differs(store: Store, spec: Spec, n: dict, nf) -> bool:
-    return bool(_node_edits(store, spec, n, nf))
-
-
-def _node_edits(store: Store, spec: Spec, n: dict, nf) -> list[tuple[tuple, Any]]:
+def _node_edits(store: Store, spec: Spec, n: dict, nf, cluster_ports: dict[str, int]) -> list[tuple[tuple, Any]]:
     """(key path, value) pairs that would bring the node file to the spec."""
     node = nf.node
     edits = []
@@ -599,8 +595,7 @@ def _node_edits(store: Store, spec: Spec, n: dict, nf) -> list[tuple[tuple, Any]
     if node.cluster and "cluster_port" in n and node.cluster["port"] != n["cluster_port"]:
         edits.append((("cluster", "port"), n["cluster_port"]))
     if node.cluster:
-        ports = _spec_cluster_ports(store, spec)
-        routes = _route_urls(store, spec, n, ports)
+        routes = _route_urls(store, spec, n, cluster_ports)
         if node.cluster["routes"] != routes:
             edits.append((("cluster", "routes"), routes))
     want_tls = n.get("tls", {})
@@ -752,9 +747,10 @@ def _apply_nodes(store: Store, spec: Spec, p: Plan) -> None:
                 cluster_port=n.get("cluster_port"), advertise=n.get("advertise"),
                 jetstream=bool(n.get("jetstream")), resolver=n.get("resolver", "full"), account=n.get("account"),
                 force=True)
+    cluster_ports = _spec_cluster_ports(store, spec)
     for n in spec.nodes:
         nf = NodeFile.load(store, n["id"])
-        edits = _node_edits(store, spec, n, nf)
+        edits = _node_edits(store, spec, n, nf, cluster_ports)
         if edits:
             for keys, value in edits:
                 nf.set(keys, value)

@@ -1,11 +1,9 @@
 """Declarative provisioning: plan / apply on real nodes, idempotence, one-user changes, drift, bad specs."""
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from dchat_ops import provision
 from dchat_ops.cli.main import cli

@@ -4,7 +4,6 @@ import asyncio
 import datetime as dt
 import json
 import socket
-import ssl
 import stat
 
 import pytest

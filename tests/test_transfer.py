@@ -2,9 +2,7 @@
 
 import asyncio
 import json
-import os
 import stat
-import time
 
 import pytest
 from click.testing import CliRunner

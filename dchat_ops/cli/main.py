@@ -13,7 +13,7 @@ from typing import Optional
 import click
 
 from .. import __version__
-from ..errors import DchatOpsError, StoreError
+from ..errors import DchatOpsError
 from ..fsutil import atomic_write
 from ..nsc import admin, inspect
 from ..nsc.store import Store
@@ -83,7 +83,7 @@ def init(c: Ctx, operator, account, user, strict, as_json):
         for name, path in r.creds.items():
             yield f"  creds for {name}: {path}"
         if r.created:
-            yield f"next: dchat-ops generate config --nats-resolver -o server.conf"
+            yield "next: dchat-ops generate config --nats-resolver -o server.conf"
 
     emit(as_json, r.to_dict(), human)
 

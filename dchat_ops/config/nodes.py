@@ -25,7 +25,6 @@ from .render import Resolver, ServerConfig, semantic_check, write_and_check
 __all__ = [
     "AddNodeResult",
     "add_node",
-    "remove_node",
     "node_user_spec",
     "sync_node_user",
     "server_config",
@@ -180,13 +179,6 @@ def add_node(
     r = admin.add_user(store, account, node_id, node_user_spec(node), force=force)
     nf.save()
     return AddNodeResult(node, path, messages, r.creds_path)
-
-
-def remove_node(store: Store, node_id: str) -> None:
-    path = node_path(store, node_id)
-    if not path.exists():
-        raise ConfigError(f"no node named {node_id!r}")
-    path.unlink()
 
 
 def node_user_spec(node: Node) -> admin.UserSpec:

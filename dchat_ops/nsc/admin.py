@@ -21,7 +21,6 @@ from ..fsutil import with_store_lock
 from .claims import (
     AccountClaims,
     OperatorClaims,
-    Permission,
     ResponsePermission,
     ScopedSigningKey,
     TimeRange,

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from ..errors import DchatOpsError
 from .keys import KeyPair, x25519_public
 
-__all__ = ["BundleError", "seal_bundle", "open_bundle", "FORMAT", "bundle_recipient"]
+__all__ = ["BundleError", "seal_bundle", "open_bundle", "FORMAT"]
 
 FORMAT = "dchat-ops-bundle"
 SCRYPT_N = 2 ** 15
@@ -87,12 +87,6 @@ def seal_bundle(payload: dict, *, passphrase: Optional[str] = None, recipient: O
     plaintext = json.dumps(payload, separators=(",", ":")).encode()
     ct = AESGCM(key).encrypt(nonce, plaintext, _aad(header))
     return (json.dumps({**header, "ciphertext": _b64(ct)}, indent=1) + "\n").encode()
-
-
-def bundle_recipient(data: bytes) -> Optional[str]:
-    """The curve key a bundle is sealed to, or None for a passphrase bundle."""
-    kdf = _parse(data)[0]["kdf"]
-    return kdf.get("recipient") if kdf.get("name") == "x25519-hkdf-sha256" else None
 
 
 def _parse(data: bytes) -> tuple[dict, bytes]:

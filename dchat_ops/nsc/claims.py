@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import JWTError
@@ -831,6 +831,3 @@ def claims_class_for(d: dict) -> type[Claims]:
         raise JWTError(f"unsupported JWT type {n.get('type')!r}")
     return cls
 
-
-def field_names(cls) -> list[str]:
-    return [f.name for f in fields(cls)]

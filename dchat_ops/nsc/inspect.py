@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from ..errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError
 from .claims import AccountClaims, Claims, OperatorClaims, UserClaims

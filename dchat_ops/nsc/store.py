@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..errors import ExistsError, JWTError, NKeyError, StoreError
+from ..errors import JWTError, NKeyError, StoreError
 from ..fsutil import atomic_write, ensure_dir
 from .claims import AccountClaims, Claims, OperatorClaims, UserClaims
 from .jwt import Clock, decode
@@ -336,6 +336,3 @@ class Store:
             except FileNotFoundError:
                 pass
 
-    def refuse_existing(self, path: Path, what: str, force: bool) -> None:
-        if path.exists() and not force:
-            raise ExistsError(f"{what} already exists ({path}); use --force to replace it")

@@ -63,7 +63,10 @@ class Supervisor:
 
     @property
     def monitor_url(self) -> str:
-        n = self.node()
+        return self._monitor_url(self.node())
+
+    @staticmethod
+    def _monitor_url(n) -> str:
         host = "127.0.0.1" if n.host in ("0.0.0.0", "127.0.0.1", "localhost", "") else n.host
         return f"http://{host}:{n.monitor_port}"
 
@@ -125,7 +128,8 @@ class Supervisor:
             raise ServerError(f"node {self.node_id} is not running")
         if render:
             self.render()
-        status, before = http_json(self.monitor_url + "/varz")
+        varz_url = self.monitor_url + "/varz"
+        status, before = http_json(varz_url)
         if status != 200:
             raise ServerError(f"node {self.node_id}: monitoring did not answer before reload")
         log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
@@ -138,7 +142,7 @@ class Supervisor:
             err = self._reload_error(log_size)
             if err:
                 raise ServerError(f"node {self.node_id}: reload rejected: {err}")
-            status, after = http_json(self.monitor_url + "/varz")
+            status, after = http_json(varz_url)
             if status == 200 and after.get("config_load_time") != before.get("config_load_time"):
                 return after
             time.sleep(0.01)
@@ -163,12 +167,14 @@ class Supervisor:
             from ..config.tls import tls_warnings
 
             return NodeStatus(self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store)})
-        code, _ = http_json(self.monitor_url + HEALTHZ)
+        node = self.node()
+        base = self._monitor_url(node)
+        code, _ = http_json(base + HEALTHZ)
         st = NodeStatus(self.node_id, True, pid, healthy=(code == 200))
-        _, varz = http_json(self.monitor_url + "/varz")
-        _, routez = http_json(self.monitor_url + "/routez")
-        _, gatewayz = http_json(self.monitor_url + "/gatewayz")
-        _, leafz = http_json(self.monitor_url + "/leafz")
+        _, varz = http_json(base + "/varz")
+        _, routez = http_json(base + "/routez")
+        _, gatewayz = http_json(base + "/gatewayz")
+        _, leafz = http_json(base + "/leafz")
         routes = routez.get("routes") or []
         st.data = {
             "server_name": varz.get("server_name"),
@@ -180,11 +186,11 @@ class Supervisor:
             "route_count": len(routes),
             "gateways": sorted((gatewayz.get("outbound_gateways") or {}).keys()),
             "leafnodes": [{"name": l.get("name"), "account": l.get("account")} for l in (leafz.get("leafs") or [])],
-            "monitor_url": self.monitor_url,
+            "monitor_url": base,
         }
         from ..config.tls import tls_warnings
 
-        st.data["warnings"] = tls_warnings(self.node(), self.store)
+        st.data["warnings"] = tls_warnings(node, self.store)
         return st
 
     def logs(self, lines: int = 50) -> list[str]:
