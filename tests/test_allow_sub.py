@@ -64,6 +64,7 @@ async def test_subscriber_refused_before_and_served_after_allow_sub(store, super
 
 async def _steady_run(store, supervised, mode):
     b = await two_nodes(store, supervised, b_allows=["room.steady"])
+    started = b.status().data["server_id"]
     disconnects = {"pub": 0, "plain": 0}
 
     def counter(key):
@@ -109,6 +110,7 @@ async def _steady_run(store, supervised, mode):
     await asyncio.sleep(0.5)
     result = dict(sent=sent, managed=list(got_managed), plain=list(got_plain), disconnects=dict(disconnects),
                   swaps=receiver.swaps, routes=b.status().data["routes"],
+                  same_process=b.status().data["server_id"] == started,
                   current=receiver._jwt == store.user("chat", "b").token, errors=receiver.errors)
     for nc in (pub, plain):
         await nc.close()
@@ -125,14 +127,16 @@ async def test_live_apply_loses_nothing_and_drops_no_connection(store, supervise
     assert r["disconnects"] == {"pub": 0, "plain": 0}
     # the client followed the creds (changes close together are taken in one swap) and routes stayed up
     assert 1 <= r["swaps"] <= 10 and r["current"] and r["routes"] == ["a"], r["errors"]
+    assert r["same_process"]  # reloaded, never restarted
     assert NodeFile.load(store, "b").node.policy.subscribe.allow == ["room.steady"] + [f"room.n{i}" for i in range(10)]
 
 
-async def test_restart_apply_costs_connections_and_messages(store, supervised):
+async def test_restart_apply_drops_the_nodes_connections(store, supervised):
     r = await _steady_run(store, supervised, "restart")
     assert r["disconnects"]["plain"] >= 1  # the seed's way: every restart drops the node's clients
-    lost = r["sent"] - len(set(r["plain"]))
-    assert lost > 0
+    # the server process was replaced (a new server id), not reloaded; how many messages that loses
+    # depends on timing, so bench/allow_sub.py measures it (restart_lost) rather than this test
+    assert not r["same_process"]
 
 
 async def test_failed_reload_rolls_everything_back(store, supervised):
