@@ -16,7 +16,7 @@ from dchat_ops.config.node import NodeFile
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
-from dchat_ops.runtime.chat import ChatClient, ChatIdentity
+from dchat_ops.chat.client import ChatClient, ChatIdentity
 from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
 from _common import work_dir

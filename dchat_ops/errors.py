@@ -25,6 +25,7 @@ __all__ = [
     "StoreError",
     "ExistsError",
     "ConfigError",
+    "TLSError",
     "ServerError",
 ]
 
@@ -70,6 +71,10 @@ class ExistsError(StoreError):
 
 class ConfigError(DchatOpsError):
     """A server or node configuration that fails validation."""
+
+
+class TLSError(ConfigError):
+    """A certificate, key or TLS setting that is missing, invalid or unusable."""
 
 
 class ServerError(DchatOpsError):

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from dchat_ops.config.render import standalone_config, write_and_check
+from dchat_ops.config.server import standalone_config, write_and_check
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.server import ServerProcess, free_port
+from dchat_ops.natsbin import free_port
+from dchat_ops.runtime.process import ServerProcess
 
 
 @pytest.fixture

@@ -145,7 +145,7 @@ async def test_failed_reload_rolls_everything_back(store, supervised):
                store.home / "run" / "b" / "nats-server.conf"]
     # a hand edit that nats-server cannot reload (the client port), then an allow-sub that must apply it
     nf = NodeFile.load(store, "b")
-    from dchat_ops.runtime.server import free_port
+    from dchat_ops.natsbin import free_port
 
     nf.set(("client_port",), free_port())
     nf.save()

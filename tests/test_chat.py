@@ -7,7 +7,7 @@ import pytest
 
 from dchat_ops.config.node import NodeFile
 from dchat_ops.nsc import admin
-from dchat_ops.runtime.chat import ChatClient, ChatError, ChatIdentity, mail_subject
+from dchat_ops.chat.client import ChatClient, ChatError, ChatIdentity, mail_subject
 from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
 from conftest import wait_for

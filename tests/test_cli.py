@@ -7,8 +7,8 @@ import sys
 
 from click.testing import CliRunner
 
-from dchat_ops.cli.main import cli
-from dchat_ops.cli.output import run_cli
+from dchat_ops._cli.main import cli
+from dchat_ops._cli.output import run_cli
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.keys import KeyPair
 

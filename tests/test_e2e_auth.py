@@ -7,14 +7,15 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from dchat_ops.cli.main import cli
+from dchat_ops._cli.main import cli
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import UserClaims
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.runtime.client import connect, refused
-from dchat_ops.runtime.server import ServerProcess, free_port
+from dchat_ops.natsbin import free_port
+from dchat_ops.runtime.process import ServerProcess
 
 
 def forge_user(signer: KeyPair, issuer_account: str = "", **kw) -> str:

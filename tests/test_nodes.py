@@ -3,11 +3,11 @@
 import pytest
 
 from dchat_ops.config import nodes
-from dchat_ops.config.network import choose_advertise
+from dchat_ops.hosts import choose_advertise
 from dchat_ops.config.node import NodeFile, inbox_prefix, node_path
-from dchat_ops.config.render import Resolver, ServerConfig, semantic_check
+from dchat_ops.config.server import Resolver, ServerConfig, semantic_check
 from dchat_ops.errors import ConfigError
-from dchat_ops.runtime.server import check_config
+from dchat_ops.natsbin import check_config
 
 from conftest import snapshot
 

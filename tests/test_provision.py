@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from dchat_ops import provision
-from dchat_ops.cli.main import cli
+from dchat_ops._cli.main import cli
 from dchat_ops.config.node import NodeFile
 from dchat_ops.nsc import admin
-from dchat_ops.nsc.inspect import validate_store
+from dchat_ops.nsc.describe import validate_store
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import connect
 
@@ -168,7 +168,7 @@ def _invalid():
 
 @pytest.mark.parametrize("name, text, message", _invalid(), ids=[i[0] for i in _invalid()])
 def test_invalid_specs_name_file_line_and_field(tmp_path, name, text, message, capsys):
-    from dchat_ops.cli.output import run_cli
+    from dchat_ops._cli.output import run_cli
 
     home = tmp_path / "home"
     path = write_spec(tmp_path, text)
@@ -182,7 +182,7 @@ def test_invalid_specs_name_file_line_and_field(tmp_path, name, text, message, c
 
 
 def test_env_substitution_and_cli_exit_codes(tmp_path, monkeypatch, capsys):
-    from dchat_ops.cli.output import run_cli
+    from dchat_ops._cli.output import run_cli
 
     monkeypatch.setenv("DCHAT_OPERATOR", "dchat")
     path = write_spec(tmp_path, spec_text().replace("name: dchat}", 'name: "${DCHAT_OPERATOR}"}'))

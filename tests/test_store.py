@@ -4,10 +4,10 @@ import stat
 import pytest
 
 from dchat_ops.errors import ExistsError, StoreError
-from dchat_ops.fsutil import FileTransaction, atomic_write
+from dchat_ops._fs import FileTransaction, atomic_write
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.creds import parse_creds
-from dchat_ops.nsc.inspect import validate_store
+from dchat_ops.nsc.describe import validate_store
 from dchat_ops.nsc.jwt import decode, verify_chain
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store, default_home

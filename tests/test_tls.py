@@ -11,16 +11,17 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from dchat_ops.cli.main import Ctx
-from dchat_ops.cli.tls_cmds import tls as tls_cli
-from dchat_ops.config import nodes, tls
+from dchat_ops._cli.main import Ctx
+from dchat_ops._cli.tls_cmds import tls as tls_cli
+from dchat_ops.config import nodes, pki, tls
 from dchat_ops.config.node import NodeFile
-from dchat_ops.config.render import render
+from dchat_ops.config.server import render
 from dchat_ops.errors import ConfigError
-from dchat_ops.fsutil import atomic_write
+from dchat_ops._fs import atomic_write
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import connect, refused
-from dchat_ops.runtime.server import http_json
+from dchat_ops.runtime.process import http_json
+from dchat_ops.runtime.supervisor import reload_running
 
 from conftest import wait_for
 
@@ -49,19 +50,19 @@ def run_cli(store, *args):
 def peer_serial(store, node_id, via="b"):
     """Serial of the certificate node_id's route port presents to a fresh TLS handshake (with via's route cert)."""
     port = NodeFile.load(store, node_id).node.cluster["port"]
-    ctx = tls.client_ssl_context(store, node_id=via, kind="route")
+    ctx = pki.client_ssl_context(store, node_id=via, kind="route")
     with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:  # routes: TLS from the first byte
             return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
 
 
 def disk_serial(store, node_id, kind="route"):
-    return x509.load_pem_x509_certificate(tls.cert_paths(store, node_id, kind)[1].read_bytes()).serial_number
+    return x509.load_pem_x509_certificate(pki.cert_paths(store, node_id, kind)[1].read_bytes()).serial_number
 
 
 def tls_cluster(store, supervised, ids=("a", "b", "c")):
     """A chain-joined cluster (each node seeds the previous one) with mutual TLS on every route."""
-    tls.init_ca(store)
+    pki.init_ca(store)
     sups = {}
     prev = None
     for nid in ids:
@@ -102,18 +103,18 @@ async def carried(store, src, dst, subject="room.tls"):
 
 
 def test_ca_and_node_certificates_files_names_and_usages(store):
-    r = tls.init_ca(store)
+    r = pki.init_ca(store)
     assert r["created"]
-    key_path, crt_path = tls.ca_paths(store)
+    key_path, crt_path = pki.ca_paths(store)
     assert mode(key_path) == 0o600 and mode(key_path.parent) == 0o700 and mode(crt_path) == 0o644
-    assert tls.init_ca(store)["created"] is False  # kept
-    assert tls.init_ca(store)["fingerprint_sha256"] == r["fingerprint_sha256"]
+    assert pki.init_ca(store)["created"] is False  # kept
+    assert pki.init_ca(store)["fingerprint_sha256"] == r["fingerprint_sha256"]
 
     nodes.add_node(store, "a")
     eku = {}
-    for kind in tls.KINDS:
-        d = tls.issue(store, "a", kind, sans=["chat.example.org", "10.1.2.3"])
-        kpath, cpath = tls.cert_paths(store, "a", kind)
+    for kind in pki.KINDS:
+        d = pki.issue(store, "a", kind, sans=["chat.example.org", "10.1.2.3"])
+        kpath, cpath = pki.cert_paths(store, "a", kind)
         assert mode(kpath) == 0o600 and mode(kpath.parent) == 0o700 and mode(cpath) == 0o644
         assert d["signed_by_ca"] and not d["expired"] and d["days_left"] == 397
         cert = x509.load_pem_x509_certificate(cpath.read_bytes())
@@ -126,33 +127,33 @@ def test_ca_and_node_certificates_files_names_and_usages(store):
     assert eku["server"] == {ExtendedKeyUsageOID.SERVER_AUTH}
     assert eku["client"] == {ExtendedKeyUsageOID.CLIENT_AUTH}
 
-    listed = tls.list_certs(store)
+    listed = pki.list_certs(store)
     assert [(d["node"], d["kind"]) for d in listed] == [(None, "ca"), ("a", "server"), ("a", "client"), ("a", "route")]
     assert "PRIVATE KEY" not in json.dumps(listed)
     with pytest.raises(ConfigError, match="invalid subject alternative name"):
-        tls.issue(store, "a", "server", sans=["not a name!"])
+        pki.issue(store, "a", "server", sans=["not a name!"])
 
     # renewal keeps the names, changes key and serial
     old = disk_serial(store, "a")
-    old_key = tls.cert_paths(store, "a", "route")[0].read_bytes()
-    renewed = tls.renew(store, "a")
-    assert {d["kind"] for d in renewed} == set(tls.KINDS)
-    assert disk_serial(store, "a") != old and tls.cert_paths(store, "a", "route")[0].read_bytes() != old_key
+    old_key = pki.cert_paths(store, "a", "route")[0].read_bytes()
+    renewed = pki.renew(store, "a")
+    assert {d["kind"] for d in renewed} == set(pki.KINDS)
+    assert disk_serial(store, "a") != old and pki.cert_paths(store, "a", "route")[0].read_bytes() != old_key
     assert set(next(d for d in renewed if d["kind"] == "route")["sans"]) == \
         {"a", "localhost", "chat.example.org", "127.0.0.1", "10.1.2.3"}
 
     # a new CA: the old certificates are reported as not signed by it
-    tls.init_ca(store, force=True)
-    assert not any(d.get("signed_by_ca") for d in tls.list_certs(store) if d["kind"] != "ca")
+    pki.init_ca(store, force=True)
+    assert not any(d.get("signed_by_ca") for d in pki.list_certs(store) if d["kind"] != "ca")
 
 
 def test_errors_are_typed_and_never_show_key_material(store, tmp_path):
     nodes.add_node(store, "a", cluster=False)
     with pytest.raises(ConfigError, match="init-ca"):
-        tls.issue(store, "a", "server")
-    tls.init_ca(store)
+        pki.issue(store, "a", "server")
+    pki.init_ca(store)
     with pytest.raises(ConfigError, match="unknown certificate kind"):
-        tls.issue(store, "a", "peer")
+        pki.issue(store, "a", "peer")
     with pytest.raises(ConfigError, match="no cluster section"):
         tls.enable(store, "a", ["route"])
     assert "tls" not in NodeFile.load(store, "a").doc  # nothing saved
@@ -164,15 +165,15 @@ def test_errors_are_typed_and_never_show_key_material(store, tmp_path):
     nf.set(("tls",), {"client": "maybe"})
     with pytest.raises(ConfigError, match="tls.client must be true or false"):
         tls.tls_sections(store, nf.refresh())
-    key_path, _ = tls.ca_paths(store)
+    key_path, _ = pki.ca_paths(store)
     atomic_write(key_path, "-----BEGIN PRIVATE KEY-----\nSECRETSECRETSECRET\n-----END PRIVATE KEY-----\n", private=True)
     with pytest.raises(ConfigError) as err:
-        tls.issue(store, "a", "server")
+        pki.issue(store, "a", "server")
     assert "SECRET" not in str(err.value) and "not an unencrypted PEM private key" in str(err.value)
 
 
 def test_rendering_without_tls_is_unchanged_and_insecure_is_loud(store):
-    tls.init_ca(store)
+    pki.init_ca(store)
     nodes.add_node(store, "a", websocket_port=None)
     plain = nodes.server_config(store, NodeFile.load(store, "a").node)
     assert plain.tls is None and "tls" not in plain.cluster
@@ -215,7 +216,7 @@ def test_cli_enable_list_issue(store):
     certs = json.loads(r.stdout)["certificates"]
     server = next(d for d in certs if d["kind"] == "server")
     assert {"chat.example.org", "192.0.2.7"} <= set(server["sans"])
-    tls.issue(store, "a", "client", days=10)
+    pki.issue(store, "a", "client", days=10)
     human = run_cli(store, "list").stdout
     assert "EXPIRES SOON" in human and "a/client" in human
     r = run_cli(store, "renew", "--node", "a", "--json")
@@ -242,11 +243,11 @@ async def test_node_with_a_certificate_from_another_ca_cannot_join(store, superv
     tls.enable(store, "d", ["route"])
     # replace d's route certificate with one of a foreign CA (same names, same kind)
     other = Store(tmp_path / "other-home")
-    tls.init_ca(other)
-    tls.issue(other, "d", "route", node=NodeFile.load(store, "d").node)
-    for src, dst in zip(tls.cert_paths(other, "d", "route"), tls.cert_paths(store, "d", "route")):
+    pki.init_ca(other)
+    pki.issue(other, "d", "route", node=NodeFile.load(store, "d").node)
+    for src, dst in zip(pki.cert_paths(other, "d", "route"), pki.cert_paths(store, "d", "route")):
         atomic_write(dst, src.read_bytes(), private=dst.suffix == ".key")
-    assert not next(c for c in tls.list_certs(store) if c["node"] == "d")["signed_by_ca"]
+    assert not next(c for c in pki.list_certs(store) if c["node"] == "d")["signed_by_ca"]
     d = supervised("d")
     assert wait_for(lambda: routes_of(d) or "d" in routes_of(sups["a"]) | routes_of(sups["b"]), 3) is None
     assert routes_of(sups["a"]) == {"b"} and routes_of(sups["b"]) == {"a"}
@@ -255,7 +256,7 @@ async def test_node_with_a_certificate_from_another_ca_cannot_join(store, superv
 
 
 async def test_plain_text_client_is_refused_on_a_tls_port(store, supervised):
-    tls.init_ca(store)
+    pki.init_ca(store)
     nodes.add_node(store, "e", cluster=False)
     tls.enable(store, "e", ["client"])
     sup = supervised("e")
@@ -277,7 +278,7 @@ async def test_plain_text_client_is_refused_on_a_tls_port(store, supervised):
             pass
         assert b"PONG" not in got
     # with TLS and the store's CA: connected, and messages flow
-    nc = await connect(url(store, "e"), creds, tls=tls.client_ssl_context(store))
+    nc = await connect(url(store, "e"), creds, tls=pki.client_ssl_context(store))
     sub = await nc.subscribe("room.tls")
     await nc.publish("room.tls", b"over tls")
     assert (await sub.next_msg(timeout=2)).data == b"over tls"
@@ -290,9 +291,9 @@ async def test_plain_text_client_is_refused_on_a_tls_port(store, supervised):
     sup.reload()
     assert await refused(url(store, "e"), creds) is not None
     with pytest.raises(Exception):
-        await connect(url(store, "e"), creds, tls=tls.client_ssl_context(store), allow_reconnect=False)
-    tls.issue(store, "e", "client")
-    nc = await connect(url(store, "e"), creds, tls=tls.client_ssl_context(store, node_id="e", kind="client"))
+        await connect(url(store, "e"), creds, tls=pki.client_ssl_context(store), allow_reconnect=False)
+    pki.issue(store, "e", "client")
+    nc = await connect(url(store, "e"), creds, tls=pki.client_ssl_context(store, node_id="e", kind="client"))
     await nc.flush()
     await nc.close()
 
@@ -323,8 +324,8 @@ async def test_expired_route_certificate_is_reported_and_refused(store, supervis
     nodes.add_node(store, "f", seed_routes=[nodes.route_url(store, "a")])
     tls.enable(store, "f", ["route"])
     now = dt.datetime.now(dt.timezone.utc)
-    tls.issue(store, "f", "route", days=1, not_before=now - dt.timedelta(days=30))
-    entry = next(c for c in tls.list_certs(store) if c["node"] == "f")
+    pki.issue(store, "f", "route", days=1, not_before=now - dt.timedelta(days=30))
+    entry = next(c for c in pki.list_certs(store) if c["node"] == "f")
     assert entry["expired"] and entry["days_left"] < 0 and entry["signed_by_ca"]
     assert any("expired" in w for w in tls.tls_warnings(NodeFile.load(store, "f").node, store))
     assert "EXPIRED" in run_cli(store, "list").stdout
@@ -332,15 +333,15 @@ async def test_expired_route_certificate_is_reported_and_refused(store, supervis
     assert wait_for(lambda: routes_of(f) or routes_of(sups["a"]), 3) is None
     assert "expired" in sups["a"].log_file.read_text()
     # renewing and reloading the expired node lets it join (explicit routes are retried)
-    tls.renew(store, "f")
-    assert tls.reload_nodes(store, ["f"])[0]["reloaded"]
+    pki.renew(store, "f")
+    assert reload_running(store, ["f"])[0]["reloaded"]
     assert wait_for(lambda: routes_of(f) == {"a"} and routes_of(sups["a"]) == {"f"}, 10)
 
 
 async def test_gateway_leafnode_and_websocket_links_with_tls(store, supervised):
-    from dchat_ops.runtime.server import free_port
+    from dchat_ops.natsbin import free_port
 
-    tls.init_ca(store)
+    pki.init_ca(store)
     nodes.add_node(store, "e1", cluster_name="east", gateway_port=free_port(), leaf_port=free_port(),
                    websocket_port=free_port())
     hub = NodeFile.load(store, "e1").node
@@ -359,7 +360,7 @@ async def test_gateway_leafnode_and_websocket_links_with_tls(store, supervised):
 
     def presented(port, info_first, via, kind):
         """Serial of the certificate e1 presents on ``port`` to a fresh handshake."""
-        ctx = tls.client_ssl_context(store, node_id=via, kind=kind)
+        ctx = pki.client_ssl_context(store, node_id=via, kind=kind)
         with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
             if info_first:  # client and leafnode ports send INFO in plain text first
                 buf = b""
@@ -375,23 +376,24 @@ async def test_gateway_leafnode_and_websocket_links_with_tls(store, supervised):
 
     assert all(all_current().values())
     old = disk_serial(store, "e1", "server")
-    tls.renew(store, "e1")
-    assert all(r["reloaded"] for r in tls.reload_nodes(store, ["e1"]))
+    pki.renew(store, "e1")
+    assert all(r["reloaded"] for r in reload_running(store, ["e1"]))
     assert disk_serial(store, "e1", "server") != old
     assert all_current() == {"gateway": True, "leafnode": True, "websocket": True}
     assert e.status().data["gateways"] == ["west"] and e.status().data["leafnodes"]
 
 
 async def test_push_and_pull_reach_a_node_with_client_tls(store, supervised):
-    from dchat_ops.nsc import admin, resolver
+    from dchat_ops.nsc import admin, revoke
+    from dchat_ops.runtime import push
 
-    tls.init_ca(store)
+    pki.init_ca(store)
     nodes.add_node(store, "p", cluster=False)
     tls.enable(store, "p", ["client"])
     sup = supervised("p")
     admin.edit_account(store, "chat", limits={"conn": 50})
-    report = await asyncio.to_thread(resolver.push, store, ["chat"])
+    report = await asyncio.to_thread(push.push, store, ["chat"])
     assert report.ok and [r["server"] for r in report.results] == ["p"], report.results
-    rows = await asyncio.to_thread(resolver.pull, store)
+    rows = await asyncio.to_thread(push.pull, store)
     assert any(r["name"] == "chat" and r.get("same") for r in rows)
     assert sup.status().data["warnings"] == []

@@ -11,7 +11,7 @@ from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile, inbox_prefix
 from dchat_ops.errors import ServerError
 from dchat_ops.runtime.client import connect
-from dchat_ops.runtime.server import http_json
+from dchat_ops.runtime.process import http_json
 
 from conftest import wait_for
 
@@ -135,7 +135,7 @@ async def test_gateway_joins_two_clusters(store, supervised):
 async def test_leaf_node_relays_both_ways(store, supervised):
     nodes.add_node(store, "hub", cluster=False, leaf_port=None)
     nf = NodeFile.load(store, "hub")
-    from dchat_ops.runtime.server import free_port
+    from dchat_ops.natsbin import free_port
 
     nf.set(("leafnodes",), {"port": free_port()})
     nf.save()
@@ -189,7 +189,7 @@ def test_up_on_a_busy_port_fails_clearly_and_leaves_no_process(store):
 def test_down_on_a_stopped_node_says_so(store):
     from click.testing import CliRunner
 
-    from dchat_ops.cli.main import cli
+    from dchat_ops._cli.main import cli
 
     nodes.add_node(store, "idle")
     r = CliRunner().invoke(cli, ["--home", str(store.home), "node", "down", "idle"])

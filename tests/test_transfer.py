@@ -7,15 +7,16 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from dchat_ops.cli.main import cli
-from dchat_ops.cli.output import run_cli
+from dchat_ops._cli.main import cli
+from dchat_ops._cli.output import run_cli
 from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile
 from dchat_ops.errors import DchatOpsError, StoreError
-from dchat_ops.nsc import admin, resolver, transfer
+from dchat_ops.nsc import admin, revoke, transfer
+from dchat_ops.runtime import push
 from dchat_ops.nsc.bundle import BundleError, open_bundle
 from dchat_ops.nsc.creds import parse_creds
-from dchat_ops.nsc.inspect import validate_store
+from dchat_ops.nsc.describe import validate_store
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import connect, refused
@@ -166,8 +167,8 @@ async def test_revoked_user_is_cut_off_from_all_three_nodes(store, supervised):
     urls = [f"nats://127.0.0.1:{NodeFile.load(store, n).node.client_port}" for n in ("a", "b", "c")]
     conns = [await connect(u, creds, allow_reconnect=False) for u in urls]
     assert all(nc.is_connected for nc in conns)
-    resolver.revoke_user(store, "chat", "phone")
-    report = await asyncio.to_thread(resolver.push, store, ["chat"])
+    revoke.revoke_user(store, "chat", "phone")
+    report = await asyncio.to_thread(push.push, store, ["chat"])
     assert report.ok and {r["server"] for r in report.results} == {"a", "b", "c"}
     for _ in range(100):  # the servers close the revoked connections
         if all(nc.is_closed for nc in conns):
@@ -180,7 +181,7 @@ async def test_revoked_user_is_cut_off_from_all_three_nodes(store, supervised):
     admin.add_user(store, "chat", "new-phone")
     for u in urls:
         assert await refused(u, store.creds_path("dchat", "chat", "new-phone")) is None
-    listed = resolver.list_revocations(store, "chat")
+    listed = revoke.list_revocations(store, "chat")
     assert [r["user"] for r in listed] == ["phone"]
 
 
@@ -193,13 +194,13 @@ async def test_push_a_changed_account_to_three_nodes(store, supervised):
     url_a = f"nats://127.0.0.1:{NodeFile.load(store, 'a').node.client_port}"
     creds = store.creds_path("dchat", "limited", "u1")
     assert await refused(url_a, creds) is not None
-    report = await asyncio.to_thread(resolver.push, store, ["limited"])
+    report = await asyncio.to_thread(push.push, store, ["limited"])
     assert report.ok and len(report.results) == 3, report.results
     first = await connect(url_a, creds, allow_reconnect=False)
     second = await connect(url_a, creds, allow_reconnect=False)  # unlimited for now
     await second.close()
     admin.edit_account(store, "limited", limits={"conn": 1})
-    report = await asyncio.to_thread(resolver.push, store, ["limited"])
+    report = await asyncio.to_thread(push.push, store, ["limited"])
     assert report.ok, report.results
     assert sorted(r["server"] for r in report.results) == ["a", "b", "c"]
     assert all(r["message"] == "jwt updated" for r in report.results)
@@ -207,7 +208,7 @@ async def test_push_a_changed_account_to_three_nodes(store, supervised):
     assert reason is not None and "maximum account active connections" in reason
     assert first.is_connected
     await first.close()
-    rows = await asyncio.to_thread(resolver.pull, store)
+    rows = await asyncio.to_thread(push.pull, store)
     limited = next(r for r in rows if r["name"] == "limited")
     assert limited["on_server"] and limited["same"]
 
@@ -223,14 +224,14 @@ async def test_push_prune_removes_accounts_the_store_dropped(store, supervised):
     nodes.add_node(store, "a", allow_delete=True)
     supervised("a")
     admin.add_account(store, "temp")
-    await asyncio.to_thread(resolver.push, store, ["temp"])
+    await asyncio.to_thread(push.push, store, ["temp"])
     temp_key = store.account("temp").public_key
-    rows = await asyncio.to_thread(resolver.pull, store)
+    rows = await asyncio.to_thread(push.pull, store)
     assert any(r["account"] == temp_key and r["on_server"] for r in rows)
     admin.remove_account(store, "temp")
-    report = await asyncio.to_thread(resolver.prune, store)
+    report = await asyncio.to_thread(push.prune, store)
     assert report.ok and "deleted 1 accounts" in report.results[0]["message"], report.results
-    rows = await asyncio.to_thread(resolver.pull, store)
+    rows = await asyncio.to_thread(push.pull, store)
     assert not any(r["account"] == temp_key for r in rows)
     sys_key = store.operator().claims.system_account
     assert any(r["account"] == sys_key and r["on_server"] for r in rows)
@@ -238,7 +239,7 @@ async def test_push_prune_removes_accounts_the_store_dropped(store, supervised):
 
 def test_a_backup_restores_revoked_and_expired_users_too(store, tmp_path):
     admin.add_user(store, "chat", "old", admin.UserSpec(expires=admin.now(store) - 5))
-    resolver.revoke_user(store, "chat", "default")
+    revoke.revoke_user(store, "chat", "default")
     data = transfer.export_bundle(store, "account", account="chat", passphrase=PW)
     other = Store(tmp_path / "restored")
     plan = transfer.import_bundle(other, data, passphrase=PW, trust_operator=True)

@@ -26,9 +26,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from ..errors import ConfigError
-from ..fsutil import atomic_write
-from ..nsc.store import Store, check_name
+from dchat_ops.errors import ConfigError
+from dchat_ops._fs import atomic_write
+from dchat_ops.nsc.store import Store, check_name
 
 __all__ = ["Node", "NodeFile", "Policy", "Rule", "node_path", "list_nodes", "inbox_prefix", "ROUTE_SCHEMES"]
 
@@ -274,7 +274,7 @@ def parse_node(doc: Any, path: Path) -> Node:
         else:
             rules[part] = Rule(r.strings(p, "allow", f"policy.{part}.allow"), r.strings(p, "deny", f"policy.{part}.deny"))
     node.policy = Policy(rules["publish"], rules["subscribe"])
-    from ..permissions.subjects import check_subject
+    from dchat_ops.subjects import check_subject
 
     for part, rule in (("publish", node.policy.publish), ("subscribe", node.policy.subscribe)):
         for kind in ("allow", "deny"):

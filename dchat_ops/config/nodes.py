@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ConfigError, ExistsError, StoreError
-from ..nsc import admin
-from ..nsc.store import Store, check_name
-from .network import choose_advertise, local_addresses
-from .node import Node, NodeFile, check_url, inbox_prefix, list_nodes, node_path, ROUTE_SCHEMES, LEAF_SCHEMES, GATEWAY_SCHEMES
-from .render import Resolver, ServerConfig, semantic_check, write_and_check
+from dchat_ops.errors import ConfigError, ExistsError, StoreError
+from dchat_ops.nsc import admin
+from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.hosts import choose_advertise, local_addresses
+from dchat_ops.config.node import Node, NodeFile, check_url, inbox_prefix, list_nodes, node_path, ROUTE_SCHEMES, LEAF_SCHEMES, GATEWAY_SCHEMES
+from dchat_ops.config.server import Resolver, ServerConfig, semantic_check, write_and_check
 
 __all__ = [
     "AddNodeResult",
@@ -63,7 +63,7 @@ def _used_ports(store: Store, exclude: str = "") -> set[int]:
 
 
 def _pick_port(used: set[int], host: str = "127.0.0.1") -> int:
-    from ..runtime.server import free_port
+    from dchat_ops.natsbin import free_port
 
     for _ in range(100):
         p = free_port(host if host not in ("0.0.0.0", "") else "127.0.0.1")
@@ -271,7 +271,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
                          "advertise": lf.get("advertise"), "remotes": remotes}
     if node.websocket:
         cfg.websocket = {"listen": f"{node.websocket['host']}:{node.websocket['port']}"}
-    from .tls import apply_tls
+    from dchat_ops.config.tls import apply_tls
     apply_tls(store, node, cfg)
     return cfg
 

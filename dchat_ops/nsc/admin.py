@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from ..errors import DchatOpsError, ExistsError, StoreError
-from ..fsutil import with_store_lock
-from .claims import (
+from dchat_ops.errors import DchatOpsError, ExistsError, StoreError
+from dchat_ops._fs import with_store_lock
+from dchat_ops.nsc.claims import (
     AccountClaims,
     OperatorClaims,
     ResponsePermission,
@@ -27,10 +27,10 @@ from .claims import (
     UserClaims,
     UserPermissionLimits,
 )
-from .creds import format_creds
-from .jwt import encode, verify_chain
-from .keys import KeyPair, check_public_key
-from .store import Entity, Store, check_name
+from dchat_ops.nsc.creds import format_creds
+from dchat_ops.nsc.jwt import encode, verify_chain
+from dchat_ops.nsc.keys import KeyPair, check_public_key
+from dchat_ops.nsc.store import Entity, Store, check_name
 
 __all__ = [
     "InitResult",
@@ -114,8 +114,8 @@ class UserSpec:
         """Refuse what a server would refuse later: bad subjects, networks, connection types, limits."""
         import ipaddress
 
-        from ..permissions.subjects import check_subject
-        from .claims import CONNECTION_TYPES
+        from dchat_ops.subjects import check_subject
+        from dchat_ops.nsc.claims import CONNECTION_TYPES
 
         for attr, queue_ok in (("pub_allow", False), ("pub_deny", False), ("sub_allow", True), ("sub_deny", True)):
             for subj in getattr(self, attr) or []:
@@ -320,7 +320,7 @@ def _issue_chunk(args) -> list[tuple]:
     clock = (lambda: now) if now is not None else None
     store = Store(write_to[0]) if write_to else None
     out = []
-    from ..fsutil import deferred_sync
+    from dchat_ops._fs import deferred_sync
 
     with deferred_sync(flush=False):
         for name, spec in items:

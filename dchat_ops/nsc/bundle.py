@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ..errors import DchatOpsError
-from .keys import KeyPair, x25519_public
+from dchat_ops.errors import DchatOpsError
+from dchat_ops.nsc.keys import KeyPair, x25519_public
 
 __all__ = ["BundleError", "seal_bundle", "open_bundle", "FORMAT"]
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import JWTError
+from dchat_ops.errors import JWTError
 
 __all__ = [
     "Permission",

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import CredsError, NKeyError
-from .keys import KeyPair
+from dchat_ops.errors import CredsError, NKeyError
+from dchat_ops.nsc.keys import KeyPair
 
 __all__ = ["Creds", "format_creds", "parse_creds", "format_decorated_jwt", "format_decorated_seed"]
 

@@ -29,8 +29,8 @@ import jwt as pyjwt
 from jwt.algorithms import Algorithm
 from jwt.api_jws import PyJWS
 
-from ..errors import ChainError, JWTError, NKeyError
-from .claims import (
+from dchat_ops.errors import ChainError, JWTError, NKeyError
+from dchat_ops.nsc.claims import (
     AccountClaims,
     ActivationClaims,
     Claims,
@@ -38,7 +38,7 @@ from .claims import (
     UserClaims,
     claims_class_for,
 )
-from .keys import KeyPair, PublicKey, kind_of_public
+from dchat_ops.nsc.keys import KeyPair, PublicKey, kind_of_public
 
 __all__ = [
     "ALGORITHM",

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..errors import JWTError, NKeyError, StoreError
-from ..fsutil import atomic_write, ensure_dir
-from .claims import AccountClaims, Claims, OperatorClaims, UserClaims
-from .jwt import Clock, decode
-from .keys import KeyPair, kind_of_public
+from dchat_ops.errors import JWTError, NKeyError, StoreError
+from dchat_ops._fs import atomic_write, ensure_dir
+from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, UserClaims
+from dchat_ops.nsc.jwt import Clock, decode
+from dchat_ops.nsc.keys import KeyPair, kind_of_public
 
 __all__ = ["Store", "Entity", "default_home", "check_name"]
 

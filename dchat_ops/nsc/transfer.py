@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
-from ..fsutil import FileTransaction, atomic_write, ensure_dir
-from .bundle import open_bundle, seal_bundle
-from .claims import AccountClaims, OperatorClaims, UserClaims
-from .creds import format_creds, parse_creds
-from .jwt import decode, verify_chain
-from .keys import KeyPair, looks_like_seed
-from .store import Store, check_name
+from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
+from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir
+from dchat_ops.nsc.bundle import open_bundle, seal_bundle
+from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
+from dchat_ops.nsc.creds import format_creds, parse_creds
+from dchat_ops.nsc.jwt import decode, verify_chain
+from dchat_ops.nsc.keys import KeyPair, looks_like_seed
+from dchat_ops.nsc.store import Store, check_name
 
 __all__ = ["ImportPlan", "export_payload", "export_bundle", "export_plain", "import_payload", "import_bundle",
            "import_path"]

@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..config.node import NodeFile
-from ..config.nodes import render_node, run_dir, sync_node_user
-from ..errors import DchatOpsError
-from ..fsutil import with_store_lock
-from ..fsutil import FileTransaction
-from ..nsc import admin
-from ..nsc.store import Store
-from .policy import Edit, parse_action, plan_edit
+from dchat_ops.config.node import NodeFile
+from dchat_ops.config.nodes import render_node, run_dir, sync_node_user
+from dchat_ops.errors import DchatOpsError
+from dchat_ops._fs import with_store_lock
+from dchat_ops._fs import FileTransaction
+from dchat_ops.nsc import admin
+from dchat_ops.nsc.store import Store
+from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
 
 __all__ = ["ApplyError", "ApplyResult", "apply_node_edit", "apply_user_edit", "node_policy", "user_policy"]
 
@@ -88,7 +88,7 @@ def apply_node_edit(
     binary: Optional[str] = None,
 ) -> ApplyResult:
     """Edit a node's policy and apply it (``mode``: ``live`` reload or ``restart``)."""
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.runtime.supervisor import Supervisor
 
     if mode not in ("live", "restart"):
         raise DchatOpsError(f"unknown apply mode {mode!r}")
@@ -145,7 +145,7 @@ def apply_node_edit(
 
 
 def _check_healthy(sup) -> None:
-    from ..runtime.server import HEALTHZ, http_json
+    from dchat_ops.runtime.process import HEALTHZ, http_json
 
     code, _ = http_json(sup.monitor_url + HEALTHZ)
     if code != 200 or not sup.running():

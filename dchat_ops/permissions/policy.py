@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ConfigError
-from .subjects import check_subject, covering, split_queue, covers
+from dchat_ops.errors import ConfigError
+from dchat_ops.subjects import check_subject, covering, split_queue, covers
 
 __all__ = ["ACTIONS", "Edit", "plan_edit", "parse_action"]
 

@@ -15,7 +15,7 @@ from typing import Optional
 import nats
 from nats.aio.client import Client, RawCredentials
 
-from ..errors import DchatOpsError
+from dchat_ops.errors import DchatOpsError
 
 __all__ = ["connect", "refused", "ManagedClient", "ManagedSubscription"]
 
@@ -136,7 +136,7 @@ class ManagedClient:
         self.swapped = asyncio.Event()
 
     def _read_jwt(self) -> str:
-        from ..nsc.creds import parse_creds
+        from dchat_ops.nsc.creds import parse_creds
 
         try:
             return parse_creds(self.creds_path.read_text()).jwt

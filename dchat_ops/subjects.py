@@ -12,7 +12,7 @@ group after a space: ``"orders.* workers"``.
 
 from __future__ import annotations
 
-from ..errors import ConfigError
+from dchat_ops.errors import ConfigError
 
 __all__ = ["check_subject", "split_queue", "matches", "covers", "covering"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-from .errors import DchatOpsError
+from dchat_ops.errors import DchatOpsError
 
 __all__ = ["parse_duration", "parse_expiry", "format_time"]
 

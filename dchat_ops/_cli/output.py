@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable
 
 import click
 
-from ..errors import DchatOpsError
+from dchat_ops.errors import DchatOpsError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -1,4 +1,4 @@
-"""Rendering nats-server configs from ``templates/`` with jinja2, and checking them before use.
+"""Rendering nats-server configs from ``config/templates/`` with jinja2, and checking them before use.
 
 :class:`ServerConfig` is everything one server needs; :func:`render` turns it into the text of a
 nats-server config; :func:`semantic_check` makes the checks ``nats-server -t`` does not make
@@ -19,9 +19,10 @@ from typing import Optional
 
 import jinja2
 
-from ..errors import ConfigError
-from ..fsutil import atomic_write
-from ..nsc.store import Store
+from dchat_ops.errors import ConfigError
+from dchat_ops.natsbin import check_config
+from dchat_ops._fs import atomic_write
+from dchat_ops.nsc.store import Store
 
 __all__ = ["Resolver", "ServerConfig", "render", "semantic_check", "standalone_config", "write_and_check",
            "DURATION"]
@@ -98,7 +99,7 @@ def _env() -> jinja2.Environment:
 
 def _load_template(name: str) -> str:
     try:
-        return resources.files("dchat_ops.templates").joinpath(name).read_text()
+        return resources.files("dchat_ops.config").joinpath("templates", name).read_text()
     except (FileNotFoundError, ModuleNotFoundError):
         raise ConfigError(f"template {name} is missing from the installation") from None
 
@@ -190,8 +191,6 @@ def standalone_config(
 def write_and_check(cfg: ServerConfig, path: Path, *, binary: Optional[str] = None, header: str = "",
                     force: bool = True) -> str:
     """Check ``cfg``, render it, have nats-server parse it, then write it atomically.  Returns the text."""
-    from ..runtime.server import check_config
-
     semantic_check(cfg)
     text = render(cfg, header)
     path = Path(path)

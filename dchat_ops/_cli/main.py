@@ -12,13 +12,14 @@ from typing import Optional
 
 import click
 
-from .. import __version__
-from ..errors import DchatOpsError
-from ..fsutil import atomic_write
-from ..nsc import admin, inspect
-from ..nsc.store import Store
-from ..timeutil import format_time, parse_duration, parse_expiry
-from .output import emit, json_option, note, run_cli
+from dchat_ops import __version__
+from dchat_ops.errors import DchatOpsError
+from dchat_ops._fs import atomic_write
+from dchat_ops.nsc import admin
+from dchat_ops.nsc import describe as inspect_
+from dchat_ops.nsc.store import Store
+from dchat_ops._time import format_time, parse_duration, parse_expiry
+from dchat_ops._cli.output import emit, json_option, note, run_cli
 
 
 class Ctx:
@@ -118,7 +119,7 @@ def rm_account(c: Ctx, name):
 def add_account(c: Ctx, name, signing_key, force, as_json):
     """Add an account signed by the operator."""
     e = admin.add_account(c.store(), name, signing_key=signing_key, force=force)
-    emit(as_json, inspect.describe_claims(e.claims), f"added account {name} ({e.public_key})")
+    emit(as_json, inspect_.describe_claims(e.claims), f"added account {name} ({e.public_key})")
 
 
 def user_options(f):
@@ -282,7 +283,7 @@ def edit_account(c: Ctx, name, conn, leaf, subs, data, payload, imports, exports
         expires=parse_expiry(expiry, admin.now(store)) if expiry is not None else None,
         tags=_split(tag) or None, description=description,
     )
-    emit(as_json, {**inspect.describe_claims(e.claims), "changed": changed},
+    emit(as_json, {**inspect_.describe_claims(e.claims), "changed": changed},
          f"account {name} re-signed" if changed else f"account {name} unchanged")
     if changed:
         note("running servers still hold the old account JWT: push it or reload the nodes")
@@ -302,7 +303,7 @@ def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, syste
     e, changed = admin.edit_operator(
         c.store(), add_signing_key=add_sk, strict=strict, service_urls=_split(service_url) or None,
         account_server_url=account_server_url, system_account=system_account, tags=_split(tag) or None)
-    emit(as_json, {**inspect.describe_claims(e.claims), "changed": changed},
+    emit(as_json, {**inspect_.describe_claims(e.claims), "changed": changed},
          f"operator {e.name} re-signed" if changed else f"operator {e.name} unchanged")
     if changed:
         note("servers read the operator JWT at start: regenerate their configs and restart them")
@@ -363,7 +364,7 @@ def describe(c: Ctx, kind, name, account, as_json):
     if kind == "file":
         if not name:
             raise click.UsageError("describe file needs a path")
-        d = inspect.describe_file(Path(name))
+        d = inspect_.describe_file(Path(name))
     else:
         store = c.store()
         if kind == "operator":
@@ -374,7 +375,7 @@ def describe(c: Ctx, kind, name, account, as_json):
             if not name:
                 raise click.UsageError("describe user needs a user name")
             e = store.user(account or store.default_account(), name)
-        d = inspect.describe_claims(e.claims, e.token)
+        d = inspect_.describe_claims(e.claims, e.token)
         d["token"] = e.token
     emit(as_json, d, lambda: _describe_lines(d))
 
@@ -384,7 +385,7 @@ def describe(c: Ctx, kind, name, account, as_json):
 @pass_ctx
 def list_(c: Ctx, as_json):
     """List the operator, its accounts and their users."""
-    tree = inspect.list_store(c.store())
+    tree = inspect_.list_store(c.store())
 
     def human():
         op = tree["operator"]
@@ -403,7 +404,7 @@ def list_(c: Ctx, as_json):
 def validate(c: Ctx, as_json):
     """Check every signature, chain, expiry, key and creds file in the store."""
     store = c.store()
-    findings = inspect.validate_store(store)
+    findings = inspect_.validate_store(store)
     errors = [f for f in findings if f.level == "error"]
     emit(as_json, {"valid": not errors, "findings": [f.to_dict() for f in findings]},
          lambda: [f"{f.level}: {f.entity}: {f.message}" for f in findings]
@@ -459,7 +460,7 @@ def generate_creds(c: Ctx, account, name, output, force):
 def generate_config(c: Ctx, resolver, output, server_name, host, port, http_port, data_dir, allow_delete, no_check,
                     force):
     """Render a nats-server config for one server of this operator, every account preloaded."""
-    from ..config import render
+    from dchat_ops.config import server as render
 
     store = c.store()
     cfg = render.standalone_config(store, resolver=resolver, data_dir=Path(data_dir) if data_dir else None,
@@ -526,7 +527,7 @@ def node_add(c: Ctx, node_id, host, client_port, monitor_port, cluster_port, clu
              seed_route, gateway, gateway_port, leaf_of, leaf_port, websocket_port, jetstream, mem_resolver,
              allow_delete, account, force, as_json):
     """Create a node config (default-deny subscribe) and the node's local user."""
-    from ..config import nodes
+    from dchat_ops.config import nodes
 
     r = nodes.add_node(c.store(), node_id, host=host, client_port=client_port, monitor_port=monitor_port,
                        cluster=not no_cluster, cluster_name=cluster_name, cluster_port=cluster_port,
@@ -554,8 +555,8 @@ def node_add(c: Ctx, node_id, host, client_port, monitor_port, cluster_port, clu
 @pass_ctx
 def node_list(c: Ctx, as_json):
     """List the nodes and whether they run."""
-    from ..config.node import list_nodes
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.config.node import list_nodes
+    from dchat_ops.runtime.supervisor import Supervisor
 
     store = c.store()
     rows = []
@@ -577,7 +578,7 @@ def node_show(c: Ctx, node_id, as_json):
     """Show a node's config (the YAML file, or its parsed form with --json)."""
     from dataclasses import asdict
 
-    from ..config.node import NodeFile
+    from dchat_ops.config.node import NodeFile
 
     nf = NodeFile.load(c.store(), node_id)
     emit(as_json, asdict(nf.node), nf.original_text.rstrip("\n"))
@@ -588,7 +589,7 @@ def node_show(c: Ctx, node_id, as_json):
 @pass_ctx
 def node_render(c: Ctx, node_id):
     """Check a node and write its nats-server config (without starting it)."""
-    from ..config.nodes import render_node
+    from dchat_ops.config.nodes import render_node
 
     note(f"wrote {render_node(c.store(), node_id)}")
 
@@ -613,7 +614,7 @@ def _status_lines(d: dict) -> list[str]:
 @pass_ctx
 def node_up(c: Ctx, node_id, binary, as_json):
     """Start a node's nats-server and wait until it is healthy."""
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.runtime.supervisor import Supervisor
 
     sup = Supervisor(c.store(), node_id, binary=binary)
     was = sup.running()
@@ -627,7 +628,7 @@ def node_up(c: Ctx, node_id, binary, as_json):
 @pass_ctx
 def node_down(c: Ctx, node_id, as_json):
     """Stop a node gracefully."""
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.runtime.supervisor import Supervisor
 
     stopped = Supervisor(c.store(), node_id).down()
     emit(as_json, {"id": node_id, "stopped": stopped},
@@ -640,7 +641,7 @@ def node_down(c: Ctx, node_id, as_json):
 @pass_ctx
 def node_status(c: Ctx, node_id, as_json):
     """Health, routes, gateways and leaf nodes of a node (from its monitoring endpoints)."""
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.runtime.supervisor import Supervisor
 
     st = Supervisor(c.store(), node_id).status().to_dict()
     emit(as_json, st, _status_lines(st))
@@ -652,7 +653,7 @@ def node_status(c: Ctx, node_id, as_json):
 @pass_ctx
 def node_reload(c: Ctx, node_id, as_json):
     """Re-render and check the config, reload the running node (SIGHUP), confirm it took."""
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.runtime.supervisor import Supervisor
 
     varz = Supervisor(c.store(), node_id).reload()
     emit(as_json, {"id": node_id, "reloaded": True, "config_load_time": varz.get("config_load_time")},
@@ -666,8 +667,8 @@ def node_reload(c: Ctx, node_id, as_json):
 @pass_ctx
 def node_logs(c: Ctx, node_id, lines, as_json):
     """The last lines of a node's log."""
-    from ..config.node import NodeFile
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.config.node import NodeFile
+    from dchat_ops.runtime.supervisor import Supervisor
 
     NodeFile.load(c.store(), node_id)  # an unknown node is an error, not an empty log
     out = Supervisor(c.store(), node_id).logs(lines)
@@ -678,7 +679,7 @@ def node_logs(c: Ctx, node_id, lines, as_json):
 
 
 def _target(store: Store, node_id, user):
-    from ..config.node import list_nodes
+    from dchat_ops.config.node import list_nodes
 
     if node_id and user:
         raise click.UsageError("give --node or --user, not both")
@@ -700,7 +701,7 @@ def _perm_command(action: str, helptext: str):
     @json_option
     @pass_ctx
     def command(c: Ctx, subject, node_id, user, account, restart, dry_run, as_json):
-        from ..permissions.apply import apply_node_edit, apply_user_edit
+        from dchat_ops.permissions.apply import apply_node_edit, apply_user_edit
 
         store = c.store()
         node_id, user = _target(store, node_id, user)
@@ -751,7 +752,7 @@ def perms():
 @pass_ctx
 def perms_show(c: Ctx, node_id, user, account, as_json):
     """Show the publish / subscribe policy of a node or a user."""
-    from ..permissions.apply import node_policy, user_policy
+    from dchat_ops.permissions.apply import node_policy, user_policy
 
     store = c.store()
     node_id, user = _target(store, node_id, user)
@@ -764,7 +765,7 @@ def perms_show(c: Ctx, node_id, user, account, as_json):
 
 
 def _passphrase(env: Optional[str], file: Optional[str], confirm: bool) -> Optional[str]:
-    from ..nsc.transfer import read_secret
+    from dchat_ops.nsc.transfer import read_secret
 
     pw = read_secret(env, file)
     if pw is not None:
@@ -791,7 +792,7 @@ def _export_options(f):
 
 def _do_export(c: Ctx, what, account, user, output, passphrase_env, passphrase_file, recipient, plain, include_jwts,
                force, as_json):
-    from ..nsc import transfer
+    from dchat_ops.nsc import transfer
 
     store = c.store()
     out = Path(output)
@@ -807,7 +808,7 @@ def _do_export(c: Ctx, what, account, user, output, passphrase_env, passphrase_f
     if out.exists() and not force:
         raise DchatOpsError(f"{out} already exists; use --force to replace it")
     if recipient:
-        from ..nsc.keys import check_public_key
+        from dchat_ops.nsc.keys import check_public_key
 
         check_public_key(recipient, "curve", "--to")
         pw = None
@@ -859,8 +860,8 @@ def export_keys(c: Ctx, what, account, **kw):
 def import_(c: Ctx, kind, path, passphrase_env, passphrase_file, curve_seed_env, trust_operator, force, dry_run,
             as_json):
     """Import a bundle, or plain .creds / .nk / .jwt files or folders: verified, then all or nothing."""
-    from ..nsc import transfer
-    from ..nsc.bundle import FORMAT
+    from dchat_ops.nsc import transfer
+    from dchat_ops.nsc.bundle import FORMAT
 
     store = c.store(must_exist=False)
     p = Path(path)
@@ -869,7 +870,7 @@ def import_(c: Ctx, kind, path, passphrase_env, passphrase_file, curve_seed_env,
         curve = None
         pw = None
         if curve_seed_env:
-            from ..nsc.keys import KeyPair
+            from dchat_ops.nsc.keys import KeyPair
 
             seed = os.environ.get(curve_seed_env)
             if not seed:
@@ -906,22 +907,24 @@ def revoke(ctx, all_users, account, at, no_push, as_json):
         return
     if not all_users:
         raise click.UsageError("use 'revoke user NAME' or 'revoke --all-users'")
-    from ..nsc import resolver
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
 
     store = ctx.obj.store()
     account = account or store.default_account()
     t = parse_expiry(at, admin.now(store)) if at else None
-    resolver.revoke_all(store, account, t)
+    revoke.revoke_all(store, account, t)
     _after_revocation(store, account, no_push, as_json, f"revoked every user of {account}")
 
 
 def _after_revocation(store, account, no_push, as_json, message):
-    from ..nsc import resolver
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
 
     report = None
-    if not no_push and resolver.running_nodes(store):
-        report = resolver.push(store, [account])
-    data = {"account": account, "revocations": resolver.list_revocations(store, account),
+    if not no_push and push.running_nodes(store):
+        report = push.push(store, [account])
+    data = {"account": account, "revocations": revoke.list_revocations(store, account),
             "push": report.to_dict() if report else None}
     lines = [message]
     if report:
@@ -942,12 +945,13 @@ def _after_revocation(store, account, no_push, as_json, message):
 @pass_ctx
 def revoke_user_cmd(c: Ctx, name, account, at, no_push, as_json):
     """Revoke one user (by name or public key): connected clients are cut off where nodes run."""
-    from ..nsc import resolver
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
 
     store = c.store()
     account = account or store.default_account()
     t = parse_expiry(at, admin.now(store)) if at else None
-    resolver.revoke_user(store, account, name, t)
+    revoke.revoke_user(store, account, name, t)
     _after_revocation(store, account, no_push, as_json, f"revoked {account}/{name}")
 
 
@@ -959,11 +963,12 @@ def revoke_user_cmd(c: Ctx, name, account, at, no_push, as_json):
 @pass_ctx
 def unrevoke(c: Ctx, name, account, no_push, as_json):
     """Lift a revocation (NAME, a public key, or '*' for --all-users)."""
-    from ..nsc import resolver
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
 
     store = c.store()
     account = account or store.default_account()
-    resolver.unrevoke(store, account, name)
+    revoke.unrevoke(store, account, name)
     _after_revocation(store, account, no_push, as_json, f"lifted the revocation of {name} in {account}")
 
 
@@ -977,11 +982,12 @@ def revocations():
 @json_option
 @pass_ctx
 def revocations_list(c: Ctx, account, as_json):
-    from ..nsc import resolver
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
 
     store = c.store()
     account = account or store.default_account()
-    rows = resolver.list_revocations(store, account)
+    rows = revoke.list_revocations(store, account)
     emit(as_json, rows, [f"{r['user'] or r['key']}: JWTs issued until {format_time(r['at'])}" for r in rows]
          or [f"no revocations in {account}"])
 
@@ -994,12 +1000,13 @@ def revocations_list(c: Ctx, account, as_json):
 @pass_ctx
 def push_cmd(c: Ctx, account, all_, prune, as_json):
     """Send account JWTs to the running nodes over the system account; report per server."""
-    from ..nsc import resolver
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
 
     store = c.store()
-    report = resolver.push(store, list(account) or None)
+    report = push.push(store, list(account) or None)
     if prune:
-        pruned = resolver.prune(store)
+        pruned = push.prune(store)
         report.results.extend(pruned.results)
     emit(as_json, report.to_dict(),
          [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results])
@@ -1011,9 +1018,10 @@ def push_cmd(c: Ctx, account, all_, prune, as_json):
 @pass_ctx
 def pull_cmd(c: Ctx, as_json):
     """Fetch the account JWTs the running servers hold and show how they differ from the store."""
-    from ..nsc import resolver
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
 
-    rows = resolver.pull(c.store())
+    rows = push.pull(c.store())
 
     def human():
         for r in rows:
@@ -1046,7 +1054,7 @@ def _plan_lines(d: dict) -> list[str]:
 @pass_ctx
 def plan_cmd(c: Ctx, spec_file, keep_removed, detailed_exitcode, as_json):
     """Show what applying the spec would create, change, re-issue or revoke (and drift)."""
-    from .. import provision
+    from dchat_ops import provision
 
     store = c.store(must_exist=False)
     spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store) if store.exists() else None)
@@ -1063,7 +1071,7 @@ def plan_cmd(c: Ctx, spec_file, keep_removed, detailed_exitcode, as_json):
 @pass_ctx
 def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
     """Make the store and node configs what the spec says; a second apply changes nothing."""
-    from .. import provision
+    from dchat_ops import provision
 
     store = c.store(must_exist=False)
     spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store) if store.exists() else None)
@@ -1094,7 +1102,7 @@ def spec_group():
 @pass_ctx
 def spec_export(c: Ctx, output, force):
     """Write a spec that describes the current store, to move a hand-built network to CI."""
-    from .. import provision
+    from dchat_ops import provision
 
     text = provision.dump_spec(provision.export_spec(c.store()))
     if output:
@@ -1119,10 +1127,10 @@ def chat(c: Ctx, node_id, user, replicas):
     """A plain terminal chat client on a node: rooms, sealed direct and group messages, history."""
     import asyncio
 
-    from ..config.node import NodeFile
-    from ..runtime.chat import ChatClient, ChatIdentity
+    from dchat_ops.config.node import NodeFile
+    from dchat_ops.chat.client import ChatClient, ChatIdentity
 
-    from ..runtime.supervisor import Supervisor
+    from dchat_ops.runtime.supervisor import Supervisor
 
     store = c.store()
     node = NodeFile.load(store, node_id).node
@@ -1201,7 +1209,7 @@ async def _chat_command(client, store, line: str) -> bool:
 @json_option
 def verify(keep, as_json):
     """Build a throw-away network on loopback and prove it works against real nats-servers."""
-    from ..runtime.verify import run_verify
+    from dchat_ops.verify import run_verify
 
     report = run_verify(keep=keep, progress=None if as_json else (lambda line: click.echo(line)))
     if as_json:
@@ -1213,7 +1221,7 @@ def verify(keep, as_json):
     return 0 if report.passed else 1
 
 
-from .tls_cmds import tls as _tls_group  # noqa: E402  (the tls commands live in their own module)
+from dchat_ops._cli.tls_cmds import tls as _tls_group  # noqa: E402  (the tls commands live in their own module)
 
 cli.add_command(_tls_group)
 

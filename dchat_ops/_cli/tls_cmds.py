@@ -10,8 +10,10 @@ from typing import Optional
 
 import click
 
-from ..config import tls as pki
-from .output import emit, json_option, note
+from dchat_ops.config import pki
+from dchat_ops.config import tls as node_tls
+from dchat_ops.runtime.supervisor import reload_running
+from dchat_ops._cli.output import emit, json_option, note
 
 __all__ = ["tls"]
 
@@ -29,15 +31,15 @@ def _split(values) -> list[str]:
 
 def _warn_nodes(store, node_ids) -> None:
     """Loud warnings (stderr) for the nodes among ``node_ids`` that run with tls.insecure or bad certs."""
-    from ..config.node import NodeFile
-    from ..errors import DchatOpsError
+    from dchat_ops.config.node import NodeFile
+    from dchat_ops.errors import DchatOpsError
 
     for nid in dict.fromkeys(node_ids):
         try:
             node = NodeFile.load(store, nid).node
         except DchatOpsError:
             continue
-        for line in pki.tls_warnings(node, store):
+        for line in node_tls.tls_warnings(node, store):
             note(line)
 
 
@@ -130,7 +132,7 @@ def renew(node_id: Optional[str], days, no_reload, as_json):
     store = _store()
     renewed = pki.renew(store, node_id, days=days)
     ids = [d["node"] for d in renewed]
-    reloads = [] if no_reload else pki.reload_nodes(store, ids)
+    reloads = [] if no_reload else reload_running(store, ids)
     failed = [r for r in reloads if r.get("error")]
 
     def human():
@@ -174,13 +176,13 @@ def enable(node_id, client, client_verify, route, gateway, leafnode, websocket, 
     links = [name for name, on in (("client", client or client_verify), ("route", route), ("gateway", gateway),
                                    ("leafnode", leafnode), ("websocket", websocket)) if on]
     if not links:
-        from ..config.node import NodeFile
+        from dchat_ops.config.node import NodeFile
 
-        links = pki.applicable_links(NodeFile.load(store, node_id).node)
+        links = node_tls.applicable_links(NodeFile.load(store, node_id).node)
     if insecure_tls:
         note(f"WARNING: --insecure-tls: node {node_id} will NOT verify the certificates of the routes, gateways "
              "and leafnode hubs it dials. Anyone on the path can impersonate them. Development only, never in production.")
-    r = pki.enable(store, node_id, links, insecure=insecure_tls, client_verify=client_verify, sans=_split(san))
+    r = node_tls.enable(store, node_id, links, insecure=insecure_tls, client_verify=client_verify, sans=_split(san))
 
     def human():
         on = [k if v is True else f"{k} ({v})" for k, v in r["tls"].items() if k != "insecure"]

@@ -1,0 +1,85 @@
+"""Revocations: an account JWT re-signed with users revoked or restored, and the short-lived system user.
+
+    >>> revoke_user(store, "chat", "lost-phone")          # account JWT re-signed with the revocation
+    >>> system_creds(store)                                # creds of a 2-minute system user, never written
+
+Reaching running servers with the new JWT is :mod:`dchat_ops.runtime.push`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from dchat_ops.errors import StoreError
+
+from dchat_ops.nsc.admin import now, resign_account, user_signer
+from dchat_ops.nsc.claims import UserClaims
+from dchat_ops.nsc.creds import format_creds
+from dchat_ops.nsc.jwt import encode
+from dchat_ops.nsc.keys import KeyPair, is_public_key
+from dchat_ops.nsc.store import Entity, Store
+
+__all__ = ["ALL_USERS", "revoke_user", "revoke_all", "unrevoke", "list_revocations", "system_creds"]
+
+ALL_USERS = "*"
+
+
+def _edit_revocations(store: Store, account: str, change) -> Entity:
+    op = store.operator()
+    acc = store.account(account, op.name)
+    claims = acc.claims.copy()
+    change(claims.revocations)
+    if claims.revocations == acc.claims.revocations:
+        return acc
+    return resign_account(store, op, acc, claims)
+
+
+def _user_key(store: Store, account: str, user: str) -> str:
+    """A user given by name (in the store) or by public key (also one the store never held)."""
+    return user if is_public_key(user, "user") else store.user(account, user).public_key
+
+
+def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity:
+    """Revoke every JWT of ``user`` issued at or before ``at`` (default: now).  Returns the account."""
+    key = _user_key(store, account, user)
+    t = at if at is not None else now(store)
+    return _edit_revocations(store, account, lambda r: r.__setitem__(key, t))
+
+
+def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity:
+    """Revoke every user JWT of the account issued at or before ``at``."""
+    t = at if at is not None else now(store)
+    return _edit_revocations(store, account, lambda r: r.__setitem__(ALL_USERS, t))
+
+
+def unrevoke(store: Store, account: str, user: str) -> Entity:
+    key = ALL_USERS if user == ALL_USERS else _user_key(store, account, user)
+    acc = store.account(account)
+    if key not in acc.claims.revocations:
+        raise StoreError(f"{user} is not revoked in account {account}")
+    return _edit_revocations(store, account, lambda r: r.pop(key, None))
+
+
+def list_revocations(store: Store, account: str) -> list[dict]:
+    acc = store.account(account)
+    names = {}
+    for u in store.user_names(account):
+        try:
+            names[store.user(account, u).public_key] = u
+        except StoreError:
+            continue
+    return [{"key": k, "user": names.get(k, "*" if k == ALL_USERS else ""), "at": t}
+            for k, t in sorted(acc.claims.revocations.items())]
+
+
+def system_creds(store: Store, ttl: int = 120) -> str:
+    """Creds text of a short-lived user of the system account (never written to disk)."""
+    op = store.operator()
+    sys_key = op.claims.system_account
+    sys_acc = store.find_account(sys_key, op.name)
+    signer, _ = user_signer(store, op.claims, sys_acc.claims)
+    kp = KeyPair.generate("user")
+    u = UserClaims(subject=kp.public_key, name="dchat-ops-push", expires=now(store) + ttl)
+    if signer.public_key != sys_acc.public_key:
+        u.issuer_account = sys_acc.public_key
+    return format_creds(encode(u, signer, clock=store.clock), kp.seed)
