@@ -17,14 +17,14 @@ import shutil
 import statistics
 import time
 
+from _common import work_dir
+
 from dchat_ops.config.node import NodeFile, inbox_prefix
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
 from dchat_ops.runtime.client import ManagedClient, connect
 from dchat_ops.runtime.supervisor import chain
-
-from _common import work_dir
 
 RUNS = 5
 
@@ -35,8 +35,9 @@ def url(store, nid):
 
 async def one_run(store, mode: str, k: int) -> tuple[float, int]:
     new_subject = f"room.{mode}{k}"
-    receiver = await ManagedClient(url(store, "b"), store.creds_path("dchat", "chat", "b"),
-                                   inbox_prefix=inbox_prefix("b")).start()
+    receiver = await ManagedClient(
+        url(store, "b"), store.creds_path("dchat", "chat", "b"), inbox_prefix=inbox_prefix("b")
+    ).start()
     steady: set[int] = set()
     first_new = asyncio.get_running_loop().create_future()
 
@@ -49,8 +50,12 @@ async def one_run(store, mode: str, k: int) -> tuple[float, int]:
 
     await receiver.subscribe("room.steady", cb=on_steady)
     await receiver.subscribe(new_subject, cb=on_new)
-    pub = await connect(url(store, "a"), store.creds_path("dchat", "chat", "default"),
-                        max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    pub = await connect(
+        url(store, "a"),
+        store.creds_path("dchat", "chat", "default"),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.1,
+    )
     await asyncio.sleep(0.3)
     sent = 0
     stop = asyncio.Event()

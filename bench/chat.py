@@ -12,14 +12,14 @@ import shutil
 import statistics
 import time
 
+from _common import work_dir
+
+from dchat_ops.chat.client import ChatClient, ChatIdentity
 from dchat_ops.config.node import NodeFile
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
-from dchat_ops.chat.client import ChatClient, ChatIdentity
 from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
-
-from _common import work_dir
 
 USERS = ("alice", "bob", "carol")
 N = 3000
@@ -94,8 +94,9 @@ def main() -> None:
     sups = []
     try:
         admin.init(store)
-        admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1,
-                                                     "consumer": -1})
+        admin.edit_account(
+            store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+        )
         sups.extend(chain(store, list(USERS), jetstream=True, start=False))
         apply_node_edit(store, "bob", "allow-sub", "room.bench")
         # bob also connects through alice's node: it must let in replies to bob's inbox

@@ -9,10 +9,10 @@ Prints:
 import shutil
 import time
 
+from _common import work_dir
+
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
-
-from _common import work_dir
 
 
 def best(f, runs=3):

@@ -9,10 +9,10 @@ Prints:
 import shutil
 import time
 
+from _common import work_dir
+
 from dchat_ops import provision
 from dchat_ops.nsc.store import Store
-
-from _common import work_dir
 
 N = 10_000
 
@@ -20,7 +20,7 @@ N = 10_000
 def spec_text() -> str:
     lines = ["version: 1", "operator: {name: bench}", "accounts:", "  - name: chat", "    users:"]
     for i in range(N):
-        lines.append(f"      - {{name: u{i}, allow_sub: [room.{i % 100}, \"_INBOX.>\"], allow_pub: [\"room.>\"]}}")
+        lines.append(f'      - {{name: u{i}, allow_sub: [room.{i % 100}, "_INBOX.>"], allow_pub: ["room.>"]}}')
     return "\n".join(lines) + "\n"
 
 

@@ -19,8 +19,15 @@ from pathlib import Path
 
 from dchat_ops.errors import DchatOpsError, ExistsError
 
-__all__ = ["atomic_write", "ensure_dir", "read_bytes", "FileTransaction", "deferred_sync", "store_lock",
-           "with_store_lock"]
+__all__ = [
+    "FileTransaction",
+    "atomic_write",
+    "deferred_sync",
+    "ensure_dir",
+    "read_bytes",
+    "store_lock",
+    "with_store_lock",
+]
 
 _DEFER = {"depth": 0, "pending": False}
 
@@ -170,9 +177,9 @@ def read_bytes(path: Path) -> bytes | None:
 class FileTransaction:
     """Remember files before changing them; ``rollback()`` restores every one byte for byte.
 
-        with FileTransaction() as tx:
-            tx.write(path, data)           # remembered, then written atomically
-            ...                            # an exception here rolls everything back
+    with FileTransaction() as tx:
+        tx.write(path, data)           # remembered, then written atomically
+        ...                            # an exception here rolls everything back
     """
 
     def __init__(self):
@@ -224,7 +231,7 @@ class FileTransaction:
     def commit(self) -> None:
         self._saved.clear()
 
-    def __enter__(self) -> "FileTransaction":
+    def __enter__(self) -> FileTransaction:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

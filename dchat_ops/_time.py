@@ -1,9 +1,9 @@
 """Parsing the times and durations people type: ``30d``, ``12h``, ``2026-12-31``, ``0`` (none).
 
-    >>> parse_duration("1m30s")
-    90.0
-    >>> parse_expiry("0", now=1000)
-    0
+>>> parse_duration("1m30s")
+90.0
+>>> parse_expiry("0", now=1000)
+0
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 
 from dchat_ops.errors import DchatOpsError
 
-__all__ = ["parse_duration", "parse_expiry", "format_time"]
+__all__ = ["format_time", "parse_duration", "parse_expiry"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")

@@ -17,16 +17,16 @@ message and a non-zero exit code, never a traceback.  Messages never contain sec
 from __future__ import annotations
 
 __all__ = [
-    "DchatOpsError",
-    "NKeyError",
-    "JWTError",
     "ChainError",
-    "CredsError",
-    "StoreError",
-    "ExistsError",
     "ConfigError",
-    "TLSError",
+    "CredsError",
+    "DchatOpsError",
+    "ExistsError",
+    "JWTError",
+    "NKeyError",
     "ServerError",
+    "StoreError",
+    "TLSError",
 ]
 
 

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from typing import Optional
 
-__all__ = ["local_addresses", "choose_advertise", "TAILSCALE_NET"]
+__all__ = ["TAILSCALE_NET", "choose_advertise", "local_addresses"]
 
 TAILSCALE_NET = ipaddress.ip_network("100.64.0.0/10")
 
@@ -63,7 +63,7 @@ def choose_advertise(addresses: list[tuple[str, str]], explicit: Optional[str] =
     for ifname, a in parsed:
         if a.is_private and not a.is_loopback and not a.is_link_local:
             return str(a), f"LAN address on {ifname}"
-    for ifname, a in parsed:
+    for _ifname, a in parsed:
         if a.is_loopback:
             return str(a), "no LAN address found; loopback only"
     return "127.0.0.1", "no address found; loopback only"

@@ -19,11 +19,13 @@ from typing import Optional
 
 from dchat_ops.errors import ConfigError, ServerError
 
-__all__ = ["ENV_BINARY", "find_nats_server", "check_config", "free_port", "port_in_use"]
+__all__ = ["ENV_BINARY", "check_config", "find_nats_server", "free_port", "port_in_use"]
 
 CHECK_TIMEOUT_S = 30.0
 
 ENV_BINARY = "DCHAT_OPS_NATS_SERVER"
+
+
 def find_nats_server(binary: Optional[str] = None) -> str:
     """Path of the nats-server binary to run; ServerError when there is none."""
     for candidate in (binary, os.environ.get(ENV_BINARY)):

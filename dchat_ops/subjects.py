@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dchat_ops.errors import ConfigError
 
-__all__ = ["check_subject", "split_queue", "matches", "covers", "covering"]
+__all__ = ["check_subject", "covering", "covers", "matches", "split_queue"]
 
 _MAX_LEN = 1024
 

@@ -14,12 +14,22 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from dchat_ops.chat.client import ChatClient, ChatIdentity, mail_subject
+from dchat_ops.config.node import NodeFile, inbox_prefix
 from dchat_ops.errors import DchatOpsError
+from dchat_ops.nsc import admin, revoke
+from dchat_ops.nsc.describe import validate_store
+from dchat_ops.nsc.store import Store
+from dchat_ops.permissions.apply import apply_node_edit
+from dchat_ops.runtime import push
+from dchat_ops.runtime.client import ManagedClient, refused
+from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
 __all__ = ["Check", "Report", "run_verify"]
 
@@ -48,8 +58,12 @@ class Report:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "checks": [c.to_dict() for c in self.checks],
-                "ms": round(self.total_ms, 1), "folder": self.folder}
+        return {
+            "passed": self.passed,
+            "checks": [c.to_dict() for c in self.checks],
+            "ms": round(self.total_ms, 1),
+            "folder": self.folder,
+        }
 
 
 class _Failed(Exception):
@@ -82,8 +96,9 @@ class _Run:
             raise _Failed(name)
 
 
-def run_verify(*, keep: bool = False, folder: Optional[Path] = None,
-               progress: Optional[Callable[[str], None]] = None) -> Report:
+def run_verify(
+    *, keep: bool = False, folder: Optional[Path] = None, progress: Optional[Callable[[str], None]] = None
+) -> Report:
     """Run every check; stops at the first failure (later checks build on earlier ones)."""
     own = folder is None
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="dchat-verify-"))
@@ -117,21 +132,13 @@ async def _wait(predicate, timeout: float = 5.0, interval: float = 0.02):
 
 
 async def _checks(run: _Run, sups: list) -> None:
-    from dchat_ops.config.node import NodeFile, inbox_prefix
-    from dchat_ops.nsc import admin, revoke
-    from dchat_ops.runtime import push
-    from dchat_ops.nsc.describe import validate_store
-    from dchat_ops.nsc.store import Store
-    from dchat_ops.permissions.apply import apply_node_edit
-    from dchat_ops.chat.client import ChatClient, ChatIdentity, mail_subject
-    from dchat_ops.runtime.client import ManagedClient, refused
-    from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
     store = Store(run.folder / "home")
     with run.check("store: operator, accounts, three node users") as box:
         admin.init(store)
-        admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1,
-                                                     "consumer": -1})
+        admin.edit_account(
+            store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+        )
         sups.extend(chain(store, list(USERS), jetstream=True, start=False))
         errors = [f for f in validate_store(store) if f.level == "error"]
         assert not errors, f"validate: {errors[0].entity}: {errors[0].message}"
@@ -156,15 +163,22 @@ async def _checks(run: _Run, sups: list) -> None:
         with run.check("chat: three users online, friends verified") as box:
             for user in USERS:
                 clients[user] = await _start_client(ChatIdentity.load(store, user), url(user))
-            for a, b in (("alice", "bob"), ("bob", "alice"), ("alice", "carol"), ("carol", "alice"),
-                         ("bob", "carol"), ("carol", "bob")):
+            for a, b in (
+                ("alice", "bob"),
+                ("bob", "alice"),
+                ("alice", "carol"),
+                ("carol", "alice"),
+                ("bob", "carol"),
+                ("carol", "bob"),
+            ):
                 await clients[a].add_friend(b)
             box[0] = "directory entries verified against the account; friends kept in KV"
 
         got: list[bytes] = []
         with run.check("default deny: carol's node refuses bob's mail") as box:
-            snoop = await ManagedClient(url("carol"), store.creds_path("dchat", "chat", "carol"),
-                                        inbox_prefix=inbox_prefix("carol")).start()
+            snoop = await ManagedClient(
+                url("carol"), store.creds_path("dchat", "chat", "carol"), inbox_prefix=inbox_prefix("carol")
+            ).start()
 
             async def on_snoop(msg):
                 got.append(msg.data)
@@ -179,7 +193,9 @@ async def _checks(run: _Run, sups: list) -> None:
             r = await asyncio.to_thread(apply_node_edit, store, "carol", "allow-sub", mail_subject("bob"))
             assert r.outcome == "live", r.outcome
             assert await _wait(lambda: snoop.swaps >= 1, 5), "the subscriber did not pick up the new creds"
-            box[0] = f"carol's node reloaded, her subscriber moved to new creds in {1000 * (time.perf_counter() - t0):.0f} ms"
+            box[0] = (
+                f"carol's node reloaded, her subscriber moved to new creds in {1000 * (time.perf_counter() - t0):.0f} ms"
+            )
 
         with run.check("dm: readable by its recipient only") as box:
             await asyncio.sleep(0.3)  # carol's new interest reaches the other nodes
@@ -189,7 +205,9 @@ async def _checks(run: _Run, sups: list) -> None:
             assert m.kind == "dm" and m.sender == "alice" and m.body == secret, m
             assert await _wait(lambda: got, 5), "carol's allowed subscription saw nothing"
             env = json.loads(got[-1])
-            assert secret.encode() not in got[-1] and secret not in base64.b64decode(env["body"]).decode(errors="ignore")
+            assert secret.encode() not in got[-1] and secret not in base64.b64decode(env["body"]).decode(
+                errors="ignore"
+            )
             try:
                 clients["carol"]._open(env, clients["carol"]._pair_key("alice"))
                 opened = True
@@ -252,7 +270,6 @@ async def _checks(run: _Run, sups: list) -> None:
 
 
 async def _start_client(ident, url: str):
-    from dchat_ops.chat.client import ChatClient
 
     # the stream and buckets keep a copy on each of the three nodes
     return await ChatClient(ident, url, replicas=3, max_reconnect_attempts=2, reconnect_time_wait=0.2).start()

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from dchat_ops.config.server import standalone_config, write_and_check
+from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
-from dchat_ops.natsbin import free_port
 from dchat_ops.runtime.process import ServerProcess
 
 
@@ -41,8 +41,9 @@ class Servers:
 
     def standalone(self, store: Store, resolver: str = "full", name: str = "s1") -> tuple[str, ServerProcess]:
         port, http = free_port(), free_port()
-        cfg = standalone_config(store, resolver=resolver, port=port, http_port=http,
-                                data_dir=self.tmp / f"{name}-data", server_name=name)
+        cfg = standalone_config(
+            store, resolver=resolver, port=port, http_port=http, data_dir=self.tmp / f"{name}-data", server_name=name
+        )
         conf = self.tmp / f"{name}.conf"
         write_and_check(cfg, conf)
         srv = ServerProcess.start(conf, monitor_url=f"http://127.0.0.1:{http}", log_file=self.tmp / f"{name}.log")
@@ -112,6 +113,7 @@ def supervised_factory():
             sup.up()
             started.append(sup)
             return sup
+
         return up
 
     yield for_store

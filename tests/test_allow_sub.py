@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from conftest import snapshot, wait_for
 
 from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile, inbox_prefix, node_path
@@ -10,8 +11,6 @@ from dchat_ops.errors import ConfigError
 from dchat_ops.permissions.apply import ApplyError, apply_node_edit, apply_user_edit
 from dchat_ops.permissions.policy import plan_edit
 from dchat_ops.runtime.client import ManagedClient, connect
-
-from conftest import snapshot, wait_for
 
 
 def url(store, nid):
@@ -43,7 +42,7 @@ async def test_subscriber_refused_before_and_served_after_allow_sub(store, super
 
     await sub_client.subscribe("room.x", cb=on_msg)
     pub = await connect(url(store, "a"), store.creds_path("dchat", "chat", "default"))
-    for i in range(10):
+    for _i in range(10):
         await pub.publish("room.x", b"before")
         await asyncio.sleep(0.02)
     assert any('subscription to "room.x"' in e for e in sub_client.errors)
@@ -70,10 +69,10 @@ async def _steady_run(store, supervised, mode):
     def counter(key):
         async def cb():
             disconnects[key] += 1
+
         return cb
 
-    pub = await connect(url(store, "a"), store.creds_path("dchat", "chat", "default"),
-                        disconnected_cb=counter("pub"))
+    pub = await connect(url(store, "a"), store.creds_path("dchat", "chat", "default"), disconnected_cb=counter("pub"))
     receiver = await managed(store, "b").start()
     got_managed, got_plain = [], []
 
@@ -84,8 +83,14 @@ async def _steady_run(store, supervised, mode):
         got_plain.append(int(msg.data))
 
     await receiver.subscribe("room.steady", cb=on_managed)
-    plain = await connect(url(store, "b"), store.creds_path("dchat", "chat", "b"), inbox_prefix=inbox_prefix("b"),
-                          disconnected_cb=counter("plain"), max_reconnect_attempts=-1, reconnect_time_wait=0.05)
+    plain = await connect(
+        url(store, "b"),
+        store.creds_path("dchat", "chat", "b"),
+        inbox_prefix=inbox_prefix("b"),
+        disconnected_cb=counter("plain"),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.05,
+    )
     await plain.subscribe("room.steady", cb=on_plain)
     await plain.flush()
     await asyncio.sleep(0.3)
@@ -108,10 +113,17 @@ async def _steady_run(store, supervised, mode):
     await task
     await pub.flush()
     await asyncio.sleep(0.5)
-    result = dict(sent=sent, managed=list(got_managed), plain=list(got_plain), disconnects=dict(disconnects),
-                  swaps=receiver.swaps, routes=b.status().data["routes"],
-                  same_process=b.status().data["server_id"] == started,
-                  current=receiver._jwt == store.user("chat", "b").token, errors=receiver.errors)
+    result = dict(
+        sent=sent,
+        managed=list(got_managed),
+        plain=list(got_plain),
+        disconnects=dict(disconnects),
+        swaps=receiver.swaps,
+        routes=b.status().data["routes"],
+        same_process=b.status().data["server_id"] == started,
+        current=receiver._jwt == store.user("chat", "b").token,
+        errors=receiver.errors,
+    )
     for nc in (pub, plain):
         await nc.close()
     await receiver.close()
@@ -123,7 +135,7 @@ async def test_live_apply_loses_nothing_and_drops_no_connection(store, supervise
     expected = list(range(r["sent"]))
     assert r["sent"] > 100
     assert r["managed"] == expected  # every message, in order, once
-    assert r["plain"] == expected    # a client that never reconnects: reload did not disturb it
+    assert r["plain"] == expected  # a client that never reconnects: reload did not disturb it
     assert r["disconnects"] == {"pub": 0, "plain": 0}
     # the client followed the creds (changes close together are taken in one swap) and routes stayed up
     assert 1 <= r["swaps"] <= 10 and r["current"] and r["routes"] == ["a"], r["errors"]
@@ -141,8 +153,12 @@ async def test_restart_apply_drops_the_nodes_connections(store, supervised):
 
 async def test_failed_reload_rolls_everything_back(store, supervised):
     await two_nodes(store, supervised, b_allows=["room.steady"])
-    watched = [node_path(store, "b"), store.user_jwt_path("dchat", "chat", "b"), store.creds_path("dchat", "chat", "b"),
-               store.home / "run" / "b" / "nats-server.conf"]
+    watched = [
+        node_path(store, "b"),
+        store.user_jwt_path("dchat", "chat", "b"),
+        store.creds_path("dchat", "chat", "b"),
+        store.home / "run" / "b" / "nats-server.conf",
+    ]
     # a hand edit that nats-server cannot reload (the client port), then an allow-sub that must apply it
     nf = NodeFile.load(store, "b")
     from dchat_ops.natsbin import free_port
@@ -157,8 +173,9 @@ async def test_failed_reload_rolls_everything_back(store, supervised):
     assert {p: p.read_bytes() for p in watched} == before
     # the node still serves, with the old policy
     errors = []
-    nc = await connect(url_from_conf(store, "b"), store.creds_path("dchat", "chat", "b"), errors=errors,
-                       inbox_prefix=inbox_prefix("b"))
+    nc = await connect(
+        url_from_conf(store, "b"), store.creds_path("dchat", "chat", "b"), errors=errors, inbox_prefix=inbox_prefix("b")
+    )
     steady = await nc.subscribe("room.steady")
     await nc.subscribe("room.x")
     await nc.publish("room.steady", b"still here")
@@ -212,14 +229,17 @@ def test_queue_subscriptions_and_publish_rules(store):
     assert u.permissions.pub.deny == ["admin.>"]
 
 
-@pytest.mark.parametrize("lists, verb, subject, after, note", [
-    ({"allow": ["chat.>"]}, "allow", "chat.room", ["chat.>"], "already covered by chat.>"),
-    ({"allow": ["chat.x"]}, "allow", "chat.x", ["chat.x"], "already allowed"),
-    ({"allow": [], "deny": ["room.x"]}, "allow", "room.x", ["room.x"], "deny entry is removed"),
-    ({"allow": [], "deny": ["room.>"]}, "allow", "room.x", ["room.x"], "stays blocked"),
-    ({"allow": ["a", "b"]}, "rm", "c", ["a", "b"], "nothing to remove"),
-    ({"allow": ["a.* q1"]}, "allow", "a.b q2", ["a.* q1", "a.b q2"], None),  # another queue group is not covered
-])
+@pytest.mark.parametrize(
+    "lists, verb, subject, after, note",
+    [
+        ({"allow": ["chat.>"]}, "allow", "chat.room", ["chat.>"], "already covered by chat.>"),
+        ({"allow": ["chat.x"]}, "allow", "chat.x", ["chat.x"], "already allowed"),
+        ({"allow": [], "deny": ["room.x"]}, "allow", "room.x", ["room.x"], "deny entry is removed"),
+        ({"allow": [], "deny": ["room.>"]}, "allow", "room.x", ["room.x"], "stays blocked"),
+        ({"allow": ["a", "b"]}, "rm", "c", ["a", "b"], "nothing to remove"),
+        ({"allow": ["a.* q1"]}, "allow", "a.b q2", ["a.* q1", "a.b q2"], None),  # another queue group is not covered
+    ],
+)
 def test_edit_rules(lists, verb, subject, after, note):
     e = plan_edit(lists, verb, subject)
     assert e.after["allow"] == after

@@ -23,8 +23,9 @@ class Net:
         self.acc = KeyPair.generate("account")
         self.acc_sk = KeyPair.generate("account")
         self.scoped = KeyPair.generate("account")
-        oc = OperatorClaims(subject=self.op.public_key, name="op", signing_keys=[self.op_sk.public_key],
-                            strict_signing_key_usage=strict)
+        oc = OperatorClaims(
+            subject=self.op.public_key, name="op", signing_keys=[self.op_sk.public_key], strict_signing_key_usage=strict
+        )
         self.op_jwt = encode(oc, self.op, clock=clock)
         self.ac = AccountClaims(subject=self.acc.public_key, name="acc")
         self.ac.signing_keys = [self.acc_sk.public_key, ScopedSigningKey(self.scoped.public_key, "guest")]
@@ -59,23 +60,54 @@ def _cases():
     unknown = KeyPair.generate("account")
     return [
         ("user signed by an unknown key", (n.op_jwt, n.acc_jwt, n.user(unknown)), "user", "untrusted-issuer"),
-        ("signing-key user without issuer_account", (n.op_jwt, n.acc_jwt, n.user(n.acc_sk, issuer_account="")),
-         "user", "issuer-account"),
-        ("issuer_account naming another account", (n.op_jwt, n.acc_jwt, n.user(n.acc_sk, issuer_account=unknown.public_key)),
-         "user", "issuer-account"),
-        ("scoped user with its own permissions", (n.op_jwt, n.acc_jwt, n.user(n.scoped)), "user", "scoped-with-permissions"),
+        (
+            "signing-key user without issuer_account",
+            (n.op_jwt, n.acc_jwt, n.user(n.acc_sk, issuer_account="")),
+            "user",
+            "issuer-account",
+        ),
+        (
+            "issuer_account naming another account",
+            (n.op_jwt, n.acc_jwt, n.user(n.acc_sk, issuer_account=unknown.public_key)),
+            "user",
+            "issuer-account",
+        ),
+        (
+            "scoped user with its own permissions",
+            (n.op_jwt, n.acc_jwt, n.user(n.scoped)),
+            "user",
+            "scoped-with-permissions",
+        ),
         ("expired user", (n.op_jwt, n.acc_jwt, n.user(expires=NOW - 1)), "user", "expired"),
         ("user not yet valid", (n.op_jwt, n.acc_jwt, n.user(not_before=NOW + 60)), "user", "not-yet-valid"),
         ("account from another operator", (n.op_jwt, stranger_op.acc_jwt), "account", "untrusted-issuer"),
         ("identity-signed user under strict mode", (s.op_jwt, s.acc_jwt, s.user(s.acc)), "user", "strict-signing"),
-        ("identity-signed account under strict mode",
-         (s.op_jwt, encode(AccountClaims(subject=KeyPair.generate("account").public_key, name="x"), s.op, clock=clock)),
-         "account", "strict-signing"),
-        ("tampered account", (n.op_jwt, n.acc_jwt[:-4] + ("AAAA" if not n.acc_jwt.endswith("AAAA") else "BBBB")),
-         "account", "invalid"),
-        ("operator signed by a stranger",
-         (encode(OperatorClaims(subject=KeyPair.generate("operator").public_key, name="o"), KeyPair.generate("operator")),),
-         "operator", "untrusted-issuer"),
+        (
+            "identity-signed account under strict mode",
+            (
+                s.op_jwt,
+                encode(AccountClaims(subject=KeyPair.generate("account").public_key, name="x"), s.op, clock=clock),
+            ),
+            "account",
+            "strict-signing",
+        ),
+        (
+            "tampered account",
+            (n.op_jwt, n.acc_jwt[:-4] + ("AAAA" if not n.acc_jwt.endswith("AAAA") else "BBBB")),
+            "account",
+            "invalid",
+        ),
+        (
+            "operator signed by a stranger",
+            (
+                encode(
+                    OperatorClaims(subject=KeyPair.generate("operator").public_key, name="o"),
+                    KeyPair.generate("operator"),
+                ),
+            ),
+            "operator",
+            "untrusted-issuer",
+        ),
     ]
 
 

@@ -4,13 +4,12 @@ import asyncio
 import json
 
 import pytest
+from conftest import wait_for
 
+from dchat_ops.chat.client import ChatClient, ChatError, ChatIdentity, mail_subject
 from dchat_ops.config.node import NodeFile
 from dchat_ops.nsc import admin
-from dchat_ops.chat.client import ChatClient, ChatError, ChatIdentity, mail_subject
 from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
-
-from conftest import wait_for
 
 USERS = ("alice", "bob", "carol")
 
@@ -140,7 +139,8 @@ async def test_another_users_mail_is_refused_by_default(chat_net):
         await c["alice"].nc.subscribe(mail_subject("bob"))
         await c["alice"].nc.flush()
         assert await asyncio.to_thread(
-            wait_for, lambda: any('subscription to "dchat.mail.bob"' in e for e in c["alice"].errors), 3)
+            wait_for, lambda: any('subscription to "dchat.mail.bob"' in e for e in c["alice"].errors), 3
+        )
     finally:
         await close(c)
 
@@ -154,8 +154,18 @@ async def test_terminal_client_sends_and_shows_history(chat_net):
         exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
         script = b"/add-friend bob\n/friends\n/dm bob hello from the terminal\n/history dm:bob\n/quit\n"
         proc = await asyncio.create_subprocess_exec(
-            exe, "--home", str(chat_net.home), "chat", "--node", "alice", "--replicas", "3",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            exe,
+            "--home",
+            str(chat_net.home),
+            "chat",
+            "--node",
+            "alice",
+            "--replicas",
+            "3",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(script), 60)
         text = out.decode()
         assert proc.returncode == 0, err.decode()

@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
+from conftest import snapshot
 
 from dchat_ops._cli.main import cli
 from dchat_ops._cli.output import run_cli
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.keys import KeyPair
-
-from conftest import snapshot
 
 
 def run(home, *args):
@@ -39,8 +38,21 @@ def test_home_from_environment_variable(tmp_path):
 
 def test_add_describe_list_validate(store):
     home = store.home
-    r = run(home, "add", "user", "carol", "--allow-sub", "chat.>,_INBOX.>", "--deny-pub", "admin.>",
-            "--expiry", "30d", "--tag", "Team", "--json")
+    r = run(
+        home,
+        "add",
+        "user",
+        "carol",
+        "--allow-sub",
+        "chat.>,_INBOX.>",
+        "--deny-pub",
+        "admin.>",
+        "--expiry",
+        "30d",
+        "--tag",
+        "Team",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["name"] == "carol"
     d = json.loads(run(home, "describe", "user", "carol", "--json").stdout)
@@ -92,7 +104,9 @@ def test_edit_user_and_account(store):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["claims"]["nats"]["limits"]["conn"] == 50
     r = run(store.home, "edit", "account", "chat", "--role", "guest", "--role-allow-sub", "lobby.>", "--json")
-    assert {"key": json.loads(r.stdout)["signing_keys"][0]["key"], "role": "guest"} in json.loads(r.stdout)["signing_keys"]
+    assert {"key": json.loads(r.stdout)["signing_keys"][0]["key"], "role": "guest"} in json.loads(r.stdout)[
+        "signing_keys"
+    ]
     r = run(store.home, "add", "user", "g1", "--role", "guest")
     assert r.exit_code == 0, r.output
 

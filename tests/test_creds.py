@@ -38,8 +38,10 @@ def test_exact_standard_layout(user):
 def test_parse_standard_minimal_and_crlf(user):
     token, kp = user
     std = format_creds(token, kp.seed)
-    minimal = (f"-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n"
-               f"-----BEGIN USER NKEY SEED-----\n{kp.seed}\n------END USER NKEY SEED------\n")
+    minimal = (
+        f"-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n"
+        f"-----BEGIN USER NKEY SEED-----\n{kp.seed}\n------END USER NKEY SEED------\n"
+    )
     undecorated_seed = f"-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n{kp.seed}\n"
     for text in (std, minimal, std.replace("\n", "\r\n"), undecorated_seed, minimal.rstrip("\n")):
         c = parse_creds(text)
@@ -47,11 +49,14 @@ def test_parse_standard_minimal_and_crlf(user):
         assert c.keypair().public_key == kp.public_key
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "no JWT block"),
-    ("just some text\n", "no JWT block"),
-    ("-----BEGIN USER NKEY SEED-----\nSUAAAA\n------END USER NKEY SEED------\n", "no JWT block"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no JWT block"),
+        ("just some text\n", "no JWT block"),
+        ("-----BEGIN USER NKEY SEED-----\nSUAAAA\n------END USER NKEY SEED------\n", "no JWT block"),
+    ],
+)
 def test_missing_blocks(text, message):
     with pytest.raises(CredsError, match=message):
         parse_creds(text)

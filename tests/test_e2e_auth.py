@@ -8,13 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from dchat_ops._cli.main import cli
+from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import UserClaims
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.runtime.client import connect, refused
-from dchat_ops.natsbin import free_port
 from dchat_ops.runtime.process import ServerProcess
 
 
@@ -29,9 +29,24 @@ def cli_server(store, tmp_path):
     """A server started from the output of `dchat-ops generate config --nats-resolver`."""
     port, http = free_port(), free_port()
     conf = tmp_path / "server.conf"
-    r = CliRunner().invoke(cli, ["--home", str(store.home), "generate", "config", "--nats-resolver",
-                                 "-o", str(conf), "--port", str(port), "--http-port", str(http),
-                                 "--data-dir", str(tmp_path / "data")])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "--home",
+            str(store.home),
+            "generate",
+            "config",
+            "--nats-resolver",
+            "-o",
+            str(conf),
+            "--port",
+            str(port),
+            "--http-port",
+            str(http),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     srv = ServerProcess.start(conf, monitor_url=f"http://127.0.0.1:{http}", log_file=tmp_path / "s.log")
     yield f"nats://127.0.0.1:{port}"

@@ -42,7 +42,7 @@ def acc():
 
 def test_header_and_segments_are_what_the_server_expects(op):
     token = encode(OperatorClaims(subject=op.public_key, name="o"), op)
-    h, p, s = token.split(".")
+    h, p, _s = token.split(".")
     assert base64.urlsafe_b64decode(h + "==").decode() == '{"typ":"JWT","alg":"ed25519-nkey"}'
     assert "=" not in token and "+" not in token and "/" not in token
     payload = b64(p)
@@ -59,8 +59,16 @@ def test_user_defaults_let_a_user_in(acc):
 
 def test_account_defaults_are_unlimited_without_jetstream(op, acc):
     n = b64(encode(AccountClaims(subject=acc.public_key, name="a"), op).split(".")[1])["nats"]
-    assert n["limits"] == {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-                           "wildcards": True, "conn": -1, "leaf": -1}
+    assert n["limits"] == {
+        "subs": -1,
+        "data": -1,
+        "payload": -1,
+        "imports": -1,
+        "exports": -1,
+        "wildcards": True,
+        "conn": -1,
+        "leaf": -1,
+    }
     assert n["default_permissions"] == {"pub": {}, "sub": {}}
 
 
@@ -77,7 +85,7 @@ def test_iat_and_jti_follow_the_clock_and_change_with_claims(acc):
 @pytest.mark.parametrize("entry", GO_JWTS, ids=[f"{e['kind']}:{e['repo']}:{e['path']}" for e in GO_JWTS])
 def test_tokens_made_by_go_tooling_verify_and_their_jti_recomputes(entry):
     c = decode(entry["token"])
-    assert c.TYPE == entry["kind"]
+    assert entry["kind"] == c.TYPE
     assert c.jti and compute_jti(c) == c.jti
 
 
@@ -99,8 +107,13 @@ def test_go_tokens_round_trip_every_field():
 
 
 def test_every_user_field_round_trips(acc):
-    u = UserClaims(subject=KeyPair.generate("user").public_key, name="full", expires=2_000_000_000,
-                   issuer_account="", tags=["team:a"])
+    u = UserClaims(
+        subject=KeyPair.generate("user").public_key,
+        name="full",
+        expires=2_000_000_000,
+        issuer_account="",
+        tags=["team:a"],
+    )
     lim = u.limits
     lim.permissions.pub.allow = ["chat.>"]
     lim.permissions.pub.deny = ["chat.admin"]
@@ -152,14 +165,17 @@ def _token(acc):
     return encode(UserClaims(subject=KeyPair.generate("user").public_key, name="u"), acc)
 
 
-@pytest.mark.parametrize("mangle, message", [
-    (lambda t: t + "==", "malformed"),                     # padded
-    (lambda t: t.replace("-", "+").replace("_", "/") + "+/", "malformed"),  # standard base64
-    (lambda t: t.rsplit(".", 1)[0], "malformed"),          # two segments
-    (lambda t: "", "malformed"),
-    (lambda t: "a.b.c", "malformed"),
-    (lambda t: t.split(".")[0] + ".e30." + t.split(".")[2], "issuer"),  # {} payload
-])
+@pytest.mark.parametrize(
+    "mangle, message",
+    [
+        (lambda t: t + "==", "malformed"),  # padded
+        (lambda t: t.replace("-", "+").replace("_", "/") + "+/", "malformed"),  # standard base64
+        (lambda t: t.rsplit(".", 1)[0], "malformed"),  # two segments
+        (lambda t: "", "malformed"),
+        (lambda t: "a.b.c", "malformed"),
+        (lambda t: t.split(".")[0] + ".e30." + t.split(".")[2], "issuer"),  # {} payload
+    ],
+)
 def test_malformed_tokens(acc, mangle, message):
     with pytest.raises(JWTError, match=message):
         decode(mangle(_token(acc)))

@@ -1,15 +1,14 @@
 """Node configs: defaults, comments kept, advertise choice, and a table of invalid configs refused early."""
 
 import pytest
+from conftest import snapshot
 
 from dchat_ops.config import nodes
-from dchat_ops.hosts import choose_advertise
 from dchat_ops.config.node import NodeFile, inbox_prefix, node_path
 from dchat_ops.config.server import Resolver, ServerConfig, semantic_check
 from dchat_ops.errors import ConfigError
+from dchat_ops.hosts import choose_advertise
 from dchat_ops.natsbin import check_config
-
-from conftest import snapshot
 
 
 def test_add_node_defaults_to_default_deny(store):
@@ -42,13 +41,16 @@ def test_comments_and_order_survive_tool_edits(store):
     assert NodeFile.load(store, "alice").node.policy.subscribe.allow == ["room.x"]
 
 
-@pytest.mark.parametrize("addrs, explicit, want, why", [
-    ([("lo", "127.0.0.1"), ("eth0", "192.168.1.20")], None, "192.168.1.20", "LAN"),
-    ([("eth0", "192.168.1.20"), ("tailscale0", "100.101.1.2")], None, "100.101.1.2", "Tailscale"),
-    ([("eth0", "10.0.0.5"), ("tailscale0", "100.101.1.2")], "203.0.113.7", "203.0.113.7", "explicitly"),
-    ([("lo", "127.0.0.1")], None, "127.0.0.1", "loopback"),
-    ([("eth0", "100.63.0.1"), ("eth1", "172.16.4.4")], None, "172.16.4.4", "LAN"),  # 100.63 is not Tailscale
-])
+@pytest.mark.parametrize(
+    "addrs, explicit, want, why",
+    [
+        ([("lo", "127.0.0.1"), ("eth0", "192.168.1.20")], None, "192.168.1.20", "LAN"),
+        ([("eth0", "192.168.1.20"), ("tailscale0", "100.101.1.2")], None, "100.101.1.2", "Tailscale"),
+        ([("eth0", "10.0.0.5"), ("tailscale0", "100.101.1.2")], "203.0.113.7", "203.0.113.7", "explicitly"),
+        ([("lo", "127.0.0.1")], None, "127.0.0.1", "loopback"),
+        ([("eth0", "100.63.0.1"), ("eth1", "172.16.4.4")], None, "172.16.4.4", "LAN"),  # 100.63 is not Tailscale
+    ],
+)
 def test_advertise_choice_says_why(addrs, explicit, want, why):
     got, reason = choose_advertise(addrs, explicit)
     assert got == want and why in reason
@@ -75,36 +77,80 @@ def _edit(store, node_id, old, new):
 
 
 INVALID = [
-    ("port clash between nodes",
-     lambda s: (nodes.add_node(s, "a"), nodes.add_node(s, "b"),
-                _edit(s, "b", f"client_port: {NodeFile.load(s, 'b').node.client_port}",
-                      f"client_port: {NodeFile.load(s, 'a').node.client_port}"), nodes.render_node(s, "b")),
-     "clashes with the client port of node a"),
-    ("missing system account",
-     lambda s: semantic_check(ServerConfig("x", "jwt", "", Resolver(type="memory"))), "needs a system account"),
-    ("system account not preloaded",
-     lambda s: semantic_check(ServerConfig("x", "jwt", "ASYS", Resolver(type="memory", preload={"AOTHER": "t"}))),
-     "must be preloaded"),
-    ("bad resolver duration",
-     lambda s: semantic_check(_cfg(s, resolver=Resolver("full", "/tmp/x", interval="2 minutes",
-                                                        preload=_cfg(s).resolver.preload))),
-     "not a duration"),
-    ("unknown seed route scheme", lambda s: nodes.add_node(s, "x", seed_routes=["http://127.0.0.1:6222"]),
-     "unknown scheme 'http'"),
-    ("gateway name differs from cluster name",
-     lambda s: (nodes.add_node(s, "g", gateway_port=None, gateways=[("west", "nats://127.0.0.1:7222")]),
-                _edit(s, "g", "gateway:\n  name: dchat", "gateway:\n  name: other"), nodes.render_node(s, "g")),
-     "must equal cluster name"),
-    ("unknown field", lambda s: (nodes.add_node(s, "u"), _edit(s, "u", "resolver:", "colour: blue\nresolver:"),
-                                 NodeFile.load(s, "u")), "unknown field 'colour'"),
-    ("port out of range", lambda s: (nodes.add_node(s, "p"),
-                                     _edit(s, "p", f"monitor_port: {NodeFile.load(s, 'p').node.monitor_port}",
-                                           "monitor_port: 70000"),
-                                     NodeFile.load(s, "p")), "monitor_port must be a port number"),
-    ("bad subject in policy", lambda s: (nodes.add_node(s, "q"), _edit(s, "q", "allow: []", "allow: ['room..x']"),
-                                         NodeFile.load(s, "q")), "empty token"),
-    ("jetstream without server name",
-     lambda s: semantic_check(_cfg(s, server_name="", jetstream={"store_dir": "/tmp/js"})), "server_name"),
+    (
+        "port clash between nodes",
+        lambda s: (
+            nodes.add_node(s, "a"),
+            nodes.add_node(s, "b"),
+            _edit(
+                s,
+                "b",
+                f"client_port: {NodeFile.load(s, 'b').node.client_port}",
+                f"client_port: {NodeFile.load(s, 'a').node.client_port}",
+            ),
+            nodes.render_node(s, "b"),
+        ),
+        "clashes with the client port of node a",
+    ),
+    (
+        "missing system account",
+        lambda s: semantic_check(ServerConfig("x", "jwt", "", Resolver(type="memory"))),
+        "needs a system account",
+    ),
+    (
+        "system account not preloaded",
+        lambda s: semantic_check(ServerConfig("x", "jwt", "ASYS", Resolver(type="memory", preload={"AOTHER": "t"}))),
+        "must be preloaded",
+    ),
+    (
+        "bad resolver duration",
+        lambda s: semantic_check(
+            _cfg(s, resolver=Resolver("full", "/tmp/x", interval="2 minutes", preload=_cfg(s).resolver.preload))
+        ),
+        "not a duration",
+    ),
+    (
+        "unknown seed route scheme",
+        lambda s: nodes.add_node(s, "x", seed_routes=["http://127.0.0.1:6222"]),
+        "unknown scheme 'http'",
+    ),
+    (
+        "gateway name differs from cluster name",
+        lambda s: (
+            nodes.add_node(s, "g", gateway_port=None, gateways=[("west", "nats://127.0.0.1:7222")]),
+            _edit(s, "g", "gateway:\n  name: dchat", "gateway:\n  name: other"),
+            nodes.render_node(s, "g"),
+        ),
+        "must equal cluster name",
+    ),
+    (
+        "unknown field",
+        lambda s: (
+            nodes.add_node(s, "u"),
+            _edit(s, "u", "resolver:", "colour: blue\nresolver:"),
+            NodeFile.load(s, "u"),
+        ),
+        "unknown field 'colour'",
+    ),
+    (
+        "port out of range",
+        lambda s: (
+            nodes.add_node(s, "p"),
+            _edit(s, "p", f"monitor_port: {NodeFile.load(s, 'p').node.monitor_port}", "monitor_port: 70000"),
+            NodeFile.load(s, "p"),
+        ),
+        "monitor_port must be a port number",
+    ),
+    (
+        "bad subject in policy",
+        lambda s: (nodes.add_node(s, "q"), _edit(s, "q", "allow: []", "allow: ['room..x']"), NodeFile.load(s, "q")),
+        "empty token",
+    ),
+    (
+        "jetstream without server name",
+        lambda s: semantic_check(_cfg(s, server_name="", jetstream={"store_dir": "/tmp/js"})),
+        "server_name",
+    ),
 ]
 
 
@@ -126,8 +172,13 @@ def test_unknown_field_names_file_and_line(store):
 
 def test_every_topology_renders_and_passes_nats_server_check(store):
     a = nodes.add_node(store, "a", jetstream=True, websocket_port=None)
-    nodes.add_node(store, "b", seed_routes=[nodes.route_url(store, "a")], gateway_port=None,
-                   gateways=[("west", "nats://127.0.0.1:7999")])
+    nodes.add_node(
+        store,
+        "b",
+        seed_routes=[nodes.route_url(store, "a")],
+        gateway_port=None,
+        gateways=[("west", "nats://127.0.0.1:7999")],
+    )
     nodes.add_node(store, "hub", leaf_port=None, cluster=False)
     hub_leaf = nodes.add_node(store, "hub2", cluster=False, leaf_port=17422)
     nodes.add_node(store, "leaf", cluster=False, leaf_of=[f"nats-leaf://127.0.0.1:{hub_leaf.node.leafnodes['port']}"])

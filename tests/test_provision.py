@@ -4,6 +4,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from conftest import snapshot
 
 from dchat_ops import provision
 from dchat_ops._cli.main import cli
@@ -13,17 +14,16 @@ from dchat_ops.nsc.describe import validate_store
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import connect
 
-from conftest import snapshot
-
 ROOMS = ["chat.>", "room.>", "lobby.>", "news.>", "_INBOX.>"]
 
 
 def spec_text(extra_user_lines: str = "", alice_sub: str = '["chat.>", "_INBOX.>"]') -> str:
-    users = "\n".join(f"      - {{name: u{i}, allow_sub: [room.{i}, \"_INBOX.>\"]}}" for i in range(16))
+    users = "\n".join(f'      - {{name: u{i}, allow_sub: [room.{i}, "_INBOX.>"]}}' for i in range(16))
     nodes = "\n".join(
         f"  - id: n{i}\n    routes: [{'n' + str(i - 1) if i > 1 else ''}]\n"
         f"    policy: {{subscribe: {{allow: {ROOMS}}}}}".replace("routes: []", "routes: []")
-        for i in range(1, 4))
+        for i in range(1, 4)
+    )
     return f"""\
 version: 1
 operator: {{name: dchat}}
@@ -70,7 +70,10 @@ async def test_spec_network_on_real_nodes(tmp_path, supervised_factory):
     sup = supervised_factory(store)
     for nid in ("n1", "n2", "n3"):
         sup(nid)
-    creds = lambda acc, u: store.creds_path("dchat", acc, u)
+
+    def creds(acc, u):
+        return store.creds_path("dchat", acc, u)
+
     errors = []
     alice = await connect(url(store, "n1"), creds("chat", "alice"), errors=errors)
     bob = await connect(url(store, "n3"), creds("chat", "bob"), errors=errors)
@@ -117,14 +120,19 @@ def test_one_user_change_reissues_only_that_user(tmp_path):
     store = Store(tmp_path / "home")
     provision.apply(store, provision.load_spec(write_spec(tmp_path, spec_text())))
     before = snapshot(store.home)
-    changed = provision.load_spec(write_spec(tmp_path, spec_text(alice_sub='["chat.>", "room.9", "_INBOX.>"]'), "v2.yaml"))
+    changed = provision.load_spec(
+        write_spec(tmp_path, spec_text(alice_sub='["chat.>", "room.9", "_INBOX.>"]'), "v2.yaml")
+    )
     p = provision.plan(store, changed)
     assert [(c.action, c.kind, c.name) for c in p.changes] == [("reissue", "user", "chat/alice")]
     r = provision.apply(store, changed)
     after = snapshot(store.home)
     diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    assert diff == ["keys/creds/dchat/chat/alice.creds", "provision-state.json",
-                    "stores/dchat/accounts/chat/users/alice.jwt"], diff
+    assert diff == [
+        "keys/creds/dchat/chat/alice.creds",
+        "provision-state.json",
+        "stores/dchat/accounts/chat/users/alice.jwt",
+    ], diff
     assert store.user("chat", "alice").claims.permissions.sub.allow == ["chat.>", "room.9", "_INBOX.>"]
     assert r.written_users == 1
 
@@ -138,7 +146,7 @@ def test_drift_is_reported_and_removed_users_are_revoked(tmp_path):
     assert [(c.action, c.name) for c in p.changes] == [("drift", "chat/bob")]
     provision.apply(store, provision.load_spec(path))
     assert store.user("chat", "bob").claims.permissions.sub.allow == []
-    smaller = spec_text().replace("      - {name: u15, allow_sub: [room.15, \"_INBOX.>\"]}\n", "")
+    smaller = spec_text().replace('      - {name: u15, allow_sub: [room.15, "_INBOX.>"]}\n', "")
     spec2 = provision.load_spec(write_spec(tmp_path, smaller, "v2.yaml"))
     kept = provision.plan(store, spec2, keep_removed=True)
     assert [(c.action, c.name) for c in kept.changes] == [("drift", "chat/u15")]
@@ -153,16 +161,30 @@ def test_drift_is_reported_and_removed_users_are_revoked(tmp_path):
 def _invalid():
     good = spec_text()
     return [
-        ("unknown field", good.replace("limits: {conn: 1000}", "limits: {conn: 1000, colour: 3}"),
-         "accounts[0].limits.colour: unknown field"),
-        ("bad subject", good.replace('allow_pub: ["chat.>"]', 'allow_pub: ["chat..x"]'),
-         "accounts[0].users[1].allow_pub[0]: empty token"),
+        (
+            "unknown field",
+            good.replace("limits: {conn: 1000}", "limits: {conn: 1000, colour: 3}"),
+            "accounts[0].limits.colour: unknown field",
+        ),
+        (
+            "bad subject",
+            good.replace('allow_pub: ["chat.>"]', 'allow_pub: ["chat..x"]'),
+            "accounts[0].users[1].allow_pub[0]: empty token",
+        ),
         ("duplicate user", good.replace("{name: u2,", "{name: u1,"), "duplicate user 'u1'"),
         ("unknown role", good.replace("role: guest}", "role: admin}"), "unknown signing key role 'admin'"),
-        ("port clash", good.replace("  - id: n2\n", "  - id: n2\n    client_port: 4333\n")
-         .replace("  - id: n3\n", "  - id: n3\n    client_port: 4333\n"), "port 4333 clashes with nodes[1].client_port"),
-        ("missing env", good.replace("name: dchat}", 'name: "${DCHAT_SPEC_NOT_SET}"}'),
-         "environment variable DCHAT_SPEC_NOT_SET is not set"),
+        (
+            "port clash",
+            good.replace("  - id: n2\n", "  - id: n2\n    client_port: 4333\n").replace(
+                "  - id: n3\n", "  - id: n3\n    client_port: 4333\n"
+            ),
+            "port 4333 clashes with nodes[1].client_port",
+        ),
+        (
+            "missing env",
+            good.replace("name: dchat}", 'name: "${DCHAT_SPEC_NOT_SET}"}'),
+            "environment variable DCHAT_SPEC_NOT_SET is not set",
+        ),
     ]
 
 

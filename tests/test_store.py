@@ -2,17 +2,16 @@ import json
 import stat
 
 import pytest
+from conftest import snapshot
 
-from dchat_ops.errors import ExistsError, StoreError
 from dchat_ops._fs import FileTransaction, atomic_write
+from dchat_ops.errors import ExistsError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.describe import validate_store
 from dchat_ops.nsc.jwt import decode, verify_chain
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store, default_home
-
-from conftest import snapshot
 
 
 def mode(p):
@@ -24,7 +23,11 @@ def test_nsc_layout(store):
     op = store.operator()
     assert (home / "stores/dchat/dchat.jwt").read_text() == op.token
     assert json.loads((home / "stores/dchat/.nsc").read_text()) == {
-        "managed": False, "name": "dchat", "kind": "operator", "version": "1"}
+        "managed": False,
+        "name": "dchat",
+        "kind": "operator",
+        "version": "1",
+    }
     assert (home / "stores/dchat/accounts/chat/chat.jwt").is_file()
     assert (home / "stores/dchat/accounts/SYS/SYS.jwt").is_file()
     assert (home / "stores/dchat/accounts/chat/users/default.jwt").is_file()
@@ -159,7 +162,9 @@ def test_edit_user_adds_removes_and_is_idempotent(store):
 
 
 def test_edit_account_limits_and_jetstream(store):
-    e, changed = admin.edit_account(store, "chat", limits={"conn": 10}, jetstream={"mem_storage": -1, "disk_storage": -1})
+    e, changed = admin.edit_account(
+        store, "chat", limits={"conn": 10}, jetstream={"mem_storage": -1, "disk_storage": -1}
+    )
     assert changed and e.claims.limits.conn == 10 and e.claims.limits.jetstream.enabled()
     assert decode(store.account("chat").token).limits.conn == 10
     _, changed = admin.edit_account(store, "chat", limits={"conn": 10})
@@ -171,12 +176,11 @@ def test_edit_account_limits_and_jetstream(store):
 def test_atomic_write_and_transaction_rollback(tmp_path):
     a, b = tmp_path / "a.conf", tmp_path / "b.conf"
     atomic_write(a, "one")
-    with pytest.raises(RuntimeError):
-        with FileTransaction() as tx:
-            tx.write(a, "two")
-            tx.write(b, "new")
-            assert a.read_text() == "two" and b.exists()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), FileTransaction() as tx:
+        tx.write(a, "two")
+        tx.write(b, "new")
+        assert a.read_text() == "two" and b.exists()
+        raise RuntimeError("boom")
     assert a.read_text() == "one" and not b.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["a.conf"]
     with pytest.raises(ExistsError):
@@ -188,11 +192,12 @@ def test_bulk_issue_in_parallel_matches_the_chain(store, monkeypatch):
     monkeypatch.setattr(admin, "PARALLEL_THRESHOLD", 10)
     acc = store.account("chat")
     signer = store.load_key(acc.public_key)
-    rows = admin.issue_users([f"b{i}" for i in range(40)], acc.public_key, signer,
-                             admin.UserSpec(sub_allow=["chat.>"]), workers=2)
+    rows = admin.issue_users(
+        [f"b{i}" for i in range(40)], acc.public_key, signer, admin.UserSpec(sub_allow=["chat.>"]), workers=2
+    )
     assert [r[0] for r in rows] == [f"b{i}" for i in range(40)]
     op = store.operator()
-    for name, pub, seed, token, creds in rows:
+    for _name, pub, seed, token, creds in rows:
         res = verify_chain(op.token, acc.token, token)
         assert res.user.subject == pub and res.user.permissions.sub.allow == ["chat.>"]
         assert parse_creds(creds).keypair().public_key == pub and KeyPair.from_seed(seed).public_key == pub

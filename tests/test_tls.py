@@ -8,22 +8,21 @@ import stat
 
 import pytest
 from click.testing import CliRunner
+from conftest import wait_for
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dchat_ops._cli.main import Ctx
 from dchat_ops._cli.tls_cmds import tls as tls_cli
+from dchat_ops._fs import atomic_write
 from dchat_ops.config import nodes, pki, tls
 from dchat_ops.config.node import NodeFile
 from dchat_ops.config.server import render
 from dchat_ops.errors import ConfigError
-from dchat_ops._fs import atomic_write
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import connect, refused
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import reload_running
-
-from conftest import wait_for
 
 
 def url(store, nid):
@@ -51,9 +50,11 @@ def peer_serial(store, node_id, via="b"):
     """Serial of the certificate node_id's route port presents to a fresh TLS handshake (with via's route cert)."""
     port = NodeFile.load(store, node_id).node.cluster["port"]
     ctx = pki.client_ssl_context(store, node_id=via, kind="route")
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:  # routes: TLS from the first byte
-            return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=3) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,  # routes: TLS from the first byte
+    ):
+        return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
 
 
 def disk_serial(store, node_id, kind="route"):
@@ -74,8 +75,9 @@ def tls_cluster(store, supervised, ids=("a", "b", "c")):
         prev = nid
     for nid in ids:
         sups[nid] = supervised(nid)
-    assert wait_for(lambda: all(routes_of(s) == set(ids) - {n} for n, s in sups.items()), 10), \
-        {n: routes_of(s) for n, s in sups.items()}
+    assert wait_for(lambda: all(routes_of(s) == set(ids) - {n} for n, s in sups.items()), 10), {
+        n: routes_of(s) for n, s in sups.items()
+    }
     return sups
 
 
@@ -139,8 +141,13 @@ def test_ca_and_node_certificates_files_names_and_usages(store):
     renewed = pki.renew(store, "a")
     assert {d["kind"] for d in renewed} == set(pki.KINDS)
     assert disk_serial(store, "a") != old and pki.cert_paths(store, "a", "route")[0].read_bytes() != old_key
-    assert set(next(d for d in renewed if d["kind"] == "route")["sans"]) == \
-        {"a", "localhost", "chat.example.org", "127.0.0.1", "10.1.2.3"}
+    assert set(next(d for d in renewed if d["kind"] == "route")["sans"]) == {
+        "a",
+        "localhost",
+        "chat.example.org",
+        "127.0.0.1",
+        "10.1.2.3",
+    }
 
     # a new CA: the old certificates are reported as not signed by it
     pki.init_ca(store, force=True)
@@ -163,7 +170,7 @@ def test_errors_are_typed_and_never_show_key_material(store, tmp_path):
     with pytest.raises(ConfigError, match="tls issue server --node a"):
         nodes.server_config(store, nf.node)  # certificate not issued yet
     nf.set(("tls",), {"client": "maybe"})
-    with pytest.raises(ConfigError, match="tls.client must be true or false"):
+    with pytest.raises(ConfigError, match=r"tls\.client must be true or false"):
         tls.tls_sections(store, nf.refresh())
     key_path, _ = pki.ca_paths(store)
     atomic_write(key_path, "-----BEGIN PRIVATE KEY-----\nSECRETSECRETSECRET\n-----END PRIVATE KEY-----\n", private=True)
@@ -245,7 +252,7 @@ async def test_node_with_a_certificate_from_another_ca_cannot_join(store, superv
     other = Store(tmp_path / "other-home")
     pki.init_ca(other)
     pki.issue(other, "d", "route", node=NodeFile.load(store, "d").node)
-    for src, dst in zip(pki.cert_paths(other, "d", "route"), pki.cert_paths(store, "d", "route")):
+    for src, dst in zip(pki.cert_paths(other, "d", "route"), pki.cert_paths(store, "d", "route"), strict=False):
         atomic_write(dst, src.read_bytes(), private=dst.suffix == ".key")
     assert not next(c for c in pki.list_certs(store) if c["node"] == "d")["signed_by_ca"]
     d = supervised("d")
@@ -274,7 +281,7 @@ async def test_plain_text_client_is_refused_on_a_tls_port(store, supervised):
         try:
             while chunk := s.recv(4096):
                 got += chunk
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             pass
         assert b"PONG" not in got
     # with TLS and the store's CA: connected, and messages flow
@@ -290,7 +297,7 @@ async def test_plain_text_client_is_refused_on_a_tls_port(store, supervised):
     tls.enable(store, "e", ["client"], client_verify=True)
     sup.reload()
     assert await refused(url(store, "e"), creds) is not None
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - nats-py raises several kinds for a refused handshake
         await connect(url(store, "e"), creds, tls=pki.client_ssl_context(store), allow_reconnect=False)
     pki.issue(store, "e", "client")
     nc = await connect(url(store, "e"), creds, tls=pki.client_ssl_context(store, node_id="e", kind="client"))
@@ -342,19 +349,31 @@ async def test_gateway_leafnode_and_websocket_links_with_tls(store, supervised):
     from dchat_ops.natsbin import free_port
 
     pki.init_ca(store)
-    nodes.add_node(store, "e1", cluster_name="east", gateway_port=free_port(), leaf_port=free_port(),
-                   websocket_port=free_port())
+    nodes.add_node(
+        store, "e1", cluster_name="east", gateway_port=free_port(), leaf_port=free_port(), websocket_port=free_port()
+    )
     hub = NodeFile.load(store, "e1").node
     nodes.add_node(store, "w1", cluster_name="west", gateways=[("east", f"nats://127.0.0.1:{hub.gateway['port']}")])
     nodes.add_node(store, "leaf", cluster=False, leaf_of=[f"nats-leaf://127.0.0.1:{hub.leafnodes['port']}"])
-    assert tls.enable(store, "e1", tls.applicable_links(hub))["tls"] == \
-        {"client": True, "route": True, "gateway": True, "leafnode": True, "websocket": True}
+    assert tls.enable(store, "e1", tls.applicable_links(hub))["tls"] == {
+        "client": True,
+        "route": True,
+        "gateway": True,
+        "leafnode": True,
+        "websocket": True,
+    }
     tls.enable(store, "w1", ["route", "gateway"])
     tls.enable(store, "leaf", ["leafnode"])
     e, w = supervised("e1"), supervised("w1")
     supervised("leaf")
-    assert wait_for(lambda: w.status().data["gateways"] == ["east"] and e.status().data["gateways"] == ["west"]
-                    and e.status().data["leafnodes"], 10)
+    assert wait_for(
+        lambda: (
+            w.status().data["gateways"] == ["east"]
+            and e.status().data["gateways"] == ["west"]
+            and e.status().data["leafnodes"]
+        ),
+        10,
+    )
     _, varz = http_json(e.monitor_url + "/varz")
     assert varz["gateway"]["tls_required"] and varz["leaf"]["tls_required"] and varz["leaf"]["tls_verify"]
 
@@ -370,9 +389,11 @@ async def test_gateway_leafnode_and_websocket_links_with_tls(store, supervised):
                 return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
 
     def all_current():
-        return {"gateway": presented(hub.gateway["port"], False, "w1", "route") == disk_serial(store, "e1", "route"),
-                "leafnode": presented(hub.leafnodes["port"], True, "leaf", "client") == disk_serial(store, "e1", "server"),
-                "websocket": presented(hub.websocket["port"], False, "w1", "route") == disk_serial(store, "e1", "server")}
+        return {
+            "gateway": presented(hub.gateway["port"], False, "w1", "route") == disk_serial(store, "e1", "route"),
+            "leafnode": presented(hub.leafnodes["port"], True, "leaf", "client") == disk_serial(store, "e1", "server"),
+            "websocket": presented(hub.websocket["port"], False, "w1", "route") == disk_serial(store, "e1", "server"),
+        }
 
     assert all(all_current().values())
     old = disk_serial(store, "e1", "server")
@@ -384,7 +405,7 @@ async def test_gateway_leafnode_and_websocket_links_with_tls(store, supervised):
 
 
 async def test_push_and_pull_reach_a_node_with_client_tls(store, supervised):
-    from dchat_ops.nsc import admin, revoke
+    from dchat_ops.nsc import admin
     from dchat_ops.runtime import push
 
     pki.init_ca(store)

@@ -4,16 +4,16 @@ import asyncio
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile, inbox_prefix
 from dchat_ops.errors import ServerError
 from dchat_ops.runtime.client import connect
 from dchat_ops.runtime.process import http_json
-
-from conftest import wait_for
 
 
 def url(store, nid):
@@ -48,12 +48,16 @@ async def test_chain_join_route_imports_and_system_account(store, supervised):
     nodes.add_node(store, "c", seed_routes=[nodes.route_url(store, "b")])  # C knows only B
     allow_sub(store, "c", "svc.ping")  # c serves requests on svc.ping
     c = supervised("c")
-    assert wait_for(lambda: routes_of(a) == {"b", "c"} and routes_of(b) == {"a", "c"} and routes_of(c) == {"a", "b"}), \
-        (routes_of(a), routes_of(b), routes_of(c))
+    assert wait_for(lambda: routes_of(a) == {"b", "c"} and routes_of(b) == {"a", "c"} and routes_of(c) == {"a", "b"}), (
+        routes_of(a),
+        routes_of(b),
+        routes_of(c),
+    )
 
     errors = []
-    node_user = await connect(url(store, "a"), store.creds_path("dchat", "chat", "a"), errors=errors,
-                              inbox_prefix=inbox_prefix("a"))
+    node_user = await connect(
+        url(store, "a"), store.creds_path("dchat", "chat", "a"), errors=errors, inbox_prefix=inbox_prefix("a")
+    )
     ok = await node_user.subscribe("room.ok")
     await node_user.subscribe("room.no")  # not allowed for a's local user
     # an unrestricted user on node a: only the route import permissions stand between it and room.no
@@ -104,8 +108,9 @@ async def test_chain_join_route_imports_and_system_account(store, supervised):
 
 
 async def test_gateway_joins_two_clusters(store, supervised):
-    east = nodes.add_node(store, "e1", cluster_name="east", gateway_port=None,
-                          gateways=[("west", "nats://127.0.0.1:1")])  # placeholder replaced below
+    east = nodes.add_node(
+        store, "e1", cluster_name="east", gateway_port=None, gateways=[("west", "nats://127.0.0.1:1")]
+    )  # placeholder replaced below
     # east accepts gateways on its port; west dials east
     nf = NodeFile.load(store, "e1")
     nf.set(("gateway", "remotes"), [])
@@ -179,7 +184,7 @@ def test_up_on_a_busy_port_fails_clearly_and_leaves_no_process(store):
         conf = str(sup.config_path).encode()
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                assert conf not in open(f"/proc/{pid}/cmdline", "rb").read()
+                assert conf not in Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 pass
     finally:
@@ -205,4 +210,4 @@ def test_reload_is_confirmed_and_status_reports(store, supervised):
     assert st["running"] and st["healthy"] and st["server_name"] == "r"
     code, _ = http_json(st["monitor_url"] + "/healthz")
     assert code == 200
-    assert any("Server is ready" in l for l in sup.logs(200))
+    assert any("Server is ready" in line for line in sup.logs(200))

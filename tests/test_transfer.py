@@ -6,6 +6,7 @@ import stat
 
 import pytest
 from click.testing import CliRunner
+from conftest import snapshot
 
 from dchat_ops._cli.main import cli
 from dchat_ops._cli.output import run_cli
@@ -13,16 +14,14 @@ from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile
 from dchat_ops.errors import DchatOpsError, StoreError
 from dchat_ops.nsc import admin, revoke, transfer
-from dchat_ops.runtime import push
 from dchat_ops.nsc.bundle import BundleError, open_bundle
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.describe import validate_store
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store
+from dchat_ops.runtime import push
 from dchat_ops.runtime.client import connect, refused
 from dchat_ops.runtime.supervisor import chain
-
-from conftest import snapshot
 
 PW = "correct horse battery"
 
@@ -40,12 +39,29 @@ async def test_creds_round_trip_to_a_fresh_store_and_a_real_server(store, tmp_pa
     admin.add_user(store, "chat", "alice", admin.UserSpec(sub_allow=["chat.>"]))
     bundle = tmp_path / "alice.bundle"
     env = {"DCHAT_OPS_PW": PW}
-    r = CliRunner().invoke(cli, ["--home", str(store.home), "export", "creds", "-u", "alice", "-o", str(bundle),
-                                 "--passphrase-env", "DCHAT_OPS_PW"], env=env)
+    r = CliRunner().invoke(
+        cli,
+        [
+            "--home",
+            str(store.home),
+            "export",
+            "creds",
+            "-u",
+            "alice",
+            "-o",
+            str(bundle),
+            "--passphrase-env",
+            "DCHAT_OPS_PW",
+        ],
+        env=env,
+    )
     assert r.exit_code == 0, r.output
     other = fresh_copy_of_operator(store, tmp_path)
-    r = CliRunner().invoke(cli, ["--home", str(other.home), "import", "creds", str(bundle),
-                                 "--passphrase-env", "DCHAT_OPS_PW", "--json"], env=env)
+    r = CliRunner().invoke(
+        cli,
+        ["--home", str(other.home), "import", "creds", str(bundle), "--passphrase-env", "DCHAT_OPS_PW", "--json"],
+        env=env,
+    )
     assert r.exit_code == 0, r.output
     assert "user chat/alice" in json.loads(r.stdout)["added"]
     assert [f for f in validate_store(other) if f.level == "error"] == []
@@ -61,8 +77,20 @@ async def test_creds_round_trip_to_a_fresh_store_and_a_real_server(store, tmp_pa
 
 def test_bundle_holds_no_seed_in_the_clear_and_is_private(store, tmp_path):
     out = tmp_path / "all.bundle"
-    code = run_cli(cli, ["--home", str(store.home), "export", "keys", "--all", "-o", str(out),
-                         "--passphrase-file", str(_pwfile(tmp_path))])
+    code = run_cli(
+        cli,
+        [
+            "--home",
+            str(store.home),
+            "export",
+            "keys",
+            "--all",
+            "-o",
+            str(out),
+            "--passphrase-file",
+            str(_pwfile(tmp_path)),
+        ],
+    )
     assert code == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     text = out.read_text()
@@ -91,8 +119,12 @@ def _bad_bundles(store, tmp_path):
         ("wrong passphrase", good, "wrong-passphrase!", "wrong passphrase or key"),
         ("one flipped byte", bytes(flipped), PW, "wrong passphrase or key, or the file was changed"),
         ("truncated", good[: len(good) // 2], PW, "truncated"),
-        ("another operator", transfer.export_bundle(foreign, "creds", user="default", passphrase=PW), PW,
-         "not to this store's operator"),
+        (
+            "another operator",
+            transfer.export_bundle(foreign, "creds", user="default", passphrase=PW),
+            PW,
+            "not to this store's operator",
+        ),
     ]
 
 
@@ -102,8 +134,9 @@ def test_bad_bundles_fail_clearly_and_write_nothing(store, tmp_path, capsys):
         path.write_bytes(data)
         (tmp_path / "pw").write_text(pw)
         before = snapshot(store.home)
-        code = run_cli(cli, ["--home", str(store.home), "import", "creds", str(path), "--passphrase-file",
-                             str(tmp_path / "pw")])
+        code = run_cli(
+            cli, ["--home", str(store.home), "import", "creds", str(path), "--passphrase-file", str(tmp_path / "pw")]
+        )
         err = capsys.readouterr().err
         assert code == 1, name
         assert message in err and len(err.strip().splitlines()) == 1, (name, err)
@@ -144,7 +177,9 @@ def test_curve_key_bundles(store, tmp_path):
 def test_plain_export_and_nsc_files_import(store, tmp_path):
     admin.add_user(store, "chat", "bob")
     creds = tmp_path / "bob.creds"
-    r = CliRunner().invoke(cli, ["--home", str(store.home), "export", "creds", "-u", "bob", "--plain", "-o", str(creds)])
+    r = CliRunner().invoke(
+        cli, ["--home", str(store.home), "export", "creds", "-u", "bob", "--plain", "-o", str(creds)]
+    )
     assert r.exit_code == 0 and "warning" in r.output
     assert parse_creds(creds.read_text()).jwt == store.user("chat", "bob").token
     folder = tmp_path / "keys"

@@ -8,8 +8,13 @@ import sys
 
 def test_verify_passes_and_reports_every_check(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
-    p = subprocess.run([exe, "verify", "--json"], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "TMPDIR": str(tmp_path)})
+    p = subprocess.run(
+        [exe, "verify", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     report = json.loads(p.stdout)
     assert report["passed"] is True

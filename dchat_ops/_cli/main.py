@@ -13,13 +13,13 @@ from typing import Optional
 import click
 
 from dchat_ops import __version__
-from dchat_ops.errors import DchatOpsError
+from dchat_ops._cli.output import emit, json_option, note, run_cli
 from dchat_ops._fs import atomic_write
+from dchat_ops._time import format_time, parse_duration, parse_expiry
+from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc import describe as inspect_
 from dchat_ops.nsc.store import Store
-from dchat_ops._time import format_time, parse_duration, parse_expiry
-from dchat_ops._cli.output import emit, json_option, note, run_cli
 
 
 class Ctx:
@@ -55,8 +55,12 @@ def _times(values) -> list[tuple[str, str]]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", envvar="DCHAT_OPS_HOME", type=click.Path(file_okay=False),
-              help="Store folder (default: $DCHAT_OPS_HOME, else $XDG_DATA_HOME/dchat-ops).")
+@click.option(
+    "--home",
+    envvar="DCHAT_OPS_HOME",
+    type=click.Path(file_okay=False),
+    help="Store folder (default: $DCHAT_OPS_HOME, else $XDG_DATA_HOME/dchat-ops).",
+)
 @click.version_option(__version__, prog_name="dchat-ops")
 @click.pass_context
 def cli(ctx: click.Context, home: Optional[str]):
@@ -124,20 +128,30 @@ def add_account(c: Ctx, name, signing_key, force, as_json):
 
 def user_options(f):
     opts = [
-        click.option("--allow-pub", multiple=True, help="Subjects the user may publish to (repeatable, or comma list)."),
-        click.option("--allow-sub", multiple=True, help="Subjects the user may subscribe to; 'subject queue' for a queue group."),
+        click.option(
+            "--allow-pub", multiple=True, help="Subjects the user may publish to (repeatable, or comma list)."
+        ),
+        click.option(
+            "--allow-sub", multiple=True, help="Subjects the user may subscribe to; 'subject queue' for a queue group."
+        ),
         click.option("--deny-pub", multiple=True, help="Subjects the user may not publish to."),
         click.option("--deny-sub", multiple=True, help="Subjects the user may not subscribe to."),
         click.option("--allow-pubsub", multiple=True, help="Subjects allowed for both publish and subscribe."),
-        click.option("--resp-max", type=int, help="Allow publishing this many responses to request reply subjects (0 removes)."),
+        click.option(
+            "--resp-max", type=int, help="Allow publishing this many responses to request reply subjects (0 removes)."
+        ),
         click.option("--resp-ttl", help="Time window for those responses, e.g. 1s."),
         click.option("--subs", type=int, help="Maximum subscriptions (-1 unlimited)."),
         click.option("--data", type=int, help="Maximum bytes (-1 unlimited)."),
         click.option("--payload", type=int, help="Maximum message payload (-1 unlimited)."),
         click.option("--bearer/--no-bearer", default=None, help="Bearer token: no nonce signature needed."),
-        click.option("--conn-type", multiple=True, help="Allowed connection type (STANDARD, WEBSOCKET, LEAFNODE, MQTT...)."),
+        click.option(
+            "--conn-type", multiple=True, help="Allowed connection type (STANDARD, WEBSOCKET, LEAFNODE, MQTT...)."
+        ),
         click.option("--source-network", multiple=True, help="CIDR the user may connect from."),
-        click.option("--time", "times", multiple=True, help="Daily window HH:MM:SS-HH:MM:SS when the user may connect."),
+        click.option(
+            "--time", "times", multiple=True, help="Daily window HH:MM:SS-HH:MM:SS when the user may connect."
+        ),
         click.option("--locale", help="Time zone of the windows (IANA name)."),
         click.option("--expiry", help="Expiry: a duration (30d), a date (2026-12-31), or 0 for none."),
         click.option("--start", help="Not valid before: a duration from now or a date."),
@@ -159,7 +173,10 @@ def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
     spec = admin.UserSpec(
         resp_max=kw["resp_max"],
         resp_ttl_s=parse_duration(kw["resp_ttl"]) if kw["resp_ttl"] else None,
-        subs=kw["subs"], data=kw["data"], payload=kw["payload"], bearer=kw["bearer"],
+        subs=kw["subs"],
+        data=kw["data"],
+        payload=kw["payload"],
+        bearer=kw["bearer"],
         times_location=kw["locale"],
         expires=parse_expiry(kw["expiry"], now) if kw["expiry"] is not None else None,
         not_before=parse_expiry(kw["start"], now) if kw["start"] is not None else None,
@@ -189,10 +206,14 @@ def add_user(c: Ctx, name, account, role, signing_key, force, as_json, **kw):
     """Add a user, its seed and its creds file."""
     store = c.store()
     account = account or store.default_account()
-    r = admin.add_user(store, account, name, _spec(store, kw, for_edit=False), role=role,
-                       signing_key=signing_key, force=force)
-    emit(as_json, r.to_dict(), [f"added user {name} to account {account} ({r.entity.public_key})",
-                                f"  creds: {r.creds_path}"])
+    r = admin.add_user(
+        store, account, name, _spec(store, kw, for_edit=False), role=role, signing_key=signing_key, force=force
+    )
+    emit(
+        as_json,
+        r.to_dict(),
+        [f"added user {name} to account {account} ({r.entity.public_key})", f"  creds: {r.creds_path}"],
+    )
 
 
 # --- edit --------------------------------------------------------------------------------------------
@@ -220,12 +241,19 @@ def edit_user(c: Ctx, name, account, rm, rm_tag, rm_conn_type, rm_source_network
     account = account or store.default_account()
     both = _split(kw["allow_pubsub"])
     changes = admin.UserChanges(
-        allow_pub=_split(kw["allow_pub"]) + both, allow_sub=_split(kw["allow_sub"]) + both,
-        deny_pub=_split(kw["deny_pub"]), deny_sub=_split(kw["deny_sub"]), remove=_split(rm),
-        add_tags=_split(kw["tag"]), remove_tags=_split(rm_tag),
-        add_connection_types=_split(kw["conn_type"]), remove_connection_types=_split(rm_conn_type),
-        add_source_networks=_split(kw["source_network"]), remove_source_networks=_split(rm_source_network),
-        add_times=_times(kw["times"]), clear_times=rm_times,
+        allow_pub=_split(kw["allow_pub"]) + both,
+        allow_sub=_split(kw["allow_sub"]) + both,
+        deny_pub=_split(kw["deny_pub"]),
+        deny_sub=_split(kw["deny_sub"]),
+        remove=_split(rm),
+        add_tags=_split(kw["tag"]),
+        remove_tags=_split(rm_tag),
+        add_connection_types=_split(kw["conn_type"]),
+        remove_connection_types=_split(rm_conn_type),
+        add_source_networks=_split(kw["source_network"]),
+        remove_source_networks=_split(rm_source_network),
+        add_times=_times(kw["times"]),
+        clear_times=rm_times,
     )
     r = admin.edit_user(store, account, name, _spec(store, kw, for_edit=True), changes)
     msg = f"user {account}/{name} re-issued" if r.changed else f"user {account}/{name} unchanged"
@@ -263,28 +291,74 @@ def _limit_kw(**kw) -> dict:
 @click.option("--description")
 @json_option
 @pass_ctx
-def edit_account(c: Ctx, name, conn, leaf, subs, data, payload, imports, exports, wildcards, disallow_bearer,
-                 js_mem, js_disk, js_streams, js_consumers, add_sk, role, rm_sk, role_allow_pub, role_allow_sub,
-                 role_deny_pub, role_deny_sub, expiry, tag, description, as_json):
+def edit_account(
+    c: Ctx,
+    name,
+    conn,
+    leaf,
+    subs,
+    data,
+    payload,
+    imports,
+    exports,
+    wildcards,
+    disallow_bearer,
+    js_mem,
+    js_disk,
+    js_streams,
+    js_consumers,
+    add_sk,
+    role,
+    rm_sk,
+    role_allow_pub,
+    role_allow_sub,
+    role_deny_pub,
+    role_deny_sub,
+    expiry,
+    tag,
+    description,
+    as_json,
+):
     """Change an account's limits, JetStream, signing keys and roles; re-sign it."""
     store = c.store()
     role_spec = None
     if not role and (role_allow_pub or role_allow_sub or role_deny_pub or role_deny_sub):
         raise click.UsageError("--role-allow-* and --role-deny-* need --role NAME")
     if role:
-        role_spec = admin.UserSpec(pub_allow=_split(role_allow_pub), sub_allow=_split(role_allow_sub),
-                                   pub_deny=_split(role_deny_pub), sub_deny=_split(role_deny_sub))
+        role_spec = admin.UserSpec(
+            pub_allow=_split(role_allow_pub),
+            sub_allow=_split(role_allow_sub),
+            pub_deny=_split(role_deny_pub),
+            sub_deny=_split(role_deny_sub),
+        )
     e, changed = admin.edit_account(
-        store, name,
-        limits=_limit_kw(conn=conn, leaf=leaf, subs=subs, data=data, payload=payload, imports=imports,
-                         exports=exports, wildcards=wildcards, disallow_bearer=disallow_bearer),
+        store,
+        name,
+        limits=_limit_kw(
+            conn=conn,
+            leaf=leaf,
+            subs=subs,
+            data=data,
+            payload=payload,
+            imports=imports,
+            exports=exports,
+            wildcards=wildcards,
+            disallow_bearer=disallow_bearer,
+        ),
         jetstream=_limit_kw(mem_storage=js_mem, disk_storage=js_disk, streams=js_streams, consumer=js_consumers),
-        add_signing_key=add_sk, add_role=role, role_spec=role_spec, remove_signing_key=rm_sk,
+        add_signing_key=add_sk,
+        add_role=role,
+        role_spec=role_spec,
+        remove_signing_key=rm_sk,
         expires=parse_expiry(expiry, admin.now(store)) if expiry is not None else None,
-        tags=_split(tag) or None, description=description,
+        tags=_split(tag) or None,
+        description=description,
     )
-    emit(as_json, {**inspect_.describe_claims(e.claims), "changed": changed},
-         f"account {name} re-signed" if changed else f"account {name} unchanged")
+    emit(
+        as_json,
+        {**inspect_.describe_claims(e.claims), "changed": changed},
+        f"account {name} re-signed" if changed else f"account {name} unchanged",
+    )
     if changed:
         note("running servers still hold the old account JWT: push it or reload the nodes")
 
@@ -301,10 +375,19 @@ def edit_account(c: Ctx, name, conn, leaf, subs, data, payload, imports, exports
 def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, system_account, tag, as_json):
     """Change the operator's signing keys, strict mode, URLs or system account."""
     e, changed = admin.edit_operator(
-        c.store(), add_signing_key=add_sk, strict=strict, service_urls=_split(service_url) or None,
-        account_server_url=account_server_url, system_account=system_account, tags=_split(tag) or None)
-    emit(as_json, {**inspect_.describe_claims(e.claims), "changed": changed},
-         f"operator {e.name} re-signed" if changed else f"operator {e.name} unchanged")
+        c.store(),
+        add_signing_key=add_sk,
+        strict=strict,
+        service_urls=_split(service_url) or None,
+        account_server_url=account_server_url,
+        system_account=system_account,
+        tags=_split(tag) or None,
+    )
+    emit(
+        as_json,
+        {**inspect_.describe_claims(e.claims), "changed": changed},
+        f"operator {e.name} re-signed" if changed else f"operator {e.name} unchanged",
+    )
     if changed:
         note("servers read the operator JWT at start: regenerate their configs and restart them")
 
@@ -406,9 +489,14 @@ def validate(c: Ctx, as_json):
     store = c.store()
     findings = inspect_.validate_store(store)
     errors = [f for f in findings if f.level == "error"]
-    emit(as_json, {"valid": not errors, "findings": [f.to_dict() for f in findings]},
-         lambda: [f"{f.level}: {f.entity}: {f.message}" for f in findings]
-         + [("store is valid" if not errors else f"{len(errors)} error(s)")])
+    emit(
+        as_json,
+        {"valid": not errors, "findings": [f.to_dict() for f in findings]},
+        lambda: (
+            [f"{f.level}: {f.entity}: {f.message}" for f in findings]
+            + [("store is valid" if not errors else f"{len(errors)} error(s)")]
+        ),
+    )
     return 1 if errors else 0
 
 
@@ -444,8 +532,13 @@ def generate_creds(c: Ctx, account, name, output, force):
 
 
 @generate.command("config")
-@click.option("--nats-resolver", "resolver", flag_value="full", default=True,
-              help="Full nats resolver: accounts kept on disk, updates pushable (default).")
+@click.option(
+    "--nats-resolver",
+    "resolver",
+    flag_value="full",
+    default=True,
+    help="Full nats resolver: accounts kept on disk, updates pushable (default).",
+)
 @click.option("--mem-resolver", "resolver", flag_value="memory", help="Memory resolver: accounts preloaded only.")
 @click.option("--output", "-o", help="Write here (default: print).")
 @click.option("--server-name", default="dchat-1", show_default=True)
@@ -457,15 +550,23 @@ def generate_creds(c: Ctx, account, name, output, force):
 @click.option("--no-check", is_flag=True, help="Skip the nats-server -t check.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @pass_ctx
-def generate_config(c: Ctx, resolver, output, server_name, host, port, http_port, data_dir, allow_delete, no_check,
-                    force):
+def generate_config(
+    c: Ctx, resolver, output, server_name, host, port, http_port, data_dir, allow_delete, no_check, force
+):
     """Render a nats-server config for one server of this operator, every account preloaded."""
     from dchat_ops.config import server as render
 
     store = c.store()
-    cfg = render.standalone_config(store, resolver=resolver, data_dir=Path(data_dir) if data_dir else None,
-                                   server_name=server_name, host=host, port=port, http_port=http_port or None,
-                                   allow_delete=allow_delete)
+    cfg = render.standalone_config(
+        store,
+        resolver=resolver,
+        data_dir=Path(data_dir) if data_dir else None,
+        server_name=server_name,
+        host=host,
+        port=port,
+        http_port=http_port or None,
+        allow_delete=allow_delete,
+    )
     if output:
         out = Path(output)
         if not out.parent.is_dir():
@@ -509,7 +610,10 @@ def _gateways(values) -> list[tuple[str, str]]:
 @click.option("--cluster-port", type=int, help="Cluster (route) port (default: a free port).")
 @click.option("--cluster-name", default="dchat", show_default=True)
 @click.option("--no-cluster", is_flag=True, help="A node without routes (a leaf or a lone server).")
-@click.option("--advertise", help="host[:port] other nodes should use to reach this one (default: detected when --host is 0.0.0.0).")
+@click.option(
+    "--advertise",
+    help="host[:port] other nodes should use to reach this one (default: detected when --host is 0.0.0.0).",
+)
 @click.option("--seed-route", multiple=True, help="nats-route://host:port of any node already in the cluster.")
 @click.option("--gateway", multiple=True, help="NAME=nats://host:port of another cluster's gateway.")
 @click.option("--gateway-port", type=int, help="Listen for gateways on this port.")
@@ -523,25 +627,61 @@ def _gateways(values) -> list[tuple[str, str]]:
 @click.option("--force", is_flag=True)
 @json_option
 @pass_ctx
-def node_add(c: Ctx, node_id, host, client_port, monitor_port, cluster_port, cluster_name, no_cluster, advertise,
-             seed_route, gateway, gateway_port, leaf_of, leaf_port, websocket_port, jetstream, mem_resolver,
-             allow_delete, account, force, as_json):
+def node_add(
+    c: Ctx,
+    node_id,
+    host,
+    client_port,
+    monitor_port,
+    cluster_port,
+    cluster_name,
+    no_cluster,
+    advertise,
+    seed_route,
+    gateway,
+    gateway_port,
+    leaf_of,
+    leaf_port,
+    websocket_port,
+    jetstream,
+    mem_resolver,
+    allow_delete,
+    account,
+    force,
+    as_json,
+):
     """Create a node config (default-deny subscribe) and the node's local user."""
     from dchat_ops.config import nodes
 
-    r = nodes.add_node(c.store(), node_id, host=host, client_port=client_port, monitor_port=monitor_port,
-                       cluster=not no_cluster, cluster_name=cluster_name, cluster_port=cluster_port,
-                       advertise=advertise, seed_routes=list(seed_route), gateway_port=gateway_port,
-                       gateways=_gateways(gateway), leaf_of=list(leaf_of), leaf_port=leaf_port,
-                       websocket_port=websocket_port, jetstream=jetstream,
-                       resolver="memory" if mem_resolver else "full", allow_delete=allow_delete, account=account,
-                       force=force)
+    r = nodes.add_node(
+        c.store(),
+        node_id,
+        host=host,
+        client_port=client_port,
+        monitor_port=monitor_port,
+        cluster=not no_cluster,
+        cluster_name=cluster_name,
+        cluster_port=cluster_port,
+        advertise=advertise,
+        seed_routes=list(seed_route),
+        gateway_port=gateway_port,
+        gateways=_gateways(gateway),
+        leaf_of=list(leaf_of),
+        leaf_port=leaf_port,
+        websocket_port=websocket_port,
+        jetstream=jetstream,
+        resolver="memory" if mem_resolver else "full",
+        allow_delete=allow_delete,
+        account=account,
+        force=force,
+    )
 
     def human():
         n = r.node
         yield f"added node {n.id}: {r.path}"
         yield f"  client 127.0.0.1:{n.client_port}  monitor {n.monitor_port}" + (
-            f"  cluster {n.cluster['name']}:{n.cluster['port']}" if n.cluster else "")
+            f"  cluster {n.cluster['name']}:{n.cluster['port']}" if n.cluster else ""
+        )
         for m in r.messages:
             yield f"  {m}"
         yield f"  local user {n.user} (subscribe: default deny), creds {r.creds_path}"
@@ -565,9 +705,18 @@ def node_list(c: Ctx, as_json):
             rows.append(Supervisor(store, n).status().to_dict())
         except DchatOpsError as exc:
             rows.append({"id": n, "running": False, "error": str(exc)})
-    emit(as_json, rows, lambda: [f"{r['id']:<20} " + (r["error"] if r.get("error") else
-                                 'running pid ' + str(r['pid']) if r['running'] else 'stopped')
-                                 for r in rows] or ["no nodes; add one with 'dchat-ops node add'"])
+    emit(
+        as_json,
+        rows,
+        lambda: (
+            [
+                f"{r['id']:<20} "
+                + (r["error"] if r.get("error") else "running pid " + str(r["pid"]) if r["running"] else "stopped")
+                for r in rows
+            ]
+            or ["no nodes; add one with 'dchat-ops node add'"]
+        ),
+    )
 
 
 @node.command("show")
@@ -597,13 +746,14 @@ def node_render(c: Ctx, node_id):
 def _status_lines(d: dict) -> list[str]:
     warnings = list(d.get("warnings") or [])
     if not d["running"]:
-        return [f"node {d['id']}: stopped"] + warnings
-    return warnings + [
+        return [f"node {d['id']}: stopped", *warnings]
+    return [
+        *warnings,
         f"node {d['id']}: running (pid {d['pid']}), {'healthy' if d['healthy'] else 'NOT healthy'}",
         f"  server {d.get('server_name')} nats-server {d.get('version')}, {d.get('connections')} connections",
         f"  routes to {', '.join(d.get('routes') or []) or '-'} ({d.get('route_count')} connections)",
         f"  gateways {', '.join(d.get('gateways') or []) or '-'};"
-        f" leaf nodes {', '.join(l['name'] or '?' for l in d.get('leafnodes') or []) or '-'}",
+        f" leaf nodes {', '.join(leaf['name'] or '?' for leaf in d.get('leafnodes') or []) or '-'}",
     ]
 
 
@@ -631,8 +781,11 @@ def node_down(c: Ctx, node_id, as_json):
     from dchat_ops.runtime.supervisor import Supervisor
 
     stopped = Supervisor(c.store(), node_id).down()
-    emit(as_json, {"id": node_id, "stopped": stopped},
-         f"node {node_id} stopped" if stopped else f"node {node_id} is not running; nothing to stop")
+    emit(
+        as_json,
+        {"id": node_id, "stopped": stopped},
+        f"node {node_id} stopped" if stopped else f"node {node_id} is not running; nothing to stop",
+    )
 
 
 @node.command("status")
@@ -656,8 +809,11 @@ def node_reload(c: Ctx, node_id, as_json):
     from dchat_ops.runtime.supervisor import Supervisor
 
     varz = Supervisor(c.store(), node_id).reload()
-    emit(as_json, {"id": node_id, "reloaded": True, "config_load_time": varz.get("config_load_time")},
-         f"node {node_id} reloaded at {varz.get('config_load_time')}")
+    emit(
+        as_json,
+        {"id": node_id, "reloaded": True, "config_load_time": varz.get("config_load_time")},
+        f"node {node_id} reloaded at {varz.get('config_load_time')}",
+    )
 
 
 @node.command("logs")
@@ -708,14 +864,18 @@ def _perm_command(action: str, helptext: str):
         if user:
             r = apply_user_edit(store, account or store.default_account(), user, action, subject, dry_run=dry_run)
         else:
-            r = apply_node_edit(store, node_id, action, subject, mode="restart" if restart else "live",
-                                dry_run=dry_run)
+            r = apply_node_edit(store, node_id, action, subject, mode="restart" if restart else "live", dry_run=dry_run)
 
         def human():
             for n in r.edit.notes:
                 yield f"note: {n}"
-            verb = {"live": "applied live", "restart": "applied with a restart", "saved": "saved",
-                    "dry-run": "dry run, nothing changed", "unchanged": "no change"}[r.outcome]
+            verb = {
+                "live": "applied live",
+                "restart": "applied with a restart",
+                "saved": "saved",
+                "dry-run": "dry run, nothing changed",
+                "unchanged": "no change",
+            }[r.outcome]
             yield f"{action} {subject} on {'user' if user else 'node'} {r.target}: {verb}"
             for m in r.messages:
                 yield f"  {m}"
@@ -731,7 +891,9 @@ def _perm_command(action: str, helptext: str):
     return command
 
 
-cli.command("allow-sub")(_perm_command("allow-sub", "Allow subscribing to SUBJECT (a node: live, with rollback on failure)."))
+cli.command("allow-sub")(
+    _perm_command("allow-sub", "Allow subscribing to SUBJECT (a node: live, with rollback on failure).")
+)
 cli.command("deny-sub")(_perm_command("deny-sub", "Deny subscribing to SUBJECT."))
 cli.command("rm-sub")(_perm_command("rm-sub", "Remove SUBJECT from the subscribe allow and deny lists."))
 cli.command("allow-pub")(_perm_command("allow-pub", "Allow publishing to SUBJECT."))
@@ -757,8 +919,11 @@ def perms_show(c: Ctx, node_id, user, account, as_json):
     store = c.store()
     node_id, user = _target(store, node_id, user)
     pol = user_policy(store, account or store.default_account(), user) if user else node_policy(store, node_id)
-    emit(as_json, {"target": user or node_id, "kind": "user" if user else "node", **pol},
-         [f"{d}: allow {pol[d]['allow'] or '[]'} deny {pol[d]['deny'] or '[]'}" for d in ("publish", "subscribe")])
+    emit(
+        as_json,
+        {"target": user or node_id, "kind": "user" if user else "node", **pol},
+        [f"{d}: allow {pol[d]['allow'] or '[]'} deny {pol[d]['deny'] or '[]'}" for d in ("publish", "subscribe")],
+    )
 
 
 # --- export / import / revocation / push --------------------------------------------------------------
@@ -771,39 +936,57 @@ def _passphrase(env: Optional[str], file: Optional[str], confirm: bool) -> Optio
     if pw is not None:
         return pw
     if not sys.stdin.isatty():
-        raise DchatOpsError("no passphrase: use --passphrase-env VAR or --passphrase-file FILE (no prompt without a terminal)")
+        raise DchatOpsError(
+            "no passphrase: use --passphrase-env VAR or --passphrase-file FILE (no prompt without a terminal)"
+        )
     return click.prompt("passphrase", hide_input=True, confirmation_prompt=confirm)
 
 
 def _export_options(f):
-    for o in reversed([
-        click.option("--output", "-o", required=True, help="Bundle file to write (or, with --plain, the .creds file / folder)."),
-        click.option("--passphrase-env", help="Read the passphrase from this environment variable."),
-        click.option("--passphrase-file", help="Read the passphrase from this file."),
-        click.option("--to", "recipient", help="Seal to this curve public key (X...) instead of a passphrase."),
-        click.option("--plain", is_flag=True, help="Write nsc's own unencrypted formats instead (secrets in the clear)."),
-        click.option("--include-jwts", is_flag=True, help="With --plain: also write the JWTs."),
-        click.option("--force", is_flag=True, help="Replace an existing output."),
-        json_option,
-    ]):
+    for o in reversed(
+        [
+            click.option(
+                "--output",
+                "-o",
+                required=True,
+                help="Bundle file to write (or, with --plain, the .creds file / folder).",
+            ),
+            click.option("--passphrase-env", help="Read the passphrase from this environment variable."),
+            click.option("--passphrase-file", help="Read the passphrase from this file."),
+            click.option("--to", "recipient", help="Seal to this curve public key (X...) instead of a passphrase."),
+            click.option(
+                "--plain", is_flag=True, help="Write nsc's own unencrypted formats instead (secrets in the clear)."
+            ),
+            click.option("--include-jwts", is_flag=True, help="With --plain: also write the JWTs."),
+            click.option("--force", is_flag=True, help="Replace an existing output."),
+            json_option,
+        ]
+    ):
         f = o(f)
     return f
 
 
-def _do_export(c: Ctx, what, account, user, output, passphrase_env, passphrase_file, recipient, plain, include_jwts,
-               force, as_json):
+def _do_export(
+    c: Ctx, what, account, user, output, passphrase_env, passphrase_file, recipient, plain, include_jwts, force, as_json
+):
     from dchat_ops.nsc import transfer
 
     store = c.store()
     out = Path(output)
     if plain:
         if output == "-":
-            raise DchatOpsError("--plain writes files; give a file or folder with -o (use 'generate creds -o -' to print creds)")
+            raise DchatOpsError(
+                "--plain writes files; give a file or folder with -o (use 'generate creds -o -' to print creds)"
+            )
         note("warning: --plain writes seeds in the clear; keep the output private and delete it after use")
-        paths = transfer.export_plain(store, what, out, account=account, user=user, include_jwts=include_jwts,
-                                      force=force)
-        emit(as_json, {"output": str(out), "plain": True, "files": [str(p) for p in paths]},
-             f"wrote {len(paths)} file(s) to {out}")
+        paths = transfer.export_plain(
+            store, what, out, account=account, user=user, include_jwts=include_jwts, force=force
+        )
+        emit(
+            as_json,
+            {"output": str(out), "plain": True, "files": [str(p) for p in paths]},
+            f"wrote {len(paths)} file(s) to {out}",
+        )
         return
     if out.exists() and not force:
         raise DchatOpsError(f"{out} already exists; use --force to replace it")
@@ -816,8 +999,11 @@ def _do_export(c: Ctx, what, account, user, output, passphrase_env, passphrase_f
         pw = _passphrase(passphrase_env, passphrase_file, confirm=True)
     data = transfer.export_bundle(store, what, account=account, user=user, passphrase=pw, recipient=recipient)
     atomic_write(out, data, private=True, force=True)
-    emit(as_json, {"output": str(out), "plain": False, "sealed_to": recipient or "passphrase"},
-         f"wrote encrypted bundle {out} (0600)")
+    emit(
+        as_json,
+        {"output": str(out), "plain": False, "sealed_to": recipient or "passphrase"},
+        f"wrote encrypted bundle {out} (0600)",
+    )
 
 
 @cli.group("export")
@@ -857,8 +1043,9 @@ def export_keys(c: Ctx, what, account, **kw):
 @click.option("--dry-run", is_flag=True, help="Show what would be added; write nothing.")
 @json_option
 @pass_ctx
-def import_(c: Ctx, kind, path, passphrase_env, passphrase_file, curve_seed_env, trust_operator, force, dry_run,
-            as_json):
+def import_(
+    c: Ctx, kind, path, passphrase_env, passphrase_file, curve_seed_env, trust_operator, force, dry_run, as_json
+):
     """Import a bundle, or plain .creds / .nk / .jwt files or folders: verified, then all or nothing."""
     from dchat_ops.nsc import transfer
     from dchat_ops.nsc.bundle import FORMAT
@@ -878,8 +1065,15 @@ def import_(c: Ctx, kind, path, passphrase_env, passphrase_file, curve_seed_env,
             curve = KeyPair.from_seed(seed, "curve")
         else:
             pw = _passphrase(passphrase_env, passphrase_file, confirm=False)
-        plan = transfer.import_bundle(store, p.read_bytes(), passphrase=pw, curve_key=curve,
-                                      trust_operator=trust_operator, force=force, dry_run=dry_run)
+        plan = transfer.import_bundle(
+            store,
+            p.read_bytes(),
+            passphrase=pw,
+            curve_key=curve,
+            trust_operator=trust_operator,
+            force=force,
+            dry_run=dry_run,
+        )
     else:
         plan = transfer.import_path(store, p, trust_operator=trust_operator, force=force, dry_run=dry_run)
 
@@ -908,7 +1102,6 @@ def revoke(ctx, all_users, account, at, no_push, as_json):
     if not all_users:
         raise click.UsageError("use 'revoke user NAME' or 'revoke --all-users'")
     from dchat_ops.nsc import revoke
-    from dchat_ops.runtime import push
 
     store = ctx.obj.store()
     account = account or store.default_account()
@@ -924,8 +1117,11 @@ def _after_revocation(store, account, no_push, as_json, message):
     report = None
     if not no_push and push.running_nodes(store):
         report = push.push(store, [account])
-    data = {"account": account, "revocations": revoke.list_revocations(store, account),
-            "push": report.to_dict() if report else None}
+    data = {
+        "account": account,
+        "revocations": revoke.list_revocations(store, account),
+        "push": report.to_dict() if report else None,
+    }
     lines = [message]
     if report:
         lines += [f"  {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results]
@@ -946,7 +1142,6 @@ def _after_revocation(store, account, no_push, as_json, message):
 def revoke_user_cmd(c: Ctx, name, account, at, no_push, as_json):
     """Revoke one user (by name or public key): connected clients are cut off where nodes run."""
     from dchat_ops.nsc import revoke
-    from dchat_ops.runtime import push
 
     store = c.store()
     account = account or store.default_account()
@@ -964,7 +1159,6 @@ def revoke_user_cmd(c: Ctx, name, account, at, no_push, as_json):
 def unrevoke(c: Ctx, name, account, no_push, as_json):
     """Lift a revocation (NAME, a public key, or '*' for --all-users)."""
     from dchat_ops.nsc import revoke
-    from dchat_ops.runtime import push
 
     store = c.store()
     account = account or store.default_account()
@@ -983,24 +1177,28 @@ def revocations():
 @pass_ctx
 def revocations_list(c: Ctx, account, as_json):
     from dchat_ops.nsc import revoke
-    from dchat_ops.runtime import push
 
     store = c.store()
     account = account or store.default_account()
     rows = revoke.list_revocations(store, account)
-    emit(as_json, rows, [f"{r['user'] or r['key']}: JWTs issued until {format_time(r['at'])}" for r in rows]
-         or [f"no revocations in {account}"])
+    emit(
+        as_json,
+        rows,
+        [f"{r['user'] or r['key']}: JWTs issued until {format_time(r['at'])}" for r in rows]
+        or [f"no revocations in {account}"],
+    )
 
 
 @cli.command("push")
 @click.option("--account", "-a", multiple=True, help="Account to push (repeatable).")
 @click.option("--all", "all_", is_flag=True, help="Every account (the default).")
-@click.option("--prune", is_flag=True, help="Also delete accounts the store no longer has (full resolver, allow_delete).")
+@click.option(
+    "--prune", is_flag=True, help="Also delete accounts the store no longer has (full resolver, allow_delete)."
+)
 @json_option
 @pass_ctx
 def push_cmd(c: Ctx, account, all_, prune, as_json):
     """Send account JWTs to the running nodes over the system account; report per server."""
-    from dchat_ops.nsc import revoke
     from dchat_ops.runtime import push
 
     store = c.store()
@@ -1008,8 +1206,11 @@ def push_cmd(c: Ctx, account, all_, prune, as_json):
     if prune:
         pruned = push.prune(store)
         report.results.extend(pruned.results)
-    emit(as_json, report.to_dict(),
-         [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results])
+    emit(
+        as_json,
+        report.to_dict(),
+        [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results],
+    )
     return 0 if report.ok else 1
 
 
@@ -1018,15 +1219,17 @@ def push_cmd(c: Ctx, account, all_, prune, as_json):
 @pass_ctx
 def pull_cmd(c: Ctx, as_json):
     """Fetch the account JWTs the running servers hold and show how they differ from the store."""
-    from dchat_ops.nsc import revoke
     from dchat_ops.runtime import push
 
     rows = push.pull(c.store())
 
     def human():
         for r in rows:
-            state = ("same" if r.get("same") else "DIFFERENT") if r["in_store"] and r["on_server"] else (
-                "only in the store" if r["in_store"] else "only on the servers")
+            state = (
+                ("same" if r.get("same") else "DIFFERENT")
+                if r["in_store"] and r["on_server"]
+                else ("only in the store" if r["in_store"] else "only on the servers")
+            )
             yield f"{r['name'] or r['account']}: {state}"
 
     emit(as_json, rows, human)
@@ -1036,8 +1239,10 @@ def pull_cmd(c: Ctx, as_json):
 
 
 def _plan_lines(d: dict) -> list[str]:
-    lines = [f"{c['action']:<8} {c['kind']:<8} {c['name']}" + (f"  ({c['detail']})" if c["detail"] else "")
-             for c in d["changes"]]
+    lines = [
+        f"{c['action']:<8} {c['kind']:<8} {c['name']}" + (f"  ({c['detail']})" if c["detail"] else "")
+        for c in d["changes"]
+    ]
     if not d["changes"]:
         lines.append(f"no changes: the store matches the spec ({d['unchanged']} users unchanged)")
     else:
@@ -1077,7 +1282,10 @@ def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
     spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store) if store.exists() else None)
     progress = None
     if sys.stderr.isatty() and not as_json:
-        def progress(done, total, _state={}):
+
+        def progress(done, total, _state=None):
+            if _state is None:
+                _state = {}
             if "bar" not in _state:
                 _state["bar"] = click.progressbar(length=total, label="issuing users", file=sys.stderr)
                 _state["bar"].__enter__()
@@ -1085,10 +1293,18 @@ def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
             _state["done"] = done
             if done >= total:
                 _state["bar"].__exit__(None, None, None)
+
     r = provision.apply(store, spec, keep_removed=keep_removed, progress=progress)
     d = r.to_dict()
-    emit(as_json, d, lambda: _plan_lines(d) if d["changes"] else
-         [f"no changes: the store matches the spec ({d['unchanged']} users unchanged); nothing written"])
+    emit(
+        as_json,
+        d,
+        lambda: (
+            _plan_lines(d)
+            if d["changes"]
+            else [f"no changes: the store matches the spec ({d['unchanged']} users unchanged); nothing written"]
+        ),
+    )
 
 
 @cli.group("spec")
@@ -1127,9 +1343,8 @@ def chat(c: Ctx, node_id, user, replicas):
     """A plain terminal chat client on a node: rooms, sealed direct and group messages, history."""
     import asyncio
 
-    from dchat_ops.config.node import NodeFile
     from dchat_ops.chat.client import ChatClient, ChatIdentity
-
+    from dchat_ops.config.node import NodeFile
     from dchat_ops.runtime.supervisor import Supervisor
 
     store = c.store()
@@ -1215,9 +1430,11 @@ def verify(keep, as_json):
     if as_json:
         emit(True, report.to_dict())
     else:
-        click.echo(("PASSED" if report.passed else "FAILED") + f": {sum(c.passed for c in report.checks)}"
-                   f"/{len(report.checks)} checks in {report.total_ms:.0f} ms"
-                   + (f"; files kept in {report.folder}" if keep else ""))
+        click.echo(
+            ("PASSED" if report.passed else "FAILED") + f": {sum(c.passed for c in report.checks)}"
+            f"/{len(report.checks)} checks in {report.total_ms:.0f} ms"
+            + (f"; files kept in {report.folder}" if keep else "")
+        )
     return 0 if report.passed else 1
 
 

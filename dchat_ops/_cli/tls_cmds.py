@@ -10,10 +10,10 @@ from typing import Optional
 
 import click
 
+from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops.config import pki
 from dchat_ops.config import tls as node_tls
 from dchat_ops.runtime.supervisor import reload_running
-from dchat_ops._cli.output import emit, json_option, note
 
 __all__ = ["tls"]
 
@@ -73,10 +73,16 @@ def init_ca(days, force, as_json):
     """Create the store's certificate authority under <home>/pki/."""
     r = pki.init_ca(_store(), days=days, force=force)
     verb = "created" if r["created"] else "kept the existing"
-    emit(as_json, r, [f"{verb} CA {r['subject']}",
-                      f"  certificate  {r['path']}",
-                      f"  valid until  {r['not_after']}",
-                      f"  sha256       {r['fingerprint_sha256']}"])
+    emit(
+        as_json,
+        r,
+        [
+            f"{verb} CA {r['subject']}",
+            f"  certificate  {r['path']}",
+            f"  valid until  {r['not_after']}",
+            f"  sha256       {r['fingerprint_sha256']}",
+        ],
+    )
     if force and r["created"]:
         note("a new CA: re-issue every node certificate ('dchat-ops tls renew') and reload or restart the nodes")
 
@@ -91,9 +97,15 @@ def issue(kind, node_id, san, days, as_json):
     """Issue (or replace) a node's server, client or route certificate, signed by the store's CA."""
     store = _store()
     r = pki.issue(store, node_id, kind, _split(san), days)
-    emit(as_json, r, [f"issued {kind} certificate for {node_id}: {r['path']}",
-                      f"  names        {', '.join(r['sans'])}",
-                      f"  valid until  {r['not_after']}"])
+    emit(
+        as_json,
+        r,
+        [
+            f"issued {kind} certificate for {node_id}: {r['path']}",
+            f"  names        {', '.join(r['sans'])}",
+            f"  valid until  {r['not_after']}",
+        ],
+    )
     _warn_nodes(store, [node_id])
 
 
@@ -157,13 +169,18 @@ def renew(node_id: Optional[str], days, no_reload, as_json):
 @tls.command("enable")
 @click.option("--node", "node_id", required=True, help="The node to configure.")
 @click.option("--client", is_flag=True, help="TLS on the client port.")
-@click.option("--client-verify", is_flag=True, help="TLS on the client port, and clients must present a certificate of this CA.")
+@click.option(
+    "--client-verify", is_flag=True, help="TLS on the client port, and clients must present a certificate of this CA."
+)
 @click.option("--route", is_flag=True, help="Mutual TLS on cluster routes.")
 @click.option("--gateway", is_flag=True, help="Mutual TLS on gateways.")
 @click.option("--leafnode", is_flag=True, help="TLS on the leafnode port (mutual) and the leafnode remotes.")
 @click.option("--websocket", is_flag=True, help="TLS on the websocket port.")
-@click.option("--insecure-tls", is_flag=True,
-              help="Do not verify the peers this node dials (routes, gateways, leafnode hubs). DEVELOPMENT ONLY.")
+@click.option(
+    "--insecure-tls",
+    is_flag=True,
+    help="Do not verify the peers this node dials (routes, gateways, leafnode hubs). DEVELOPMENT ONLY.",
+)
 @click.option("--san", multiple=True, help="Extra name or address for certificates issued now.")
 @json_option
 def enable(node_id, client, client_verify, route, gateway, leafnode, websocket, insecure_tls, san, as_json):
@@ -173,20 +190,33 @@ def enable(node_id, client, client_verify, route, gateway, leafnode, websocket, 
     reload it for the client port) to apply; routes only form between nodes that agree on TLS.
     """
     store = _store()
-    links = [name for name, on in (("client", client or client_verify), ("route", route), ("gateway", gateway),
-                                   ("leafnode", leafnode), ("websocket", websocket)) if on]
+    links = [
+        name
+        for name, on in (
+            ("client", client or client_verify),
+            ("route", route),
+            ("gateway", gateway),
+            ("leafnode", leafnode),
+            ("websocket", websocket),
+        )
+        if on
+    ]
     if not links:
         from dchat_ops.config.node import NodeFile
 
         links = node_tls.applicable_links(NodeFile.load(store, node_id).node)
     if insecure_tls:
-        note(f"WARNING: --insecure-tls: node {node_id} will NOT verify the certificates of the routes, gateways "
-             "and leafnode hubs it dials. Anyone on the path can impersonate them. Development only, never in production.")
+        note(
+            f"WARNING: --insecure-tls: node {node_id} will NOT verify the certificates of the routes, gateways "
+            "and leafnode hubs it dials. Anyone on the path can impersonate them. Development only, never in production."
+        )
     r = node_tls.enable(store, node_id, links, insecure=insecure_tls, client_verify=client_verify, sans=_split(san))
 
     def human():
         on = [k if v is True else f"{k} ({v})" for k, v in r["tls"].items() if k != "insecure"]
-        yield f"node {node_id}: TLS on {', '.join(on) or 'no link'}" + (" (INSECURE)" if r["tls"].get("insecure") else "")
+        yield f"node {node_id}: TLS on {', '.join(on) or 'no link'}" + (
+            " (INSECURE)" if r["tls"].get("insecure") else ""
+        )
         for d in r["issued"]:
             yield f"  issued {d['kind']} certificate {d['path']}"
         yield f"  apply it: restart the node (client TLS also reloads live: dchat-ops node reload {node_id})"

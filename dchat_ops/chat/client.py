@@ -28,24 +28,38 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
+from typing import Optional
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dchat_ops.errors import DchatOpsError, JWTError
 from dchat_ops._fs import atomic_write, ensure_dir
+from dchat_ops.config.node import inbox_prefix
+from dchat_ops.config.nodes import CHAT_IMPORTS
+from dchat_ops.errors import DchatOpsError, JWTError
+from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import verify_chain
 from dchat_ops.nsc.keys import KeyPair, PublicKey, x25519_public
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import connect
+from dchat_ops.permissions.apply import apply_node_edit
+from dchat_ops.runtime.client import ManagedClient, connect
 
-__all__ = ["ChatIdentity", "ChatClient", "ChatError", "Received", "MAIL_STREAM", "mail_subject", "group_subject",
-           "room_subject", "chat_subjects"]
+__all__ = [
+    "MAIL_STREAM",
+    "ChatClient",
+    "ChatError",
+    "ChatIdentity",
+    "Received",
+    "chat_subjects",
+    "group_subject",
+    "mail_subject",
+    "room_subject",
+]
 
 MAIL_STREAM = "DCHAT_MAIL"
 DIR_BUCKET = "dchat_dir"
@@ -77,7 +91,6 @@ def room_subject(room: str) -> str:
 
 def chat_subjects() -> list[str]:
     """Subjects every chat node imports over routes (end-to-end sealed store-and-forward traffic)."""
-    from dchat_ops.config.nodes import CHAT_IMPORTS
 
     return list(CHAT_IMPORTS)
 
@@ -111,9 +124,8 @@ class ChatIdentity:
     home: Path
 
     @classmethod
-    def load(cls, store: Store, user: str, account: Optional[str] = None) -> "ChatIdentity":
+    def load(cls, store: Store, user: str, account: Optional[str] = None) -> ChatIdentity:
         """The identity of ``user`` from the store; its curve key is made on first use and kept."""
-        from dchat_ops.nsc.creds import parse_creds
 
         account = account or store.default_account()
         op = store.current_operator()
@@ -131,12 +143,24 @@ class ChatIdentity:
             curve = KeyPair.generate("curve")
             store.save_key(curve)
             atomic_write(ident_file, json.dumps({"user": user, "curve_key": curve.public_key}) + "\n")
-        return cls(user, creds_path, creds.keypair(), curve, creds.jwt, store.operator().token,
-                   store.account(account).token, folder)
+        return cls(
+            user,
+            creds_path,
+            creds.keypair(),
+            curve,
+            creds.jwt,
+            store.operator().token,
+            store.account(account).token,
+            folder,
+        )
 
     def directory_entry(self) -> dict:
-        entry = {"name": self.name, "user_key": self.user_key.public_key, "curve_key": self.curve_key.public_key,
-                 "jwt": self.user_jwt}
+        entry = {
+            "name": self.name,
+            "user_key": self.user_key.public_key,
+            "curve_key": self.curve_key.public_key,
+            "jwt": self.user_jwt,
+        }
         entry["sig"] = _b64(self.user_key.sign(_canonical(entry)))
         return entry
 
@@ -187,10 +211,21 @@ class History:
     def seen(self, msg_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM messages WHERE id=?", (msg_id,)).fetchone() is not None
 
-    def add(self, msg_id: str, ts: int, direction: str, kind: str, peer: str, conversation: str, body: str,
-            status: str = "verified") -> bool:
-        cur = self.db.execute("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
-                              (msg_id, ts, direction, kind, peer, conversation, body, status, int(time.time() * 1000)))
+    def add(
+        self,
+        msg_id: str,
+        ts: int,
+        direction: str,
+        kind: str,
+        peer: str,
+        conversation: str,
+        body: str,
+        status: str = "verified",
+    ) -> bool:
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
+            (msg_id, ts, direction, kind, peer, conversation, body, status, int(time.time() * 1000)),
+        )
         return cur.rowcount == 1
 
     def reject(self, reason: str, detail: str) -> None:
@@ -207,9 +242,9 @@ class History:
             q += " WHERE conversation=?"
             args = (conversation,)
         q += " ORDER BY rowid DESC LIMIT ?"
-        rows = self.db.execute(q, args + (limit,)).fetchall()
+        rows = self.db.execute(q, (*args, limit)).fetchall()
         keys = ("id", "ts", "direction", "kind", "peer", "conversation", "body", "status")
-        return [dict(zip(keys, r)) for r in reversed(rows)]
+        return [dict(zip(keys, r, strict=False)) for r in reversed(rows)]
 
     def rejections(self) -> list[dict]:
         return [{"at": a, "reason": r, "detail": d} for a, r, d in self.db.execute("SELECT * FROM rejected")]
@@ -245,8 +280,15 @@ class _Group:
 class ChatClient:
     """One user's chat session on their node."""
 
-    def __init__(self, identity: ChatIdentity, url: str, *, replicas: int = 1,
-                 on_message: Optional[Callable[[Received], Awaitable[None]]] = None, **connect_kw):
+    def __init__(
+        self,
+        identity: ChatIdentity,
+        url: str,
+        *,
+        replicas: int = 1,
+        on_message: Optional[Callable[[Received], Awaitable[None]]] = None,
+        **connect_kw,
+    ):
         self.me = identity
         self.url = url
         self.replicas = replicas
@@ -269,11 +311,16 @@ class ChatClient:
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
 
     # lifecycle ---------------------------------------------------------------------------------------
-    async def start(self) -> "ChatClient":
-        from dchat_ops.config.node import inbox_prefix
+    async def start(self) -> ChatClient:
 
-        self.nc = await connect(self.url, self.me.creds_path, errors=self.errors, inbox_prefix=inbox_prefix(self.me.name),
-                                name=f"dchat-{self.me.name}", **self.connect_kw)
+        self.nc = await connect(
+            self.url,
+            self.me.creds_path,
+            errors=self.errors,
+            inbox_prefix=inbox_prefix(self.me.name),
+            name=f"dchat-{self.me.name}",
+            **self.connect_kw,
+        )
         self.js = self.nc.jetstream(timeout=5)
         deadline = time.monotonic() + 20
         while True:  # a fresh cluster answers 503 until JetStream has elected its meta leader
@@ -314,8 +361,11 @@ class ChatClient:
         from nats.js.errors import BadRequestError
 
         try:
-            await self.js.add_stream(StreamConfig(name=MAIL_STREAM, subjects=chat_subjects(),
-                                                  num_replicas=self.replicas, storage=StorageType.FILE))
+            await self.js.add_stream(
+                StreamConfig(
+                    name=MAIL_STREAM, subjects=chat_subjects(), num_replicas=self.replicas, storage=StorageType.FILE
+                )
+            )
         except BadRequestError as exc:
             if "already in use" not in str(exc):
                 raise
@@ -335,8 +385,13 @@ class ChatClient:
 
         filters = [mail_subject(self.me.name)] + [group_subject(g) for g in sorted(self.groups)]
         durable = f"mbox-{_tok(self.me.name)}"
-        cfg = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                             max_ack_pending=10000, ack_wait=30)
+        cfg = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            max_ack_pending=10000,
+            ack_wait=30,
+        )
         if len(filters) == 1:
             cfg.filter_subject = filters[0]
         else:
@@ -369,7 +424,7 @@ class ChatClient:
             if k.startswith(prefix):
                 entry = json.loads((await self._friends_kv.get(k)).value)
                 try:
-                    self.friends[k[len(prefix):]] = self.me.verify_entry(entry)
+                    self.friends[k[len(prefix) :]] = self.me.verify_entry(entry)
                 except ChatError as exc:
                     self.errors.append(str(exc))
 
@@ -388,8 +443,15 @@ class ChatClient:
         return key
 
     def _envelope(self, kind: str, to: str, body: bytes, *, key: Optional[bytes] = None, version: int = 0) -> dict:
-        env = {"v": 1, "id": uuid.uuid4().hex, "ts": int(time.time() * 1000), "from": self.me.name,
-               "from_key": self.me.user_key.public_key, "kind": kind, "to": to}
+        env = {
+            "v": 1,
+            "id": uuid.uuid4().hex,
+            "ts": int(time.time() * 1000),
+            "from": self.me.name,
+            "from_key": self.me.user_key.public_key,
+            "kind": kind,
+            "to": to,
+        }
         if key is not None:
             nonce = os.urandom(12)
             if version:
@@ -514,15 +576,16 @@ class ChatClient:
         Rooms live on a connection that follows the creds file, so the subscription comes alive as
         soon as the re-issued creds allow it; mail and KV stay on the main connection, undisturbed.
         """
-        from dchat_ops.config.node import inbox_prefix
-        from dchat_ops.runtime.client import ManagedClient
 
         if self._rooms_client is None:
-            self._rooms_client = await ManagedClient(self.url, self.me.creds_path, inbox_prefix=inbox_prefix(self.me.name),
-                                                     name=f"dchat-{self.me.name}-rooms", **self.connect_kw).start()
+            self._rooms_client = await ManagedClient(
+                self.url,
+                self.me.creds_path,
+                inbox_prefix=inbox_prefix(self.me.name),
+                name=f"dchat-{self.me.name}-rooms",
+                **self.connect_kw,
+            ).start()
         if store is not None:
-            from dchat_ops.permissions.apply import apply_node_edit
-
             await asyncio.to_thread(apply_node_edit, store, self.me.name, "allow-sub", room_subject(room))
         self.rooms[room] = await self._rooms_client.subscribe(room_subject(room), cb=self._on_room)
 
@@ -587,7 +650,8 @@ class ChatClient:
                 self._reject("unknown sender", sender)
                 return None
         if env.get("from_key") != peer["user_key"] or not PublicKey(peer["user_key"]).verify(
-                _canonical(env), _unb64(env.get("sig", ""))):
+            _canonical(env), _unb64(env.get("sig", ""))
+        ):
             self._reject("bad signature", f"{sender} {msg_id}")
             return None
         if self.history.seen(msg_id):  # a valid message seen before: a replay

@@ -26,20 +26,37 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from dchat_ops.errors import ConfigError
 from dchat_ops._fs import atomic_write
+from dchat_ops.errors import ConfigError
 from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.subjects import check_subject
 
-__all__ = ["Node", "NodeFile", "Policy", "Rule", "node_path", "list_nodes", "inbox_prefix", "ROUTE_SCHEMES"]
+__all__ = ["ROUTE_SCHEMES", "Node", "NodeFile", "Policy", "Rule", "inbox_prefix", "list_nodes", "node_path"]
 
 ROUTE_SCHEMES = ("nats-route", "nats", "tls")
 LEAF_SCHEMES = ("nats-leaf", "nats", "tls", "ws", "wss")
 GATEWAY_SCHEMES = ("nats", "tls")
 
-_TOP_KEYS = {"id", "server_name", "host", "client_port", "monitor_port", "advertise", "resolver",
-             "resolver_allow_delete", "cluster",
-             "jetstream", "websocket", "tls", "gateway", "leafnodes", "identity", "trusted_keys", "policy",
-             "max_payload"}
+_TOP_KEYS = {
+    "id",
+    "server_name",
+    "host",
+    "client_port",
+    "monitor_port",
+    "advertise",
+    "resolver",
+    "resolver_allow_delete",
+    "cluster",
+    "jetstream",
+    "websocket",
+    "tls",
+    "gateway",
+    "leafnodes",
+    "identity",
+    "trusted_keys",
+    "policy",
+    "max_payload",
+}
 
 
 def inbox_prefix(node_id: str) -> str:
@@ -177,7 +194,9 @@ def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
     if not m:
         raise ConfigError(f"{what}: {url!r} is not scheme://host:port")
     if m.group(1) not in schemes:
-        raise ConfigError(f"{what}: unknown scheme {m.group(1)!r} in {url!r} (use {' or '.join(s + '://' for s in schemes)})")
+        raise ConfigError(
+            f"{what}: unknown scheme {m.group(1)!r} in {url!r} (use {' or '.join(s + '://' for s in schemes)})"
+        )
     if not 0 < int(m.group(3)) < 65536:
         raise ConfigError(f"{what}: port out of range in {url!r}")
     return url
@@ -212,8 +231,12 @@ def parse_node(doc: Any, path: Path) -> Node:
         r.fail(doc, "max_payload", "max_payload must be a positive number of bytes")
     node.max_payload = int(mp or 0)
 
-    c = r.mapping(doc, "cluster", "cluster", {"name", "host", "port", "advertise", "routes", "seed_routes",
-                                               "connect_retries", "no_advertise"})
+    c = r.mapping(
+        doc,
+        "cluster",
+        "cluster",
+        {"name", "host", "port", "advertise", "routes", "seed_routes", "connect_retries", "no_advertise"},
+    )
     if c is not None:
         routes = r.urls(c, "routes", "cluster.routes", ROUTE_SCHEMES)
         node.cluster = {
@@ -229,8 +252,11 @@ def parse_node(doc: Any, path: Path) -> Node:
             r.fail(c, "seed_routes", "use cluster.routes for seed routes")
     js = r.mapping(doc, "jetstream", "jetstream", {"enabled", "max_memory", "max_file", "store_dir"})
     if js is not None and js.get("enabled", True):
-        node.jetstream = {"max_memory": js.get("max_memory"), "max_file": js.get("max_file"),
-                          "store_dir": js.get("store_dir")}
+        node.jetstream = {
+            "max_memory": js.get("max_memory"),
+            "max_file": js.get("max_file"),
+            "store_dir": js.get("store_dir"),
+        }
     ws = r.mapping(doc, "websocket", "websocket", {"port", "host"})
     if ws is not None:
         node.websocket = {"port": r.port(ws, "port", "websocket.port"), "host": str(ws.get("host") or node.host)}
@@ -242,11 +268,16 @@ def parse_node(doc: Any, path: Path) -> Node:
         for g in gw.get("remotes") or []:
             if not isinstance(g, dict) or not isinstance(g.get("name"), str):
                 r.fail(gw, "remotes", "each gateway remote needs a name and urls")
-            remotes.append({"name": g["name"], "urls": r.urls(g, "urls", f"gateway remote {g['name']} urls",
-                                                               GATEWAY_SCHEMES)})
-        node.gateway = {"name": str(gw.get("name") or (node.cluster or {}).get("name", "")),
-                        "host": str(gw.get("host") or node.host), "port": r.port(gw, "port", "gateway.port"),
-                        "advertise": str(gw.get("advertise") or ""), "remotes": remotes}
+            remotes.append(
+                {"name": g["name"], "urls": r.urls(g, "urls", f"gateway remote {g['name']} urls", GATEWAY_SCHEMES)}
+            )
+        node.gateway = {
+            "name": str(gw.get("name") or (node.cluster or {}).get("name", "")),
+            "host": str(gw.get("host") or node.host),
+            "port": r.port(gw, "port", "gateway.port"),
+            "advertise": str(gw.get("advertise") or ""),
+            "remotes": remotes,
+        }
     lf = r.mapping(doc, "leafnodes", "leafnodes", {"port", "host", "advertise", "remotes"})
     if lf is not None:
         remotes = []
@@ -256,12 +287,20 @@ def parse_node(doc: Any, path: Path) -> Node:
             for k in rem:
                 if k not in ("urls", "account", "user", "credentials"):
                     r.fail(rem, k, f"unknown field leafnodes.remotes[].{k}")
-            remotes.append({"urls": r.urls(rem, "urls", "leafnode remote urls", LEAF_SCHEMES),
-                            "account": str(rem.get("account") or ""), "user": str(rem.get("user") or ""),
-                            "credentials": str(rem.get("credentials") or "")})
-        node.leafnodes = {"port": r.port(lf, "port", "leafnodes.port", required=False),
-                          "host": str(lf.get("host") or node.host), "advertise": str(lf.get("advertise") or ""),
-                          "remotes": remotes}
+            remotes.append(
+                {
+                    "urls": r.urls(rem, "urls", "leafnode remote urls", LEAF_SCHEMES),
+                    "account": str(rem.get("account") or ""),
+                    "user": str(rem.get("user") or ""),
+                    "credentials": str(rem.get("credentials") or ""),
+                }
+            )
+        node.leafnodes = {
+            "port": r.port(lf, "port", "leafnodes.port", required=False),
+            "host": str(lf.get("host") or node.host),
+            "advertise": str(lf.get("advertise") or ""),
+            "remotes": remotes,
+        }
     ident = r.mapping(doc, "identity", "identity", {"account", "user"}) or {}
     node.identity = {"account": str(ident.get("account") or ""), "user": str(ident.get("user") or nid)}
     node.trusted_keys = r.strings(doc, "trusted_keys", "trusted_keys")
@@ -272,9 +311,10 @@ def parse_node(doc: Any, path: Path) -> Node:
         if p is None:
             rules[part] = Policy().publish if part == "publish" else Rule()
         else:
-            rules[part] = Rule(r.strings(p, "allow", f"policy.{part}.allow"), r.strings(p, "deny", f"policy.{part}.deny"))
+            rules[part] = Rule(
+                r.strings(p, "allow", f"policy.{part}.allow"), r.strings(p, "deny", f"policy.{part}.deny")
+            )
     node.policy = Policy(rules["publish"], rules["subscribe"])
-    from dchat_ops.subjects import check_subject
 
     for part, rule in (("publish", node.policy.publish), ("subscribe", node.policy.subscribe)):
         for kind in ("allow", "deny"):
@@ -333,16 +373,18 @@ class NodeFile:
         self.node = parse_node(doc, path)
 
     @classmethod
-    def load(cls, store: Store, node_id: str) -> "NodeFile":
+    def load(cls, store: Store, node_id: str) -> NodeFile:
         path = node_path(store, node_id)
         try:
             text = path.read_text()
         except FileNotFoundError:
-            raise ConfigError(f"no node named {node_id!r} (expected {path}); create it with 'dchat-ops node add'") from None
+            raise ConfigError(
+                f"no node named {node_id!r} (expected {path}); create it with 'dchat-ops node add'"
+            ) from None
         return cls.parse(path, text)
 
     @classmethod
-    def parse(cls, path: Path, text: str) -> "NodeFile":
+    def parse(cls, path: Path, text: str) -> NodeFile:
         try:
             doc = _yaml().load(text)
         except YAMLError as exc:
@@ -355,9 +397,17 @@ class NodeFile:
         return cls(path, doc, text)
 
     @classmethod
-    def new(cls, path: Path, **values: Any) -> "NodeFile":
-        q = {k: v if not isinstance(v, str) or re.match(r"^[A-Za-z][A-Za-z0-9_.@-]*$", v) and v not in (
-            "true", "false", "null", "yes", "no", "on", "off") else json.dumps(v) for k, v in values.items()}
+    def new(cls, path: Path, **values: Any) -> NodeFile:
+        q = {
+            k: v
+            if not isinstance(v, str)
+            or (
+                re.match(r"^[A-Za-z][A-Za-z0-9_.@-]*$", v)
+                and v not in ("true", "false", "null", "yes", "no", "on", "off")
+            )
+            else json.dumps(v)
+            for k, v in values.items()
+        }
         return cls.parse(path, _TEMPLATE.format(**q))
 
     # edits ---------------------------------------------------------------------------------------
@@ -375,9 +425,9 @@ class NodeFile:
 
     def set(self, keys: tuple[str, ...], value: Any) -> None:
         parent = self._parent(keys)
-        if isinstance(value, dict) and not isinstance(value, CommentedMap):
-            value = _commented(value)
-        elif isinstance(value, list) and not isinstance(value, CommentedSeq):
+        if (isinstance(value, dict) and not isinstance(value, CommentedMap)) or (
+            isinstance(value, list) and not isinstance(value, CommentedSeq)
+        ):
             value = _commented(value)
         parent[keys[-1]] = value
 

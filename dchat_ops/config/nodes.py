@@ -15,24 +15,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from dchat_ops.config.node import (
+    GATEWAY_SCHEMES,
+    LEAF_SCHEMES,
+    ROUTE_SCHEMES,
+    Node,
+    NodeFile,
+    check_url,
+    inbox_prefix,
+    list_nodes,
+    node_path,
+)
+from dchat_ops.config.server import (
+    Resolver,
+    ServerConfig,
+    semantic_check,
+    write_and_check,
+)
+from dchat_ops.config.tls import apply_tls
 from dchat_ops.errors import ConfigError, ExistsError, StoreError
+from dchat_ops.hosts import choose_advertise, local_addresses
+from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store, check_name
-from dchat_ops.hosts import choose_advertise, local_addresses
-from dchat_ops.config.node import Node, NodeFile, check_url, inbox_prefix, list_nodes, node_path, ROUTE_SCHEMES, LEAF_SCHEMES, GATEWAY_SCHEMES
-from dchat_ops.config.server import Resolver, ServerConfig, semantic_check, write_and_check
 
 __all__ = [
+    "SYSTEM_IMPORTS",
     "AddNodeResult",
     "add_node",
-    "node_user_spec",
-    "sync_node_user",
-    "server_config",
-    "render_node",
     "check_port_clashes",
-    "run_dir",
+    "node_user_spec",
+    "render_node",
     "route_url",
-    "SYSTEM_IMPORTS",
+    "run_dir",
+    "server_config",
+    "sync_node_user",
 ]
 
 # Subjects that must flow into every node whatever the chat policy says (each found necessary by
@@ -63,7 +80,6 @@ def _used_ports(store: Store, exclude: str = "") -> set[int]:
 
 
 def _pick_port(used: set[int], host: str = "127.0.0.1") -> int:
-    from dchat_ops.natsbin import free_port
 
     for _ in range(100):
         p = free_port(host if host not in ("0.0.0.0", "") else "127.0.0.1")
@@ -82,10 +98,20 @@ class AddNodeResult:
 
     def to_dict(self) -> dict:
         n = self.node
-        return {"id": n.id, "path": str(self.path), "client_port": n.client_port, "monitor_port": n.monitor_port,
-                "cluster": n.cluster, "gateway": n.gateway, "leafnodes": n.leafnodes, "websocket": n.websocket,
-                "advertise": n.advertise, "identity": n.identity, "creds_path": self.creds_path,
-                "messages": self.messages}
+        return {
+            "id": n.id,
+            "path": str(self.path),
+            "client_port": n.client_port,
+            "monitor_port": n.monitor_port,
+            "cluster": n.cluster,
+            "gateway": n.gateway,
+            "leafnodes": n.leafnodes,
+            "websocket": n.websocket,
+            "advertise": n.advertise,
+            "identity": n.identity,
+            "creds_path": self.creds_path,
+            "messages": self.messages,
+        }
 
 
 def add_node(
@@ -130,19 +156,33 @@ def add_node(
         check_url(url, GATEWAY_SCHEMES, f"--gateway {name}")
     for url in leaf_of:
         check_url(url, LEAF_SCHEMES, "--leaf-of")
-    if gateways or gateway_port:
-        if not cluster:
-            raise ConfigError("a gateway node needs a cluster (the gateway name is the cluster name)")
+    if (gateways or gateway_port) and not cluster:
+        raise ConfigError("a gateway node needs a cluster (the gateway name is the cluster name)")
     messages = []
     used = _used_ports(store, exclude=node_id)
-    for given, what in ((client_port, "client"), (monitor_port, "monitor"), (cluster_port, "cluster"),
-                        (gateway_port, "gateway"), (leaf_port, "leafnode"), (websocket_port, "websocket")):
+    for given, what in (
+        (client_port, "client"),
+        (monitor_port, "monitor"),
+        (cluster_port, "cluster"),
+        (gateway_port, "gateway"),
+        (leaf_port, "leafnode"),
+        (websocket_port, "websocket"),
+    ):
         if given is not None and given in used:
             raise ConfigError(f"{what} port {given} is already used by another node in this store")
     client_port = client_port or _pick_port(used, host)
     monitor_port = monitor_port or _pick_port(used, host)
-    nf = NodeFile.new(path, id=node_id, server_name=node_id, host=host, client_port=client_port,
-                      monitor_port=monitor_port, resolver=resolver, account=account, user=node_id)
+    nf = NodeFile.new(
+        path,
+        id=node_id,
+        server_name=node_id,
+        host=host,
+        client_port=client_port,
+        monitor_port=monitor_port,
+        resolver=resolver,
+        account=account,
+        user=node_id,
+    )
     if cluster:
         cport = cluster_port or _pick_port(used, host)
         cl = {"name": cluster_name, "port": cport, "routes": list(seed_routes)}
@@ -153,8 +193,10 @@ def add_node(
         nf.set(("cluster",), cl)
     if gateways or gateway_port:
         gport = gateway_port or _pick_port(used, host)
-        nf.set(("gateway",), {"name": cluster_name, "port": gport,
-                              "remotes": [{"name": n, "urls": [u]} for n, u in gateways]})
+        nf.set(
+            ("gateway",),
+            {"name": cluster_name, "port": gport, "remotes": [{"name": n, "urls": [u]} for n, u in gateways]},
+        )
     if leaf_of or leaf_port:
         lf: dict = {}
         if leaf_port:
@@ -169,8 +211,10 @@ def add_node(
     if jetstream:
         nf.set(("jetstream",), {"enabled": True})
         if cluster and not seed_routes:
-            messages.append("JetStream in a cluster answers once other nodes have joined and elected a leader; "
-                            "for a lone JetStream node use --no-cluster")
+            messages.append(
+                "JetStream in a cluster answers once other nodes have joined and elected a leader; "
+                "for a lone JetStream node use --no-cluster"
+            )
     node = nf.refresh()
     user_path = store.user_jwt_path(store.current_operator(), account, node_id)
     if user_path.exists() and not force:
@@ -187,8 +231,12 @@ def node_user_spec(node: Node) -> admin.UserSpec:
     sub_allow = list(node.policy.subscribe.allow)
     if ">" not in sub_allow:
         sub_allow.append(f"{inbox_prefix(node.id)}.>")
-    return admin.UserSpec(pub_allow=pub_allow, pub_deny=list(node.policy.publish.deny), sub_allow=sub_allow,
-                          sub_deny=list(node.policy.subscribe.deny))
+    return admin.UserSpec(
+        pub_allow=pub_allow,
+        pub_deny=list(node.policy.publish.deny),
+        sub_allow=sub_allow,
+        sub_deny=list(node.policy.subscribe.deny),
+    )
 
 
 def sync_node_user(store: Store, node: Node) -> admin.UserResult:
@@ -207,7 +255,7 @@ def route_imports(node: Node) -> Optional[dict]:
         return None
     # Only an allow list: an import deny is matched against subscription subjects, so a broader
     # wildcard subscription would still receive a denied subject; deny is enforced in the user JWT.
-    imports = {"allow": list(dict.fromkeys(allow + [f"{inbox_prefix(node.id)}.>"] + SYSTEM_IMPORTS + CHAT_IMPORTS))}
+    imports = {"allow": list(dict.fromkeys([*allow, f"{inbox_prefix(node.id)}.>", *SYSTEM_IMPORTS, *CHAT_IMPORTS]))}
     return {"import": imports, "export": {}}
 
 
@@ -232,8 +280,12 @@ def server_config(store: Store, node: Node) -> ServerConfig:
         server_name=node.server_name,
         operator_jwt=op.token,
         system_account=op.claims.system_account,
-        resolver=Resolver(type=node.resolver, dir=str(rd / "jwt") if node.resolver == "full" else "",
-                          allow_delete=node.resolver_allow_delete, preload=preload),
+        resolver=Resolver(
+            type=node.resolver,
+            dir=str(rd / "jwt") if node.resolver == "full" else "",
+            allow_delete=node.resolver_allow_delete,
+            preload=preload,
+        ),
         host=node.host,
         port=node.client_port,
         http_host="127.0.0.1" if node.host in ("127.0.0.1", "localhost") else node.host,
@@ -241,8 +293,11 @@ def server_config(store: Store, node: Node) -> ServerConfig:
         max_payload=node.max_payload or None,
     )
     if node.jetstream is not None:
-        cfg.jetstream = {"store_dir": node.jetstream.get("store_dir") or str(rd / "jetstream"),
-                         "max_memory": node.jetstream.get("max_memory"), "max_file": node.jetstream.get("max_file")}
+        cfg.jetstream = {
+            "store_dir": node.jetstream.get("store_dir") or str(rd / "jetstream"),
+            "max_memory": node.jetstream.get("max_memory"),
+            "max_file": node.jetstream.get("max_file"),
+        }
     if node.cluster:
         c = node.cluster
         routes = list(c["routes"])
@@ -251,13 +306,23 @@ def server_config(store: Store, node: Node) -> ServerConfig:
             # (nats-server recognises and skips a route to itself)
             host = "127.0.0.1" if c["host"] in ("0.0.0.0", "") else c["host"]
             routes = [f"nats-route://{host}:{c['port']}"]
-        cfg.cluster = {"name": c["name"], "listen": f"{c['host']}:{c['port']}", "advertise": c.get("advertise"),
-                       "routes": routes, "no_advertise": c.get("no_advertise"),
-                       "connect_retries": c.get("connect_retries"), "permissions": route_imports(node)}
+        cfg.cluster = {
+            "name": c["name"],
+            "listen": f"{c['host']}:{c['port']}",
+            "advertise": c.get("advertise"),
+            "routes": routes,
+            "no_advertise": c.get("no_advertise"),
+            "connect_retries": c.get("connect_retries"),
+            "permissions": route_imports(node),
+        }
     if node.gateway:
         g = node.gateway
-        cfg.gateway = {"name": g["name"], "listen": f"{g['host']}:{g['port']}", "advertise": g.get("advertise"),
-                       "gateways": g["remotes"]}
+        cfg.gateway = {
+            "name": g["name"],
+            "listen": f"{g['host']}:{g['port']}",
+            "advertise": g.get("advertise"),
+            "gateways": g["remotes"],
+        }
     if node.leafnodes:
         lf = node.leafnodes
         remotes = []
@@ -265,13 +330,16 @@ def server_config(store: Store, node: Node) -> ServerConfig:
             acc_name = rem.get("account") or node.account
             user = rem.get("user") or node.user
             creds = rem.get("credentials") or str(store.creds_path(op.name, acc_name, user))
-            remotes.append({"urls": rem["urls"], "credentials": creds,
-                            "account": store.account(acc_name, op.name).public_key})
-        cfg.leafnodes = {"listen": f"{lf['host']}:{lf['port']}" if lf.get("port") else "",
-                         "advertise": lf.get("advertise"), "remotes": remotes}
+            remotes.append(
+                {"urls": rem["urls"], "credentials": creds, "account": store.account(acc_name, op.name).public_key}
+            )
+        cfg.leafnodes = {
+            "listen": f"{lf['host']}:{lf['port']}" if lf.get("port") else "",
+            "advertise": lf.get("advertise"),
+            "remotes": remotes,
+        }
     if node.websocket:
         cfg.websocket = {"listen": f"{node.websocket['host']}:{node.websocket['port']}"}
-    from dchat_ops.config.tls import apply_tls
     apply_tls(store, node, cfg)
     return cfg
 
@@ -296,7 +364,9 @@ def check_port_clashes(store: Store, node: Node) -> None:
         theirs = {p: what for what, p in other.ports()}
         for what, p in mine:
             if p in theirs:
-                raise ConfigError(f"node {node.id}: {what} port {p} clashes with the {theirs[p]} port of node {other_id}")
+                raise ConfigError(
+                    f"node {node.id}: {what} port {p} clashes with the {theirs[p]} port of node {other_id}"
+                )
 
 
 def render_node(store: Store, node_id: str, *, binary: Optional[str] = None, node: Optional[Node] = None) -> Path:

@@ -26,8 +26,9 @@ import math
 import re
 import ssl
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -35,25 +36,26 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dchat_ops.errors import TLSError
 from dchat_ops._fs import atomic_write
+from dchat_ops.config.node import NodeFile
+from dchat_ops.errors import TLSError
 from dchat_ops.nsc.store import Store, check_name
 
 __all__ = [
     "KINDS",
     "SOON_DAYS",
-    "pki_dir",
     "ca_paths",
     "cert_paths",
+    "client_ssl_context",
+    "describe_cert",
     "init_ca",
     "issue",
-    "node_sans",
     "list_certs",
-    "describe_cert",
     "load_ca",
+    "node_sans",
+    "pki_dir",
     "read_cert",
     "renew",
-    "client_ssl_context",
 ]
 
 KINDS = ("server", "client", "route")
@@ -113,8 +115,9 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
@@ -154,8 +157,9 @@ def load_ca(store: Store):
         raise TLSError(f"no TLS certificate authority in {pki_dir(store)}: run 'dchat-ops tls init-ca' first")
     cert = read_cert(crt_path)
     key = _read_key(key_path)
-    if key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
-            cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         raise TLSError(f"the CA key in {key_path.parent} does not belong to {crt_path}")
     return key, cert
 
@@ -193,10 +197,12 @@ def init_ca(store: Store, *, days: int = 3650, force: bool = False) -> dict:
     pub = key.public_key()
     ski = x509.SubjectKeyIdentifier.from_public_key(pub)
     tag = hashlib.sha256(ski.digest).hexdigest()[:8]
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dchat-ops"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"dchat-ops CA {_operator_name(store)} {tag}"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dchat-ops"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"dchat-ops CA {_operator_name(store)} {tag}"),
+        ]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -206,9 +212,20 @@ def init_ca(store: Store, *, days: int = 3650, force: bool = False) -> dict:
         .not_valid_before(now - _SKEW)
         .not_valid_after(now + _dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -281,13 +298,16 @@ def _sans_of(cert: x509.Certificate) -> list[str]:
 # --- node certificates --------------------------------------------------------------------------------------
 
 
-def _sign(store: Store, node_id: str, kind: str, names: list[str], days: int,
-          not_before: Optional[_dt.datetime]) -> dict:
+def _sign(
+    store: Store, node_id: str, kind: str, names: list[str], days: int, not_before: Optional[_dt.datetime]
+) -> dict:
     ca_key, ca_cert = load_ca(store)
     now = _now(store)
     if ca_cert.not_valid_after_utc <= now:
-        raise TLSError(f"the CA expired on {_iso(ca_cert.not_valid_after_utc)}: create a new one with "
-                       "'dchat-ops tls init-ca --force' and re-issue every certificate")
+        raise TLSError(
+            f"the CA expired on {_iso(ca_cert.not_valid_after_utc)}: create a new one with "
+            "'dchat-ops tls init-ca --force' and re-issue every certificate"
+        )
     if not 0 < days <= 36500:
         raise TLSError("a certificate is valid for 1 to 36500 days")
     start = not_before.astimezone(_dt.timezone.utc) if not_before else now - _SKEW
@@ -299,11 +319,13 @@ def _sign(store: Store, node_id: str, kind: str, names: list[str], days: int,
     if not sans:
         raise TLSError(f"a {kind} certificate for {node_id} needs at least one name")
     key = _new_key()
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dchat-ops"),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
-        x509.NameAttribute(NameOID.COMMON_NAME, node_id),
-    ])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dchat-ops"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
+            x509.NameAttribute(NameOID.COMMON_NAME, node_id),
+        ]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -313,9 +335,20 @@ def _sign(store: Store, node_id: str, kind: str, names: list[str], days: int,
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage(_EKU[kind]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -328,8 +361,16 @@ def _sign(store: Store, node_id: str, kind: str, names: list[str], days: int,
     return {**describe_cert(store, cert, crt_path, node_id, kind, ca_cert), "key_path": str(key_path)}
 
 
-def issue(store: Store, node_id: str, kind: str, sans: Iterable[str] = (), days: int = 397, *,
-          not_before: Optional[_dt.datetime] = None, node=None) -> dict:
+def issue(
+    store: Store,
+    node_id: str,
+    kind: str,
+    sans: Iterable[str] = (),
+    days: int = 397,
+    *,
+    not_before: Optional[_dt.datetime] = None,
+    node=None,
+) -> dict:
     """Issue (or replace) the ``kind`` certificate of a node: its names and addresses plus ``sans``.
 
     ``not_before`` overrides the start of the validity window (for tests of expired
@@ -337,8 +378,6 @@ def issue(store: Store, node_id: str, kind: str, sans: Iterable[str] = (), days:
     """
     _check_kind(kind)
     if node is None:
-        from dchat_ops.config.node import NodeFile
-
         node = NodeFile.load(store, node_id).node
     names = node_sans(node)
     for s in sans or ():
@@ -348,8 +387,14 @@ def issue(store: Store, node_id: str, kind: str, sans: Iterable[str] = (), days:
     return _sign(store, node_id, kind, names, days, not_before)
 
 
-def describe_cert(store: Store, cert: x509.Certificate, path: Path, node_id: Optional[str], kind: str,
-              ca_cert: Optional[x509.Certificate] = None) -> dict:
+def describe_cert(
+    store: Store,
+    cert: x509.Certificate,
+    path: Path,
+    node_id: Optional[str],
+    kind: str,
+    ca_cert: Optional[x509.Certificate] = None,
+) -> dict:
     now = _now(store)
     after = cert.not_valid_after_utc
     before = cert.not_valid_before_utc
@@ -444,8 +489,6 @@ def renew(store: Store, node_id: Optional[str] = None, *, days: int = 397) -> li
         except TLSError:
             names = []
         if not names:  # unreadable or nameless: fall back to the node's current names
-            from dchat_ops.config.node import NodeFile
-
             names = node_sans(NodeFile.load(store, nid).node)
         out.append(_sign(store, nid, kind, names, days, None))
     return out

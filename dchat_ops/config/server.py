@@ -19,13 +19,12 @@ from typing import Optional
 
 import jinja2
 
+from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
 from dchat_ops.natsbin import check_config
-from dchat_ops._fs import atomic_write
 from dchat_ops.nsc.store import Store
 
-__all__ = ["Resolver", "ServerConfig", "render", "semantic_check", "standalone_config", "write_and_check",
-           "DURATION"]
+__all__ = ["DURATION", "Resolver", "ServerConfig", "render", "semantic_check", "standalone_config", "write_and_check"]
 
 DURATION = re.compile(r"^\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))*$")
 
@@ -76,7 +75,9 @@ def _tls_block(tls: dict, indent: int = 2) -> str:
     if tls.get("verify"):
         lines.append(f"{pad}verify: true")
     if tls.get("insecure"):
-        lines.append(f"{pad}# WARNING: the certificates of the peers this server dials are NOT verified: development only")
+        lines.append(
+            f"{pad}# WARNING: the certificates of the peers this server dials are NOT verified: development only"
+        )
         lines.append(f"{pad}insecure: true")
     if tls.get("timeout"):
         lines.append(f"{pad}timeout: {tls['timeout']}")
@@ -127,7 +128,9 @@ def semantic_check(cfg: ServerConfig) -> None:
         if not cfg.resolver.dir:
             raise ConfigError(f"{cfg.server_name}: the full resolver needs a dir")
         if not DURATION.match(cfg.resolver.interval):
-            raise ConfigError(f"{cfg.server_name}: resolver interval {cfg.resolver.interval!r} is not a duration like \"2m\"")
+            raise ConfigError(
+                f'{cfg.server_name}: resolver interval {cfg.resolver.interval!r} is not a duration like "2m"'
+            )
     ports = [("client", cfg.port)]
     if cfg.http_port:
         ports.append(("monitoring", cfg.http_port))
@@ -147,7 +150,8 @@ def semantic_check(cfg: ServerConfig) -> None:
             raise ConfigError(f"{cfg.server_name}: a gateway needs a cluster block whose name is the gateway name")
         if cfg.gateway["name"] != cfg.cluster["name"]:
             raise ConfigError(
-                f"{cfg.server_name}: gateway name {cfg.gateway['name']!r} must equal cluster name {cfg.cluster['name']!r}")
+                f"{cfg.server_name}: gateway name {cfg.gateway['name']!r} must equal cluster name {cfg.cluster['name']!r}"
+            )
     if cfg.jetstream and not cfg.server_name:
         raise ConfigError("JetStream needs a server_name")
 
@@ -188,8 +192,9 @@ def standalone_config(
     )
 
 
-def write_and_check(cfg: ServerConfig, path: Path, *, binary: Optional[str] = None, header: str = "",
-                    force: bool = True) -> str:
+def write_and_check(
+    cfg: ServerConfig, path: Path, *, binary: Optional[str] = None, header: str = "", force: bool = True
+) -> str:
     """Check ``cfg``, render it, have nats-server parse it, then write it atomically.  Returns the text."""
     semantic_check(cfg)
     text = render(cfg, header)

@@ -16,9 +16,10 @@ Certificates themselves are :mod:`dchat_ops.config.pki`.
 from __future__ import annotations
 
 import ssl
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, Optional
 
-
+from dchat_ops.config.node import NodeFile
 from dchat_ops.config.pki import (
     ca_paths,
     cert_paths,
@@ -34,21 +35,23 @@ from dchat_ops.nsc.store import Store
 __all__ = [
     "INSECURE_WARNING",
     "LINKS",
-    "tls_flags",
-    "required_kinds",
     "applicable_links",
-    "tls_sections",
     "apply_tls",
-    "tls_warnings",
-    "refuse_insecure_in_production",
-    "enable",
     "client_tls_for",
+    "enable",
+    "refuse_insecure_in_production",
+    "required_kinds",
+    "tls_flags",
+    "tls_sections",
+    "tls_warnings",
 ]
 
 LINKS = ("client", "route", "gateway", "leafnode", "websocket")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
-INSECURE_WARNING = ("tls.insecure is on: the certificates (chain and host name) of the routes, gateways and "
-                    "leafnode hubs this node dials are NOT verified. Development only, never in production.")
+INSECURE_WARNING = (
+    "tls.insecure is on: the certificates (chain and host name) of the routes, gateways and "
+    "leafnode hubs this node dials are NOT verified. Development only, never in production."
+)
 
 
 # --- node settings -> server config ------------------------------------------------------------------------
@@ -65,8 +68,11 @@ def tls_flags(node) -> dict:
         if link == "client" and isinstance(v, str) and v.strip().lower() == "verify":
             v = "verify"
         elif not isinstance(v, bool):
-            raise TLSError(f"node {node.id}: tls.{link} must be true or false"
-                           + (" (or 'verify')" if link == "client" else "") + f", not {v!r}")
+            raise TLSError(
+                f"node {node.id}: tls.{link} must be true or false"
+                + (" (or 'verify')" if link == "client" else "")
+                + f", not {v!r}"
+            )
         flags[link] = v
     ins = raw.get("insecure", False)
     if ins is None:
@@ -95,8 +101,9 @@ def _check_links(node, flags: dict) -> None:
     have = applicable_links(node)
     for link in LINKS:
         if flags.get(link) and link not in have:
-            section = {"route": "cluster", "gateway": "gateway", "leafnode": "leafnodes",
-                       "websocket": "websocket"}[link]
+            section = {"route": "cluster", "gateway": "gateway", "leafnode": "leafnodes", "websocket": "websocket"}[
+                link
+            ]
             raise TLSError(f"node {node.id}: tls.{link} is on but the node has no {section} section")
 
 
@@ -211,29 +218,42 @@ def tls_warnings(node, store: Optional[Store] = None) -> list[str]:
                 out.append(f"WARNING: node {node.id}: {exc}")
                 continue
             if d["expired"]:
-                out.append(f"WARNING: node {node.id}: the {kind} certificate expired on {d['not_after']}: "
-                           f"run 'dchat-ops tls renew --node {node.id}'")
+                out.append(
+                    f"WARNING: node {node.id}: the {kind} certificate expired on {d['not_after']}: "
+                    f"run 'dchat-ops tls renew --node {node.id}'"
+                )
             elif d["expiring_soon"]:
-                out.append(f"WARNING: node {node.id}: the {kind} certificate expires in {d['days_left']} days "
-                           f"({d['not_after']})")
+                out.append(
+                    f"WARNING: node {node.id}: the {kind} certificate expires in {d['days_left']} days "
+                    f"({d['not_after']})"
+                )
     return out
 
 
 def refuse_insecure_in_production(spec_is_production: bool, node) -> None:
     """Raise :class:`TLSError` when a production spec would run ``node`` with ``tls.insecure``."""
     if spec_is_production and tls_flags(node)["insecure"]:
-        raise TLSError(f"node {node.id}: tls.insecure is not allowed in production: it skips verifying the "
-                       "certificates of the peers the node dials; remove it and use certificates of the store's CA")
+        raise TLSError(
+            f"node {node.id}: tls.insecure is not allowed in production: it skips verifying the "
+            "certificates of the peers the node dials; remove it and use certificates of the store's CA"
+        )
 
 
-def enable(store: Store, node_id: str, links: Iterable[str], *, insecure: bool = False,
-           client_verify: bool = False, sans: Iterable[str] = (), days: int = 397) -> dict:
+def enable(
+    store: Store,
+    node_id: str,
+    links: Iterable[str],
+    *,
+    insecure: bool = False,
+    client_verify: bool = False,
+    sans: Iterable[str] = (),
+    days: int = 397,
+) -> dict:
     """Set the node's ``tls`` mapping to exactly ``links`` (and ``insecure``), issuing missing certificates.
 
     The node file is edited round-trip (comments kept) and saved only after the new settings
     check out.  Returns the mapping, the certificates issued and the warnings to show.
     """
-    from dchat_ops.config.node import NodeFile
 
     links = list(dict.fromkeys(links))
     for link in links:
@@ -260,8 +280,13 @@ def enable(store: Store, node_id: str, links: Iterable[str], *, insecure: bool =
             issued.append(issue(store, node.id, kind, sans, days, node=node))
     tls_sections(store, node)  # every file in place before the node file says so
     changed = nf.save()
-    return {"node": node.id, "tls": mapping, "changed": changed, "issued": issued,
-            "warnings": tls_warnings(node, store)}
+    return {
+        "node": node.id,
+        "tls": mapping,
+        "changed": changed,
+        "issued": issued,
+        "warnings": tls_warnings(node, store),
+    }
 
 
 def client_tls_for(store: Store, node) -> Optional[ssl.SSLContext]:

@@ -13,12 +13,14 @@ account signing key when one is held, or by the scoped key of a ``role``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
+from dchat_ops._fs import deferred_sync, with_store_lock
 from dchat_ops.errors import DchatOpsError, ExistsError, StoreError
-from dchat_ops._fs import with_store_lock
 from dchat_ops.nsc.claims import (
+    CONNECTION_TYPES,
     AccountClaims,
     OperatorClaims,
     ResponsePermission,
@@ -31,26 +33,27 @@ from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, check_public_key
 from dchat_ops.nsc.store import Entity, Store, check_name
+from dchat_ops.subjects import check_subject
 
 __all__ = [
     "InitResult",
+    "UserChanges",
     "UserResult",
     "UserSpec",
-    "UserChanges",
-    "init",
     "add_account",
     "add_user",
-    "edit_user",
+    "add_users",
     "edit_account",
     "edit_operator",
+    "edit_user",
+    "generate_creds",
+    "init",
     "issue_user",
     "issue_users",
-    "add_users",
-    "remove_account",
-    "generate_creds",
     "operator_signer",
-    "user_signer",
+    "remove_account",
     "resign_account",
+    "user_signer",
 ]
 
 DEFAULT_OPERATOR = "dchat"
@@ -83,9 +86,15 @@ class UserResult:
 
     def to_dict(self) -> dict:
         c = self.entity.claims
-        return {"name": self.entity.name, "public_key": c.subject, "issuer": c.issuer,
-                "issuer_account": c.issuer_account, "jwt_path": str(self.entity.path),
-                "creds_path": self.creds_path, "changed": self.changed}
+        return {
+            "name": self.entity.name,
+            "public_key": c.subject,
+            "issuer": c.issuer,
+            "issuer_account": c.issuer_account,
+            "jwt_path": str(self.entity.path),
+            "creds_path": self.creds_path,
+            "changed": self.changed,
+        }
 
 
 @dataclass
@@ -113,9 +122,6 @@ class UserSpec:
     def validate(self) -> None:
         """Refuse what a server would refuse later: bad subjects, networks, connection types, limits."""
         import ipaddress
-
-        from dchat_ops.subjects import check_subject
-        from dchat_ops.nsc.claims import CONNECTION_TYPES
 
         for attr, queue_ok in (("pub_allow", False), ("pub_deny", False), ("sub_allow", True), ("sub_deny", True)):
             for subj in getattr(self, attr) or []:
@@ -149,8 +155,12 @@ class UserSpec:
         self.validate()
         lim = u.limits
         p = lim.permissions
-        for attr, perm, part in (("pub_allow", p.pub, "allow"), ("pub_deny", p.pub, "deny"),
-                                 ("sub_allow", p.sub, "allow"), ("sub_deny", p.sub, "deny")):
+        for attr, perm, part in (
+            ("pub_allow", p.pub, "allow"),
+            ("pub_deny", p.pub, "deny"),
+            ("sub_allow", p.sub, "allow"),
+            ("sub_deny", p.sub, "deny"),
+        ):
             v = getattr(self, attr)
             if v is not None:
                 setattr(perm, part, _dedupe(v))
@@ -181,9 +191,25 @@ class UserSpec:
             u.tags = _dedupe(t.strip().lower() for t in self.tags)
 
     def has_permissions_or_limits(self) -> bool:
-        return any(getattr(self, k) is not None for k in (
-            "pub_allow", "pub_deny", "sub_allow", "sub_deny", "resp_max", "resp_ttl_s", "subs", "data",
-            "payload", "bearer", "connection_types", "source_networks", "times", "times_location"))
+        return any(
+            getattr(self, k) is not None
+            for k in (
+                "pub_allow",
+                "pub_deny",
+                "sub_allow",
+                "sub_deny",
+                "resp_max",
+                "resp_ttl_s",
+                "subs",
+                "data",
+                "payload",
+                "bearer",
+                "connection_types",
+                "source_networks",
+                "times",
+                "times_location",
+            )
+        )
 
 
 @dataclass
@@ -214,8 +240,12 @@ class UserChanges:
                 return None
             return _dedupe([x for x in cur if x not in drop] + list(add))
 
-        for attr, cur, add in (("pub_allow", p.pub.allow, self.allow_pub), ("pub_deny", p.pub.deny, self.deny_pub),
-                               ("sub_allow", p.sub.allow, self.allow_sub), ("sub_deny", p.sub.deny, self.deny_sub)):
+        for attr, cur, add in (
+            ("pub_allow", p.pub.allow, self.allow_pub),
+            ("pub_deny", p.pub.deny, self.deny_pub),
+            ("sub_allow", p.sub.allow, self.allow_sub),
+            ("sub_deny", p.sub.deny, self.deny_sub),
+        ):
             v = merged(cur, add, rm)
             if v is not None:
                 setattr(spec, attr, v)
@@ -223,8 +253,11 @@ class UserChanges:
         tags = merged(current.tags, [t.lower() for t in self.add_tags], {t.lower() for t in self.remove_tags})
         if tags is not None:
             spec.tags = tags
-        ct = merged(lim.allowed_connection_types, [t.upper() for t in self.add_connection_types],
-                    {t.upper() for t in self.remove_connection_types})
+        ct = merged(
+            lim.allowed_connection_types,
+            [t.upper() for t in self.add_connection_types],
+            {t.upper() for t in self.remove_connection_types},
+        )
         if ct is not None:
             spec.connection_types = ct
         src = merged(lim.src, self.add_source_networks, set(self.remove_source_networks))
@@ -256,8 +289,9 @@ def operator_signer(store: Store, op: OperatorClaims) -> KeyPair:
     return store.load_key(op.subject)
 
 
-def user_signer(store: Store, op: OperatorClaims, acc: AccountClaims, role: Optional[str] = None,
-                key: Optional[str] = None) -> tuple[KeyPair, Optional[ScopedSigningKey]]:
+def user_signer(
+    store: Store, op: OperatorClaims, acc: AccountClaims, role: Optional[str] = None, key: Optional[str] = None
+) -> tuple[KeyPair, Optional[ScopedSigningKey]]:
     """The key that signs a user of ``acc`` (and its scope when it is a scoped key)."""
     sk_map = acc.signing_key_map()
     if key:
@@ -269,14 +303,18 @@ def user_signer(store: Store, op: OperatorClaims, acc: AccountClaims, role: Opti
         scope = acc.scope_for_role(role)
         if scope is None:
             roles = sorted(s.role for s in sk_map.values() if s is not None)
-            raise StoreError(f"account {acc.name} has no signing key with role {role!r}"
-                             + (f" (roles: {', '.join(roles)})" if roles else ""))
+            raise StoreError(
+                f"account {acc.name} has no signing key with role {role!r}"
+                + (f" (roles: {', '.join(roles)})" if roles else "")
+            )
         return store.load_key(scope.key), scope
     for k, scope in sk_map.items():
         if scope is None and store.has_key(k):
             return store.load_key(k), None
     if op.strict_signing_key_usage:
-        raise StoreError(f"the operator requires signing keys; account {acc.name} has no plain signing key in the keystore")
+        raise StoreError(
+            f"the operator requires signing keys; account {acc.name} has no plain signing key in the keystore"
+        )
     return store.load_key(acc.subject), None
 
 
@@ -298,8 +336,10 @@ def issue_user(
     u = UserClaims(subject=kp.public_key, name=name)
     if scope is not None:
         if spec is not None and spec.has_permissions_or_limits():
-            raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role; "
-                             "set none on the user")
+            raise StoreError(
+                f"users of scoped signing key role {scope.role!r} take their permissions from the role; "
+                "set none on the user"
+            )
         u.limits.clear_for_scope()
     if spec is not None:
         spec.apply(u)
@@ -320,7 +360,6 @@ def _issue_chunk(args) -> list[tuple]:
     clock = (lambda: now) if now is not None else None
     store = Store(write_to[0]) if write_to else None
     out = []
-    from dchat_ops._fs import deferred_sync
 
     with deferred_sync(flush=False):
         for name, spec in items:
@@ -361,7 +400,7 @@ def issue_users(
 
     if specs is not None and len(specs) != len(names):
         raise StoreError("issue_users: one spec per name")
-    items = list(zip(names, specs if specs is not None else [spec] * len(names)))
+    items = list(zip(names, specs if specs is not None else [spec] * len(names), strict=False))
     now = int(clock()) if clock else None
     workers = workers or (os.cpu_count() or 1)
     if workers <= 1 or len(items) < PARALLEL_THRESHOLD:
@@ -370,7 +409,7 @@ def issue_users(
     from concurrent.futures import ProcessPoolExecutor
 
     size = -(-len(items) // (workers * 4))
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         parts = pool.map(_issue_chunk, [(signer.seed, account_public_key, c, scope, now, write_to) for c in chunks])
@@ -380,7 +419,9 @@ def issue_users(
 # --- store operations ------------------------------------------------------------------------------
 
 
-def _new_account(store: Store, name: str, op: Entity, *, signing_key: bool, clock) -> tuple[KeyPair, AccountClaims, str]:
+def _new_account(
+    store: Store, name: str, op: Entity, *, signing_key: bool, clock
+) -> tuple[KeyPair, AccountClaims, str]:
     kp = KeyPair.generate("account")
     acc = AccountClaims(subject=kp.public_key, name=name)
     sk = None
@@ -410,8 +451,13 @@ def init(
 
     ``user=None`` makes no first user.  On a store that already has an operator, nothing is changed and ``created`` is False.
     """
-    for n, what in ((operator, "operator name"), (account, "account name"), (user or "x", "user name"),
-                    (system_account, "system account name"), (system_user, "system user name")):
+    for n, what in (
+        (operator, "operator name"),
+        (account, "account name"),
+        (user or "x", "user name"),
+        (system_account, "system account name"),
+        (system_user, "system user name"),
+    ):
         check_name(n, what)
     if account == system_account:
         raise StoreError("the application account and the system account need different names")
@@ -419,8 +465,15 @@ def init(
     if existing:
         op = store.current_operator()
         ctx = store.context()
-        return InitResult(False, op, system_account, ctx.get("account", ""), user, system_user,
-                          message=f"store at {store.home} already holds operator {op}; nothing changed")
+        return InitResult(
+            False,
+            op,
+            system_account,
+            ctx.get("account", ""),
+            user,
+            system_user,
+            message=f"store at {store.home} already holds operator {op}; nothing changed",
+        )
     clock = store.clock
     op_kp = KeyPair.generate("operator")
     op_claims = OperatorClaims(subject=op_kp.public_key, name=operator)
@@ -455,8 +508,16 @@ def init(
     creds[system_user] = add_user(store, system_account, system_user).creds_path
     if user:
         creds[user] = add_user(store, account, user, user_spec).creds_path
-    return InitResult(True, operator, system_account, account, user or "", system_user, creds,
-                      message=f"created operator {operator} with accounts {system_account} (system) and {account}")
+    return InitResult(
+        True,
+        operator,
+        system_account,
+        account,
+        user or "",
+        system_user,
+        creds,
+        message=f"created operator {operator} with accounts {system_account} (system) and {account}",
+    )
 
 
 @with_store_lock
@@ -468,8 +529,10 @@ def add_account(store: Store, name: str, *, signing_key: bool = False, force: bo
     if path.exists() and not force:
         raise ExistsError(f"account {name} already exists; use --force to replace it")
     if path.exists() and store.user_names(name, op.name):
-        raise StoreError(f"account {name} has users: a new account key would cut every one of them off; "
-                         "remove them first (or remove the account with 'dchat-ops rm account')")
+        raise StoreError(
+            f"account {name} has users: a new account key would cut every one of them off; "
+            "remove them first (or remove the account with 'dchat-ops rm account')"
+        )
     _new_account(store, name, op, signing_key=signing_key or op.claims.strict_signing_key_usage, clock=store.clock)
     return store.account(name, op.name)
 
@@ -540,21 +603,32 @@ def add_users(
         if name in seen:
             raise StoreError(f"user {name} is listed twice")
         seen.add(name)
-        if not force and (store.user_jwt_path(op.name, account, name).exists()
-                          or store.creds_path(op.name, account, name).exists()):
+        if not force and (
+            store.user_jwt_path(op.name, account, name).exists() or store.creds_path(op.name, account, name).exists()
+        ):
             raise ExistsError(f"user {name} already exists in account {account}; use --force to replace it")
     signer, scope = user_signer(store, op.claims, acc.claims, role)
     if scope is not None and spec is not None and spec.has_permissions_or_limits():
         raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role")
-    rows = issue_users(list(names), acc.public_key, signer, spec, scope=scope, clock=store.clock, workers=workers,
-                       write_to=(str(store.home), op.name, account))
+    rows = issue_users(
+        list(names),
+        acc.public_key,
+        signer,
+        spec,
+        scope=scope,
+        clock=store.clock,
+        workers=workers,
+        write_to=(str(store.home), op.name, account),
+    )
     os.sync()  # the writers skipped their per-file flushes
     return [row[1] for row in rows]
 
 
 def _reissue_user(store: Store, op: Entity, acc: Entity, user: Entity, claims: UserClaims) -> UserResult:
     """Re-sign changed user claims with the key that signed them (or the current user signer)."""
-    if store.has_key(claims.issuer) and (claims.issuer == acc.public_key or claims.issuer in acc.claims.signing_key_map()):
+    if store.has_key(claims.issuer) and (
+        claims.issuer == acc.public_key or claims.issuer in acc.claims.signing_key_map()
+    ):
         signer = store.load_key(claims.issuer)
     else:
         signer, _ = user_signer(store, op.claims, acc.claims)
@@ -563,14 +637,16 @@ def _reissue_user(store: Store, op: Entity, acc: Entity, user: Entity, claims: U
     store.write_user(op.name, acc.name, user.name, token)
     creds_path = store.creds_path(op.name, acc.name, user.name)
     if store.has_key(claims.subject):
-        store.write_creds(op.name, acc.name, user.name, format_creds(token, store.load_key(claims.subject).seed),
-                          force=True)
+        store.write_creds(
+            op.name, acc.name, user.name, format_creds(token, store.load_key(claims.subject).seed), force=True
+        )
     return UserResult(Entity("user", user.name, token, claims, user.path), str(creds_path))
 
 
 @with_store_lock
-def edit_user(store: Store, account: str, name: str, spec: Optional[UserSpec] = None,
-              changes: Optional[UserChanges] = None) -> UserResult:
+def edit_user(
+    store: Store, account: str, name: str, spec: Optional[UserSpec] = None, changes: Optional[UserChanges] = None
+) -> UserResult:
     """Change a user's permissions, limits, expiry or tags; re-issue its JWT and creds when anything changed.
 
     ``spec`` sets fields outright; ``changes`` adds to and removes from the current lists.
@@ -646,9 +722,12 @@ def edit_account(
             role_spec.apply(template)
         claims.signing_keys.append(ScopedSigningKey(kp.public_key, add_role, template.limits))
     if remove_signing_key:
-        keep = [k for k in claims.signing_keys
-                if (k if isinstance(k, str) else k.key) != remove_signing_key
-                and (isinstance(k, str) or k.role != remove_signing_key)]
+        keep = [
+            k
+            for k in claims.signing_keys
+            if (k if isinstance(k, str) else k.key) != remove_signing_key
+            and (isinstance(k, str) or k.role != remove_signing_key)
+        ]
         if len(keep) == len(claims.signing_keys):
             raise StoreError(f"account {name} has no signing key or role {remove_signing_key!r}")
         claims.signing_keys = keep

@@ -33,10 +33,10 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc.keys import KeyPair, x25519_public
 
-__all__ = ["BundleError", "seal_bundle", "open_bundle", "FORMAT"]
+__all__ = ["FORMAT", "BundleError", "open_bundle", "seal_bundle"]
 
 FORMAT = "dchat-ops-bundle"
-SCRYPT_N = 2 ** 15
+SCRYPT_N = 2**15
 _INFO = b"dchat-ops bundle v1"
 
 
@@ -113,7 +113,7 @@ def open_bundle(data: bytes, *, passphrase: Optional[str] = None, curve_key: Opt
             raise BundleError("this bundle is sealed to a passphrase; give one")
         try:
             n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
-            if not (2 ** 10 <= n <= 2 ** 20 and r <= 32 and p <= 16):
+            if not (2**10 <= n <= 2**20 and r <= 32 and p <= 16):
                 raise ValueError
         except (KeyError, ValueError, TypeError):
             raise BundleError("bundle key derivation parameters are damaged") from None

@@ -22,22 +22,22 @@ from typing import Any, ClassVar
 from dchat_ops.errors import JWTError
 
 __all__ = [
-    "Permission",
-    "ResponsePermission",
-    "TimeRange",
-    "Permissions",
-    "UserPermissionLimits",
-    "ScopedSigningKey",
+    "CONNECTION_TYPES",
+    "AccountClaims",
     "AccountLimits",
-    "JetStreamLimits",
+    "ActivationClaims",
+    "Claims",
     "Export",
     "Import",
-    "Claims",
+    "JetStreamLimits",
     "OperatorClaims",
-    "AccountClaims",
+    "Permission",
+    "Permissions",
+    "ResponsePermission",
+    "ScopedSigningKey",
+    "TimeRange",
     "UserClaims",
-    "ActivationClaims",
-    "CONNECTION_TYPES",
+    "UserPermissionLimits",
     "claims_class_for",
 ]
 
@@ -106,7 +106,7 @@ class Permission:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, what: str = "permission") -> "Permission":
+    def from_dict(cls, d: Any, what: str = "permission") -> Permission:
         d = _obj(d, what)
         return cls(_strings(d.get("allow"), f"{what}.allow"), _strings(d.get("deny"), f"{what}.deny"))
 
@@ -125,7 +125,7 @@ class ResponsePermission:
         return {"max": self.max, "ttl": self.ttl_ns}
 
     @classmethod
-    def from_dict(cls, d: Any) -> "ResponsePermission":
+    def from_dict(cls, d: Any) -> ResponsePermission:
         d = _obj(d, "resp")
         return cls(_int(d.get("max"), "resp.max"), _int(d.get("ttl"), "resp.ttl"))
 
@@ -146,7 +146,7 @@ class TimeRange:
         return {"start": self.start, "end": self.end}
 
     @classmethod
-    def from_dict(cls, d: Any) -> "TimeRange":
+    def from_dict(cls, d: Any) -> TimeRange:
         d = _obj(d, "times[]")
         return cls(d.get("start", ""), d.get("end", ""))
 
@@ -171,7 +171,7 @@ class Permissions:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Permissions":
+    def from_dict(cls, d: Any) -> Permissions:
         d = _obj(d, "permissions")
         resp = d.get("resp")
         return cls(
@@ -185,8 +185,17 @@ class Permissions:
 
 
 _UPL_KEYS = {
-    "pub", "sub", "resp", "src", "times", "times_location", "subs", "data", "payload",
-    "bearer_token", "allowed_connection_types",
+    "pub",
+    "sub",
+    "resp",
+    "src",
+    "times",
+    "times_location",
+    "subs",
+    "data",
+    "payload",
+    "bearer_token",
+    "allowed_connection_types",
 }
 
 
@@ -244,9 +253,14 @@ class UserPermissionLimits:
         """True when anything is set that a scoped signing key's template would own."""
         return bool(
             not self.permissions.is_empty()
-            or self.subs or self.data or self.payload
-            or self.src or self.times or self.times_location
-            or self.bearer_token or self.allowed_connection_types
+            or self.subs
+            or self.data
+            or self.payload
+            or self.src
+            or self.times
+            or self.times_location
+            or self.bearer_token
+            or self.allowed_connection_types
         )
 
     def clear_for_scope(self) -> None:
@@ -280,7 +294,7 @@ class ScopedSigningKey:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ScopedSigningKey":
+    def from_dict(cls, d: dict) -> ScopedSigningKey:
         if d.get("kind") != cls.KIND:
             raise JWTError(f"unknown signing key scope kind {d.get('kind')!r}")
         t = _obj(d.get("template"), "template")
@@ -296,8 +310,13 @@ class ScopedSigningKey:
 # --- account limits, exports, imports ----------------------------------------------------------
 
 _JS_KEYS = (
-    "mem_storage", "disk_storage", "streams", "consumer", "max_ack_pending",
-    "mem_max_stream_bytes", "disk_max_stream_bytes",
+    "mem_storage",
+    "disk_storage",
+    "streams",
+    "consumer",
+    "max_ack_pending",
+    "mem_max_stream_bytes",
+    "disk_max_stream_bytes",
 )
 
 
@@ -328,7 +347,7 @@ class JetStreamLimits:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "JetStreamLimits":
+    def from_dict(cls, d: dict) -> JetStreamLimits:
         kw = {k: _int(d.get(k), k) for k in _JS_KEYS}
         return cls(**kw, max_bytes_required=bool(d.get("max_bytes_required", False)))
 
@@ -373,13 +392,16 @@ class AccountLimits:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "AccountLimits":
+    def from_dict(cls, d: Any) -> AccountLimits:
         d = _obj(d, "limits")
         kw = {k: _int(d.get(k), f"limits.{k}") for k in _LIMIT_KEYS}
-        tiers = {n: JetStreamLimits.from_dict(_obj(t, f"tiered_limits.{n}"))
-                 for n, t in _obj(d.get("tiered_limits"), "tiered_limits").items()}
-        known = set(_LIMIT_KEYS) | set(_JS_KEYS) | {"wildcards", "disallow_bearer", "max_bytes_required",
-                                                    "tiered_limits"}
+        tiers = {
+            n: JetStreamLimits.from_dict(_obj(t, f"tiered_limits.{n}"))
+            for n, t in _obj(d.get("tiered_limits"), "tiered_limits").items()
+        }
+        known = (
+            set(_LIMIT_KEYS) | set(_JS_KEYS) | {"wildcards", "disallow_bearer", "max_bytes_required", "tiered_limits"}
+        )
         return cls(
             **kw,
             wildcards=bool(d.get("wildcards", False)),
@@ -390,9 +412,21 @@ class AccountLimits:
         )
 
 
-_EXPORT_KEYS = ("name", "subject", "type", "token_req", "revocations", "response_type",
-                "response_threshold", "service_latency", "account_token_position", "advertise",
-                "allow_trace", "description", "info_url")
+_EXPORT_KEYS = (
+    "name",
+    "subject",
+    "type",
+    "token_req",
+    "revocations",
+    "response_type",
+    "response_threshold",
+    "service_latency",
+    "account_token_position",
+    "advertise",
+    "allow_trace",
+    "description",
+    "info_url",
+)
 
 
 @dataclass
@@ -445,7 +479,7 @@ class Export:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Export":
+    def from_dict(cls, d: Any) -> Export:
         d = _obj(d, "exports[]")
         return cls(
             subject=str(d.get("subject", "")),
@@ -508,7 +542,7 @@ class Import:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Import":
+    def from_dict(cls, d: Any) -> Import:
         d = _obj(d, "imports[]")
         return cls(
             subject=str(d.get("subject", "")),
@@ -527,8 +561,16 @@ class Import:
 # --- the claims -------------------------------------------------------------------------------
 
 _STD = ("aud", "exp", "jti", "iat", "iss", "name", "nbf", "sub")
-_STD_ATTRS = {"aud": "audience", "exp": "expires", "jti": "jti", "iat": "issued_at", "iss": "issuer",
-              "name": "name", "nbf": "not_before", "sub": "subject"}
+_STD_ATTRS = {
+    "aud": "audience",
+    "exp": "expires",
+    "jti": "jti",
+    "iat": "issued_at",
+    "iss": "issuer",
+    "name": "name",
+    "nbf": "not_before",
+    "sub": "subject",
+}
 
 
 @dataclass
@@ -588,7 +630,7 @@ class Claims:
         return {}
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Claims":
+    def from_dict(cls, d: Any) -> Claims:
         if not isinstance(d, dict):
             raise JWTError("claims must be a JSON object")
         n = d.get("nats")
@@ -634,8 +676,12 @@ class OperatorClaims(Claims):
     TYPE: ClassVar[str] = "operator"
     SUBJECT_KIND: ClassVar[str] = "operator"
     _NATS_KEYS: ClassVar[tuple[str, ...]] = (
-        "signing_keys", "account_server_url", "operator_service_urls", "system_account",
-        "assert_server_version", "strict_signing_key_usage",
+        "signing_keys",
+        "account_server_url",
+        "operator_service_urls",
+        "system_account",
+        "assert_server_version",
+        "strict_signing_key_usage",
     )
 
     def _write_nats(self, d: dict) -> None:
@@ -687,8 +733,15 @@ class AccountClaims(Claims):
     TYPE: ClassVar[str] = "account"
     SUBJECT_KIND: ClassVar[str] = "account"
     _NATS_KEYS: ClassVar[tuple[str, ...]] = (
-        "limits", "signing_keys", "default_permissions", "exports", "imports", "revocations",
-        "mappings", "description", "info_url",
+        "limits",
+        "signing_keys",
+        "default_permissions",
+        "exports",
+        "imports",
+        "revocations",
+        "mappings",
+        "description",
+        "info_url",
     )
 
     def _write_nats(self, d: dict) -> None:
@@ -814,9 +867,7 @@ class ActivationClaims(Claims):
         )
 
 
-_BY_TYPE: dict[str, type[Claims]] = {
-    c.TYPE: c for c in (OperatorClaims, AccountClaims, UserClaims, ActivationClaims)
-}
+_BY_TYPE: dict[str, type[Claims]] = {c.TYPE: c for c in (OperatorClaims, AccountClaims, UserClaims, ActivationClaims)}
 
 
 def claims_class_for(d: dict) -> type[Claims]:
@@ -830,4 +881,3 @@ def claims_class_for(d: dict) -> type[Claims]:
     if cls is None:
         raise JWTError(f"unsupported JWT type {n.get('type')!r}")
     return cls
-

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from dchat_ops.errors import CredsError, NKeyError
 from dchat_ops.nsc.keys import KeyPair
 
-__all__ = ["Creds", "format_creds", "parse_creds", "format_decorated_jwt", "format_decorated_seed"]
+__all__ = ["Creds", "format_creds", "format_decorated_jwt", "format_decorated_seed", "parse_creds"]
 
 _BANNER = (
     "************************* IMPORTANT *************************\n"
@@ -41,10 +41,7 @@ def format_decorated_seed(seed: str) -> str:
     kind = kinds.get(seed[:2])
     if kind is None:
         raise CredsError("only operator, account and user seeds can be decorated")
-    return (
-        _BANNER + "\n"
-        f"-----BEGIN {kind} NKEY SEED-----\n{seed}\n------END {kind} NKEY SEED------\n\n" + _STARS
-    )
+    return _BANNER + f"\n-----BEGIN {kind} NKEY SEED-----\n{seed}\n------END {kind} NKEY SEED------\n\n" + _STARS
 
 
 def format_creds(user_jwt: str, seed: str) -> str:
@@ -80,7 +77,9 @@ def parse_creds(text: str | bytes) -> Creds:
     blocks = _BLOCK.findall(text)
     token = blocks[0] if blocks else ""
     if not token or token.count(".") != 2:
-        raise CredsError("creds file has no JWT block (-----BEGIN NATS USER JWT----- ... ------END NATS USER JWT------)")
+        raise CredsError(
+            "creds file has no JWT block (-----BEGIN NATS USER JWT----- ... ------END NATS USER JWT------)"
+        )
     seed = ""
     for candidate in blocks[1:]:
         if candidate.startswith("S"):
@@ -90,7 +89,9 @@ def parse_creds(text: str | bytes) -> Creds:
         m = _SEED_LINE.search(text)
         seed = m.group(1) if m else ""
     if not seed:
-        raise CredsError("creds file has no nkey seed block (-----BEGIN USER NKEY SEED----- ... ------END USER NKEY SEED------)")
+        raise CredsError(
+            "creds file has no nkey seed block (-----BEGIN USER NKEY SEED----- ... ------END USER NKEY SEED------)"
+        )
     creds = Creds(token, seed)
     creds.keypair()  # checks the seed is a well-formed user seed
     return creds

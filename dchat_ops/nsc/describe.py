@@ -1,9 +1,9 @@
 """Looking at a store: describe an entity or a JWT / creds file, list the tree, validate everything.
 
-    >>> describe_token(open("alice.jwt").read())["kind"]
-    'user'
-    >>> [f.message for f in validate_store(store) if f.level == "error"]
-    []
+>>> describe_token(open("alice.jwt").read())["kind"]
+'user'
+>>> [f.message for f in validate_store(store) if f.level == "error"]
+[]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import compute_jti, decode, decode_unverified, verify_chain
 from dchat_ops.nsc.store import Entity, Store
 
-__all__ = ["Finding", "describe_claims", "describe_token", "describe_file", "list_store", "validate_store"]
+__all__ = ["Finding", "describe_claims", "describe_file", "describe_token", "list_store", "validate_store"]
 
 EXPIRY_WARNING_S = 7 * 24 * 3600
 
@@ -91,12 +91,14 @@ def list_store(store: Store) -> dict:
                 users.append({"name": u, "public_key": ue.public_key})
             except StoreError as exc:
                 users.append({"name": u, "error": str(exc)})
-        out["accounts"].append({
-            "name": acc.name,
-            "public_key": acc.public_key,
-            "system": acc.public_key == op.claims.system_account,
-            "users": users,
-        })
+        out["accounts"].append(
+            {
+                "name": acc.name,
+                "public_key": acc.public_key,
+                "system": acc.public_key == op.claims.system_account,
+                "users": users,
+            }
+        )
     return out
 
 
@@ -186,7 +188,11 @@ def _validate_user(store: Store, op: Entity, acc: Entity, uname: str, clock, now
         try:
             creds = parse_creds(creds_path.read_text())
             if creds.jwt != token:
-                out.append(Finding("warning", ulabel, "creds file holds another JWT than the store; run 'dchat-ops generate creds'"))
+                out.append(
+                    Finding(
+                        "warning", ulabel, "creds file holds another JWT than the store; run 'dchat-ops generate creds'"
+                    )
+                )
             if creds.keypair().public_key != u.subject:
                 out.append(Finding("error", ulabel, "creds file seed does not belong to the user"))
         except CredsError as exc:

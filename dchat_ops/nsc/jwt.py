@@ -22,8 +22,9 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jwt as pyjwt
 from jwt.algorithms import Algorithm
@@ -42,15 +43,15 @@ from dchat_ops.nsc.keys import KeyPair, PublicKey, kind_of_public
 
 __all__ = [
     "ALGORITHM",
+    "ChainResult",
     "Clock",
-    "encode",
+    "compute_jti",
     "decode",
     "decode_unverified",
-    "compute_jti",
+    "encode",
     "encode_generic",
     "go_json",
     "verify_chain",
-    "ChainResult",
 ]
 
 ALGORITHM = "ed25519-nkey"
@@ -149,15 +150,25 @@ def encode_generic(data: dict, signer: KeyPair, *, clock: Optional[Clock] = None
     """
     std = {"iat": _now(clock), "iss": signer.public_key, "sub": signer.public_key}
     std["jti"] = compute_jti(std)
-    claims = {"jti": std["jti"], "iat": std["iat"], "iss": std["iss"], "sub": std["sub"],
-              "nats": {**data, "type": "generic", "version": 2}}
-    return _JWS.encode(go_json(claims).encode("utf-8"), signer, algorithm=ALGORITHM, headers={"typ": "JWT"},
-                       sort_headers=False)
+    claims = {
+        "jti": std["jti"],
+        "iat": std["iat"],
+        "iss": std["iss"],
+        "sub": std["sub"],
+        "nats": {**data, "type": "generic", "version": 2},
+    }
+    return _JWS.encode(
+        go_json(claims).encode("utf-8"), signer, algorithm=ALGORITHM, headers={"typ": "JWT"}, sort_headers=False
+    )
 
 
 def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:
-    want = {OperatorClaims: "operator", AccountClaims: "operator", UserClaims: "account",
-            ActivationClaims: "account"}.get(type(claims))
+    want = {
+        OperatorClaims: "operator",
+        AccountClaims: "operator",
+        UserClaims: "account",
+        ActivationClaims: "account",
+    }.get(type(claims))
     if want and signer.kind != want:
         raise JWTError(f"a {claims.TYPE} JWT must be signed by an {want} key, not a {signer.kind} key")
     subject = claims.subject
@@ -227,8 +238,12 @@ def decode(token: str, expected: type[Claims] | None = None) -> Claims:
     if expected is not None and cls is not expected:
         raise JWTError(f"expected a {expected.TYPE} JWT, got a {cls.TYPE} JWT")
     claims = cls.from_dict(payload)
-    want_issuer = {"operator": ("operator",), "account": ("operator", "account"), "user": ("account",),
-                   "activation": ("account",)}
+    want_issuer = {
+        "operator": ("operator",),
+        "account": ("operator", "account"),
+        "user": ("account",),
+        "activation": ("account",),
+    }
     if issuer_kind not in want_issuer[cls.TYPE]:
         raise JWTError(f"a {cls.TYPE} JWT cannot be issued by a {issuer_kind} key")
     if claims.subject:
@@ -258,8 +273,9 @@ def _check_times(link: str, c: Claims, now: int) -> None:
     if c.expires and c.expires <= now:
         raise ChainError(link, "expired", f"{c.TYPE} JWT {c.name or c.subject} expired at {_iso(c.expires)}")
     if c.not_before and c.not_before > now:
-        raise ChainError(link, "not-yet-valid",
-                         f"{c.TYPE} JWT {c.name or c.subject} is not valid before {_iso(c.not_before)}")
+        raise ChainError(
+            link, "not-yet-valid", f"{c.TYPE} JWT {c.name or c.subject} is not valid before {_iso(c.not_before)}"
+        )
 
 
 def _iso(t: int) -> str:
@@ -298,7 +314,9 @@ def verify_chain(
     now = _now(clock)
     op = _decode_link("operator", operator, OperatorClaims)
     if op.issuer != op.subject and op.issuer not in op.signing_keys:
-        raise ChainError("operator", "untrusted-issuer", "operator JWT is neither self-signed nor signed by one of its signing keys")
+        raise ChainError(
+            "operator", "untrusted-issuer", "operator JWT is neither self-signed nor signed by one of its signing keys"
+        )
     # An operator JWT's expiry is not enforced by nats-server; the store's validate warns about it.
     result = ChainResult(op)
     if account is None:
@@ -308,11 +326,17 @@ def verify_chain(
 
     acc = _decode_link("account", account, AccountClaims)
     if acc.issuer != op.subject and acc.issuer not in op.signing_keys:
-        raise ChainError("account", "untrusted-issuer",
-                         f"account {acc.name or acc.subject} is signed by {acc.issuer}, which is neither the operator nor one of its signing keys")
+        raise ChainError(
+            "account",
+            "untrusted-issuer",
+            f"account {acc.name or acc.subject} is signed by {acc.issuer}, which is neither the operator nor one of its signing keys",
+        )
     if op.strict_signing_key_usage and acc.issuer not in op.signing_keys:
-        raise ChainError("account", "strict-signing",
-                         f"account {acc.name or acc.subject} is signed by the operator identity key, but the operator requires signing keys")
+        raise ChainError(
+            "account",
+            "strict-signing",
+            f"account {acc.name or acc.subject} is signed by the operator identity key, but the operator requires signing keys",
+        )
     if check_expiry:
         _check_times("account", acc, now)
     result.account = acc
@@ -324,26 +348,39 @@ def verify_chain(
     sk_map = acc.signing_key_map()
     if usr.issuer == acc.subject:
         if op.strict_signing_key_usage:
-            raise ChainError("user", "strict-signing",
-                             f"user {label} is signed by the account identity key, but the operator requires signing keys")
+            raise ChainError(
+                "user",
+                "strict-signing",
+                f"user {label} is signed by the account identity key, but the operator requires signing keys",
+            )
         if usr.issuer_account and usr.issuer_account != acc.subject:
-            raise ChainError("user", "issuer-account", f"user {label} names issuer_account {usr.issuer_account}, not {acc.subject}")
+            raise ChainError(
+                "user", "issuer-account", f"user {label} names issuer_account {usr.issuer_account}, not {acc.subject}"
+            )
     elif usr.issuer in sk_map:
         if not usr.issuer_account:
-            raise ChainError("user", "issuer-account",
-                             f"user {label} is signed by an account signing key but has no issuer_account")
+            raise ChainError(
+                "user", "issuer-account", f"user {label} is signed by an account signing key but has no issuer_account"
+            )
         if usr.issuer_account != acc.subject:
-            raise ChainError("user", "issuer-account",
-                             f"user {label} names issuer_account {usr.issuer_account}, not {acc.subject}")
+            raise ChainError(
+                "user", "issuer-account", f"user {label} names issuer_account {usr.issuer_account}, not {acc.subject}"
+            )
         scope = sk_map[usr.issuer]
         if scope is not None:
             if usr.limits.has_limits_or_permissions():
-                raise ChainError("user", "scoped-with-permissions",
-                                 f"user {label} is signed by scoped key role {scope.role!r} but carries its own permissions or limits")
+                raise ChainError(
+                    "user",
+                    "scoped-with-permissions",
+                    f"user {label} is signed by scoped key role {scope.role!r} but carries its own permissions or limits",
+                )
             result.user_scope_role = scope.role
     else:
-        raise ChainError("user", "untrusted-issuer",
-                         f"user {label} is signed by {usr.issuer}, which is neither account {acc.name or acc.subject} nor one of its signing keys")
+        raise ChainError(
+            "user",
+            "untrusted-issuer",
+            f"user {label} is signed by {usr.issuer}, which is neither account {acc.name or acc.subject} nor one of its signing keys",
+        )
     if check_expiry:
         _check_times("user", usr, now)
     if check_revocation and acc.is_revoked(usr.subject, usr.issued_at):

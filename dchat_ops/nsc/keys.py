@@ -24,8 +24,14 @@ import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 
 from dchat_ops.errors import NKeyError
 
@@ -33,10 +39,10 @@ __all__ = [
     "KINDS",
     "KeyPair",
     "PublicKey",
+    "check_public_key",
+    "is_public_key",
     "kind_of_public",
     "kind_of_seed",
-    "is_public_key",
-    "check_public_key",
     "looks_like_seed",
 ]
 
@@ -209,7 +215,7 @@ class KeyPair:
     messages (see :meth:`x25519_private`).
     """
 
-    __slots__ = ("kind", "_raw_seed", "_private", "_public_text", "_seed_text")
+    __slots__ = ("_private", "_public_text", "_raw_seed", "_seed_text", "kind")
 
     def __init__(self, kind: str, raw_seed: bytes):
         kind = _kind_name(kind)
@@ -227,14 +233,14 @@ class KeyPair:
 
     # construction -------------------------------------------------------------------------
     @classmethod
-    def generate(cls, kind: str) -> "KeyPair":
+    def generate(cls, kind: str) -> KeyPair:
         """A fresh random key pair of ``kind`` (operator, account, user, server, cluster, curve)."""
         import os
 
         return cls(kind, os.urandom(32))
 
     @classmethod
-    def from_seed(cls, seed: str | bytes, kind: str | None = None) -> "KeyPair":
+    def from_seed(cls, seed: str | bytes, kind: str | None = None) -> KeyPair:
         """Load a key pair from its encoded seed; with ``kind``, refuse a seed of another kind."""
         if isinstance(seed, bytes):
             seed = seed.decode("ascii", "replace")
@@ -242,9 +248,7 @@ class KeyPair:
         got, raw = _decode_seed(seed)
         if kind is not None and got != _kind_name(kind):
             want = _kind_name(kind)
-            raise NKeyError(
-                f"expected a {want} seed (S{_LETTER[want]}...), got a {got} seed (S{_LETTER[got]}...)"
-            )
+            raise NKeyError(f"expected a {want} seed (S{_LETTER[want]}...), got a {got} seed (S{_LETTER[got]}...)")
         kp = cls(got, raw)
         kp._seed_text = seed
         return kp

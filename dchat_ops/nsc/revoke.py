@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Optional
 
 from dchat_ops.errors import StoreError
-
 from dchat_ops.nsc.admin import now, resign_account, user_signer
 from dchat_ops.nsc.claims import UserClaims
 from dchat_ops.nsc.creds import format_creds
@@ -19,7 +18,7 @@ from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair, is_public_key
 from dchat_ops.nsc.store import Entity, Store
 
-__all__ = ["ALL_USERS", "revoke_user", "revoke_all", "unrevoke", "list_revocations", "system_creds"]
+__all__ = ["ALL_USERS", "list_revocations", "revoke_all", "revoke_user", "system_creds", "unrevoke"]
 
 ALL_USERS = "*"
 
@@ -68,8 +67,10 @@ def list_revocations(store: Store, account: str) -> list[dict]:
             names[store.user(account, u).public_key] = u
         except StoreError:
             continue
-    return [{"key": k, "user": names.get(k, "*" if k == ALL_USERS else ""), "at": t}
-            for k, t in sorted(acc.claims.revocations.items())]
+    return [
+        {"key": k, "user": names.get(k, "*" if k == ALL_USERS else ""), "at": t}
+        for k, t in sorted(acc.claims.revocations.items())
+    ]
 
 
 def system_creds(store: Store, ttl: int = 120) -> str:

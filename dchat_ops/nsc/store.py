@@ -23,17 +23,18 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from dchat_ops.errors import JWTError, NKeyError, StoreError
 from dchat_ops._fs import atomic_write, ensure_dir
+from dchat_ops.errors import JWTError, NKeyError, StoreError
 from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, UserClaims
 from dchat_ops.nsc.jwt import Clock, decode
 from dchat_ops.nsc.keys import KeyPair, kind_of_public
 
-__all__ = ["Store", "Entity", "default_home", "check_name"]
+__all__ = ["Entity", "Store", "check_name", "default_home"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _KIND_DIR = {"operator": "O", "account": "A", "user": "U", "server": "N", "cluster": "C", "curve": "X"}
@@ -327,7 +328,9 @@ class Store:
         try:
             return path.read_text()
         except FileNotFoundError:
-            raise StoreError(f"no creds for user {user!r} of account {account!r}; run 'dchat-ops generate creds'") from None
+            raise StoreError(
+                f"no creds for user {user!r} of account {account!r}; run 'dchat-ops generate creds'"
+            ) from None
 
     def remove_user(self, operator: str, account: str, user: str) -> None:
         for p in (self.user_jwt_path(operator, account, user), self.creds_path(operator, account, user)):
@@ -335,4 +338,3 @@ class Store:
                 p.unlink()
             except FileNotFoundError:
                 pass
-

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
 from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir
+from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
 from dchat_ops.nsc.bundle import open_bundle, seal_bundle
 from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
 from dchat_ops.nsc.creds import format_creds, parse_creds
@@ -27,8 +27,15 @@ from dchat_ops.nsc.jwt import decode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, looks_like_seed
 from dchat_ops.nsc.store import Store, check_name
 
-__all__ = ["ImportPlan", "export_payload", "export_bundle", "export_plain", "import_payload", "import_bundle",
-           "import_path"]
+__all__ = [
+    "ImportPlan",
+    "export_bundle",
+    "export_payload",
+    "export_plain",
+    "import_bundle",
+    "import_path",
+    "import_payload",
+]
 
 KINDS = ("creds", "operator", "account", "all")
 
@@ -37,7 +44,7 @@ KINDS = ("creds", "operator", "account", "all")
 
 
 def _account_seeds(store: Store, acc: AccountClaims) -> list[str]:
-    keys = [acc.subject] + list(acc.signing_key_map())
+    keys = [acc.subject, *list(acc.signing_key_map())]
     return [store.load_key(k).seed for k in keys if store.has_key(k)]
 
 
@@ -46,8 +53,13 @@ def export_payload(store: Store, what: str, *, account: Optional[str] = None, us
     if what not in KINDS:
         raise StoreError(f"unknown export {what!r} (one of {', '.join(KINDS)})")
     op = store.operator()
-    payload: dict = {"kind": what, "operator": {"name": op.name, "jwt": op.token}, "accounts": [], "users": [],
-                     "seeds": []}
+    payload: dict = {
+        "kind": what,
+        "operator": {"name": op.name, "jwt": op.token},
+        "accounts": [],
+        "users": [],
+        "seeds": [],
+    }
 
     def add_account(name: str, with_seeds: bool, with_users: bool):
         acc = store.account(name, op.name)
@@ -79,7 +91,7 @@ def export_payload(store: Store, what: str, *, account: Optional[str] = None, us
         if sys_acc.name != name:  # public, and what makes the receiving store whole
             payload["accounts"].append({"name": sys_acc.name, "jwt": sys_acc.token})
     else:
-        for k in [op.public_key] + list(op.claims.signing_keys):
+        for k in [op.public_key, *list(op.claims.signing_keys)]:
             if store.has_key(k):
                 payload["seeds"].append(store.load_key(k).seed)
         for name in store.account_names(op.name):
@@ -87,14 +99,30 @@ def export_payload(store: Store, what: str, *, account: Optional[str] = None, us
     return payload
 
 
-def export_bundle(store: Store, what: str, *, account: Optional[str] = None, user: Optional[str] = None,
-                  passphrase: Optional[str] = None, recipient: Optional[str] = None) -> bytes:
-    return seal_bundle(export_payload(store, what, account=account, user=user), passphrase=passphrase,
-                       recipient=recipient)
+def export_bundle(
+    store: Store,
+    what: str,
+    *,
+    account: Optional[str] = None,
+    user: Optional[str] = None,
+    passphrase: Optional[str] = None,
+    recipient: Optional[str] = None,
+) -> bytes:
+    return seal_bundle(
+        export_payload(store, what, account=account, user=user), passphrase=passphrase, recipient=recipient
+    )
 
 
-def export_plain(store: Store, what: str, out: Path, *, account: Optional[str] = None, user: Optional[str] = None,
-                 include_jwts: bool = False, force: bool = False) -> list[Path]:
+def export_plain(
+    store: Store,
+    what: str,
+    out: Path,
+    *,
+    account: Optional[str] = None,
+    user: Optional[str] = None,
+    include_jwts: bool = False,
+    force: bool = False,
+) -> list[Path]:
     """nsc's own formats: a ``.creds`` file for ``creds``, else a folder of ``.nk`` (and ``.jwt``) files."""
     payload = export_payload(store, what, account=account, user=user)
     out = Path(out)
@@ -138,8 +166,13 @@ class ImportPlan:
         return bool(self.added or self.replaced)
 
     def to_dict(self) -> dict:
-        return {"added": self.added, "unchanged": self.unchanged, "replaced": self.replaced,
-                "operator": self.operator_name, "new_operator": self.new_operator}
+        return {
+            "added": self.added,
+            "unchanged": self.unchanged,
+            "replaced": self.replaced,
+            "operator": self.operator_name,
+            "new_operator": self.new_operator,
+        }
 
 
 def _plan_write(plan: ImportPlan, path: Path, text: str, label: str, force: bool, private: bool = False) -> None:
@@ -156,8 +189,9 @@ def _plan_write(plan: ImportPlan, path: Path, text: str, label: str, force: bool
     plan.writes.append((path, text, private))
 
 
-def import_payload(store: Store, payload: dict, *, trust_operator: bool = False, force: bool = False,
-                   dry_run: bool = False) -> ImportPlan:
+def import_payload(
+    store: Store, payload: dict, *, trust_operator: bool = False, force: bool = False, dry_run: bool = False
+) -> ImportPlan:
     """Verify everything in ``payload``, then write it all (or nothing, on any error)."""
     if not isinstance(payload, dict) or "operator" not in payload:
         raise StoreError("the import holds no operator JWT to verify against")
@@ -176,11 +210,14 @@ def import_payload(store: Store, payload: dict, *, trust_operator: bool = False,
             local = e
     if local is None:
         if local_ops and not trust_operator:
-            raise StoreError(f"the import belongs to operator {op.name} ({op.subject}), not to this store's operator; "
-                             "use --trust-operator to add it")
+            raise StoreError(
+                f"the import belongs to operator {op.name} ({op.subject}), not to this store's operator; "
+                "use --trust-operator to add it"
+            )
         if not local_ops and not trust_operator and payload.get("kind") != "operator" and payload.get("kind") != "all":
-            raise StoreError(f"this store has no operator; the import belongs to operator {op.name}: "
-                             "use --trust-operator to take it")
+            raise StoreError(
+                f"this store has no operator; the import belongs to operator {op.name}: use --trust-operator to take it"
+            )
         op_name = check_name(payload["operator"].get("name") or op.name, "operator name")
         plan.new_operator = True
     else:
@@ -225,7 +262,9 @@ def import_payload(store: Store, payload: dict, *, trust_operator: bool = False,
             raise StoreError("a user entry of the import is damaged") from None
         acc_key = claims.issuer_account or claims.issuer
         if acc_key not in accounts:
-            raise StoreError(f"user {claims.name} belongs to account {acc_key}, which is neither here nor in the import")
+            raise StoreError(
+                f"user {claims.name} belongs to account {acc_key}, which is neither here nor in the import"
+            )
         acc_name, acc = accounts[acc_key]
         verify_chain(op, acc, token, check_expiry=False, check_revocation=False)
         name = check_name(u.get("name") or claims.name, "user name")
@@ -233,8 +272,14 @@ def import_payload(store: Store, payload: dict, *, trust_operator: bool = False,
         wanted_keys.add(claims.subject)
         seed = next((s for s in payload.get("seeds", []) if _pub_of(s) == claims.subject), None)
         if seed:
-            _plan_write(plan, store.creds_path(op_name, acc_name, name), format_creds(token, seed),
-                        f"creds {acc_name}/{name}", force, private=True)
+            _plan_write(
+                plan,
+                store.creds_path(op_name, acc_name, name),
+                format_creds(token, seed),
+                f"creds {acc_name}/{name}",
+                force,
+                private=True,
+            )
     for seed in payload.get("seeds", []):
         kp = _keypair(seed)
         if kp.public_key not in wanted_keys:
@@ -248,9 +293,9 @@ def import_payload(store: Store, payload: dict, *, trust_operator: bool = False,
             tx.write(path, text, private=private)
         if plan.new_operator:
             marker = store.operator_dir(op_name) / ".nsc"
-            tx.write(marker, '{"managed":false,"name":"%s","kind":"operator","version":"1"}' % op_name)
+            tx.write(marker, f'{{"managed":false,"name":"{op_name}","kind":"operator","version":"1"}}')
         if not local_ops:
-            tx.write(store.context_path, '{\n  "operator": "%s"\n}\n' % op_name)
+            tx.write(store.context_path, f'{{\n  "operator": "{op_name}"\n}}\n')
     store._ensure_keystore()
     return plan
 
@@ -269,14 +314,23 @@ def _keypair(seed) -> KeyPair:
         raise StoreError("the import holds a damaged seed") from None
 
 
-def import_bundle(store: Store, data: bytes, *, passphrase: Optional[str] = None, curve_key: Optional[KeyPair] = None,
-                  trust_operator: bool = False, force: bool = False, dry_run: bool = False) -> ImportPlan:
+def import_bundle(
+    store: Store,
+    data: bytes,
+    *,
+    passphrase: Optional[str] = None,
+    curve_key: Optional[KeyPair] = None,
+    trust_operator: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+) -> ImportPlan:
     payload = open_bundle(data, passphrase=passphrase, curve_key=curve_key)
     return import_payload(store, payload, trust_operator=trust_operator, force=force, dry_run=dry_run)
 
 
-def import_path(store: Store, path: Path, *, trust_operator: bool = False, force: bool = False,
-                dry_run: bool = False) -> ImportPlan:
+def import_path(
+    store: Store, path: Path, *, trust_operator: bool = False, force: bool = False, dry_run: bool = False
+) -> ImportPlan:
     """Import plain files nsc writes: a ``.creds``, a ``.nk``, a ``.jwt``, or a folder of them."""
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -21,14 +21,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dchat_ops._fs import FileTransaction, with_store_lock
 from dchat_ops.config.node import NodeFile
 from dchat_ops.config.nodes import render_node, run_dir, sync_node_user
 from dchat_ops.errors import DchatOpsError
-from dchat_ops._fs import with_store_lock
-from dchat_ops._fs import FileTransaction
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
+from dchat_ops.runtime.process import HEALTHZ, http_json
+from dchat_ops.runtime.supervisor import Supervisor
 
 __all__ = ["ApplyError", "ApplyResult", "apply_node_edit", "apply_user_edit", "node_policy", "user_policy"]
 
@@ -47,20 +48,30 @@ class ApplyResult:
     messages: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "outcome": self.outcome, **self.edit.to_dict(), "policy": self.policy,
-                "steps": [{"step": s, "ms": round(ms, 1)} for s, ms in self.steps], "messages": self.messages}
+        return {
+            "target": self.target,
+            "outcome": self.outcome,
+            **self.edit.to_dict(),
+            "policy": self.policy,
+            "steps": [{"step": s, "ms": round(ms, 1)} for s, ms in self.steps],
+            "messages": self.messages,
+        }
 
 
 def node_policy(store: Store, node_id: str) -> dict:
     n = NodeFile.load(store, node_id).node
-    return {"publish": {"allow": n.policy.publish.allow, "deny": n.policy.publish.deny},
-            "subscribe": {"allow": n.policy.subscribe.allow, "deny": n.policy.subscribe.deny}}
+    return {
+        "publish": {"allow": n.policy.publish.allow, "deny": n.policy.publish.deny},
+        "subscribe": {"allow": n.policy.subscribe.allow, "deny": n.policy.subscribe.deny},
+    }
 
 
 def user_policy(store: Store, account: str, user: str) -> dict:
     p = store.user(account, user).claims.permissions
-    return {"publish": {"allow": p.pub.allow, "deny": p.pub.deny},
-            "subscribe": {"allow": p.sub.allow, "deny": p.sub.deny}}
+    return {
+        "publish": {"allow": p.pub.allow, "deny": p.pub.deny},
+        "subscribe": {"allow": p.sub.allow, "deny": p.sub.deny},
+    }
 
 
 class _Steps:
@@ -88,7 +99,6 @@ def apply_node_edit(
     binary: Optional[str] = None,
 ) -> ApplyResult:
     """Edit a node's policy and apply it (``mode``: ``live`` reload or ``restart``)."""
-    from dchat_ops.runtime.supervisor import Supervisor
 
     if mode not in ("live", "restart"):
         raise DchatOpsError(f"unknown apply mode {mode!r}")
@@ -108,8 +118,12 @@ def apply_node_edit(
     running = sup.running()
     op = store.current_operator()
     tx = FileTransaction()
-    for p in (nf.path, store.user_jwt_path(op, node.account, node.user), store.creds_path(op, node.account, node.user),
-              run_dir(store, node_id) / "nats-server.conf"):
+    for p in (
+        nf.path,
+        store.user_jwt_path(op, node.account, node.user),
+        store.creds_path(op, node.account, node.user),
+        run_dir(store, node_id) / "nats-server.conf",
+    ):
         tx.remember(p)
     steps = _Steps()
     try:
@@ -145,7 +159,6 @@ def apply_node_edit(
 
 
 def _check_healthy(sup) -> None:
-    from dchat_ops.runtime.process import HEALTHZ, http_json
 
     code, _ = http_json(sup.monitor_url + HEALTHZ)
     if code != 200 or not sup.running():
@@ -167,8 +180,9 @@ def _restore_running(sup, was_running: bool, mode: str) -> str:
 
 
 @with_store_lock
-def apply_user_edit(store: Store, account: str, user: str, action: str, subject: str, *,
-                    dry_run: bool = False) -> ApplyResult:
+def apply_user_edit(
+    store: Store, account: str, user: str, action: str, subject: str, *, dry_run: bool = False
+) -> ApplyResult:
     """Edit a user's JWT permissions and re-issue its JWT and creds (all or nothing)."""
     direction, verb = parse_action(action)
     claims = store.user(account, user).claims
@@ -191,5 +205,11 @@ def apply_user_edit(store: Store, account: str, user: str, action: str, subject:
         tx.rollback()
         raise ApplyError(f"{steps.current} failed: {exc}; every file was restored") from None
     tx.commit()
-    return ApplyResult(f"{account}/{user}", edit, "saved", user_policy(store, account, user), steps.steps,
-                       ["connected clients of this user get the new permissions when they reconnect with the new creds"])
+    return ApplyResult(
+        f"{account}/{user}",
+        edit,
+        "saved",
+        user_policy(store, account, user),
+        steps.steps,
+        ["connected clients of this user get the new permissions when they reconnect with the new creds"],
+    )

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dchat_ops.errors import ConfigError
-from dchat_ops.subjects import check_subject, covering, split_queue, covers
+from dchat_ops.subjects import check_subject, covering, covers, split_queue
 
-__all__ = ["ACTIONS", "Edit", "plan_edit", "parse_action"]
+__all__ = ["ACTIONS", "Edit", "parse_action", "plan_edit"]
 
 # command name -> (direction, verb)
 ACTIONS = {
@@ -59,8 +59,15 @@ class Edit:
         return self.before != self.after
 
     def to_dict(self) -> dict:
-        return {"direction": self.direction, "action": self.verb, "subject": self.subject, "changed": self.changed,
-                "before": self.before, "after": self.after, "notes": self.notes}
+        return {
+            "direction": self.direction,
+            "action": self.verb,
+            "subject": self.subject,
+            "changed": self.changed,
+            "before": self.before,
+            "after": self.after,
+            "notes": self.notes,
+        }
 
 
 def plan_edit(lists: dict[str, list[str]], verb: str, subject: str, direction: str = "subscribe") -> Edit:

@@ -18,26 +18,48 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from dchat_ops import __version__
+from dchat_ops._fs import atomic_write, deferred_sync, with_store_lock
+from dchat_ops._time import parse_duration, parse_expiry
+from dchat_ops.config import nodes as nodes_mod
+from dchat_ops.config.node import NodeFile, list_nodes, node_path
 from dchat_ops.errors import ConfigError, DchatOpsError, StoreError
-from dchat_ops._fs import with_store_lock
-from dchat_ops._fs import atomic_write, deferred_sync
-from dchat_ops.nsc import admin
-from dchat_ops.nsc.claims import Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
+from dchat_ops.nsc import admin, revoke
+from dchat_ops.nsc.claims import (
+    AccountClaims,
+    Export,
+    Import,
+    ScopedSigningKey,
+    UserClaims,
+    UserPermissionLimits,
+)
+from dchat_ops.nsc.creds import format_creds
+from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.subjects import check_subject
-from dchat_ops._time import parse_expiry
 
-__all__ = ["SpecError", "Spec", "Change", "Plan", "load_spec", "parse_spec", "plan", "apply", "export_spec",
-           "dump_spec"]
+__all__ = [
+    "Change",
+    "Plan",
+    "Spec",
+    "SpecError",
+    "apply",
+    "dump_spec",
+    "export_spec",
+    "load_spec",
+    "parse_spec",
+    "plan",
+]
 
 
 class SpecError(ConfigError):
@@ -47,28 +69,82 @@ class SpecError(ConfigError):
 # --- the schema -----------------------------------------------------------------------------------
 
 _PERMS = {"allow_pub": "subjects", "deny_pub": "subjects", "allow_sub": "queue_subjects", "deny_sub": "queue_subjects"}
-_USER = {"name": "name", **_PERMS, "resp_max": "int", "resp_ttl": "duration", "subs": "int", "data": "int",
-         "payload": "int", "bearer": "bool", "connection_types": "strings", "source_networks": "strings",
-         "times": "strings", "times_location": "str", "expiry": "date", "role": "name", "tags": "strings"}
+_USER = {
+    "name": "name",
+    **_PERMS,
+    "resp_max": "int",
+    "resp_ttl": "duration",
+    "subs": "int",
+    "data": "int",
+    "payload": "int",
+    "bearer": "bool",
+    "connection_types": "strings",
+    "source_networks": "strings",
+    "times": "strings",
+    "times_location": "str",
+    "expiry": "date",
+    "role": "name",
+    "tags": "strings",
+}
 _ROLE = {"role": "name", **_PERMS, "subs": "int", "data": "int", "payload": "int", "description": "str"}
-_LIMITS = {"conn": "int", "leaf": "int", "subs": "int", "data": "int", "payload": "int", "imports": "int",
-           "exports": "int", "wildcards": "bool"}
+_LIMITS = {
+    "conn": "int",
+    "leaf": "int",
+    "subs": "int",
+    "data": "int",
+    "payload": "int",
+    "imports": "int",
+    "exports": "int",
+    "wildcards": "bool",
+}
 _JS = {"mem": "int", "disk": "int", "streams": "int", "consumers": "int"}
 _EXPORT = {"subject": "subject", "type": "export_type", "name": "str"}
 _IMPORT = {"account": "name", "subject": "subject", "type": "export_type", "local_subject": "subject", "name": "str"}
-_ACCOUNT = {"name": "name", "limits": ("map", _LIMITS), "jetstream": ("map", _JS),
-            "signing_keys": ("list", _ROLE), "exports": ("list", _EXPORT), "imports": ("list", _IMPORT),
-            "users": ("list", _USER), "description": "str"}
+_ACCOUNT = {
+    "name": "name",
+    "limits": ("map", _LIMITS),
+    "jetstream": ("map", _JS),
+    "signing_keys": ("list", _ROLE),
+    "exports": ("list", _EXPORT),
+    "imports": ("list", _IMPORT),
+    "users": ("list", _USER),
+    "description": "str",
+}
 _RULE = {"allow": "queue_subjects", "deny": "queue_subjects"}
 _POLICY = {"publish": ("map", {"allow": "subjects", "deny": "subjects"}), "subscribe": ("map", _RULE)}
-_NODE = {"id": "name", "host": "str", "client_port": "port", "cluster_port": "port", "monitor_port": "port",
-         "cluster_name": "name", "routes": "strings", "advertise": "str", "jetstream": "bool",
-         "resolver": "resolver", "account": "name", "policy": ("map", _POLICY), "tls": ("map", {
-             "client": "bool", "route": "bool", "gateway": "bool", "leafnode": "bool", "websocket": "bool",
-             "insecure": "bool"})}
+_NODE = {
+    "id": "name",
+    "host": "str",
+    "client_port": "port",
+    "cluster_port": "port",
+    "monitor_port": "port",
+    "cluster_name": "name",
+    "routes": "strings",
+    "advertise": "str",
+    "jetstream": "bool",
+    "resolver": "resolver",
+    "account": "name",
+    "policy": ("map", _POLICY),
+    "tls": (
+        "map",
+        {
+            "client": "bool",
+            "route": "bool",
+            "gateway": "bool",
+            "leafnode": "bool",
+            "websocket": "bool",
+            "insecure": "bool",
+        },
+    ),
+}
 _OPERATOR = {"name": "name", "strict": "bool", "service_urls": "strings", "system_account": "name"}
-_TOP = {"version": "int", "production": "bool", "operator": ("map", _OPERATOR), "accounts": ("list", _ACCOUNT),
-        "nodes": ("list", _NODE)}
+_TOP = {
+    "version": "int",
+    "production": "bool",
+    "operator": ("map", _OPERATOR),
+    "accounts": ("list", _ACCOUNT),
+    "nodes": ("list", _NODE),
+}
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -109,7 +185,7 @@ class _Checker:
             v = self.env(parent, key, where, v)
         if kind in ("str", "duration", "date", "resolver", "export_type", "name", "subject"):
             if not isinstance(v, str):
-                if kind == "date" and isinstance(v, (int,)) or kind == "date" and hasattr(v, "isoformat"):
+                if (kind == "date" and isinstance(v, (int,))) or (kind == "date" and hasattr(v, "isoformat")):
                     v = v.isoformat() if hasattr(v, "isoformat") else str(v)
                 else:
                     self.fail(parent, key, where, "must be text")
@@ -125,8 +201,6 @@ class _Checker:
                 elif kind == "date":
                     parse_expiry(v, 0)
                 elif kind == "duration":
-                    from dchat_ops._time import parse_duration
-
                     parse_duration(v)
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
@@ -204,7 +278,6 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
 
 
 def _cache_key(text: str) -> str:
-    from dchat_ops import __version__
 
     env = {name: os.environ.get(name) for name in sorted(set(_ENV.findall(text)))}
     return hashlib.sha256(json.dumps([__version__, text, env]).encode()).hexdigest()[:40]
@@ -229,8 +302,9 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
             rt = YAML().load(text)
         except YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise SpecError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML: "
-                            f"{getattr(exc, 'problem', None) or exc}") from None
+            raise SpecError(
+                f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
+            ) from None
         data = _validate(rt, path)
     if cache_file is not None:
         atomic_write(cache_file, json.dumps(data, default=str), private=True)
@@ -274,12 +348,26 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
             users.add(u["name"])
             if "role" in u:
                 if u["role"] not in roles:
-                    ck.fail(udoc, "role", f"{where}.role",
-                            f"unknown signing key role {u['role']!r} (roles of {a['name']}: {', '.join(sorted(roles)) or 'none'})")
-                own = [k for k in u if k in _PERMS or k in ("resp_max", "subs", "data", "payload", "bearer",
-                                                             "connection_types", "source_networks", "times")]
+                    ck.fail(
+                        udoc,
+                        "role",
+                        f"{where}.role",
+                        f"unknown signing key role {u['role']!r} (roles of {a['name']}: {', '.join(sorted(roles)) or 'none'})",
+                    )
+                own = [
+                    k
+                    for k in u
+                    if k in _PERMS
+                    or k
+                    in ("resp_max", "subs", "data", "payload", "bearer", "connection_types", "source_networks", "times")
+                ]
                 if own:
-                    ck.fail(udoc, own[0], f"{where}.{own[0]}", "a user of a signing key role takes its permissions from the role")
+                    ck.fail(
+                        udoc,
+                        own[0],
+                        f"{where}.{own[0]}",
+                        "a user of a signing key role takes its permissions from the role",
+                    )
         for j, imp in enumerate(a.get("imports") or []):
             for k in ("account", "subject"):
                 if k not in imp:
@@ -287,8 +375,12 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
     for i, a in enumerate(accounts):
         for j, imp in enumerate(a.get("imports") or []):
             if imp["account"] not in names:
-                ck.fail(doc["accounts"][i]["imports"][j], "account", f"accounts[{i}].imports[{j}].account",
-                        f"unknown account {imp['account']!r}")
+                ck.fail(
+                    doc["accounts"][i]["imports"][j],
+                    "account",
+                    f"accounts[{i}].imports[{j}].account",
+                    f"unknown account {imp['account']!r}",
+                )
     ids = {}
     ports: dict[tuple[str, int], str] = {}
     for i, n in enumerate(data.get("nodes") or []):
@@ -312,8 +404,12 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
     for i, n in enumerate(data.get("nodes") or []):
         for j, r in enumerate(n.get("routes") or []):
             if "://" not in r and r not in ids:
-                ck.fail(doc["nodes"][i]["routes"], j, f"nodes[{i}].routes[{j}]",
-                        f"unknown node {r!r} (use a node id of this spec or a nats-route:// URL)")
+                ck.fail(
+                    doc["nodes"][i]["routes"],
+                    j,
+                    f"nodes[{i}].routes[{j}]",
+                    f"unknown node {r!r} (use a node id of this spec or a nats-route:// URL)",
+                )
 
 
 # --- desired state -----------------------------------------------------------------------------------
@@ -321,10 +417,16 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
 
 def _user_spec(u: dict, now: int) -> admin.UserSpec:
     spec = admin.UserSpec(
-        pub_allow=list(u.get("allow_pub", [])), pub_deny=list(u.get("deny_pub", [])),
-        sub_allow=list(u.get("allow_sub", [])), sub_deny=list(u.get("deny_sub", [])),
-        resp_max=u.get("resp_max"), subs=u.get("subs"), data=u.get("data"), payload=u.get("payload"),
-        bearer=u.get("bearer"), connection_types=u.get("connection_types"),
+        pub_allow=list(u.get("allow_pub", [])),
+        pub_deny=list(u.get("deny_pub", [])),
+        sub_allow=list(u.get("allow_sub", [])),
+        sub_deny=list(u.get("deny_sub", [])),
+        resp_max=u.get("resp_max"),
+        subs=u.get("subs"),
+        data=u.get("data"),
+        payload=u.get("payload"),
+        bearer=u.get("bearer"),
+        connection_types=u.get("connection_types"),
         source_networks=u.get("source_networks"),
         times=[tuple(t.split("-", 1)) for t in u["times"]] if u.get("times") else None,
         times_location=u.get("times_location"),
@@ -332,8 +434,6 @@ def _user_spec(u: dict, now: int) -> admin.UserSpec:
         tags=u.get("tags"),
     )
     if u.get("resp_ttl"):
-        from dchat_ops._time import parse_duration
-
         spec.resp_ttl_s = parse_duration(u["resp_ttl"])
     if "role" in u:  # the role's template owns permissions and limits
         spec = admin.UserSpec(expires=spec.expires, tags=spec.tags)
@@ -413,7 +513,6 @@ def _load_state(store: Store) -> dict:
 
 def _account_desired(store: Store, spec_acc: dict, existing, account_keys: dict[str, str]):
     """The account claims the spec wants, built on the existing claims (keys and revocations kept)."""
-    from dchat_ops.nsc.claims import AccountClaims
 
     claims = existing.claims.copy() if existing else AccountClaims(subject="", name=spec_acc["name"])
     lim = spec_acc.get("limits", {})
@@ -425,11 +524,19 @@ def _account_desired(store: Store, spec_acc: dict, existing, account_keys: dict[
     claims.limits.jetstream.disk_storage = js.get("disk", 0)
     claims.limits.jetstream.streams = js.get("streams", 0)
     claims.limits.jetstream.consumer = js.get("consumers", 0)
-    claims.exports = [Export(e["subject"], e.get("type", "stream"), name=e.get("name", ""))
-                      for e in spec_acc.get("exports", [])]
-    claims.imports = [Import(i["subject"], account_keys.get(i["account"], ""), i.get("type", "stream"),
-                             name=i.get("name", ""), local_subject=i.get("local_subject", ""))
-                      for i in spec_acc.get("imports", [])]
+    claims.exports = [
+        Export(e["subject"], e.get("type", "stream"), name=e.get("name", "")) for e in spec_acc.get("exports", [])
+    ]
+    claims.imports = [
+        Import(
+            i["subject"],
+            account_keys.get(i["account"], ""),
+            i.get("type", "stream"),
+            name=i.get("name", ""),
+            local_subject=i.get("local_subject", ""),
+        )
+        for i in spec_acc.get("imports", [])
+    ]
     claims.description = spec_acc.get("description", "")
     # roles: keep existing scoped keys whose role is still wanted (their template updated), drop the others
     wanted = {r["role"]: r for r in spec_acc.get("signing_keys", [])}
@@ -448,9 +555,15 @@ def _account_desired(store: Store, spec_acc: dict, existing, account_keys: dict[
 
 def _role_template(r: dict) -> UserPermissionLimits:
     u = UserClaims(subject="", name="")
-    admin.UserSpec(pub_allow=r.get("allow_pub", []), pub_deny=r.get("deny_pub", []),
-                   sub_allow=r.get("allow_sub", []), sub_deny=r.get("deny_sub", []),
-                   subs=r.get("subs"), data=r.get("data"), payload=r.get("payload")).apply(u)
+    admin.UserSpec(
+        pub_allow=r.get("allow_pub", []),
+        pub_deny=r.get("deny_pub", []),
+        sub_allow=r.get("allow_sub", []),
+        sub_deny=r.get("deny_sub", []),
+        subs=r.get("subs"),
+        data=r.get("data"),
+        payload=r.get("payload"),
+    ).apply(u)
     return u.limits
 
 
@@ -520,8 +633,14 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
                 continue
             drift = bool(st and st.get("spec") == fp)
             p.users_to_issue.append((acc_name, u["name"], u))
-            p.changes.append(Change("drift" if drift else "reissue", "user", key,
-                                    "changed outside the spec; apply restores it" if drift else "permissions or limits changed"))
+            p.changes.append(
+                Change(
+                    "drift" if drift else "reissue",
+                    "user",
+                    key,
+                    "changed outside the spec; apply restores it" if drift else "permissions or limits changed",
+                )
+            )
     in_spec = {f"{a['name']}/{u['name']}" for a in spec.accounts for u in a.get("users", [])}
     for key in sorted(users_state):
         acc_name, name = key.split("/", 1)
@@ -534,7 +653,6 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         else:
             p.users_to_revoke.append((acc_name, name))
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
-    from dchat_ops.config.node import NodeFile, list_nodes, node_path
 
     spec_ids = {n["id"] for n in spec.nodes}
     taken: dict[int, str] = {}
@@ -605,7 +723,6 @@ def _node_edits(store: Store, spec: Spec, n: dict, nf, cluster_ports: dict[str, 
 
 
 def _spec_cluster_ports(store: Store, spec: Spec) -> dict[str, int]:
-    from dchat_ops.config.node import NodeFile, node_path
 
     ports = {}
     for x in spec.nodes:
@@ -631,10 +748,15 @@ class ApplyResult:
 
 
 @with_store_lock
-def apply(store: Store, spec: Spec, *, keep_removed: bool = False, workers: Optional[int] = None,
-          progress: Optional[Callable[[int, int], None]] = None) -> ApplyResult:
+def apply(
+    store: Store,
+    spec: Spec,
+    *,
+    keep_removed: bool = False,
+    workers: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> ApplyResult:
     """Make the store (and node configs) what the spec says; a second apply of the same spec changes nothing."""
-    from dchat_ops.nsc import revoke
 
     p = plan(store, spec, keep_removed=keep_removed)
     result = ApplyResult(p)
@@ -678,7 +800,9 @@ def _apply_accounts(store: Store, spec: Spec) -> None:
             kp = KeyPair.generate("account")
             store.save_key(kp)
             r = next(x for x in a.get("signing_keys", []) if x["role"] == role)
-            desired.signing_keys.append(ScopedSigningKey(kp.public_key, role, _role_template(r), r.get("description", "")))
+            desired.signing_keys.append(
+                ScopedSigningKey(kp.public_key, role, _role_template(r), r.get("description", ""))
+            )
         if desired.to_dict() != e.claims.to_dict():
             admin.resign_account(store, store.operator(), e, desired)
 
@@ -706,8 +830,16 @@ def _issue(store: Store, spec: Spec, p: Plan, workers, progress) -> None:
         names = [n for n, _ in items]
         specs = [_user_spec(u, now) for _, u in items]
         # the issuing processes write the files themselves; one flush at the end of apply
-        rows = admin.issue_users(names, acc.public_key, signer, specs=specs, scope=scope, clock=store.clock,
-                                 workers=workers, write_to=(str(store.home), op.name, acc_name))
+        rows = admin.issue_users(
+            names,
+            acc.public_key,
+            signer,
+            specs=specs,
+            scope=scope,
+            clock=store.clock,
+            workers=workers,
+            write_to=(str(store.home), op.name, acc_name),
+        )
         done += len(rows)
         if progress:
             progress(done, total)
@@ -717,10 +849,7 @@ def _issue(store: Store, spec: Spec, p: Plan, workers, progress) -> None:
         progress(total, total)
 
 
-def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: admin.UserSpec, signer: KeyPair,
-                      scope) -> None:
-    from dchat_ops.nsc.creds import format_creds
-    from dchat_ops.nsc.jwt import encode
+def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: admin.UserSpec, signer: KeyPair, scope) -> None:
 
     old = store.user(acc.name, name, op_name).claims
     u = UserClaims(subject=old.subject, name=name)
@@ -736,17 +865,23 @@ def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: admin.Us
 
 
 def _apply_nodes(store: Store, spec: Spec, p: Plan) -> None:
-    from dchat_ops.config import nodes as nodes_mod
-    from dchat_ops.config.node import NodeFile, node_path
 
     for n in spec.nodes:
         if n["id"] in p.nodes_to_write and not node_path(store, n["id"]).exists():
             nodes_mod.add_node(
-                store, n["id"], host=n.get("host", "127.0.0.1"), client_port=n.get("client_port"),
-                monitor_port=n.get("monitor_port"), cluster_name=n.get("cluster_name", "dchat"),
-                cluster_port=n.get("cluster_port"), advertise=n.get("advertise"),
-                jetstream=bool(n.get("jetstream")), resolver=n.get("resolver", "full"), account=n.get("account"),
-                force=True)
+                store,
+                n["id"],
+                host=n.get("host", "127.0.0.1"),
+                client_port=n.get("client_port"),
+                monitor_port=n.get("monitor_port"),
+                cluster_name=n.get("cluster_name", "dchat"),
+                cluster_port=n.get("cluster_port"),
+                advertise=n.get("advertise"),
+                jetstream=bool(n.get("jetstream")),
+                resolver=n.get("resolver", "full"),
+                account=n.get("account"),
+                force=True,
+            )
     cluster_ports = _spec_cluster_ports(store, spec)
     for n in spec.nodes:
         nf = NodeFile.load(store, n["id"])
@@ -780,7 +915,6 @@ def _write_state(store: Store, spec: Spec) -> None:
 
 def export_spec(store: Store) -> dict:
     """A spec that describes the store as it is, so a hand-built network can move to CI."""
-    from dchat_ops.config.node import NodeFile, list_nodes
 
     op = store.operator()
     out: dict = {"version": 1, "operator": {"name": op.name}}
@@ -793,14 +927,21 @@ def export_spec(store: Store) -> dict:
             continue
         c = e.claims
         a: dict = {"name": e.name}
-        lim = {k: getattr(c.limits, k) for k in ("conn", "leaf", "subs", "data", "payload", "imports", "exports")
-               if getattr(c.limits, k) != -1}
+        lim = {
+            k: getattr(c.limits, k)
+            for k in ("conn", "leaf", "subs", "data", "payload", "imports", "exports")
+            if getattr(c.limits, k) != -1
+        }
         if lim:
             a["limits"] = lim
         js = c.limits.jetstream
         if js.enabled():
-            a["jetstream"] = {"mem": js.mem_storage, "disk": js.disk_storage, "streams": js.streams,
-                              "consumers": js.consumer}
+            a["jetstream"] = {
+                "mem": js.mem_storage,
+                "disk": js.disk_storage,
+                "streams": js.streams,
+                "consumers": js.consumer,
+            }
         roles = [k for k in c.signing_keys if isinstance(k, ScopedSigningKey)]
         if roles:
             a["signing_keys"] = [_role_dict(k) for k in roles]
@@ -808,8 +949,15 @@ def export_spec(store: Store) -> dict:
             a["exports"] = [{"subject": x.subject, "type": x.type} for x in c.exports]
         keys = {x.public_key: x.name for x in store.accounts(op.name)}
         if c.imports:
-            a["imports"] = [{"account": keys.get(x.account, x.account), "subject": x.subject, "type": x.type,
-                             **({"local_subject": x.local_subject} if x.local_subject else {})} for x in c.imports]
+            a["imports"] = [
+                {
+                    "account": keys.get(x.account, x.account),
+                    "subject": x.subject,
+                    "type": x.type,
+                    **({"local_subject": x.local_subject} if x.local_subject else {}),
+                }
+                for x in c.imports
+            ]
         users = []
         sk_map = c.signing_key_map()
         for uname in store.user_names(e.name, op.name):
@@ -822,8 +970,12 @@ def export_spec(store: Store) -> dict:
                 ud["role"] = scope.role
             else:
                 p = u.permissions
-                for k, v in (("allow_pub", p.pub.allow), ("deny_pub", p.pub.deny), ("allow_sub", p.sub.allow),
-                             ("deny_sub", p.sub.deny)):
+                for k, v in (
+                    ("allow_pub", p.pub.allow),
+                    ("deny_pub", p.pub.deny),
+                    ("allow_sub", p.sub.allow),
+                    ("deny_sub", p.sub.deny),
+                ):
                     if v:
                         ud[k] = list(v)
             if u.expires:
@@ -861,8 +1013,12 @@ def export_spec(store: Store) -> dict:
 def _role_dict(k: ScopedSigningKey) -> dict:
     d: dict = {"role": k.role}
     p = k.template.permissions
-    for name, v in (("allow_pub", p.pub.allow), ("deny_pub", p.pub.deny), ("allow_sub", p.sub.allow),
-                    ("deny_sub", p.sub.deny)):
+    for name, v in (
+        ("allow_pub", p.pub.allow),
+        ("deny_pub", p.pub.deny),
+        ("allow_sub", p.sub.allow),
+        ("deny_sub", p.sub.deny),
+    ):
         if v:
             d[name] = list(v)
     return d

@@ -1,7 +1,7 @@
 """Connecting to a node with nats-py: plain connections, refusals, and a client that follows its creds file.
 
-    >>> nc = await connect("nats://127.0.0.1:4222", creds_path)
-    >>> reason = await refused("nats://127.0.0.1:4222", creds_text=bad_creds)   # None when it connected
+>>> nc = await connect("nats://127.0.0.1:4222", creds_path)
+>>> reason = await refused("nats://127.0.0.1:4222", creds_text=bad_creds)   # None when it connected
 """
 
 from __future__ import annotations
@@ -16,12 +16,20 @@ import nats
 from nats.aio.client import Client, RawCredentials
 
 from dchat_ops.errors import DchatOpsError
+from dchat_ops.nsc.creds import parse_creds
 
-__all__ = ["connect", "refused", "ManagedClient", "ManagedSubscription"]
+__all__ = ["ManagedClient", "ManagedSubscription", "connect", "refused"]
 
 
-async def connect(url: str, creds_path: Optional[Path] = None, *, creds_text: Optional[str] = None,
-                  errors: Optional[list] = None, name: str = "dchat-ops", **kw) -> Client:
+async def connect(
+    url: str,
+    creds_path: Optional[Path] = None,
+    *,
+    creds_text: Optional[str] = None,
+    errors: Optional[list] = None,
+    name: str = "dchat-ops",
+    **kw,
+) -> Client:
     """Connect with a creds file (re-read at each reconnect) or creds text; errors are appended to ``errors``."""
 
     async def on_error(e):
@@ -33,14 +41,16 @@ async def connect(url: str, creds_path: Optional[Path] = None, *, creds_text: Op
     return await nats.connect(url, user_credentials=creds, error_cb=on_error, name=name, **kw)
 
 
-async def refused(url: str, creds_path: Optional[Path] = None, *, creds_text: Optional[str] = None,
-                  timeout: float = 3.0) -> Optional[str]:
+async def refused(
+    url: str, creds_path: Optional[Path] = None, *, creds_text: Optional[str] = None, timeout: float = 3.0
+) -> Optional[str]:
     """Try to connect once; the server's reason (lower case) when refused, None when it connected."""
     errors: list[str] = []
     try:
         nc = await asyncio.wait_for(
-            connect(url, creds_path, creds_text=creds_text, errors=errors, allow_reconnect=False,
-                    max_reconnect_attempts=0),
+            connect(
+                url, creds_path, creds_text=creds_text, errors=errors, allow_reconnect=False, max_reconnect_attempts=0
+            ),
             timeout,
         )
     except Exception as exc:  # nats-py raises several types for an auth refusal
@@ -57,7 +67,7 @@ async def refused(url: str, creds_path: Optional[Path] = None, *, creds_text: Op
 class ManagedSubscription:
     """A subscription of a :class:`ManagedClient`; survives credential swaps."""
 
-    def __init__(self, client: "ManagedClient", subject: str, queue: str, cb):
+    def __init__(self, client: ManagedClient, subject: str, queue: str, cb):
         self.client = client
         self.subject = subject
         self.queue = queue
@@ -114,8 +124,16 @@ class ManagedClient:
         await mc.subscribe("room.x", cb=handler)
     """
 
-    def __init__(self, url: str, creds_path: Path, *, inbox_prefix: Optional[str] = None,
-                 poll_interval: float = 0.05, name: str = "dchat-ops", **connect_kw):
+    def __init__(
+        self,
+        url: str,
+        creds_path: Path,
+        *,
+        inbox_prefix: Optional[str] = None,
+        poll_interval: float = 0.05,
+        name: str = "dchat-ops",
+        **connect_kw,
+    ):
         self.url = url
         self.creds_path = Path(creds_path)
         self.inbox_prefix = inbox_prefix
@@ -136,7 +154,6 @@ class ManagedClient:
         self.swapped = asyncio.Event()
 
     def _read_jwt(self) -> str:
-        from dchat_ops.nsc.creds import parse_creds
 
         try:
             return parse_creds(self.creds_path.read_text()).jwt
@@ -149,7 +166,7 @@ class ManagedClient:
             kw["inbox_prefix"] = self.inbox_prefix
         return await connect(self.url, self.creds_path, errors=self.errors, name=self.name, **kw)
 
-    async def start(self) -> "ManagedClient":
+    async def start(self) -> ManagedClient:
         self._jwt = self._read_jwt()
         self.nc = await self._connect()
         self._watch = asyncio.get_running_loop().create_task(self._watch_creds())

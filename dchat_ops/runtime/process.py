@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from dchat_ops.errors import ServerError
-from dchat_ops.natsbin import find_nats_server, port_in_use
+from dchat_ops.natsbin import find_nats_server
 
 __all__ = ["HEALTHZ", "ServerProcess", "http_json", "pid_alive", "stop_pid"]
 
@@ -117,7 +114,7 @@ class ServerProcess:
         binary: Optional[str] = None,
         timeout: float = 15.0,
         wait: bool = True,
-    ) -> "ServerProcess":
+    ) -> ServerProcess:
         """Start nats-server detached (its own session) and wait for ``/healthz`` to answer 200."""
         exe = find_nats_server(binary)
         args = [exe, "-c", str(config_path)]
@@ -125,12 +122,13 @@ class ServerProcess:
             args += ["-P", str(pid_file)]
         if log_file is not None:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-            out = open(log_file, "ab")
+            out = open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed after Popen
         else:
             out = subprocess.DEVNULL
         try:
-            popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+            popen = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
@@ -158,9 +156,9 @@ class ServerProcess:
 
     def last_log_line(self) -> str:
         if self.log_file and self.log_file.exists():
-            lines = [l for l in self.log_file.read_text(errors="replace").splitlines() if l.strip()]
-            for l in reversed(lines):
-                if "[FTL]" in l or "[ERR]" in l:
+            lines = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()]
+            for ln in reversed(lines):
+                if "[FTL]" in ln or "[ERR]" in ln:
                     return l.split("] ", 1)[-1]
             if lines:
                 return lines[-1].split("] ", 1)[-1]

@@ -16,18 +16,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dchat_ops.config.node import list_nodes
+from dchat_ops.config.nodes import render_node
+from dchat_ops.config.tls import client_tls_for
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc.claims import Claims
-from dchat_ops.nsc.jwt import decode
+from dchat_ops.nsc.jwt import decode, encode_generic
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
+from dchat_ops.runtime.client import connect
+from dchat_ops.runtime.supervisor import Supervisor
 
-__all__ = ["push", "pull", "prune", "PushReport", "running_nodes"]
+__all__ = ["PushReport", "prune", "pull", "push", "running_nodes"]
 
 
 def running_nodes(store: Store) -> list:
-    from dchat_ops.config.node import list_nodes
-    from dchat_ops.runtime.supervisor import Supervisor
 
     return [s for s in (Supervisor(store, n) for n in list_nodes(store)) if s.running()]
 
@@ -47,9 +50,9 @@ class PushReport:
         return {"ok": self.ok, "expected_servers": self.expected_servers, "results": self.results}
 
 
-async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int, timeout: float,
-                   tls=None) -> list[dict]:
-    from dchat_ops.runtime.client import connect
+async def _collect(
+    url: str, creds: str, subject: str, payload: bytes, want: int, timeout: float, tls=None
+) -> list[dict]:
 
     kw = {"tls": tls} if tls is not None else {}
     nc = await connect(url, creds_text=creds, allow_reconnect=False, max_reconnect_attempts=0, **kw)
@@ -75,7 +78,6 @@ async def _collect(url: str, creds: str, subject: str, payload: bytes, want: int
 
 def _target(store: Store, sup) -> tuple:
     """URL and TLS context to reach a running node's client port."""
-    from dchat_ops.config.tls import client_tls_for
 
     node = sup.node()
     return f"nats://127.0.0.1:{node.client_port}", client_tls_for(store, node)
@@ -87,7 +89,6 @@ def _full_nodes(sups) -> list:
 
 def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float = 3.0) -> PushReport:
     """Send account JWTs to every running node of the store; report each server's answer."""
-    from dchat_ops.config.nodes import render_node
 
     op = store.operator()
     names = accounts or store.account_names(op.name)
@@ -103,27 +104,42 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
         acc = store.account(name, op.name)
         if full:
             url, tls = _target(store, full[0])
-            answers = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.UPDATE", acc.token.encode(), len(full), timeout,
-                                           tls))
+            answers = asyncio.run(
+                _collect(url, creds, "$SYS.REQ.CLAIMS.UPDATE", acc.token.encode(), len(full), timeout, tls)
+            )
             for a in answers:
                 server = (a.get("server") or {}).get("name", "?")
                 data, err = a.get("data"), a.get("error")
-                report.results.append({"account": name, "server": server, "ok": bool(data and data.get("code") == 200),
-                                       "message": (data or {}).get("message") or (err or {}).get("description", "")})
+                report.results.append(
+                    {
+                        "account": name,
+                        "server": server,
+                        "ok": bool(data and data.get("code") == 200),
+                        "message": (data or {}).get("message") or (err or {}).get("description", ""),
+                    }
+                )
             answered = {r["server"] for r in report.results if r["account"] == name}
             for s in full:
                 if s.node().server_name not in answered:
-                    report.results.append({"account": name, "server": s.node().server_name, "ok": False,
-                                           "message": "no answer"})
+                    report.results.append(
+                        {"account": name, "server": s.node().server_name, "ok": False, "message": "no answer"}
+                    )
     for s in sups:
         if s.node().resolver == "memory":
             try:
                 s.reload(render=False)
-                report.results.append({"account": ",".join(names), "server": s.node().server_name, "ok": True,
-                                       "message": "memory resolver: preload updated and reloaded"})
+                report.results.append(
+                    {
+                        "account": ",".join(names),
+                        "server": s.node().server_name,
+                        "ok": True,
+                        "message": "memory resolver: preload updated and reloaded",
+                    }
+                )
             except DchatOpsError as exc:
-                report.results.append({"account": ",".join(names), "server": s.node().server_name, "ok": False,
-                                       "message": str(exc)})
+                report.results.append(
+                    {"account": ",".join(names), "server": s.node().server_name, "ok": False, "message": str(exc)}
+                )
     return report
 
 
@@ -134,7 +150,6 @@ def _server_accounts(url: str, creds: str, timeout: float, tls=None) -> list[str
 
 def prune(store: Store, *, timeout: float = 3.0) -> PushReport:
     """Delete from the servers' full resolvers every account the store no longer has (needs allow_delete)."""
-    from dchat_ops.nsc.jwt import encode_generic
 
     sups = _full_nodes(running_nodes(store))
     if not sups:
@@ -153,9 +168,14 @@ def prune(store: Store, *, timeout: float = 3.0) -> PushReport:
     req = encode_generic({"accounts": gone}, signer, clock=store.clock)
     for a in asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.DELETE", req.encode(), len(sups), timeout, tls)):
         data, err = a.get("data"), a.get("error")
-        report.results.append({"account": ",".join(gone), "server": (a.get("server") or {}).get("name", "?"),
-                               "ok": bool(data and data.get("code") == 200),
-                               "message": (data or {}).get("message") or (err or {}).get("description", "")})
+        report.results.append(
+            {
+                "account": ",".join(gone),
+                "server": (a.get("server") or {}).get("name", "?"),
+                "ok": bool(data and data.get("code") == 200),
+                "message": (data or {}).get("message") or (err or {}).get("description", ""),
+            }
+        )
     return report
 
 
@@ -176,7 +196,12 @@ def pull(store: Store, *, timeout: float = 2.0) -> list[dict]:
             got = asyncio.run(_collect(url, creds, f"$SYS.REQ.ACCOUNT.{acc_id}.CLAIMS.LOOKUP", b"", 1, timeout, tls))
             server_jwt = got[0].get("raw", "") if got else ""
         mine = ours.get(acc_id)
-        row = {"account": acc_id, "name": mine.name if mine else "", "in_store": bool(mine), "on_server": bool(server_jwt)}
+        row = {
+            "account": acc_id,
+            "name": mine.name if mine else "",
+            "in_store": bool(mine),
+            "on_server": bool(server_jwt),
+        }
         if mine and server_jwt:
             try:
                 theirs: Claims = decode(server_jwt)

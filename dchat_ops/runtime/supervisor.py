@@ -12,18 +12,27 @@ Files: ``run/<id>/nats-server.conf``, ``nats-server.pid``, ``nats-server.log``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
+from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile
 from dchat_ops.config.nodes import render_node, run_dir
+from dchat_ops.config.tls import tls_warnings
 from dchat_ops.errors import DchatOpsError, ServerError
-from dchat_ops.nsc.store import Store
 from dchat_ops.natsbin import port_in_use
-from dchat_ops.runtime.process import HEALTHZ, ServerProcess, http_json, pid_alive, stop_pid
+from dchat_ops.nsc.store import Store
+from dchat_ops.runtime.process import (
+    HEALTHZ,
+    ServerProcess,
+    http_json,
+    pid_alive,
+    stop_pid,
+)
 
-__all__ = ["Supervisor", "NodeStatus", "chain", "reload_running", "wait_jetstream_leader"]
+__all__ = ["NodeStatus", "Supervisor", "chain", "reload_running", "wait_jetstream_leader"]
 
 
 @dataclass
@@ -105,8 +114,14 @@ class Supervisor:
             if port_in_use(port, host if host not in ("0.0.0.0", "") else "0.0.0.0"):
                 raise ServerError(f"node {self.node_id}: {what} port {port} is already in use")
         self.pid_file.unlink(missing_ok=True)
-        srv = ServerProcess.start(self.config_path, monitor_url=self.monitor_url, log_file=self.log_file,
-                                  pid_file=self.pid_file, binary=self.binary, timeout=timeout)
+        srv = ServerProcess.start(
+            self.config_path,
+            monitor_url=self.monitor_url,
+            log_file=self.log_file,
+            pid_file=self.pid_file,
+            binary=self.binary,
+            timeout=timeout,
+        )
         if srv.popen is not None:
             srv.popen.returncode = 0  # detached: the supervisor tracks it by pid from now on
         return self.status()
@@ -165,8 +180,6 @@ class Supervisor:
     def status(self) -> NodeStatus:
         pid = self.pid()
         if pid is None:
-            from dchat_ops.config.tls import tls_warnings
-
             return NodeStatus(self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store)})
         node = self.node()
         base = self._monitor_url(node)
@@ -186,10 +199,9 @@ class Supervisor:
             "routes": sorted({r.get("remote_name") or r.get("remote_id") for r in routes}),
             "route_count": len(routes),
             "gateways": sorted((gatewayz.get("outbound_gateways") or {}).keys()),
-            "leafnodes": [{"name": l.get("name"), "account": l.get("account")} for l in (leafz.get("leafs") or [])],
+            "leafnodes": [{"name": lf.get("name"), "account": lf.get("account")} for lf in (leafz.get("leafs") or [])],
             "monitor_url": base,
         }
-        from dchat_ops.config.tls import tls_warnings
 
         st.data["warnings"] = tls_warnings(node, self.store)
         return st
@@ -206,7 +218,6 @@ def chain(store: Store, node_ids: list[str], *, jetstream: bool = False, start: 
     With ``jetstream`` every node runs JetStream and this waits until the cluster has elected its
     JetStream meta leader.  Returns the supervisors, in order; stop them with ``down()``.
     """
-    from dchat_ops.config import nodes
 
     sups = []
     seed = None
@@ -248,8 +259,9 @@ def reload_running(store: Store, node_ids: Iterable[str]) -> list[dict]:
                 out.append({"node": nid, "running": False, "reloaded": False})
                 continue
             varz = sup.reload()
-            out.append({"node": nid, "running": True, "reloaded": True,
-                        "config_load_time": varz.get("config_load_time")})
+            out.append(
+                {"node": nid, "running": True, "reloaded": True, "config_load_time": varz.get("config_load_time")}
+            )
         except DchatOpsError as exc:
             out.append({"node": nid, "running": True, "reloaded": False, "error": str(exc)})
     return out
