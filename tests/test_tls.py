@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dchat_ops._cli.main import Ctx
-from dchat_ops._cli.tls_cmds import tls as tls_cli
+from dchat_ops._cli.tls import tls as tls_cli
 from dchat_ops._fs import atomic_write
 from dchat_ops.config import nodes, pki, tls
 from dchat_ops.config.node import NodeFile

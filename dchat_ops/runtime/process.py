@@ -159,7 +159,7 @@ class ServerProcess:
             lines = [ln for ln in self.log_file.read_text(errors="replace").splitlines() if ln.strip()]
             for ln in reversed(lines):
                 if "[FTL]" in ln or "[ERR]" in ln:
-                    return l.split("] ", 1)[-1]
+                    return ln.split("] ", 1)[-1]
             if lines:
                 return lines[-1].split("] ", 1)[-1]
         return "no log"

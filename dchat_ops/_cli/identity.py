@@ -1,0 +1,531 @@
+"""Identities: init, add, edit, remove, describe, list, validate, generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dchat_ops._cli.app import Ctx, _split, _times, cli, pass_ctx
+from dchat_ops._cli.output import emit, json_option, note
+from dchat_ops._fs import atomic_write
+from dchat_ops._time import format_time, parse_duration, parse_expiry
+from dchat_ops.errors import DchatOpsError
+from dchat_ops.nsc import admin
+from dchat_ops.nsc import describe as inspect_
+from dchat_ops.nsc.store import Store
+
+# --- init ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--operator", default=admin.DEFAULT_OPERATOR, show_default=True, help="Operator name.")
+@click.option("--account", default=admin.DEFAULT_ACCOUNT, show_default=True, help="Application account name.")
+@click.option("--user", default=admin.DEFAULT_USER, show_default=True, help="First user of the account.")
+@click.option("--strict", is_flag=True, help="Sign with signing keys only (strict signing key usage).")
+@json_option
+@pass_ctx
+def init(c: Ctx, operator, account, user, strict, as_json):
+    """Create an operator, the system account and user, an application account and its first user."""
+    store = c.store(must_exist=False)
+    r = admin.init(store, operator, account, user, strict=strict)
+
+    def human():
+        yield r.message
+        for name, path in r.creds.items():
+            yield f"  creds for {name}: {path}"
+        if r.created:
+            yield "next: dchat-ops generate config --nats-resolver -o server.conf"
+
+    emit(as_json, r.to_dict(), human)
+
+
+# --- add -------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def add():
+    """Add an account or a user."""
+
+
+@cli.group()
+def rm():
+    """Remove an account (its JWTs and creds; seeds stay in the keystore)."""
+
+
+@rm.command("account")
+@click.argument("name")
+@pass_ctx
+def rm_account(c: Ctx, name):
+    admin.remove_account(c.store(), name)
+    note(f"removed account {name}; run 'dchat-ops push --prune' to remove it from running nodes")
+
+
+@add.command("account")
+@click.argument("name")
+@click.option("--signing-key", is_flag=True, help="Also make an account signing key to sign its users.")
+@click.option("--force", is_flag=True, help="Replace an existing account of this name.")
+@json_option
+@pass_ctx
+def add_account(c: Ctx, name, signing_key, force, as_json):
+    """Add an account signed by the operator."""
+    e = admin.add_account(c.store(), name, signing_key=signing_key, force=force)
+    emit(as_json, inspect_.describe_claims(e.claims), f"added account {name} ({e.public_key})")
+
+
+def user_options(f):
+    opts = [
+        click.option(
+            "--allow-pub", multiple=True, help="Subjects the user may publish to (repeatable, or comma list)."
+        ),
+        click.option(
+            "--allow-sub", multiple=True, help="Subjects the user may subscribe to; 'subject queue' for a queue group."
+        ),
+        click.option("--deny-pub", multiple=True, help="Subjects the user may not publish to."),
+        click.option("--deny-sub", multiple=True, help="Subjects the user may not subscribe to."),
+        click.option("--allow-pubsub", multiple=True, help="Subjects allowed for both publish and subscribe."),
+        click.option(
+            "--resp-max", type=int, help="Allow publishing this many responses to request reply subjects (0 removes)."
+        ),
+        click.option("--resp-ttl", help="Time window for those responses, e.g. 1s."),
+        click.option("--subs", type=int, help="Maximum subscriptions (-1 unlimited)."),
+        click.option("--data", type=int, help="Maximum bytes (-1 unlimited)."),
+        click.option("--payload", type=int, help="Maximum message payload (-1 unlimited)."),
+        click.option("--bearer/--no-bearer", default=None, help="Bearer token: no nonce signature needed."),
+        click.option(
+            "--conn-type", multiple=True, help="Allowed connection type (STANDARD, WEBSOCKET, LEAFNODE, MQTT...)."
+        ),
+        click.option("--source-network", multiple=True, help="CIDR the user may connect from."),
+        click.option(
+            "--time", "times", multiple=True, help="Daily window HH:MM:SS-HH:MM:SS when the user may connect."
+        ),
+        click.option("--locale", help="Time zone of the windows (IANA name)."),
+        click.option("--expiry", help="Expiry: a duration (30d), a date (2026-12-31), or 0 for none."),
+        click.option("--start", help="Not valid before: a duration from now or a date."),
+        click.option("--tag", multiple=True, help="Tag (repeatable)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
+    now = admin.now(store)
+    both = _split(kw["allow_pubsub"])
+
+    def lst(v, extra=()):
+        items = _split(v) + list(extra)
+        return items if items or not for_edit else None
+
+    spec = admin.UserSpec(
+        resp_max=kw["resp_max"],
+        resp_ttl_s=parse_duration(kw["resp_ttl"]) if kw["resp_ttl"] else None,
+        subs=kw["subs"],
+        data=kw["data"],
+        payload=kw["payload"],
+        bearer=kw["bearer"],
+        times_location=kw["locale"],
+        expires=parse_expiry(kw["expiry"], now) if kw["expiry"] is not None else None,
+        not_before=parse_expiry(kw["start"], now) if kw["start"] is not None else None,
+    )
+    if not for_edit:
+        spec.pub_allow = lst(kw["allow_pub"], both) or None
+        spec.sub_allow = lst(kw["allow_sub"], both) or None
+        spec.pub_deny = lst(kw["deny_pub"]) or None
+        spec.sub_deny = lst(kw["deny_sub"]) or None
+        spec.connection_types = _split(kw["conn_type"]) or None
+        spec.source_networks = _split(kw["source_network"]) or None
+        spec.times = _times(kw["times"]) or None
+        spec.tags = _split(kw["tag"]) or None
+    return spec
+
+
+@add.command("user")
+@click.argument("name")
+@click.option("--account", "-a", help="Account of the user (default: the current account).")
+@click.option("--role", help="Sign with the account's scoped signing key of this role.")
+@click.option("--signing-key", help="Sign with this account signing key (public key, A...).")
+@click.option("--force", is_flag=True, help="Replace an existing user of this name.")
+@user_options
+@json_option
+@pass_ctx
+def add_user(c: Ctx, name, account, role, signing_key, force, as_json, **kw):
+    """Add a user, its seed and its creds file."""
+    store = c.store()
+    account = account or store.default_account()
+    r = admin.add_user(
+        store, account, name, _spec(store, kw, for_edit=False), role=role, signing_key=signing_key, force=force
+    )
+    emit(
+        as_json,
+        r.to_dict(),
+        [f"added user {name} to account {account} ({r.entity.public_key})", f"  creds: {r.creds_path}"],
+    )
+
+
+# --- edit --------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def edit():
+    """Change an operator, account or user (and re-sign it)."""
+
+
+@edit.command("user")
+@click.argument("name")
+@click.option("--account", "-a", help="Account of the user.")
+@click.option("--rm", multiple=True, help="Remove a subject from every permission list.")
+@click.option("--rm-tag", multiple=True)
+@click.option("--rm-conn-type", multiple=True)
+@click.option("--rm-source-network", multiple=True)
+@click.option("--rm-times", is_flag=True, help="Remove every time window.")
+@user_options
+@json_option
+@pass_ctx
+def edit_user(c: Ctx, name, account, rm, rm_tag, rm_conn_type, rm_source_network, rm_times, as_json, **kw):
+    """Add to or remove from a user's permissions and limits; re-issue its JWT and creds."""
+    store = c.store()
+    account = account or store.default_account()
+    both = _split(kw["allow_pubsub"])
+    changes = admin.UserChanges(
+        allow_pub=_split(kw["allow_pub"]) + both,
+        allow_sub=_split(kw["allow_sub"]) + both,
+        deny_pub=_split(kw["deny_pub"]),
+        deny_sub=_split(kw["deny_sub"]),
+        remove=_split(rm),
+        add_tags=_split(kw["tag"]),
+        remove_tags=_split(rm_tag),
+        add_connection_types=_split(kw["conn_type"]),
+        remove_connection_types=_split(rm_conn_type),
+        add_source_networks=_split(kw["source_network"]),
+        remove_source_networks=_split(rm_source_network),
+        add_times=_times(kw["times"]),
+        clear_times=rm_times,
+    )
+    r = admin.edit_user(store, account, name, _spec(store, kw, for_edit=True), changes)
+    msg = f"user {account}/{name} re-issued" if r.changed else f"user {account}/{name} unchanged"
+    emit(as_json, r.to_dict(), msg)
+
+
+def _limit_kw(**kw) -> dict:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@edit.command("account")
+@click.argument("name")
+@click.option("--conn", type=int, help="Maximum connections (-1 unlimited).")
+@click.option("--leaf", type=int, help="Maximum leaf node connections (-1 unlimited).")
+@click.option("--subs", type=int)
+@click.option("--data", type=int)
+@click.option("--payload", type=int)
+@click.option("--imports", type=int)
+@click.option("--exports", type=int)
+@click.option("--wildcards/--no-wildcards", default=None, help="Allow wildcard exports.")
+@click.option("--disallow-bearer/--allow-bearer", default=None)
+@click.option("--js-mem", type=int, help="JetStream memory storage bytes (-1 unlimited, 0 off).")
+@click.option("--js-disk", type=int, help="JetStream disk storage bytes (-1 unlimited, 0 off).")
+@click.option("--js-streams", type=int)
+@click.option("--js-consumers", type=int)
+@click.option("--sk", "add_sk", is_flag=True, help="Add a plain account signing key.")
+@click.option("--role", help="Add a scoped signing key with this role; its template is the user options below.")
+@click.option("--rm-sk", help="Remove a signing key (public key or role).")
+@click.option("--role-allow-pub", multiple=True)
+@click.option("--role-allow-sub", multiple=True)
+@click.option("--role-deny-pub", multiple=True)
+@click.option("--role-deny-sub", multiple=True)
+@click.option("--expiry", help="A duration, a date, or 0 for none.")
+@click.option("--tag", multiple=True)
+@click.option("--description")
+@json_option
+@pass_ctx
+def edit_account(
+    c: Ctx,
+    name,
+    conn,
+    leaf,
+    subs,
+    data,
+    payload,
+    imports,
+    exports,
+    wildcards,
+    disallow_bearer,
+    js_mem,
+    js_disk,
+    js_streams,
+    js_consumers,
+    add_sk,
+    role,
+    rm_sk,
+    role_allow_pub,
+    role_allow_sub,
+    role_deny_pub,
+    role_deny_sub,
+    expiry,
+    tag,
+    description,
+    as_json,
+):
+    """Change an account's limits, JetStream, signing keys and roles; re-sign it."""
+    store = c.store()
+    role_spec = None
+    if not role and (role_allow_pub or role_allow_sub or role_deny_pub or role_deny_sub):
+        raise click.UsageError("--role-allow-* and --role-deny-* need --role NAME")
+    if role:
+        role_spec = admin.UserSpec(
+            pub_allow=_split(role_allow_pub),
+            sub_allow=_split(role_allow_sub),
+            pub_deny=_split(role_deny_pub),
+            sub_deny=_split(role_deny_sub),
+        )
+    e, changed = admin.edit_account(
+        store,
+        name,
+        limits=_limit_kw(
+            conn=conn,
+            leaf=leaf,
+            subs=subs,
+            data=data,
+            payload=payload,
+            imports=imports,
+            exports=exports,
+            wildcards=wildcards,
+            disallow_bearer=disallow_bearer,
+        ),
+        jetstream=_limit_kw(mem_storage=js_mem, disk_storage=js_disk, streams=js_streams, consumer=js_consumers),
+        add_signing_key=add_sk,
+        add_role=role,
+        role_spec=role_spec,
+        remove_signing_key=rm_sk,
+        expires=parse_expiry(expiry, admin.now(store)) if expiry is not None else None,
+        tags=_split(tag) or None,
+        description=description,
+    )
+    emit(
+        as_json,
+        {**inspect_.describe_claims(e.claims), "changed": changed},
+        f"account {name} re-signed" if changed else f"account {name} unchanged",
+    )
+    if changed:
+        note("running servers still hold the old account JWT: push it or reload the nodes")
+
+
+@edit.command("operator")
+@click.option("--sk", "add_sk", is_flag=True, help="Add an operator signing key.")
+@click.option("--strict/--no-strict", default=None, help="Require signing keys (strict signing key usage).")
+@click.option("--service-url", multiple=True, help="Operator service URL (nats://...).")
+@click.option("--account-server-url")
+@click.option("--system-account", help="Name or key of the system account.")
+@click.option("--tag", multiple=True)
+@json_option
+@pass_ctx
+def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, system_account, tag, as_json):
+    """Change the operator's signing keys, strict mode, URLs or system account."""
+    e, changed = admin.edit_operator(
+        c.store(),
+        add_signing_key=add_sk,
+        strict=strict,
+        service_urls=_split(service_url) or None,
+        account_server_url=account_server_url,
+        system_account=system_account,
+        tags=_split(tag) or None,
+    )
+    emit(
+        as_json,
+        {**inspect_.describe_claims(e.claims), "changed": changed},
+        f"operator {e.name} re-signed" if changed else f"operator {e.name} unchanged",
+    )
+    if changed:
+        note("servers read the operator JWT at start: regenerate their configs and restart them")
+
+
+# --- describe / list / validate ------------------------------------------------------------------------
+
+
+def _describe_lines(d: dict) -> list[str]:
+    c = d["claims"]
+    n = c.get("nats", {})
+    lines = [
+        f"{d['kind']:<9} {d['name']}",
+        f"  public key   {d['public_key']}",
+        f"  issuer       {d['issuer']}",
+        f"  issued       {format_time(c.get('iat', 0))}",
+        f"  expires      {format_time(c.get('exp', 0))}",
+    ]
+    if d.get("issuer_account"):
+        lines.append(f"  issuer acct  {d['issuer_account']}")
+    if d["kind"] == "operator":
+        lines.append(f"  system acct  {d.get('system_account') or '-'}")
+        lines.append(f"  strict keys  {d.get('strict_signing_key_usage')}")
+        for sk in n.get("signing_keys", []):
+            lines.append(f"  signing key  {sk}")
+    if d["kind"] == "account":
+        lim = n.get("limits", {})
+        lines.append("  limits       " + ", ".join(f"{k}={v}" for k, v in lim.items()))
+        for sk in d.get("signing_keys", []):
+            lines.append(f"  signing key  {sk if isinstance(sk, str) else sk['key'] + ' (role ' + sk['role'] + ')'}")
+        for r, t in n.get("revocations", {}).items():
+            lines.append(f"  revoked      {r} at {format_time(t)}")
+    if d["kind"] == "user":
+        for part in ("pub", "sub"):
+            perm = n.get(part, {})
+            lines.append(f"  {part} allow    {', '.join(perm.get('allow', [])) or '(all)'}")
+            if perm.get("deny"):
+                lines.append(f"  {part} deny     {', '.join(perm['deny'])}")
+        if "resp" in n:
+            lines.append(f"  responses    max {n['resp'].get('max')} ttl {n['resp'].get('ttl')}ns")
+        lines.append("  limits       " + ", ".join(f"{k}={n.get(k, 0)}" for k in ("subs", "data", "payload")))
+        for k in ("bearer_token", "allowed_connection_types", "src", "times", "times_location"):
+            if n.get(k):
+                lines.append(f"  {k:<12} {n[k]}")
+    if n.get("tags"):
+        lines.append(f"  tags         {', '.join(n['tags'])}")
+    return lines
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["operator", "account", "user", "file"]))
+@click.argument("name", required=False)
+@click.option("--account", "-a", help="Account of the user.")
+@json_option
+@pass_ctx
+def describe(c: Ctx, kind, name, account, as_json):
+    """Show an operator, account or user by name, or any JWT or creds file (the seed is never shown)."""
+    if kind == "file":
+        if not name:
+            raise click.UsageError("describe file needs a path")
+        d = inspect_.describe_file(Path(name))
+    else:
+        store = c.store()
+        if kind == "operator":
+            e = store.operator(name)
+        elif kind == "account":
+            e = store.account(name or store.default_account())
+        else:
+            if not name:
+                raise click.UsageError("describe user needs a user name")
+            e = store.user(account or store.default_account(), name)
+        d = inspect_.describe_claims(e.claims, e.token)
+        d["token"] = e.token
+    emit(as_json, d, lambda: _describe_lines(d))
+
+
+@cli.command("list")
+@json_option
+@pass_ctx
+def list_(c: Ctx, as_json):
+    """List the operator, its accounts and their users."""
+    tree = inspect_.list_store(c.store())
+
+    def human():
+        op = tree["operator"]
+        yield f"operator {op['name']}  {op['public_key']}"
+        for a in tree["accounts"]:
+            yield f"  account {a['name']}{' (system)' if a['system'] else ''}  {a['public_key']}"
+            for u in a["users"]:
+                yield f"    user {u['name']}  {u.get('public_key') or u.get('error')}"
+
+    emit(as_json, tree, human)
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def validate(c: Ctx, as_json):
+    """Check every signature, chain, expiry, key and creds file in the store."""
+    store = c.store()
+    findings = inspect_.validate_store(store)
+    errors = [f for f in findings if f.level == "error"]
+    emit(
+        as_json,
+        {"valid": not errors, "findings": [f.to_dict() for f in findings]},
+        lambda: (
+            [f"{f.level}: {f.entity}: {f.message}" for f in findings]
+            + [("store is valid" if not errors else f"{len(errors)} error(s)")]
+        ),
+    )
+    return 1 if errors else 0
+
+
+# --- generate ----------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def generate():
+    """Generate creds files and server configs."""
+
+
+@generate.command("creds")
+@click.option("--account", "-a", help="Account of the user.")
+@click.option("--user", "-u", "name", required=True, help="User name.")
+@click.option("--output", "-o", help="Write here ('-' prints the creds, a secret, to stdout).")
+@click.option("--force", is_flag=True, help="Replace an existing different file.")
+@pass_ctx
+def generate_creds(c: Ctx, account, name, output, force):
+    """Write a user's creds file (JWT + seed), checked against the chain."""
+    store = c.store()
+    account = account or store.default_account()
+    text = admin.generate_creds(store, account, name)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    if output:
+        path = Path(output)
+    else:
+        path = store.creds_path(store.current_operator(), account, name)
+        force = True  # the store's own creds file follows the store's JWT
+    changed = atomic_write(path, text, private=True, force=force)
+    note(f"{'wrote' if changed else 'unchanged'} {path}")
+
+
+@generate.command("config")
+@click.option(
+    "--nats-resolver",
+    "resolver",
+    flag_value="full",
+    default=True,
+    help="Full nats resolver: accounts kept on disk, updates pushable (default).",
+)
+@click.option("--mem-resolver", "resolver", flag_value="memory", help="Memory resolver: accounts preloaded only.")
+@click.option("--output", "-o", help="Write here (default: print).")
+@click.option("--server-name", default="dchat-1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Client listen address.")
+@click.option("--port", type=int, default=4222, show_default=True)
+@click.option("--http-port", type=int, default=8222, show_default=True, help="Monitoring port (0 for none).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where the nats resolver keeps account JWTs.")
+@click.option("--allow-delete", is_flag=True, help="Let the operator delete accounts from the nats resolver.")
+@click.option("--no-check", is_flag=True, help="Skip the nats-server -t check.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@pass_ctx
+def generate_config(
+    c: Ctx, resolver, output, server_name, host, port, http_port, data_dir, allow_delete, no_check, force
+):
+    """Render a nats-server config for one server of this operator, every account preloaded."""
+    from dchat_ops.config import server as render
+
+    store = c.store()
+    cfg = render.standalone_config(
+        store,
+        resolver=resolver,
+        data_dir=Path(data_dir) if data_dir else None,
+        server_name=server_name,
+        host=host,
+        port=port,
+        http_port=http_port or None,
+        allow_delete=allow_delete,
+    )
+    if output:
+        out = Path(output)
+        if not out.parent.is_dir():
+            raise DchatOpsError(f"folder {out.parent} does not exist")
+        if out.exists() and not force:
+            raise DchatOpsError(f"{out} already exists; use --force to replace it")
+        if no_check:
+            render.semantic_check(cfg)
+            atomic_write(out, render.render(cfg))
+        else:
+            render.write_and_check(cfg, out)
+        note(f"wrote {output} ({resolver} resolver); start it with: nats-server -c {output}")
+    else:
+        render.semantic_check(cfg)
+        click.echo(render.render(cfg), nl=False)

@@ -1,0 +1,255 @@
+"""Nodes: add, up, down, status, reload, logs, render."""
+
+from __future__ import annotations
+
+import click
+
+from dchat_ops._cli.app import Ctx, cli, pass_ctx
+from dchat_ops._cli.output import emit, json_option, note
+from dchat_ops.errors import DchatOpsError
+
+# --- nodes ---------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def node():
+    """Node configs and supervised nats-server processes."""
+
+
+def _gateways(values) -> list[tuple[str, str]]:
+    out = []
+    for v in values or ():
+        name, sep, url = v.partition("=")
+        if not sep:
+            raise DchatOpsError(f"invalid --gateway {v!r}: use NAME=nats://host:port")
+        out.append((name.strip(), url.strip()))
+    return out
+
+
+@node.command("add")
+@click.argument("node_id")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (0.0.0.0 for a public node).")
+@click.option("--client-port", type=int, help="Client port (default: a free port).")
+@click.option("--monitor-port", type=int, help="Monitoring port (default: a free port).")
+@click.option("--cluster-port", type=int, help="Cluster (route) port (default: a free port).")
+@click.option("--cluster-name", default="dchat", show_default=True)
+@click.option("--no-cluster", is_flag=True, help="A node without routes (a leaf or a lone server).")
+@click.option(
+    "--advertise",
+    help="host[:port] other nodes should use to reach this one (default: detected when --host is 0.0.0.0).",
+)
+@click.option("--seed-route", multiple=True, help="nats-route://host:port of any node already in the cluster.")
+@click.option("--gateway", multiple=True, help="NAME=nats://host:port of another cluster's gateway.")
+@click.option("--gateway-port", type=int, help="Listen for gateways on this port.")
+@click.option("--leaf-of", multiple=True, help="nats-leaf://host:port of a hub: run as a leaf node.")
+@click.option("--leaf-port", type=int, help="Accept leaf nodes on this port (a hub).")
+@click.option("--websocket-port", type=int)
+@click.option("--jetstream", is_flag=True, help="Enable JetStream (streams, KV) on this node.")
+@click.option("--mem-resolver", is_flag=True, help="Memory resolver instead of the full nats resolver.")
+@click.option("--allow-delete", is_flag=True, help="Let 'push --prune' delete accounts from this node's resolver.")
+@click.option("--account", "-a", help="Account of the node's local user (default: the current account).")
+@click.option("--force", is_flag=True)
+@json_option
+@pass_ctx
+def node_add(
+    c: Ctx,
+    node_id,
+    host,
+    client_port,
+    monitor_port,
+    cluster_port,
+    cluster_name,
+    no_cluster,
+    advertise,
+    seed_route,
+    gateway,
+    gateway_port,
+    leaf_of,
+    leaf_port,
+    websocket_port,
+    jetstream,
+    mem_resolver,
+    allow_delete,
+    account,
+    force,
+    as_json,
+):
+    """Create a node config (default-deny subscribe) and the node's local user."""
+    from dchat_ops.config import nodes
+
+    r = nodes.add_node(
+        c.store(),
+        node_id,
+        host=host,
+        client_port=client_port,
+        monitor_port=monitor_port,
+        cluster=not no_cluster,
+        cluster_name=cluster_name,
+        cluster_port=cluster_port,
+        advertise=advertise,
+        seed_routes=list(seed_route),
+        gateway_port=gateway_port,
+        gateways=_gateways(gateway),
+        leaf_of=list(leaf_of),
+        leaf_port=leaf_port,
+        websocket_port=websocket_port,
+        jetstream=jetstream,
+        resolver="memory" if mem_resolver else "full",
+        allow_delete=allow_delete,
+        account=account,
+        force=force,
+    )
+
+    def human():
+        n = r.node
+        yield f"added node {n.id}: {r.path}"
+        yield f"  client 127.0.0.1:{n.client_port}  monitor {n.monitor_port}" + (
+            f"  cluster {n.cluster['name']}:{n.cluster['port']}" if n.cluster else ""
+        )
+        for m in r.messages:
+            yield f"  {m}"
+        yield f"  local user {n.user} (subscribe: default deny), creds {r.creds_path}"
+        yield f"start it: dchat-ops node up {n.id}"
+
+    emit(as_json, r.to_dict(), human)
+
+
+@node.command("list")
+@json_option
+@pass_ctx
+def node_list(c: Ctx, as_json):
+    """List the nodes and whether they run."""
+    from dchat_ops.config.node import list_nodes
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    store = c.store()
+    rows = []
+    for n in list_nodes(store):
+        try:
+            rows.append(Supervisor(store, n).status().to_dict())
+        except DchatOpsError as exc:
+            rows.append({"id": n, "running": False, "error": str(exc)})
+    emit(
+        as_json,
+        rows,
+        lambda: (
+            [
+                f"{r['id']:<20} "
+                + (r["error"] if r.get("error") else "running pid " + str(r["pid"]) if r["running"] else "stopped")
+                for r in rows
+            ]
+            or ["no nodes; add one with 'dchat-ops node add'"]
+        ),
+    )
+
+
+@node.command("show")
+@click.argument("node_id")
+@json_option
+@pass_ctx
+def node_show(c: Ctx, node_id, as_json):
+    """Show a node's config (the YAML file, or its parsed form with --json)."""
+    from dataclasses import asdict
+
+    from dchat_ops.config.node import NodeFile
+
+    nf = NodeFile.load(c.store(), node_id)
+    emit(as_json, asdict(nf.node), nf.original_text.rstrip("\n"))
+
+
+@node.command("render")
+@click.argument("node_id")
+@pass_ctx
+def node_render(c: Ctx, node_id):
+    """Check a node and write its nats-server config (without starting it)."""
+    from dchat_ops.config.nodes import render_node
+
+    note(f"wrote {render_node(c.store(), node_id)}")
+
+
+def _status_lines(d: dict) -> list[str]:
+    warnings = list(d.get("warnings") or [])
+    if not d["running"]:
+        return [f"node {d['id']}: stopped", *warnings]
+    return [
+        *warnings,
+        f"node {d['id']}: running (pid {d['pid']}), {'healthy' if d['healthy'] else 'NOT healthy'}",
+        f"  server {d.get('server_name')} nats-server {d.get('version')}, {d.get('connections')} connections",
+        f"  routes to {', '.join(d.get('routes') or []) or '-'} ({d.get('route_count')} connections)",
+        f"  gateways {', '.join(d.get('gateways') or []) or '-'};"
+        f" leaf nodes {', '.join(leaf['name'] or '?' for leaf in d.get('leafnodes') or []) or '-'}",
+    ]
+
+
+@node.command("up")
+@click.argument("node_id")
+@click.option("--nats-server", "binary", envvar="DCHAT_OPS_NATS_SERVER", help="nats-server binary to run.")
+@json_option
+@pass_ctx
+def node_up(c: Ctx, node_id, binary, as_json):
+    """Start a node's nats-server and wait until it is healthy."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    sup = Supervisor(c.store(), node_id, binary=binary)
+    was = sup.running()
+    st = sup.up().to_dict()
+    emit(as_json, st, (["already running"] if was else []) + _status_lines(st))
+
+
+@node.command("down")
+@click.argument("node_id")
+@json_option
+@pass_ctx
+def node_down(c: Ctx, node_id, as_json):
+    """Stop a node gracefully."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    stopped = Supervisor(c.store(), node_id).down()
+    emit(
+        as_json,
+        {"id": node_id, "stopped": stopped},
+        f"node {node_id} stopped" if stopped else f"node {node_id} is not running; nothing to stop",
+    )
+
+
+@node.command("status")
+@click.argument("node_id")
+@json_option
+@pass_ctx
+def node_status(c: Ctx, node_id, as_json):
+    """Health, routes, gateways and leaf nodes of a node (from its monitoring endpoints)."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    st = Supervisor(c.store(), node_id).status().to_dict()
+    emit(as_json, st, _status_lines(st))
+
+
+@node.command("reload")
+@click.argument("node_id")
+@json_option
+@pass_ctx
+def node_reload(c: Ctx, node_id, as_json):
+    """Re-render and check the config, reload the running node (SIGHUP), confirm it took."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    varz = Supervisor(c.store(), node_id).reload()
+    emit(
+        as_json,
+        {"id": node_id, "reloaded": True, "config_load_time": varz.get("config_load_time")},
+        f"node {node_id} reloaded at {varz.get('config_load_time')}",
+    )
+
+
+@node.command("logs")
+@click.argument("node_id")
+@click.option("-n", "--lines", type=int, default=50, show_default=True)
+@json_option
+@pass_ctx
+def node_logs(c: Ctx, node_id, lines, as_json):
+    """The last lines of a node's log."""
+    from dchat_ops.config.node import NodeFile
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    NodeFile.load(c.store(), node_id)  # an unknown node is an error, not an empty log
+    out = Supervisor(c.store(), node_id).logs(lines)
+    emit(as_json, {"id": node_id, "lines": out}, out or [f"node {node_id} has no log yet"])

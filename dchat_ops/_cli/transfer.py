@@ -1,0 +1,325 @@
+"""Moving credentials and reaching running servers: export, import, revoke, push, pull."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from dchat_ops._cli.app import Ctx, cli, pass_ctx
+from dchat_ops._cli.output import emit, json_option, note
+from dchat_ops._fs import atomic_write
+from dchat_ops._time import format_time, parse_expiry
+from dchat_ops.errors import DchatOpsError
+from dchat_ops.nsc import admin
+
+# --- export / import / revocation / push --------------------------------------------------------------
+
+
+def _passphrase(env: Optional[str], file: Optional[str], confirm: bool) -> Optional[str]:
+    from dchat_ops.nsc.transfer import read_secret
+
+    pw = read_secret(env, file)
+    if pw is not None:
+        return pw
+    if not sys.stdin.isatty():
+        raise DchatOpsError(
+            "no passphrase: use --passphrase-env VAR or --passphrase-file FILE (no prompt without a terminal)"
+        )
+    return click.prompt("passphrase", hide_input=True, confirmation_prompt=confirm)
+
+
+def _export_options(f):
+    for o in reversed(
+        [
+            click.option(
+                "--output",
+                "-o",
+                required=True,
+                help="Bundle file to write (or, with --plain, the .creds file / folder).",
+            ),
+            click.option("--passphrase-env", help="Read the passphrase from this environment variable."),
+            click.option("--passphrase-file", help="Read the passphrase from this file."),
+            click.option("--to", "recipient", help="Seal to this curve public key (X...) instead of a passphrase."),
+            click.option(
+                "--plain", is_flag=True, help="Write nsc's own unencrypted formats instead (secrets in the clear)."
+            ),
+            click.option("--include-jwts", is_flag=True, help="With --plain: also write the JWTs."),
+            click.option("--force", is_flag=True, help="Replace an existing output."),
+            json_option,
+        ]
+    ):
+        f = o(f)
+    return f
+
+
+def _do_export(
+    c: Ctx, what, account, user, output, passphrase_env, passphrase_file, recipient, plain, include_jwts, force, as_json
+):
+    from dchat_ops.nsc import transfer
+
+    store = c.store()
+    out = Path(output)
+    if plain:
+        if output == "-":
+            raise DchatOpsError(
+                "--plain writes files; give a file or folder with -o (use 'generate creds -o -' to print creds)"
+            )
+        note("warning: --plain writes seeds in the clear; keep the output private and delete it after use")
+        paths = transfer.export_plain(
+            store, what, out, account=account, user=user, include_jwts=include_jwts, force=force
+        )
+        emit(
+            as_json,
+            {"output": str(out), "plain": True, "files": [str(p) for p in paths]},
+            f"wrote {len(paths)} file(s) to {out}",
+        )
+        return
+    if out.exists() and not force:
+        raise DchatOpsError(f"{out} already exists; use --force to replace it")
+    if recipient:
+        from dchat_ops.nsc.keys import check_public_key
+
+        check_public_key(recipient, "curve", "--to")
+        pw = None
+    else:
+        pw = _passphrase(passphrase_env, passphrase_file, confirm=True)
+    data = transfer.export_bundle(store, what, account=account, user=user, passphrase=pw, recipient=recipient)
+    atomic_write(out, data, private=True, force=True)
+    emit(
+        as_json,
+        {"output": str(out), "plain": False, "sealed_to": recipient or "passphrase"},
+        f"wrote encrypted bundle {out} (0600)",
+    )
+
+
+@cli.group("export")
+def export_():
+    """Export creds or keys to an encrypted bundle (or nsc's plain formats)."""
+
+
+@export_.command("creds")
+@click.option("--account", "-a")
+@click.option("--user", "-u", required=True)
+@_export_options
+@pass_ctx
+def export_creds(c: Ctx, account, user, **kw):
+    """One user's creds, e.g. for a second device or a CI job."""
+    _do_export(c, "creds", account, user, **kw)
+
+
+@export_.command("keys")
+@click.option("--operator", "what", flag_value="operator", help="The operator's keys and the account JWTs.")
+@click.option("--account", "-a", "account", help="An account with its keys and all its users.")
+@click.option("--all", "what", flag_value="all", default=True, help="Everything (default).")
+@_export_options
+@pass_ctx
+def export_keys(c: Ctx, what, account, **kw):
+    """Seeds and JWTs: the operator, an account with its users, or everything."""
+    _do_export(c, "account" if account else what, account, None, **kw)
+
+
+@cli.command("import")
+@click.argument("kind", type=click.Choice(["creds", "keys"]))
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--passphrase-env")
+@click.option("--passphrase-file")
+@click.option("--curve-seed-env", help="Environment variable holding the curve seed (SX...) a bundle is sealed to.")
+@click.option("--trust-operator", is_flag=True, help="Accept a bundle of another operator (adds that operator).")
+@click.option("--force", is_flag=True, help="Replace conflicting keys or JWTs.")
+@click.option("--dry-run", is_flag=True, help="Show what would be added; write nothing.")
+@json_option
+@pass_ctx
+def import_(
+    c: Ctx, kind, path, passphrase_env, passphrase_file, curve_seed_env, trust_operator, force, dry_run, as_json
+):
+    """Import a bundle, or plain .creds / .nk / .jwt files or folders: verified, then all or nothing."""
+    from dchat_ops.nsc import transfer
+    from dchat_ops.nsc.bundle import FORMAT
+
+    store = c.store(must_exist=False)
+    p = Path(path)
+    head = p.read_bytes()[:200] if p.is_file() else b""
+    if FORMAT.encode() in head:
+        curve = None
+        pw = None
+        if curve_seed_env:
+            from dchat_ops.nsc.keys import KeyPair
+
+            seed = os.environ.get(curve_seed_env)
+            if not seed:
+                raise DchatOpsError(f"environment variable {curve_seed_env} is not set")
+            curve = KeyPair.from_seed(seed, "curve")
+        else:
+            pw = _passphrase(passphrase_env, passphrase_file, confirm=False)
+        plan = transfer.import_bundle(
+            store,
+            p.read_bytes(),
+            passphrase=pw,
+            curve_key=curve,
+            trust_operator=trust_operator,
+            force=force,
+            dry_run=dry_run,
+        )
+    else:
+        plan = transfer.import_path(store, p, trust_operator=trust_operator, force=force, dry_run=dry_run)
+
+    def human():
+        for label in plan.added:
+            yield f"{'would add' if dry_run else 'added'} {label}"
+        for label in plan.replaced:
+            yield f"{'would replace' if dry_run else 'replaced'} {label}"
+        if plan.unchanged and not plan.changes:
+            yield f"nothing to do: all {len(plan.unchanged)} item(s) are already in the store"
+
+    emit(as_json, {**plan.to_dict(), "dry_run": dry_run}, human)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--all-users", is_flag=True, help="Revoke every user of the account issued until now (or --at).")
+@click.option("--account", "-a")
+@click.option("--at", help="Revoke JWTs issued at or before this time (default: now).")
+@click.option("--no-push", is_flag=True, help="Only change the store; do not push to running nodes.")
+@json_option
+@click.pass_context
+def revoke(ctx, all_users, account, at, no_push, as_json):
+    """Revoke a user (revoke user NAME) or every user (revoke --all-users)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not all_users:
+        raise click.UsageError("use 'revoke user NAME' or 'revoke --all-users'")
+    from dchat_ops.nsc import revoke
+
+    store = ctx.obj.store()
+    account = account or store.default_account()
+    t = parse_expiry(at, admin.now(store)) if at else None
+    revoke.revoke_all(store, account, t)
+    _after_revocation(store, account, no_push, as_json, f"revoked every user of {account}")
+
+
+def _after_revocation(store, account, no_push, as_json, message):
+    from dchat_ops.nsc import revoke
+    from dchat_ops.runtime import push
+
+    report = None
+    if not no_push and push.running_nodes(store):
+        report = push.push(store, [account])
+    data = {
+        "account": account,
+        "revocations": revoke.list_revocations(store, account),
+        "push": report.to_dict() if report else None,
+    }
+    lines = [message]
+    if report:
+        lines += [f"  {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results]
+    else:
+        lines.append("  no node running: nothing pushed (run 'dchat-ops push' once nodes are up)")
+    emit(as_json, data, lines)
+    if report and not report.ok:
+        raise DchatOpsError("the revocation is in the store, but not every server took it")
+
+
+@revoke.command("user")
+@click.argument("name")
+@click.option("--account", "-a")
+@click.option("--at", help="Revoke JWTs issued at or before this time (default: now).")
+@click.option("--no-push", is_flag=True)
+@json_option
+@pass_ctx
+def revoke_user_cmd(c: Ctx, name, account, at, no_push, as_json):
+    """Revoke one user (by name or public key): connected clients are cut off where nodes run."""
+    from dchat_ops.nsc import revoke
+
+    store = c.store()
+    account = account or store.default_account()
+    t = parse_expiry(at, admin.now(store)) if at else None
+    revoke.revoke_user(store, account, name, t)
+    _after_revocation(store, account, no_push, as_json, f"revoked {account}/{name}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--account", "-a")
+@click.option("--no-push", is_flag=True)
+@json_option
+@pass_ctx
+def unrevoke(c: Ctx, name, account, no_push, as_json):
+    """Lift a revocation (NAME, a public key, or '*' for --all-users)."""
+    from dchat_ops.nsc import revoke
+
+    store = c.store()
+    account = account or store.default_account()
+    revoke.unrevoke(store, account, name)
+    _after_revocation(store, account, no_push, as_json, f"lifted the revocation of {name} in {account}")
+
+
+@cli.group()
+def revocations():
+    """Show revocations."""
+
+
+@revocations.command("list")
+@click.option("--account", "-a")
+@json_option
+@pass_ctx
+def revocations_list(c: Ctx, account, as_json):
+    from dchat_ops.nsc import revoke
+
+    store = c.store()
+    account = account or store.default_account()
+    rows = revoke.list_revocations(store, account)
+    emit(
+        as_json,
+        rows,
+        [f"{r['user'] or r['key']}: JWTs issued until {format_time(r['at'])}" for r in rows]
+        or [f"no revocations in {account}"],
+    )
+
+
+@cli.command("push")
+@click.option("--account", "-a", multiple=True, help="Account to push (repeatable).")
+@click.option("--all", "all_", is_flag=True, help="Every account (the default).")
+@click.option(
+    "--prune", is_flag=True, help="Also delete accounts the store no longer has (full resolver, allow_delete)."
+)
+@json_option
+@pass_ctx
+def push_cmd(c: Ctx, account, all_, prune, as_json):
+    """Send account JWTs to the running nodes over the system account; report per server."""
+    from dchat_ops.runtime import push
+
+    store = c.store()
+    report = push.push(store, list(account) or None)
+    if prune:
+        pruned = push.prune(store)
+        report.results.extend(pruned.results)
+    emit(
+        as_json,
+        report.to_dict(),
+        [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results],
+    )
+    return 0 if report.ok else 1
+
+
+@cli.command("pull")
+@json_option
+@pass_ctx
+def pull_cmd(c: Ctx, as_json):
+    """Fetch the account JWTs the running servers hold and show how they differ from the store."""
+    from dchat_ops.runtime import push
+
+    rows = push.pull(c.store())
+
+    def human():
+        for r in rows:
+            state = (
+                ("same" if r.get("same") else "DIFFERENT")
+                if r["in_store"] and r["on_server"]
+                else ("only in the store" if r["in_store"] else "only on the servers")
+            )
+            yield f"{r['name'] or r['account']}: {state}"
+
+    emit(as_json, rows, human)
