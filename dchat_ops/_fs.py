@@ -249,7 +249,8 @@ _LOCKS_GUARD = threading.Lock()
 class store_lock:
     """Serialise read-modify-write changes to one store, across processes (flock) and threads.
 
-    Re-entrant in one process, so a locked operation may call another one.
+    Re-entrant in one process, so a locked operation may call another one.  The home is made when it
+    does not exist yet (a first ``init`` or import), so two first writers meet on the same lock too.
 
         with store_lock(store.home):
             ...read a JWT, change it, write it...

@@ -381,9 +381,7 @@ def issue_users(
 # --- store operations ------------------------------------------------------------------------------
 
 
-def _new_account(
-    store: Store, name: str, op: Entity, *, signing_key: bool, clock=None
-) -> tuple[KeyPair, AccountClaims, str]:
+def _new_account(store: Store, name: str, op: Entity, *, signing_key: bool) -> tuple[KeyPair, AccountClaims, str]:
     kp = KeyPair.generate("account")
     acc = AccountClaims(subject=kp.public_key, name=name)
     sk = None
