@@ -12,6 +12,7 @@ and puts all of them back on :meth:`~FileTransaction.rollback`.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import stat
 import threading
@@ -248,21 +249,27 @@ _LOCKS_GUARD = threading.Lock()
 class store_lock:
     """Serialise read-modify-write changes to one store, across processes (flock) and threads.
 
-    Re-entrant in one process, so a locked operation may call another one.
+    Re-entrant in one process, so a locked operation may call another one.  The home is made when it
+    does not exist yet (a first ``init`` or import), so two first writers meet on the same lock too.
 
         with store_lock(store.home):
             ...read a JWT, change it, write it...
     """
 
     def __init__(self, home: Path):
-        self.key = os.path.abspath(os.fspath(home))
+        self.key = os.path.realpath(os.fspath(home))
 
     def __enter__(self):
         with _LOCKS_GUARD:
             entry = _LOCKS.setdefault(self.key, [threading.RLock(), 0, None])
         entry[0].acquire()
-        if entry[1] == 0 and os.path.isdir(self.key):  # no store yet: nothing to protect, nothing to create
-            f = open(os.path.join(self.key, ".lock"), "a+")
+        if entry[1] == 0:  # a home that does not exist yet is made: two first writers must meet on its lock too
+            try:
+                ensure_dir(Path(self.key), private=True, tighten=False)
+                f = open(os.path.join(self.key, ".lock"), "a+")
+            except (OSError, DchatOpsError):
+                entry[0].release()
+                raise
             try:
                 fcntl.flock(f, fcntl.LOCK_EX)
             except OSError:
@@ -286,7 +293,6 @@ class store_lock:
 
 def with_store_lock(fn):
     """Decorator: run ``fn(store, ...)`` holding :class:`store_lock` on ``store.home``."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(store, *args, **kwargs):

@@ -64,7 +64,7 @@ CHAT_IMPORTS = ["dchat.mail.>", "dchat.group.>"]
 
 def run_dir(store: Store, node_id: str) -> Path:
     """Where a node's rendered config, pid file, log, resolver and JetStream data live."""
-    return store.home / "run" / check_name(node_id, "node id")
+    return store.location.run_dir / check_name(node_id, "node id")
 
 
 def _used_ports(store: Store, exclude: str = "") -> set[int]:

@@ -74,7 +74,7 @@ _SKEW = _dt.timedelta(minutes=5)  # certificates start a little in the past: clo
 
 
 def pki_dir(store: Store) -> Path:
-    return store.home / "pki"
+    return store.location.pki_dir
 
 
 def ca_paths(store: Store) -> tuple[Path, Path]:

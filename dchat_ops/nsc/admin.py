@@ -12,12 +12,13 @@ account signing key when one is held, or by the scoped key of a ``role``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Optional
 
-from dchat_ops._fs import deferred_sync, with_store_lock
+from dchat_ops._fs import deferred_sync
 from dchat_ops.errors import DchatOpsError, ExistsError, StoreError
 from dchat_ops.nsc.claims import (
     CONNECTION_TYPES,
@@ -31,8 +32,8 @@ from dchat_ops.nsc.claims import (
 )
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import encode, verify_chain
-from dchat_ops.nsc.keys import KeyPair, check_public_key
-from dchat_ops.nsc.store import Entity, Store, check_name
+from dchat_ops.nsc.keys import KeyPair
+from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
 from dchat_ops.subjects import check_subject
 
 __all__ = [
@@ -276,46 +277,7 @@ def _dedupe(items: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-# --- signers -------------------------------------------------------------------------------------
-
-
-def operator_signer(store: Store, op: OperatorClaims) -> KeyPair:
-    """The key that signs accounts: a held operator signing key, else the identity key (not in strict mode)."""
-    for sk in op.signing_keys:
-        if store.has_key(sk):
-            return store.load_key(sk)
-    if op.strict_signing_key_usage:
-        raise StoreError("the operator requires signing keys, and the keystore holds none of them")
-    return store.load_key(op.subject)
-
-
-def user_signer(
-    store: Store, op: OperatorClaims, acc: AccountClaims, role: Optional[str] = None, key: Optional[str] = None
-) -> tuple[KeyPair, Optional[ScopedSigningKey]]:
-    """The key that signs a user of ``acc`` (and its scope when it is a scoped key)."""
-    sk_map = acc.signing_key_map()
-    if key:
-        check_public_key(key, "account", "signing key")
-        if key != acc.subject and key not in sk_map:
-            raise StoreError(f"{key} is not a signing key of account {acc.name}")
-        return store.load_key(key), sk_map.get(key)
-    if role:
-        scope = acc.scope_for_role(role)
-        if scope is None:
-            roles = sorted(s.role for s in sk_map.values() if s is not None)
-            raise StoreError(
-                f"account {acc.name} has no signing key with role {role!r}"
-                + (f" (roles: {', '.join(roles)})" if roles else "")
-            )
-        return store.load_key(scope.key), scope
-    for k, scope in sk_map.items():
-        if scope is None and store.has_key(k):
-            return store.load_key(k), None
-    if op.strict_signing_key_usage:
-        raise StoreError(
-            f"the operator requires signing keys; account {acc.name} has no plain signing key in the keystore"
-        )
-    return store.load_key(acc.subject), None
+# --- signers: operator_signer and user_signer live with the store (its unit of work re-signs) --------
 
 
 # --- in-memory issuance ----------------------------------------------------------------------------
@@ -419,16 +381,14 @@ def issue_users(
 # --- store operations ------------------------------------------------------------------------------
 
 
-def _new_account(
-    store: Store, name: str, op: Entity, *, signing_key: bool, clock
-) -> tuple[KeyPair, AccountClaims, str]:
+def _new_account(store: Store, name: str, op: Entity, *, signing_key: bool) -> tuple[KeyPair, AccountClaims, str]:
     kp = KeyPair.generate("account")
     acc = AccountClaims(subject=kp.public_key, name=name)
     sk = None
     if signing_key:
         sk = KeyPair.generate("account")
         acc.signing_keys.append(sk.public_key)
-    token = encode(acc, operator_signer(store, op.claims), clock=clock)
+    token = store.sign(acc, operator_signer(store, op.claims))
     store.save_key(kp)
     if sk is not None:
         store.save_key(sk)
@@ -461,6 +421,11 @@ def init(
         check_name(n, what)
     if account == system_account:
         raise StoreError("the application account and the system account need different names")
+    with store.transaction():  # two inits at once make one operator; a failed one leaves no half store
+        return _init(store, operator, account, user, system_account, system_user, strict, user_spec)
+
+
+def _init(store, operator, account, user, system_account, system_user, strict, user_spec) -> InitResult:
     existing = store.operator_names()
     if existing:
         op = store.current_operator()
@@ -474,7 +439,6 @@ def init(
             system_user,
             message=f"store at {store.home} already holds operator {op}; nothing changed",
         )
-    clock = store.clock
     op_kp = KeyPair.generate("operator")
     op_claims = OperatorClaims(subject=op_kp.public_key, name=operator)
     op_sk = None
@@ -487,7 +451,7 @@ def init(
     store.save_key(op_kp)
     if op_sk is not None:
         store.save_key(op_sk)
-    store.write_operator(operator, encode(op_claims, op_kp, clock=clock))
+    store.write_operator(operator, store.sign(op_claims, op_kp))
     op_entity = store.operator(operator)
 
     signer = operator_signer(store, op_claims)
@@ -500,8 +464,8 @@ def init(
     store.save_key(sys_kp)
     if sys_sk is not None:
         store.save_key(sys_sk)
-    store.write_account(operator, system_account, encode(sys_claims, signer, clock=clock))
-    _new_account(store, account, op_entity, signing_key=strict, clock=clock)
+    store.write_account(operator, system_account, store.sign(sys_claims, signer))
+    _new_account(store, account, op_entity, signing_key=strict)
     store.set_context(operator=operator, account=account)
 
     creds = {}
@@ -520,10 +484,14 @@ def init(
     )
 
 
-@with_store_lock
 def add_account(store: Store, name: str, *, signing_key: bool = False, force: bool = False) -> Entity:
     """Add an account signed by the operator (with an account signing key when ``signing_key``)."""
     check_name(name, "account name")
+    with store.transaction():
+        return _add_account(store, name, signing_key, force)
+
+
+def _add_account(store: Store, name: str, signing_key: bool, force: bool) -> Entity:
     op = store.operator()
     path = store.account_jwt_path(op.name, name)
     if path.exists() and not force:
@@ -533,7 +501,7 @@ def add_account(store: Store, name: str, *, signing_key: bool = False, force: bo
             f"account {name} has users: a new account key would cut every one of them off; "
             "remove them first (or remove the account with 'dchat-ops rm account')"
         )
-    _new_account(store, name, op, signing_key=signing_key or op.claims.strict_signing_key_usage, clock=store.clock)
+    _new_account(store, name, op, signing_key=signing_key or op.claims.strict_signing_key_usage)
     return store.account(name, op.name)
 
 
@@ -541,15 +509,15 @@ def remove_account(store: Store, name: str) -> None:
     """Remove an account's JWTs (its users' too) and creds from the store; seeds stay in the keystore."""
     import shutil
 
-    op = store.operator()
-    acc = store.account(name, op.name)
-    if acc.public_key == op.claims.system_account:
-        raise StoreError("the system account cannot be removed")
-    shutil.rmtree(store.account_dir(op.name, name))
-    shutil.rmtree(store.creds_dir / op.name / name, ignore_errors=True)
+    with store.lock():
+        op = store.operator()
+        acc = store.account(name, op.name)
+        if acc.public_key == op.claims.system_account:
+            raise StoreError("the system account cannot be removed")
+        shutil.rmtree(store.account_dir(op.name, name))
+        shutil.rmtree(store.creds_dir / op.name / name, ignore_errors=True)
 
 
-@with_store_lock
 def add_user(
     store: Store,
     account: str,
@@ -562,6 +530,11 @@ def add_user(
 ) -> UserResult:
     """Add a user to ``account``: keep its seed, write its JWT and its creds file."""
     check_name(name, "user name")
+    with store.transaction():
+        return _add_user(store, account, name, spec, role, signing_key, force)
+
+
+def _add_user(store: Store, account: str, name: str, spec, role, signing_key, force) -> UserResult:
     op = store.operator()
     acc = store.account(account, op.name)
     jwt_path = store.user_jwt_path(op.name, account, name)
@@ -571,7 +544,7 @@ def add_user(
             if p.exists():
                 raise ExistsError(f"user {name} already exists in account {account}; use --force to replace it")
     signer, scope = user_signer(store, op.claims, acc.claims, role, signing_key)
-    kp, claims, token, creds = issue_user(name, acc.public_key, signer, spec, scope=scope, clock=store.clock)
+    kp, claims, token, creds = issue_user(name, acc.public_key, signer, spec, scope=scope, clock=store.issue_clock())
     store.save_key(kp)
     store.write_user(op.name, account, name, token)
     store.write_creds(op.name, account, name, creds, force=True)
@@ -593,6 +566,11 @@ def add_users(
     All names are checked before anything is written; files are replaced atomically and flushed
     to disk once at the end.
     """
+    with store.lock():
+        return _add_users(store, account, names, spec, role, force, workers)
+
+
+def _add_users(store: Store, account: str, names: list[str], spec, role, force, workers) -> list[str]:
     import os
 
     op = store.operator()
@@ -624,26 +602,6 @@ def add_users(
     return [row[1] for row in rows]
 
 
-def _reissue_user(store: Store, op: Entity, acc: Entity, user: Entity, claims: UserClaims) -> UserResult:
-    """Re-sign changed user claims with the key that signed them (or the current user signer)."""
-    if store.has_key(claims.issuer) and (
-        claims.issuer == acc.public_key or claims.issuer in acc.claims.signing_key_map()
-    ):
-        signer = store.load_key(claims.issuer)
-    else:
-        signer, _ = user_signer(store, op.claims, acc.claims)
-    claims.issuer_account = "" if signer.public_key == acc.public_key else acc.public_key
-    token = encode(claims, signer, clock=store.clock)
-    store.write_user(op.name, acc.name, user.name, token)
-    creds_path = store.creds_path(op.name, acc.name, user.name)
-    if store.has_key(claims.subject):
-        store.write_creds(
-            op.name, acc.name, user.name, format_creds(token, store.load_key(claims.subject).seed), force=True
-        )
-    return UserResult(Entity("user", user.name, token, claims, user.path), str(creds_path))
-
-
-@with_store_lock
 def edit_user(
     store: Store, account: str, name: str, spec: Optional[UserSpec] = None, changes: Optional[UserChanges] = None
 ) -> UserResult:
@@ -651,30 +609,30 @@ def edit_user(
 
     ``spec`` sets fields outright; ``changes`` adds to and removes from the current lists.
     """
-    op = store.operator()
-    acc = store.account(account, op.name)
-    user = store.user(account, name, op.name)
-    claims: UserClaims = user.claims.copy()
-    if changes is not None:
-        spec = changes.to_spec(claims, spec)
-    spec = spec or UserSpec()
-    before = claims.nats_dict(), claims.expires, claims.not_before
-    scope = acc.claims.signing_key_map().get(claims.issuer)
-    if scope is not None and spec.has_permissions_or_limits():
-        raise StoreError(f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead")
-    spec.apply(claims)
-    if (claims.nats_dict(), claims.expires, claims.not_before) == before:
-        return UserResult(user, str(store.creds_path(op.name, account, name)), changed=False)
-    return _reissue_user(store, op, acc, user, claims)
+    with store.edit_user(account, name) as claims:
+        acc = store.account(account)
+        if changes is not None:
+            spec = changes.to_spec(claims, spec)
+        spec = spec or UserSpec()
+        before = claims.nats_dict(), claims.expires, claims.not_before
+        scope = acc.claims.signing_key_map().get(claims.issuer)
+        if scope is not None and spec.has_permissions_or_limits():
+            raise StoreError(f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead")
+        spec.apply(claims)
+        changed = (claims.nats_dict(), claims.expires, claims.not_before) != before
+    op_name = store.current_operator()
+    return UserResult(store.user(account, name, op_name), str(store.creds_path(op_name, account, name)), changed)
 
 
 def resign_account(store: Store, op: Entity, acc: Entity, claims: AccountClaims) -> Entity:
-    token = encode(claims, operator_signer(store, op.claims), clock=store.clock)
-    path = store.write_account(op.name, acc.name, token)
-    return Entity("account", acc.name, token, claims, path)
+    """Make ``claims`` the account's new version (through the store's unit of work); returns the account."""
+    new = claims.copy()
+    with store.edit_account(acc.name, op.name) as current:
+        for f in dataclasses.fields(current):
+            setattr(current, f.name, getattr(new, f.name))
+    return store.account(acc.name, op.name)
 
 
-@with_store_lock
 def edit_account(
     store: Store,
     name: str,
@@ -693,10 +651,33 @@ def edit_account(
 
     Returns (account, changed).  A new signing key's seed goes to the keystore.
     """
-    op = store.operator()
-    acc = store.account(name, op.name)
-    claims: AccountClaims = acc.claims.copy()
-    before = claims.to_dict()
+    with store.edit_account(name) as claims:
+        before = claims.to_dict()
+        new_keys = _edit_account_claims(
+            name, claims, limits, jetstream, add_signing_key, add_role, role_spec, remove_signing_key
+        )
+        if expires is not None:
+            claims.expires = expires
+        if tags is not None:
+            claims.tags = _dedupe(t.strip().lower() for t in tags)
+        if description is not None:
+            claims.description = description
+        changed = claims.to_dict() != before
+        for kp in new_keys if changed else ():  # last: nothing above may fail once a seed is kept
+            store.save_key(kp)
+    return store.account(name), changed
+
+
+def _edit_account_claims(
+    name: str,
+    claims: AccountClaims,
+    limits: Optional[dict[str, int | bool]],
+    jetstream: Optional[dict[str, int]],
+    add_signing_key: bool,
+    add_role: Optional[str],
+    role_spec: Optional[UserSpec],
+    remove_signing_key: Optional[str],
+) -> list[KeyPair]:
     new_keys: list[KeyPair] = []
     if limits:
         for k, v in limits.items():
@@ -731,20 +712,9 @@ def edit_account(
         if len(keep) == len(claims.signing_keys):
             raise StoreError(f"account {name} has no signing key or role {remove_signing_key!r}")
         claims.signing_keys = keep
-    if expires is not None:
-        claims.expires = expires
-    if tags is not None:
-        claims.tags = _dedupe(t.strip().lower() for t in tags)
-    if description is not None:
-        claims.description = description
-    if claims.to_dict() == before:
-        return acc, False
-    for kp in new_keys:
-        store.save_key(kp)
-    return resign_account(store, op, acc, claims), True
+    return new_keys
 
 
-@with_store_lock
 def edit_operator(
     store: Store,
     *,
@@ -756,32 +726,28 @@ def edit_operator(
     tags: Optional[list[str]] = None,
 ) -> tuple[Entity, bool]:
     """Change the operator's signing keys, strict mode, service URLs or system account."""
-    op = store.operator()
-    claims: OperatorClaims = op.claims.copy()
-    before = claims.to_dict()
-    new_key = None
-    if add_signing_key:
-        new_key = KeyPair.generate("operator")
-        claims.signing_keys.append(new_key.public_key)
-    if strict is not None:
-        if strict and not claims.signing_keys:
-            raise StoreError("strict signing key usage needs an operator signing key (add one with --sk)")
-        claims.strict_signing_key_usage = strict
-    if service_urls is not None:
-        claims.operator_service_urls = list(service_urls)
-    if account_server_url is not None:
-        claims.account_server_url = account_server_url
-    if system_account is not None:
-        claims.system_account = store.find_account(system_account, op.name).public_key
-    if tags is not None:
-        claims.tags = _dedupe(t.strip().lower() for t in tags)
-    if claims.to_dict() == before:
-        return op, False
-    if new_key is not None:
-        store.save_key(new_key)
-    token = encode(claims, store.load_key(claims.subject), clock=store.clock)
-    path = store.write_operator(op.name, token)
-    return Entity("operator", op.name, token, claims, path), True
+    with store.edit_operator() as claims:
+        before = claims.to_dict()
+        new_key = None
+        if add_signing_key:
+            new_key = KeyPair.generate("operator")
+            claims.signing_keys.append(new_key.public_key)
+        if strict is not None:
+            if strict and not claims.signing_keys:
+                raise StoreError("strict signing key usage needs an operator signing key (add one with --sk)")
+            claims.strict_signing_key_usage = strict
+        if service_urls is not None:
+            claims.operator_service_urls = list(service_urls)
+        if account_server_url is not None:
+            claims.account_server_url = account_server_url
+        if system_account is not None:
+            claims.system_account = store.find_account(system_account).public_key
+        if tags is not None:
+            claims.tags = _dedupe(t.strip().lower() for t in tags)
+        changed = claims.to_dict() != before
+        if new_key is not None and changed:
+            store.save_key(new_key)
+    return store.operator(), changed
 
 
 def generate_creds(store: Store, account: str, name: str) -> str:

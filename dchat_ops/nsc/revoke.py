@@ -8,10 +8,11 @@ Reaching running servers with the new JWT is :mod:`dchat_ops.runtime.push`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Optional
 
 from dchat_ops.errors import StoreError
-from dchat_ops.nsc.admin import now, resign_account, user_signer
+from dchat_ops.nsc.admin import now, user_signer
 from dchat_ops.nsc.claims import UserClaims
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import encode
@@ -23,14 +24,11 @@ __all__ = ["ALL_USERS", "list_revocations", "revoke_all", "revoke_user", "system
 ALL_USERS = "*"
 
 
-def _edit_revocations(store: Store, account: str, change) -> Entity:
-    op = store.operator()
-    acc = store.account(account, op.name)
-    claims = acc.claims.copy()
-    change(claims.revocations)
-    if claims.revocations == acc.claims.revocations:
-        return acc
-    return resign_account(store, op, acc, claims)
+def _edit_revocations(store: Store, account: str, change: Callable[[dict[str, int]], None]) -> Entity:
+    """Change the account's revocations in one unit of work (lock, load, change, re-sign, write)."""
+    with store.edit_account(account) as claims:
+        change(claims.revocations)
+    return store.account(account)
 
 
 def _user_key(store: Store, account: str, user: str) -> str:
@@ -38,25 +36,40 @@ def _user_key(store: Store, account: str, user: str) -> str:
     return user if is_public_key(user, "user") else store.user(account, user).public_key
 
 
+def _issued_at(store: Store, account: str, user: str) -> int:
+    """The ``iat`` of the user's JWT in the store (0 when the store does not hold it)."""
+    if is_public_key(user, "user"):
+        return 0
+    return store.user(account, user).claims.issued_at
+
+
 def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity:
-    """Revoke every JWT of ``user`` issued at or before ``at`` (default: now).  Returns the account."""
-    key = _user_key(store, account, user)
-    t = at if at is not None else now(store)
-    return _edit_revocations(store, account, lambda r: r.__setitem__(key, t))
+    """Revoke every JWT of ``user`` issued at or before ``at``.  Returns the account.
+
+    ``at`` None or 0 (as in nsc) means now, and then also covers the user's current JWT, whose ``iat`` may be
+    a few seconds ahead after several re-signs within one second.
+    """
+
+    def change(revocations: dict[str, int]) -> None:
+        key = _user_key(store, account, user)
+        revocations[key] = at if at else max(now(store), _issued_at(store, account, user))
+
+    return _edit_revocations(store, account, change)
 
 
 def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity:
-    """Revoke every user JWT of the account issued at or before ``at``."""
-    t = at if at is not None else now(store)
-    return _edit_revocations(store, account, lambda r: r.__setitem__(ALL_USERS, t))
+    """Revoke every user JWT of the account issued at or before ``at`` (None or 0: now)."""
+    return _edit_revocations(store, account, lambda r: r.__setitem__(ALL_USERS, at if at else now(store)))
 
 
 def unrevoke(store: Store, account: str, user: str) -> Entity:
-    key = ALL_USERS if user == ALL_USERS else _user_key(store, account, user)
-    acc = store.account(account)
-    if key not in acc.claims.revocations:
-        raise StoreError(f"{user} is not revoked in account {account}")
-    return _edit_revocations(store, account, lambda r: r.pop(key, None))
+    def change(revocations: dict[str, int]) -> None:
+        key = ALL_USERS if user == ALL_USERS else _user_key(store, account, user)
+        if key not in revocations:
+            raise StoreError(f"{user} is not revoked in account {account}")
+        del revocations[key]
+
+    return _edit_revocations(store, account, change)
 
 
 def list_revocations(store: Store, account: str) -> list[dict]:

@@ -14,8 +14,21 @@ nsc itself reads this layout (point ``NSC_HOME``'s store dir at ``<home>/stores`
 ``NKEYS_PATH`` at ``<home>/keys``).  Seeds and creds are 0600 in 0700 folders; JWTs are public.
 An existing key or creds file is never replaced without ``force``.
 
-The home folder is, in order: the ``home`` argument, ``$DCHAT_OPS_HOME``,
-``$XDG_DATA_HOME/dchat-ops``, ``~/.local/share/dchat-ops``.
+The home folder is a :class:`~dchat_ops.home.Home` (resolved once; see there for the default).
+
+Every read-modify-write of the store is one unit of work: it holds the store lock, loads, hands
+out a copy of the claims, and on success re-signs and writes; on an error inside it nothing is
+written.  A re-signed JWT always gets an ``iat`` after the one it replaces (hence a new ``jti``),
+also within the same second, so a server that holds the older one takes the newer.
+
+    with store.edit_account("chat") as claims:
+        claims.revocations[user_key] = now
+    with store.edit_user("chat", "alice") as claims:
+        claims.tags.append("ops")
+    with store.edit_operator() as claims:
+        claims.operator_service_urls = ["nats://a:4222"]
+    with store.transaction():                      # several new entities, all or nothing
+        store.write_account(op, name, store.sign(claims, signer))
 """
 
 from __future__ import annotations
@@ -23,33 +36,28 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
-from dchat_ops._fs import atomic_write, ensure_dir
+from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir, store_lock
 from dchat_ops.errors import JWTError, NKeyError, StoreError
-from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, UserClaims
-from dchat_ops.nsc.jwt import Clock, decode
-from dchat_ops.nsc.keys import KeyPair, kind_of_public
+from dchat_ops.home import Home, default_home
+from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, ScopedSigningKey, UserClaims
+from dchat_ops.nsc.creds import format_creds
+from dchat_ops.nsc.jwt import Clock, decode, encode
+from dchat_ops.nsc.keys import KeyPair, check_public_key, kind_of_public
 
-__all__ = ["Entity", "Store", "check_name", "default_home"]
+__all__ = ["Entity", "Store", "check_name", "default_home", "operator_signer", "user_signer"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _KIND_DIR = {"operator": "O", "account": "A", "user": "U", "server": "N", "cluster": "C", "curve": "X"}
 
 # The keystore root's .gitignore, as nsc writes it.
 _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.creds\n"
-
-
-def default_home() -> Path:
-    env = os.environ.get("DCHAT_OPS_HOME")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "dchat-ops"
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -77,23 +85,28 @@ class Entity:
 
 
 class Store:
-    """An nsc-compatible store under ``home``.  ``clock`` (Unix seconds) is used for ``iat`` / expiry."""
+    """An nsc-compatible store under ``home``.  ``clock`` (Unix seconds) is used for ``iat`` / expiry.
 
-    def __init__(self, home: Optional[os.PathLike | str] = None, *, clock: Optional[Clock] = None):
-        self.home = Path(home).expanduser() if home else default_home()
+    ``location`` is the resolved :class:`~dchat_ops.home.Home`; ``home`` its absolute path.
+    """
+
+    def __init__(self, home: Optional[Union[Home, os.PathLike, str]] = None, *, clock: Optional[Clock] = None):
+        self.location = Home(home)
+        self.home: Path = self.location.path
         self.clock = clock
         self._key_cache: dict[str, KeyPair] = {}
         self._decoded: dict[str, Claims] = {}  # token -> verified claims
         self._keystore_ready = False
+        self._tx: Optional[FileTransaction] = None
 
     # layout ---------------------------------------------------------------------------------------
     @property
     def stores_dir(self) -> Path:
-        return self.home / "stores"
+        return self.location.stores_dir
 
     @property
     def keys_root(self) -> Path:
-        return self.home / "keys"
+        return self.location.keys_dir
 
     @property
     def keys_dir(self) -> Path:
@@ -105,7 +118,7 @@ class Store:
 
     @property
     def nodes_dir(self) -> Path:
-        return self.home / "nodes"
+        return self.location.nodes_dir
 
     def operator_dir(self, operator: str) -> Path:
         return self.stores_dir / check_name(operator, "operator name")
@@ -133,7 +146,7 @@ class Store:
     # context -------------------------------------------------------------------------------------
     @property
     def context_path(self) -> Path:
-        return self.home / "context.json"
+        return self.location.context_file
 
     def context(self) -> dict:
         try:
@@ -145,7 +158,7 @@ class Store:
     def set_context(self, **values: str) -> None:
         ctx = self.context()
         ctx.update({k: v for k, v in values.items() if v})
-        atomic_write(self.context_path, json.dumps(ctx, indent=2, sort_keys=True) + "\n")
+        self._write(self.context_path, json.dumps(ctx, indent=2, sort_keys=True) + "\n")
 
     def exists(self) -> bool:
         return bool(self.operator_names())
@@ -189,7 +202,7 @@ class Store:
         if not self._keystore_ready:
             self._ensure_keystore()
         path = self.key_path(kp.public_key)
-        atomic_write(path, kp.seed, private=True, force=force)
+        self._write(path, kp.seed, private=True, force=force)
         self._key_cache[kp.public_key] = kp
         return path
 
@@ -199,7 +212,7 @@ class Store:
         path = self.key_path(public_key)
         if not self._keystore_ready:
             self._ensure_keystore()
-        atomic_write(path, seed, private=True, force=force)
+        self._write(path, seed, private=True, force=force)
         return path
 
     def has_key(self, public_key: str) -> bool:
@@ -293,26 +306,31 @@ class Store:
                 return e
         raise StoreError(f"no account named {name_or_key!r} in the store")
 
+    # writing: inside a unit of work, every file written is remembered and put back on an error ----
+    def _write(self, path: Path, data: str, *, private: bool = False, force: bool = True) -> None:
+        if self._tx is not None:
+            self._tx.remember(path)
+        atomic_write(path, data, private=private, force=force)
+
     def write_operator(self, name: str, token: str) -> Path:
         d = self.operator_dir(name)
         ensure_dir(d)
-        open(self.home / ".lock", "a").close()  # the file fsutil.store_lock takes (made with the store)
         marker = d / ".nsc"
         if not marker.exists():
             info = {"managed": False, "name": name, "kind": "operator", "version": "1"}
-            atomic_write(marker, json.dumps(info, separators=(",", ":")))
+            self._write(marker, json.dumps(info, separators=(",", ":")))
         path = self.operator_jwt_path(name)
-        atomic_write(path, token)
+        self._write(path, token)
         return path
 
     def write_account(self, operator: str, name: str, token: str) -> Path:
         path = self.account_jwt_path(operator, name)
-        atomic_write(path, token)
+        self._write(path, token)
         return path
 
     def write_user(self, operator: str, account: str, name: str, token: str) -> Path:
         path = self.user_jwt_path(operator, account, name)
-        atomic_write(path, token)
+        self._write(path, token)
         return path
 
     def write_creds(self, operator: str, account: str, user: str, text: str, *, force: bool = False) -> Path:
@@ -320,7 +338,7 @@ class Store:
             self._ensure_keystore()
             ensure_dir(self.creds_dir, private=True)
         path = self.creds_path(operator, account, user)
-        atomic_write(path, text, private=True, force=force)
+        self._write(path, text, private=True, force=force)
         return path
 
     def read_creds(self, operator: str, account: str, user: str) -> str:
@@ -333,8 +351,143 @@ class Store:
             ) from None
 
     def remove_user(self, operator: str, account: str, user: str) -> None:
-        for p in (self.user_jwt_path(operator, account, user), self.creds_path(operator, account, user)):
+        with self.transaction() as tx:
+            for p in (self.user_jwt_path(operator, account, user), self.creds_path(operator, account, user)):
+                tx.delete(p)
+
+    # the unit of work ----------------------------------------------------------------------------------
+    def lock(self) -> store_lock:
+        """The store lock (flock on ``<home>/.lock``, re-entrant); made on a home that does not exist yet."""
+        return self.location.lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[FileTransaction]:
+        """Hold the store lock; every file the store writes inside is put back if the block raises.
+
+        Nested transactions join the outermost one, which decides.
+        """
+        with self.lock():
+            if self._tx is not None:
+                yield self._tx
+                return
+            tx = FileTransaction()
+            self._tx = tx
             try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
+                yield tx
+            except BaseException:
+                self._tx = None
+                tx.rollback()
+                self._key_cache.clear()  # seeds written in the block are gone again
+                self._keystore_ready = False
+                raise
+            self._tx = None
+            tx.commit()
+
+    def issue_clock(self, replaces: int = 0) -> Clock:
+        """The ``iat`` of a JWT signed now: the clock's second, and always after ``replaces`` (the ``iat`` of
+        the version it replaces), so a re-signed JWT gets a new ``jti`` also within the same second."""
+        now = int((self.clock or time.time)())
+        iat = max(now, replaces + 1) if replaces else now
+        return lambda: iat
+
+    def sign(self, claims: Claims, signer: KeyPair, *, replaces: int = 0) -> str:
+        """Sign ``claims`` (setting issuer, ``iat`` and ``jti``): the one place the store's JWTs are signed."""
+        token = encode(claims, signer, clock=self.issue_clock(replaces))
+        self._remember_token(token, claims)
+        return token
+
+    def _remember_token(self, token: str, claims: Claims) -> None:
+        if len(self._decoded) > 256:
+            self._decoded.clear()
+        self._decoded[token] = claims.copy()
+
+    @contextmanager
+    def edit_operator(self, name: Optional[str] = None) -> Iterator[OperatorClaims]:
+        """Unit of work on the operator: a copy of its claims, re-signed (identity key) and written if changed."""
+        with self.transaction():
+            ent = self.operator(name)
+            claims: OperatorClaims = ent.claims.copy()
+            yield claims
+            if claims.to_dict() != ent.claims.to_dict():
+                token = self.sign(claims, self.load_key(claims.subject), replaces=ent.claims.issued_at)
+                self.write_operator(ent.name, token)
+
+    @contextmanager
+    def edit_account(self, name: str, operator: Optional[str] = None) -> Iterator[AccountClaims]:
+        """Unit of work on an account: a copy of its claims, re-signed by the operator's signer and written
+        if changed."""
+        with self.transaction():
+            op = self.operator(operator)
+            ent = self.account(name, op.name)
+            claims: AccountClaims = ent.claims.copy()
+            yield claims
+            if claims.to_dict() != ent.claims.to_dict():
+                # the operator is read again: the block may have changed it (a signing key, strict mode)
+                signer = operator_signer(self, self.operator(op.name).claims)
+                self.write_account(op.name, name, self.sign(claims, signer, replaces=ent.claims.issued_at))
+
+    @contextmanager
+    def edit_user(self, account: str, name: str, operator: Optional[str] = None) -> Iterator[UserClaims]:
+        """Unit of work on a user: a copy of its claims; if changed, re-signed with the key that signed it
+        (or the account's current user signer), and its JWT and creds written."""
+        with self.transaction():
+            op = self.operator(operator)
+            acc = self.account(account, op.name)
+            ent = self.user(account, name, op.name)
+            claims: UserClaims = ent.claims.copy()
+            yield claims
+            if claims.to_dict() != ent.claims.to_dict():
+                if self.has_key(claims.issuer) and (
+                    claims.issuer == acc.public_key or claims.issuer in acc.claims.signing_key_map()
+                ):
+                    signer = self.load_key(claims.issuer)
+                else:
+                    signer, _ = user_signer(self, op.claims, acc.claims)
+                claims.issuer_account = "" if signer.public_key == acc.public_key else acc.public_key
+                token = self.sign(claims, signer, replaces=ent.claims.issued_at)
+                self.write_user(op.name, account, name, token)
+                if self.has_key(claims.subject):
+                    creds = format_creds(token, self.load_key(claims.subject).seed)
+                    self.write_creds(op.name, account, name, creds, force=True)
+
+
+# --- signers -------------------------------------------------------------------------------------
+
+
+def operator_signer(store: Store, op: OperatorClaims) -> KeyPair:
+    """The key that signs accounts: a held operator signing key, else the identity key (not in strict mode)."""
+    for sk in op.signing_keys:
+        if store.has_key(sk):
+            return store.load_key(sk)
+    if op.strict_signing_key_usage:
+        raise StoreError("the operator requires signing keys, and the keystore holds none of them")
+    return store.load_key(op.subject)
+
+
+def user_signer(
+    store: Store, op: OperatorClaims, acc: AccountClaims, role: Optional[str] = None, key: Optional[str] = None
+) -> tuple[KeyPair, Optional[ScopedSigningKey]]:
+    """The key that signs a user of ``acc`` (and its scope when it is a scoped key)."""
+    sk_map = acc.signing_key_map()
+    if key:
+        check_public_key(key, "account", "signing key")
+        if key != acc.subject and key not in sk_map:
+            raise StoreError(f"{key} is not a signing key of account {acc.name}")
+        return store.load_key(key), sk_map.get(key)
+    if role:
+        scope = acc.scope_for_role(role)
+        if scope is None:
+            roles = sorted(s.role for s in sk_map.values() if s is not None)
+            raise StoreError(
+                f"account {acc.name} has no signing key with role {role!r}"
+                + (f" (roles: {', '.join(roles)})" if roles else "")
+            )
+        return store.load_key(scope.key), scope
+    for k, scope in sk_map.items():
+        if scope is None and store.has_key(k):
+            return store.load_key(k), None
+    if op.strict_signing_key_usage:
+        raise StoreError(
+            f"the operator requires signing keys; account {acc.name} has no plain signing key in the keystore"
+        )
+    return store.load_key(acc.subject), None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir
+from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
 from dchat_ops.nsc.bundle import open_bundle, seal_bundle
 from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
@@ -192,7 +192,15 @@ def _plan_write(plan: ImportPlan, path: Path, text: str, label: str, force: bool
 def import_payload(
     store: Store, payload: dict, *, trust_operator: bool = False, force: bool = False, dry_run: bool = False
 ) -> ImportPlan:
-    """Verify everything in ``payload``, then write it all (or nothing, on any error)."""
+    """Verify everything in ``payload``, then write it all (or nothing, on any error).
+
+    Planning and writing hold the store lock (also on a home that does not exist yet).
+    """
+    with store.lock():
+        return _import_payload(store, payload, trust_operator=trust_operator, force=force, dry_run=dry_run)
+
+
+def _import_payload(store: Store, payload: dict, *, trust_operator: bool, force: bool, dry_run: bool) -> ImportPlan:
     if not isinstance(payload, dict) or "operator" not in payload:
         raise StoreError("the import holds no operator JWT to verify against")
     try:
@@ -288,7 +296,7 @@ def import_payload(
         plan.keys.append(kp)
     if dry_run or not plan.changes:
         return plan
-    with FileTransaction() as tx:
+    with store.transaction() as tx:
         for path, text, private in plan.writes:
             tx.write(path, text, private=private)
         if plan.new_operator:

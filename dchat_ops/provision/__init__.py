@@ -43,7 +43,6 @@ from dchat_ops.nsc.claims import (
     UserPermissionLimits,
 )
 from dchat_ops.nsc.creds import format_creds
-from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.subjects import check_subject
@@ -858,7 +857,7 @@ def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: admin.Us
     spec.apply(u)
     if signer.public_key != acc.public_key:
         u.issuer_account = acc.public_key
-    token = encode(u, signer, clock=store.clock)
+    token = store.sign(u, signer, replaces=old.issued_at)  # iat after the version it replaces
     store.write_user(op_name, acc.name, name, token)
     if store.has_key(u.subject):
         store.write_creds(op_name, acc.name, name, format_creds(token, store.load_key(u.subject).seed), force=True)
