@@ -40,14 +40,6 @@ from dchat_ops.provision.state import write_state
 
 __all__ = ["ApplyResult", "NodeOutcome", "apply"]
 
-# what happened to a node, in words for the CLI
-OUTCOMES = {
-    "live": "applied live (reloaded, confirmed by the server)",
-    "saved": "written for its next start (not running)",
-    "unchanged": "unchanged",
-    "rolled-back": "rolled back",
-}
-
 
 @dataclass
 class NodeOutcome:
