@@ -379,7 +379,8 @@ def _check_fields(ck: _Checker, doc, item: dict, where: str, known: dict) -> Non
     try:
         UserSpec.from_fields(fields, now=int(time.time()), known=known)
     except FieldError as exc:
-        node, key = doc, exc.field if exc.field in item else None
+        node: Any = doc
+        key: Any = exc.field if exc.field in item else None
         if key is not None and exc.index is not None and isinstance(doc.get(key), (list, CommentedSeq)):
             node, key = doc[key], exc.index
         ck.fail(node, key, f"{where}.{exc.where}", exc.reason)
