@@ -76,11 +76,28 @@ def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
         as_json,
         d,
         lambda: (
-            _plan_lines(d)
+            _plan_lines(d) + _node_lines(d)
             if d["changes"]
             else [f"no changes: the store matches the spec ({d['unchanged']} users unchanged); nothing written"]
         ),
     )
+    return 1 if r.rolled_back else 0
+
+
+_NODE_OUTCOMES = {
+    "live": "applied live (reloaded; the server confirmed the new config)",
+    "saved": "written for its next start (not running)",
+    "unchanged": "unchanged",
+    "rolled-back": "rolled back",
+}
+
+
+def _node_lines(d: dict) -> list[str]:
+    return [
+        f"node {n['node']}: {_NODE_OUTCOMES.get(n['outcome'], n['outcome'])}"
+        + (f": {n['detail']}" if n["outcome"] == "rolled-back" and n["detail"] else "")
+        for n in d["nodes"]
+    ]
 
 
 @cli.group("spec")

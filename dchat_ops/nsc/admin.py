@@ -14,29 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Optional
 
 from dchat_ops._fs import deferred_sync
-from dchat_ops.errors import DchatOpsError, ExistsError, StoreError
+from dchat_ops.errors import ExistsError, StoreError
 from dchat_ops.nsc.claims import (
-    CONNECTION_TYPES,
     AccountClaims,
     OperatorClaims,
-    ResponsePermission,
     ScopedSigningKey,
-    TimeRange,
     UserClaims,
     UserPermissionLimits,
 )
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair
+from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec
+from dchat_ops.nsc.spec import dedupe as _dedupe
 from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
-from dchat_ops.subjects import check_subject
 
 __all__ = [
+    "FieldError",
     "InitResult",
     "UserChanges",
     "UserResult",
@@ -96,185 +94,6 @@ class UserResult:
             "creds_path": self.creds_path,
             "changed": self.changed,
         }
-
-
-@dataclass
-class UserSpec:
-    """What to set on a user; ``None`` leaves a field as it is (for edits) or at its default."""
-
-    pub_allow: Optional[list[str]] = None
-    pub_deny: Optional[list[str]] = None
-    sub_allow: Optional[list[str]] = None
-    sub_deny: Optional[list[str]] = None
-    resp_max: Optional[int] = None  # 0 removes response permissions
-    resp_ttl_s: Optional[float] = None
-    subs: Optional[int] = None
-    data: Optional[int] = None
-    payload: Optional[int] = None
-    bearer: Optional[bool] = None
-    connection_types: Optional[list[str]] = None
-    source_networks: Optional[list[str]] = None
-    times: Optional[list[tuple[str, str]]] = None
-    times_location: Optional[str] = None
-    expires: Optional[int] = None  # Unix seconds; 0 removes the expiry
-    not_before: Optional[int] = None
-    tags: Optional[list[str]] = None
-
-    def validate(self) -> None:
-        """Refuse what a server would refuse later: bad subjects, networks, connection types, limits."""
-        import ipaddress
-
-        for attr, queue_ok in (("pub_allow", False), ("pub_deny", False), ("sub_allow", True), ("sub_deny", True)):
-            for subj in getattr(self, attr) or []:
-                try:
-                    check_subject(subj, queue_ok=queue_ok)
-                except DchatOpsError as exc:
-                    raise StoreError(f"{attr.replace('_', ' ')}: {exc}") from None
-        for net in self.source_networks or []:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise StoreError(f"source network {net!r} is not an address or CIDR") from None
-        for t in self.connection_types or []:
-            if t.upper() not in CONNECTION_TYPES:
-                raise StoreError(f"unknown connection type {t!r} (one of {', '.join(CONNECTION_TYPES)})")
-        if self.times_location:
-            import zoneinfo
-
-            try:
-                zoneinfo.ZoneInfo(self.times_location)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise StoreError(f"unknown time zone {self.times_location!r}") from None
-        for k in ("subs", "data", "payload", "resp_max"):
-            v = getattr(self, k)
-            if v is not None and v < -1:
-                raise StoreError(f"{k} must be -1 (unlimited) or more, not {v}")
-        if self.expires and self.not_before and self.not_before >= self.expires:
-            raise StoreError("the start time is not before the expiry")
-
-    def apply(self, u: UserClaims) -> None:
-        self.validate()
-        lim = u.limits
-        p = lim.permissions
-        for attr, perm, part in (
-            ("pub_allow", p.pub, "allow"),
-            ("pub_deny", p.pub, "deny"),
-            ("sub_allow", p.sub, "allow"),
-            ("sub_deny", p.sub, "deny"),
-        ):
-            v = getattr(self, attr)
-            if v is not None:
-                setattr(perm, part, _dedupe(v))
-        if self.resp_max is not None or self.resp_ttl_s is not None:
-            cur = p.resp or ResponsePermission()
-            max_ = cur.max if self.resp_max is None else self.resp_max
-            ttl = cur.ttl_ns if self.resp_ttl_s is None else int(self.resp_ttl_s * 1e9)
-            p.resp = None if max_ == 0 and self.resp_max == 0 else ResponsePermission(max_, ttl)
-        for k in ("subs", "data", "payload"):
-            v = getattr(self, k)
-            if v is not None:
-                setattr(lim, k, v)
-        if self.bearer is not None:
-            lim.bearer_token = self.bearer
-        if self.connection_types is not None:
-            lim.allowed_connection_types = [t.upper() for t in self.connection_types]
-        if self.source_networks is not None:
-            lim.src = list(self.source_networks)
-        if self.times is not None:
-            lim.times = [TimeRange(a, b) for a, b in self.times]
-        if self.times_location is not None:
-            lim.times_location = self.times_location
-        if self.expires is not None:
-            u.expires = self.expires
-        if self.not_before is not None:
-            u.not_before = self.not_before
-        if self.tags is not None:
-            u.tags = _dedupe(t.strip().lower() for t in self.tags)
-
-    def has_permissions_or_limits(self) -> bool:
-        return any(
-            getattr(self, k) is not None
-            for k in (
-                "pub_allow",
-                "pub_deny",
-                "sub_allow",
-                "sub_deny",
-                "resp_max",
-                "resp_ttl_s",
-                "subs",
-                "data",
-                "payload",
-                "bearer",
-                "connection_types",
-                "source_networks",
-                "times",
-                "times_location",
-            )
-        )
-
-
-@dataclass
-class UserChanges:
-    """Additions and removals on a user's lists; turned into a :class:`UserSpec` against the current claims."""
-
-    allow_pub: list[str] = field(default_factory=list)
-    allow_sub: list[str] = field(default_factory=list)
-    deny_pub: list[str] = field(default_factory=list)
-    deny_sub: list[str] = field(default_factory=list)
-    remove: list[str] = field(default_factory=list)  # subjects removed from every list
-    add_tags: list[str] = field(default_factory=list)
-    remove_tags: list[str] = field(default_factory=list)
-    add_connection_types: list[str] = field(default_factory=list)
-    remove_connection_types: list[str] = field(default_factory=list)
-    add_source_networks: list[str] = field(default_factory=list)
-    remove_source_networks: list[str] = field(default_factory=list)
-    add_times: list[tuple[str, str]] = field(default_factory=list)
-    clear_times: bool = False
-
-    def to_spec(self, current: UserClaims, base: Optional[UserSpec] = None) -> UserSpec:
-        spec = base or UserSpec()
-        p = current.permissions
-        rm = set(self.remove)
-
-        def merged(cur: list[str], add: list[str], drop: set[str]) -> Optional[list[str]]:
-            if not add and not (drop & set(cur)):
-                return None
-            return _dedupe([x for x in cur if x not in drop] + list(add))
-
-        for attr, cur, add in (
-            ("pub_allow", p.pub.allow, self.allow_pub),
-            ("pub_deny", p.pub.deny, self.deny_pub),
-            ("sub_allow", p.sub.allow, self.allow_sub),
-            ("sub_deny", p.sub.deny, self.deny_sub),
-        ):
-            v = merged(cur, add, rm)
-            if v is not None:
-                setattr(spec, attr, v)
-        lim = current.limits
-        tags = merged(current.tags, [t.lower() for t in self.add_tags], {t.lower() for t in self.remove_tags})
-        if tags is not None:
-            spec.tags = tags
-        ct = merged(
-            lim.allowed_connection_types,
-            [t.upper() for t in self.add_connection_types],
-            {t.upper() for t in self.remove_connection_types},
-        )
-        if ct is not None:
-            spec.connection_types = ct
-        src = merged(lim.src, self.add_source_networks, set(self.remove_source_networks))
-        if src is not None:
-            spec.source_networks = src
-        if self.clear_times or self.add_times:
-            cur_times = [] if self.clear_times else [(t.start, t.end) for t in lim.times]
-            spec.times = cur_times + list(self.add_times)
-        return spec
-
-
-def _dedupe(items: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for i in items:
-        seen.setdefault(i, None)
-    return list(seen)
 
 
 # --- signers: operator_signer and user_signer live with the store (its unit of work re-signs) --------

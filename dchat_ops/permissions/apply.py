@@ -18,10 +18,11 @@ for a running client without losing messages (see docs/permissions.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from dchat_ops._fs import FileTransaction, with_store_lock
+from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
 from dchat_ops.config.node import NodeFile
 from dchat_ops.config.nodes import render_node, run_dir, sync_node_user
 from dchat_ops.errors import DchatOpsError
@@ -31,11 +32,26 @@ from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
 from dchat_ops.runtime.process import HEALTHZ, http_json
 from dchat_ops.runtime.supervisor import Supervisor
 
-__all__ = ["ApplyError", "ApplyResult", "apply_node_edit", "apply_user_edit", "node_policy", "user_policy"]
+__all__ = [
+    "ApplyError",
+    "ApplyResult",
+    "NodeChangeResult",
+    "NodeEdit",
+    "apply_node_change",
+    "apply_node_edit",
+    "apply_user_edit",
+    "node_policy",
+    "user_policy",
+]
 
 
 class ApplyError(DchatOpsError):
-    """A step of applying a change failed; everything was put back."""
+    """A step of applying a change failed; everything was put back.  ``node`` and ``step`` say where."""
+
+    def __init__(self, message: str, *, node: str = "", step: str = ""):
+        super().__init__(message)
+        self.node = node
+        self.step = step
 
 
 @dataclass
@@ -110,34 +126,93 @@ def apply_node_edit(
         preview = node_policy(store, node_id)
         preview[direction] = edit.after
         return ApplyResult(node_id, edit, "dry-run" if dry_run else "unchanged", preview)
-    nf.set(("policy", direction, "allow"), edit.after["allow"])
-    nf.set(("policy", direction, "deny"), edit.after["deny"])
-    node = nf.refresh()
+    r = apply_node_change(
+        store,
+        node_id,
+        [(("policy", direction, "allow"), edit.after["allow"]), (("policy", direction, "deny"), edit.after["deny"])],
+        mode=mode,
+        binary=binary,
+    )
+    return ApplyResult(node_id, edit, r.outcome, node_policy(store, node_id), r.steps, r.messages)
+
+
+NodeEdit = tuple[tuple[str, ...], Any]  # (key path in the node file, new value)
+
+
+@dataclass
+class NodeChangeResult:
+    """What happened to one node: ``outcome`` is ``live`` (reloaded and confirmed), ``restart``,
+    ``saved`` (not running: written for its next start) or ``unchanged``."""
+
+    node: str
+    outcome: str
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "node": self.node,
+            "outcome": self.outcome,
+            "steps": [{"step": s, "ms": round(ms, 1)} for s, ms in self.steps],
+            "messages": self.messages,
+        }
+
+
+@with_store_lock
+def apply_node_change(
+    store: Store,
+    node_id: str,
+    edits: Sequence[NodeEdit] = (),
+    *,
+    mode: str = "live",
+    binary: Optional[str] = None,
+) -> NodeChangeResult:
+    """Apply edits of a node's file, and whatever else changed in what its config renders (account
+    JWTs, for instance), as one transaction.
+
+    Writes the node file, renders and checks the server config, reloads a running node (or restarts
+    it with ``mode="restart"``) and confirms it loaded the new config and is healthy, then re-issues
+    the node user's JWT and creds when the policy changed them.  A node that is not running keeps the
+    written files for its next start.  On any failure every file goes back byte for byte, a running
+    node is put back onto the old config, and :class:`ApplyError` names the failed step.
+    """
+    if mode not in ("live", "restart"):
+        raise DchatOpsError(f"unknown apply mode {mode!r}")
+    nf = NodeFile.load(store, node_id)
+    for keys, value in edits:
+        nf.set(keys, value)
+    node = nf.refresh()  # an invalid node file is refused before anything is written
+    text = nf.text()
 
     sup = Supervisor(store, node_id, binary=binary)
     running = sup.running()
     op = store.current_operator()
+    conf = run_dir(store, node_id) / "nats-server.conf"
     tx = FileTransaction()
     for p in (
         nf.path,
         store.user_jwt_path(op, node.account, node.user),
         store.creds_path(op, node.account, node.user),
-        run_dir(store, node_id) / "nats-server.conf",
+        conf,
     ):
         tx.remember(p)
+    before = read_bytes(conf)
     steps = _Steps()
+    reissued = False
     try:
-        steps.run("write node config", tx.write, nf.path, nf.text())
+        if text != nf.original_text:
+            steps.run("write node config", tx.write, nf.path, text)
         steps.run("render and check config", render_node, store, node_id, binary=binary, node=node)
-        if running and mode == "live":
+        changed = text != nf.original_text or read_bytes(conf) != before
+        if running and changed and mode == "live":
             steps.run("reload node", sup.reload, render=False)
-        elif running:
+        elif running and changed:
             steps.run("stop node", sup.down)
             steps.run("start node", sup.up)
-        if running:
+        if running and changed:
             steps.run("check health", _check_healthy, sup)
         # last: clients that follow the creds file move over once the node already runs the new policy
-        steps.run("re-issue user JWT and creds", sync_node_user, store, node)
+        reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
     except Exception as exc:
         failed = steps.current
         problems = tx.rollback()
@@ -148,14 +223,20 @@ def apply_node_edit(
             msg += f", and the node {restored}"
         if problems:
             msg += f" (could not restore: {'; '.join(problems)})"
-        raise ApplyError(msg) from None
+        raise ApplyError(msg, node=node_id, step=failed) from None
     tx.commit()
-    outcome = ("live" if mode == "live" else "restart") if running else "saved"
     messages = []
-    if not running:
+    if not changed and not reissued:
+        outcome = "unchanged"
+    elif running and changed:
+        outcome = "live" if mode == "live" else "restart"
+    elif running:
+        outcome = "live"  # only the node user's JWT and creds changed: the server config did not
+        messages.append(f"node {node_id}: only its user's JWT and creds changed; clients get them on reconnect")
+    else:
+        outcome = "saved"
         messages.append(f"node {node_id} is not running: the change is saved and applies at its next start")
-    result = ApplyResult(node_id, edit, outcome, node_policy(store, node_id), steps.steps, messages)
-    return result
+    return NodeChangeResult(node_id, outcome, steps.steps, messages)
 
 
 def _check_healthy(sup) -> None:

@@ -1,0 +1,222 @@
+"""Apply: execute a plan.  Identities first (operator, accounts, users, revocations), then nodes.
+
+Every node of the spec goes through :func:`~dchat_ops.permissions.apply.apply_node_change`, the
+same transaction ``allow-sub`` uses: its node file edits, render and check, a reload of a running
+node confirmed by the server, the node user's JWT re-issued last, and every file put back when a
+step fails.  A node that is not running keeps the written files for its next start.  What happened
+to each node is in :attr:`ApplyResult.nodes`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Optional
+
+from dchat_ops._fs import deferred_sync, with_store_lock
+from dchat_ops.config import nodes as nodes_mod
+from dchat_ops.config.node import NodeFile
+from dchat_ops.errors import DchatOpsError
+from dchat_ops.nsc import admin, revoke
+from dchat_ops.nsc.claims import ScopedSigningKey, UserClaims
+from dchat_ops.nsc.creds import format_creds
+from dchat_ops.nsc.keys import KeyPair
+from dchat_ops.nsc.spec import UserSpec
+from dchat_ops.nsc.store import Store
+from dchat_ops.permissions.apply import apply_node_change
+from dchat_ops.provision.plan import (
+    Plan,
+    UserStep,
+    account_desired,
+    node_edits,
+    plan,
+    role_template,
+    spec_cluster_ports,
+)
+from dchat_ops.provision.schema import Spec
+from dchat_ops.provision.state import write_state
+
+__all__ = ["ApplyResult", "NodeOutcome", "apply"]
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    outcome: str  # live, saved, unchanged, rolled-back
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    written_users: int = 0
+    nodes: list[NodeOutcome] = field(default_factory=list)
+
+    @property
+    def rolled_back(self) -> list[NodeOutcome]:
+        return [n for n in self.nodes if n.outcome == "rolled-back"]
+
+    def to_dict(self) -> dict:
+        return {
+            **self.plan.to_dict(),
+            "changed": self.plan.has_changes,
+            "users_written": self.written_users,
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+
+@with_store_lock
+def apply(
+    store: Store,
+    spec: Spec,
+    *,
+    keep_removed: bool = False,
+    workers: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> ApplyResult:
+    """Make the store and its nodes what the spec says; a second apply of the same spec changes nothing.
+
+    A node whose change fails is rolled back and reported in ``result.nodes`` (the rest of the
+    apply stands; the next plan shows that node's update again).
+    """
+    p = plan(store, spec, keep_removed=keep_removed)
+    result = ApplyResult(p)
+    if not p.has_changes:
+        if p.state_stale:
+            write_state(store, spec)
+        return result
+    with deferred_sync():
+        _apply_operator(store, spec, p)
+        _apply_accounts(store, spec, p)
+        _issue(store, p, workers, progress)
+        result.written_users = len(p.users_to_issue)
+        op_name = store.current_operator()
+        for acc_name, name in p.users_to_revoke:
+            revoke.revoke_user(store, acc_name, name)
+            store.remove_user(op_name, acc_name, name)
+        write_state(store, spec)
+    _apply_nodes(store, spec, p, result)
+    return result
+
+
+def _apply_operator(store: Store, spec: Spec, p: Plan) -> None:
+    strict = p.operator.get("strict")
+    if p.create_operator:
+        op_name = spec.operator.get("name", admin.DEFAULT_OPERATOR)
+        first = next((a["name"] for a in spec.accounts), admin.DEFAULT_ACCOUNT)
+        admin.init(store, op_name, first, None, strict=bool(strict))
+    elif strict is not None:
+        if strict and not store.operator().claims.signing_keys:
+            admin.edit_operator(store, add_signing_key=True)
+        admin.edit_operator(store, strict=strict)
+    if "service_urls" in p.operator:
+        admin.edit_operator(store, service_urls=p.operator["service_urls"])
+
+
+def _apply_accounts(store: Store, spec: Spec, p: Plan) -> None:
+    op = store.operator()
+    for step in p.accounts:  # create first, so imports can name them
+        if step.create and step.name not in store.account_names(op.name):
+            admin.add_account(store, step.name, signing_key=bool(spec.operator.get("strict")))
+    keys = {n: store.account(n).public_key for n in store.account_names(op.name)}
+    for step in p.accounts:
+        e = store.account(step.name)
+        if step.desired is not None:
+            desired, missing_roles = step.desired, step.missing_roles
+        else:  # created now (or importing from one created now): its keys exist only from here on
+            desired, missing_roles = account_desired(step.item, e, keys)
+        for role in missing_roles:
+            kp = KeyPair.generate("account")
+            store.save_key(kp)
+            r = next(x for x in step.item.get("signing_keys", []) if x["role"] == role)
+            desired.signing_keys.append(
+                ScopedSigningKey(kp.public_key, role, role_template(r), r.get("description", ""))
+            )
+        if desired.to_dict() != e.claims.to_dict():
+            admin.resign_account(store, store.operator(), e, desired)
+
+
+def _issue(store: Store, p: Plan, workers, progress) -> None:
+    op = store.operator()
+    groups: dict[tuple[str, str], list[UserStep]] = {}
+    for step in p.users_to_issue:
+        groups.setdefault((step.account, step.role), []).append(step)
+    done = 0
+    total = len(p.users_to_issue)
+    for (acc_name, role), steps in groups.items():
+        acc = store.account(acc_name, op.name)
+        signer, scope = admin.user_signer(store, op.claims, acc.claims, role or None)
+        # users that exist keep their key: only their JWT and creds are made anew
+        for step in steps:
+            if step.exists:
+                _reissue_existing(store, op.name, acc, step.name, step.spec, signer, scope)
+                done += 1
+        fresh = [s for s in steps if not s.exists]
+        # the issuing processes write the files themselves; one flush at the end of apply
+        rows = admin.issue_users(
+            [s.name for s in fresh],
+            acc.public_key,
+            signer,
+            specs=[s.spec for s in fresh],
+            scope=scope,
+            clock=store.clock,
+            workers=workers,
+            write_to=(str(store.home), op.name, acc_name),
+        )
+        done += len(rows)
+        if progress:
+            progress(done, total)
+        if rows:
+            os.sync()
+    if progress and total:
+        progress(total, total)
+
+
+def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: UserSpec, signer: KeyPair, scope) -> None:
+    old = store.user(acc.name, name, op_name).claims
+    u = UserClaims(subject=old.subject, name=name)
+    if scope is not None:
+        u.limits.clear_for_scope()
+    spec.apply(u)
+    if signer.public_key != acc.public_key:
+        u.issuer_account = acc.public_key
+    token = store.sign(u, signer, replaces=old.issued_at)  # iat after the version it replaces
+    store.write_user(op_name, acc.name, name, token)
+    if store.has_key(u.subject):
+        store.write_creds(op_name, acc.name, name, format_creds(token, store.load_key(u.subject).seed), force=True)
+
+
+def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None:
+    for step in p.nodes:
+        if step.create:
+            n = step.item
+            nodes_mod.add_node(
+                store,
+                n["id"],
+                host=n.get("host", "127.0.0.1"),
+                client_port=n.get("client_port"),
+                monitor_port=n.get("monitor_port"),
+                cluster_name=n.get("cluster_name", "dchat"),
+                cluster_port=n.get("cluster_port"),
+                advertise=n.get("advertise"),
+                jetstream=bool(n.get("jetstream")),
+                resolver=n.get("resolver", "full"),
+                account=n.get("account"),
+                force=True,
+            )
+    ports = spec_cluster_ports(store, spec)
+    for step in p.nodes:
+        edits = step.edits
+        if edits is None or step.create:  # the ports of nodes created now are known only now
+            edits = node_edits(spec, step.item, NodeFile.load(store, step.id), ports) or []
+        # every node, changed or not: account JWTs the config preloads may have changed
+        try:
+            r = apply_node_change(store, step.id, edits)
+        except DchatOpsError as exc:
+            result.nodes.append(NodeOutcome(step.id, "rolled-back", str(exc)))
+            continue
+        result.nodes.append(NodeOutcome(step.id, r.outcome, "; ".join(r.messages)))

@@ -1,0 +1,346 @@
+"""The plan: what apply would create, update, re-issue, revoke or restore, and how.
+
+A :class:`Plan` is both the report (``changes``) and the work list apply executes: the operator
+settings to change, each account's step (with the claims it will be signed with), each user to
+issue with the :class:`~dchat_ops.nsc.spec.UserSpec` it will get, each user to revoke, and each
+node's step with the edits of its node file.  Apply does what the plan says; it computes only what
+cannot be known before it runs: the keys of accounts and the ports of nodes it creates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from dchat_ops.config.node import NodeFile, list_nodes, node_path
+from dchat_ops.errors import ConfigError, StoreError
+from dchat_ops.nsc import admin
+from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
+from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
+from dchat_ops.nsc.store import Store
+from dchat_ops.permissions.apply import NodeEdit
+from dchat_ops.provision.schema import Spec, SpecError
+from dchat_ops.provision.state import fingerprint, load_state, sha
+
+__all__ = ["AccountStep", "Change", "NodeStep", "Plan", "UserStep", "plan"]
+
+
+@dataclass
+class Change:
+    action: str  # create, update, reissue, revoke, drift
+    kind: str  # operator, account, user, node
+    name: str
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class AccountStep:
+    name: str
+    create: bool
+    item: dict  # the spec's account
+    desired: Optional[AccountClaims] = None  # None: built once the keys it names exist (created in this apply)
+    missing_roles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UserStep:
+    account: str
+    name: str
+    role: str  # "" for none
+    spec: UserSpec
+    exists: bool  # re-issue with the same key, or a new user
+
+
+@dataclass
+class NodeStep:
+    id: str
+    create: bool
+    item: dict  # the spec's node
+    edits: Optional[list[NodeEdit]] = None  # None: worked out once the nodes it routes to have ports
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+    unchanged: int = 0
+    create_operator: bool = False
+    operator: dict = field(default_factory=dict)  # operator settings to change: strict, service_urls
+    accounts: list[AccountStep] = field(default_factory=list)
+    users_to_issue: list[UserStep] = field(default_factory=list)
+    users_to_revoke: list[tuple[str, str]] = field(default_factory=list)
+    nodes: list[NodeStep] = field(default_factory=list)  # every node of the spec, changed or not
+    state_stale: bool = False  # some users were compared the slow way: record their fingerprints
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def to_dict(self) -> dict:
+        counts: dict[str, int] = {}
+        for c in self.changes:
+            counts[c.action] = counts.get(c.action, 0) + 1
+        return {"changes": [c.to_dict() for c in self.changes], "summary": counts, "unchanged": self.unchanged}
+
+
+# --- desired state ----------------------------------------------------------------------------------
+
+
+def user_spec(u: dict, now: int) -> UserSpec:
+    """The UserSpec of a spec user: every field set, so the JWT is the spec and nothing else."""
+    if "role" in u:  # the role's template owns permissions and limits
+        spec = UserSpec.from_fields({k: u[k] for k in ("expiry", "start", "tags") if k in u}, now=now)
+    else:
+        spec = UserSpec.from_fields({k: v for k, v in u.items() if k in USER_FIELDS}, now=now)
+        for attr in ("pub_allow", "pub_deny", "sub_allow", "sub_deny"):
+            if getattr(spec, attr) is None:
+                setattr(spec, attr, [])
+    if spec.expires is None:
+        spec.expires = 0
+    return spec
+
+
+def role_template(r: dict) -> UserPermissionLimits:
+    u = UserClaims(subject="", name="")
+    UserSpec.from_fields({k: v for k, v in r.items() if k in ROLE_FIELDS}, now=0, known=ROLE_FIELDS).apply(u)
+    return u.limits
+
+
+def _desired_nats(spec: UserSpec, scoped: bool) -> tuple[dict, int]:
+    u = UserClaims(subject="", name="")
+    if scoped:
+        u.limits.clear_for_scope()
+    spec.apply(u)
+    return u.nats_dict(), u.expires
+
+
+def account_desired(spec_acc: dict, existing, account_keys: dict[str, str]) -> tuple[AccountClaims, list[str]]:
+    """The account claims the spec wants, built on the existing claims (keys and revocations kept)."""
+    claims = existing.claims.copy() if existing else AccountClaims(subject="", name=spec_acc["name"])
+    lim = spec_acc.get("limits", {})
+    base = AccountClaims(subject="", name="").limits
+    for k in ("conn", "leaf", "subs", "data", "payload", "imports", "exports", "wildcards"):
+        setattr(claims.limits, k, lim.get(k, getattr(base, k)))
+    js = spec_acc.get("jetstream", {})
+    claims.limits.jetstream.mem_storage = js.get("mem", 0)
+    claims.limits.jetstream.disk_storage = js.get("disk", 0)
+    claims.limits.jetstream.streams = js.get("streams", 0)
+    claims.limits.jetstream.consumer = js.get("consumers", 0)
+    claims.exports = [
+        Export(e["subject"], e.get("type", "stream"), name=e.get("name", "")) for e in spec_acc.get("exports", [])
+    ]
+    claims.imports = [
+        Import(
+            i["subject"],
+            account_keys.get(i["account"], ""),
+            i.get("type", "stream"),
+            name=i.get("name", ""),
+            local_subject=i.get("local_subject", ""),
+        )
+        for i in spec_acc.get("imports", [])
+    ]
+    claims.description = spec_acc.get("description", "")
+    # roles: keep existing scoped keys whose role is still wanted (their template updated), drop the others
+    wanted = {r["role"]: r for r in spec_acc.get("signing_keys", [])}
+    kept: list = [k for k in claims.signing_keys if isinstance(k, str)]
+    have_roles = set()
+    for k in claims.signing_keys:
+        if isinstance(k, ScopedSigningKey) and k.role in wanted:
+            k.template = role_template(wanted[k.role])
+            k.description = wanted[k.role].get("description", "")
+            kept.append(k)
+            have_roles.add(k.role)
+    missing_roles = [r for r in wanted if r not in have_roles]
+    claims.signing_keys = kept
+    return claims, missing_roles
+
+
+def route_urls(spec: Spec, n: dict, ports: dict[str, int]) -> Optional[list[str]]:
+    """The node's routes as URLs; None while a node it routes to has no cluster port yet."""
+    out = []
+    for r in n.get("routes", []):
+        if "://" in r:
+            out.append(r)
+            continue
+        if r not in ports:
+            return None
+        other = next(x for x in spec.nodes if x["id"] == r)
+        host = other.get("host", "127.0.0.1")
+        out.append(f"nats-route://{'127.0.0.1' if host == '0.0.0.0' else host}:{ports[r]}")
+    return out
+
+
+def node_edits(spec: Spec, n: dict, nf: NodeFile, cluster_ports: dict[str, int]) -> Optional[list[NodeEdit]]:
+    """(key path, value) pairs that bring the node file to the spec (None: routes not known yet)."""
+    node = nf.node
+    edits: list[NodeEdit] = []
+    for key in ("client_port", "monitor_port", "host"):
+        if key in n and getattr(node, key) != n[key]:
+            edits.append(((key,), n[key]))
+    pol = n.get("policy", {})
+    for direction in ("publish", "subscribe"):
+        want = pol.get(direction, {})
+        rule = getattr(node.policy, direction)
+        default_allow = [">"] if direction == "publish" else []
+        if rule.allow != want.get("allow", default_allow):
+            edits.append((("policy", direction, "allow"), want.get("allow", default_allow)))
+        if rule.deny != want.get("deny", []):
+            edits.append((("policy", direction, "deny"), want.get("deny", [])))
+    if node.cluster and "cluster_port" in n and node.cluster["port"] != n["cluster_port"]:
+        edits.append((("cluster", "port"), n["cluster_port"]))
+    if node.cluster:
+        routes = route_urls(spec, n, cluster_ports)
+        if routes is None:
+            return None
+        if node.cluster["routes"] != routes:
+            edits.append((("cluster", "routes"), routes))
+    want_tls = n.get("tls", {})
+    if (node.tls or {}) != want_tls:
+        edits.append((("tls",), want_tls))
+    return edits
+
+
+def spec_cluster_ports(store: Store, spec: Spec) -> dict[str, int]:
+    ports = {}
+    for x in spec.nodes:
+        if "cluster_port" in x:
+            ports[x["id"]] = x["cluster_port"]
+        elif node_path(store, x["id"]).exists():
+            c = NodeFile.load(store, x["id"]).node.cluster
+            if c:
+                ports[x["id"]] = c["port"]
+    return ports
+
+
+# --- plan --------------------------------------------------------------------------------------------
+
+
+def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
+    """Compare the spec with the store: what apply would create, change, re-issue or revoke."""
+    p = Plan()
+    state = load_state(store)
+    now = admin.now(store)
+    op_name = spec.operator.get("name", admin.DEFAULT_OPERATOR)
+    if not store.exists():
+        p.create_operator = True
+        p.changes.append(Change("create", "operator", op_name, "with system account SYS"))
+    elif store.current_operator() != op_name:
+        raise SpecError(f"{spec.path}: the spec's operator is {op_name!r}, the store's is {store.current_operator()!r}")
+    op = None if p.create_operator else store.operator()
+    strict = bool(spec.operator.get("strict", False))
+    if (op and strict != op.claims.strict_signing_key_usage) or (op is None and strict):
+        p.operator["strict"] = strict
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "strict signing key usage"))
+    urls = spec.operator.get("service_urls")
+    if urls and (op is None or list(op.claims.operator_service_urls) != list(urls)):
+        p.operator["service_urls"] = list(urls)
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "service URLs"))
+    existing_accounts = {} if p.create_operator else {n: store.account(n) for n in store.account_names()}
+    account_keys = {n: e.public_key for n, e in existing_accounts.items()}
+    for a in spec.accounts:
+        e = existing_accounts.get(a["name"])
+        if e is None:
+            p.changes.append(Change("create", "account", a["name"]))
+            p.accounts.append(AccountStep(a["name"], True, a))
+            continue
+        desired, missing_roles = account_desired(a, e, account_keys)
+        if desired.to_dict() != e.claims.to_dict() or missing_roles:
+            p.changes.append(Change("update", "account", a["name"], "limits, keys, exports or imports"))
+            resolved = all(i["account"] in account_keys for i in a.get("imports", []))
+            p.accounts.append(AccountStep(a["name"], False, a, desired if resolved else None, missing_roles))
+    users_state = state.get("users", {})
+    node_users = {(n.get("account") or "", n["id"]) for n in spec.nodes}
+    for a in spec.accounts:
+        acc_name = a["name"]
+        new_account = acc_name not in existing_accounts
+        for u in a.get("users", []):
+            key = f"{acc_name}/{u['name']}"
+            if new_account:
+                p.users_to_issue.append(UserStep(acc_name, u["name"], u.get("role", ""), user_spec(u, now), False))
+                p.changes.append(Change("create", "user", key))
+                continue
+            jwt_path = store.user_jwt_path(op_name, acc_name, u["name"])
+            try:
+                token = jwt_path.read_text().strip()
+            except FileNotFoundError:
+                p.users_to_issue.append(UserStep(acc_name, u["name"], u.get("role", ""), user_spec(u, now), False))
+                p.changes.append(Change("create", "user", key))
+                continue
+            fp = fingerprint(u)
+            st = users_state.get(key)
+            if st and st.get("spec") == fp and st.get("jwt") == sha(token):
+                p.unchanged += 1
+                continue
+            want = user_spec(u, now)
+            step = UserStep(acc_name, u["name"], u.get("role", ""), want, exists=True)
+            # compare the JWT with what the spec wants
+            try:
+                claims = store.user(acc_name, u["name"]).claims
+            except StoreError:
+                claims = None
+            want_nats, want_exp = _desired_nats(want, "role" in u)
+            role_ok = True
+            if claims is not None and "role" in u:
+                scope = existing_accounts[acc_name].claims.signing_key_map().get(claims.issuer)
+                role_ok = scope is not None and scope.role == u["role"]
+            have = None if claims is None else {k: v for k, v in claims.nats_dict().items() if k != "issuer_account"}
+            if claims is not None and have == want_nats and claims.expires == want_exp and role_ok:
+                p.unchanged += 1
+                p.state_stale = True
+                continue
+            drift = bool(st and st.get("spec") == fp)
+            p.users_to_issue.append(step)
+            p.changes.append(
+                Change(
+                    "drift" if drift else "reissue",
+                    "user",
+                    key,
+                    "changed outside the spec; apply restores it" if drift else "permissions or limits changed",
+                )
+            )
+    in_spec = {f"{a['name']}/{u['name']}" for a in spec.accounts for u in a.get("users", [])}
+    for key in sorted(users_state):
+        acc_name, name = key.split("/", 1)
+        if key in in_spec or (acc_name, name) in node_users:
+            continue
+        if not store.user_jwt_path(op_name, acc_name, name).exists():
+            continue
+        if keep_removed:
+            p.changes.append(Change("drift", "user", key, "removed from the spec; kept (--keep-removed)"))
+        else:
+            p.users_to_revoke.append((acc_name, name))
+            p.changes.append(Change("revoke", "user", key, "removed from the spec"))
+    _plan_nodes(store, spec, p)
+    return p
+
+
+def _plan_nodes(store: Store, spec: Spec, p: Plan) -> None:
+    spec_ids = {n["id"] for n in spec.nodes}
+    taken: dict[int, str] = {}
+    for other in list_nodes(store):
+        if other in spec_ids:
+            continue
+        try:
+            for what, port in NodeFile.load(store, other).node.ports():
+                taken[port] = f"the {what} port of node {other}"
+        except ConfigError:
+            continue
+    for n in spec.nodes:
+        for k in ("client_port", "cluster_port", "monitor_port"):
+            if n.get(k) in taken:
+                raise SpecError(f"{spec.path}: nodes[{n['id']}].{k}: port {n[k]} clashes with {taken[n[k]]}")
+    cluster_ports = spec_cluster_ports(store, spec)
+    for n in spec.nodes:
+        if not node_path(store, n["id"]).exists():
+            p.changes.append(Change("create", "node", n["id"]))
+            p.nodes.append(NodeStep(n["id"], True, n))
+            continue
+        edits = node_edits(spec, n, NodeFile.load(store, n["id"]), cluster_ports)
+        if edits is None or edits:
+            detail = ", ".join(dict.fromkeys(".".join(k[:2]) for k, _ in edits)) if edits else "routes"
+            p.changes.append(Change("update", "node", n["id"], detail))
+        p.nodes.append(NodeStep(n["id"], False, n, edits))

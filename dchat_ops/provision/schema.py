@@ -1,0 +1,391 @@
+"""The spec file: load it, parse it, validate it; errors name the file, the line and the field.
+
+User and role fields are checked by the validators of :mod:`dchat_ops.nsc.spec`, the same ones the
+library and the CLI use, so a spec that passes here is one that apply can issue.  ``${VAR}`` in a
+string takes the value of an environment variable (an unset variable is an error).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from dchat_ops import __version__
+from dchat_ops._fs import atomic_write
+from dchat_ops.errors import ConfigError, DchatOpsError
+from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
+from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.subjects import check_subject
+
+__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_cache_dir"]
+
+
+class SpecError(ConfigError):
+    """A spec that is not valid: the message names the file, the line and the field."""
+
+
+# --- the schema -----------------------------------------------------------------------------------
+
+# The shape of each user and role field comes from the one table in nsc.spec; what a value may be
+# (subjects, networks, time windows, limits...) is decided there too, in _check_user / _check_role.
+_SHAPE = {
+    "subjects": "strings",
+    "queue_subjects": "strings",
+    "texts": "strings",
+    "text": "str",
+    "duration": "str",
+    "time": "date",
+    "int": "int",
+    "bool": "bool",
+}
+_USER = {"name": "name", "role": "name", **{k: _SHAPE[shape] for k, (_, shape) in USER_FIELDS.items()}}
+_ROLE = {"role": "name", "description": "str", **{k: _SHAPE[shape] for k, (_, shape) in ROLE_FIELDS.items()}}
+_LIMITS = {
+    "conn": "limit",
+    "leaf": "limit",
+    "subs": "limit",
+    "data": "limit",
+    "payload": "limit",
+    "imports": "limit",
+    "exports": "limit",
+    "wildcards": "bool",
+}
+_JS = {"mem": "limit", "disk": "limit", "streams": "limit", "consumers": "limit"}
+_EXPORT = {"subject": "subject", "type": "export_type", "name": "str"}
+_IMPORT = {"account": "name", "subject": "subject", "type": "export_type", "local_subject": "subject", "name": "str"}
+_ACCOUNT = {
+    "name": "name",
+    "limits": ("map", _LIMITS),
+    "jetstream": ("map", _JS),
+    "signing_keys": ("list", _ROLE),
+    "exports": ("list", _EXPORT),
+    "imports": ("list", _IMPORT),
+    "users": ("list", _USER),
+    "description": "str",
+}
+_RULE = {"allow": "queue_subjects", "deny": "queue_subjects"}
+_POLICY = {"publish": ("map", {"allow": "subjects", "deny": "subjects"}), "subscribe": ("map", _RULE)}
+_NODE = {
+    "id": "name",
+    "host": "str",
+    "client_port": "port",
+    "cluster_port": "port",
+    "monitor_port": "port",
+    "cluster_name": "name",
+    "routes": "strings",
+    "advertise": "str",
+    "jetstream": "bool",
+    "resolver": "resolver",
+    "account": "name",
+    "policy": ("map", _POLICY),
+    "tls": (
+        "map",
+        {
+            "client": "bool",
+            "route": "bool",
+            "gateway": "bool",
+            "leafnode": "bool",
+            "websocket": "bool",
+            "insecure": "bool",
+        },
+    ),
+}
+_OPERATOR = {"name": "name", "strict": "bool", "service_urls": "strings", "system_account": "name"}
+_TOP = {
+    "version": "int",
+    "production": "bool",
+    "operator": ("map", _OPERATOR),
+    "accounts": ("list", _ACCOUNT),
+    "nodes": ("list", _NODE),
+}
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Checker:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, node: Any, key: Any, where: str, msg: str):
+        line = None
+        try:
+            if key is not None and isinstance(node, (CommentedMap, CommentedSeq)):
+                line = (node.lc.key(key) if isinstance(node, CommentedMap) else node.lc.item(key))[0] + 1
+            elif isinstance(node, (CommentedMap, CommentedSeq)):
+                line = node.lc.line + 1
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+        loc = f"{self.path}:{line}" if line else str(self.path)
+        raise SpecError(f"{loc}: {where}: {msg}")
+
+    def value(self, parent, key, where: str, kind) -> Any:
+        v = parent[key]
+        if isinstance(kind, tuple):
+            form, fields = kind
+            if form == "map":
+                if not isinstance(v, dict):
+                    self.fail(parent, key, where, "must be a mapping")
+                return {k: self.field(v, k, f"{where}.{k}", fields) for k in v}
+            if not isinstance(v, list):
+                self.fail(parent, key, where, "must be a list")
+            out = []
+            for i, item in enumerate(v):
+                if not isinstance(item, dict):
+                    self.fail(v, i, f"{where}[{i}]", "must be a mapping")
+                out.append({k: self.field(item, k, f"{where}[{i}].{k}", fields) for k in item})
+            return out
+        if isinstance(v, str):
+            v = self.env(parent, key, where, v)
+        if kind in ("str", "date", "resolver", "export_type", "name", "subject"):
+            if not isinstance(v, str):
+                if (kind == "date" and isinstance(v, (int,))) or (kind == "date" and hasattr(v, "isoformat")):
+                    v = v.isoformat() if hasattr(v, "isoformat") else str(v)
+                else:
+                    self.fail(parent, key, where, "must be text")
+            try:
+                if kind == "name":
+                    check_name(v, where.rsplit(".", 1)[-1])
+                elif kind == "subject":
+                    check_subject(v)
+                elif kind == "resolver" and v not in ("full", "memory"):
+                    raise ConfigError("must be 'full' or 'memory'")
+                elif kind == "export_type" and v not in ("stream", "service"):
+                    raise ConfigError("must be 'stream' or 'service'")
+            except DchatOpsError as exc:
+                self.fail(parent, key, where, str(exc))
+            return v
+        if kind == "bool":
+            if not isinstance(v, bool):
+                self.fail(parent, key, where, "must be true or false")
+            return v
+        if kind in ("int", "port", "limit"):
+            if isinstance(v, bool) or not isinstance(v, int):
+                self.fail(parent, key, where, "must be a whole number")
+            if kind == "port" and not 0 < v < 65536:
+                self.fail(parent, key, where, f"port {v} is out of range")
+            if kind == "limit":
+                try:
+                    check_limit(str(key), v)
+                except FieldError as exc:
+                    self.fail(parent, key, where, exc.reason)
+            return int(v)
+        if kind in ("strings", "subjects", "queue_subjects"):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                self.fail(parent, key, where, "must be a list of text")
+            out = []
+            for i, x in enumerate(v):
+                x = self.env(v, i, f"{where}[{i}]", x)
+                if kind != "strings":
+                    try:
+                        check_subject(x, queue_ok=(kind == "queue_subjects"))
+                    except ConfigError as exc:
+                        self.fail(v, i, f"{where}[{i}]", str(exc))
+                out.append(x)
+            return out
+        raise AssertionError(kind)
+
+    def field(self, parent, key, where: str, fields: dict) -> Any:
+        if key not in fields:
+            self.fail(parent, key, where, f"unknown field (known: {', '.join(sorted(fields))})")
+        return self.value(parent, key, where, fields[key])
+
+    def env(self, parent, key, where: str, text: str) -> str:
+        def sub(m):
+            v = os.environ.get(m.group(1))
+            if v is None:
+                self.fail(parent, key, where, f"environment variable {m.group(1)} is not set")
+            return v
+
+        return _ENV.sub(sub, text)
+
+
+@dataclass
+class Spec:
+    path: Path
+    data: dict
+    production: bool = False
+
+    @property
+    def operator(self) -> dict:
+        return self.data.get("operator") or {}
+
+    @property
+    def accounts(self) -> list[dict]:
+        return self.data.get("accounts") or []
+
+    @property
+    def nodes(self) -> list[dict]:
+        return self.data.get("nodes") or []
+
+
+def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
+    """Load and validate a spec file.  With ``cache_dir``, a spec already validated (same text, same
+    environment values) is read back from there instead of being parsed again."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file") from None
+    return parse_spec(text, path, cache_dir=cache_dir)
+
+
+def _cache_key(text: str) -> str:
+
+    env = {name: os.environ.get(name) for name in sorted(set(_ENV.findall(text)))}
+    return hashlib.sha256(json.dumps([__version__, text, env]).encode()).hexdigest()[:40]
+
+
+def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional[Path] = None) -> Spec:
+    """Parse and validate a spec; SpecError names the file, line and field of the first problem."""
+    cache_file = Path(cache_dir) / f"{_cache_key(text)}.json" if cache_dir else None
+    if cache_file is not None:
+        try:
+            data = json.loads(cache_file.read_text())
+            return Spec(path, data, bool(data.get("production", False)))
+        except (OSError, ValueError):
+            pass
+    # fast path: the C-backed safe loader, no line numbers; on a problem, validate again on the
+    # round-trip document (slow) only to say on which line it is
+    try:
+        doc = YAML(typ="safe").load(text)
+        data = _validate(doc, path)
+    except (SpecError, YAMLError):
+        try:
+            rt = YAML().load(text)
+        except YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise SpecError(
+                f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
+            ) from None
+        data = _validate(rt, path)
+    if cache_file is not None:
+        atomic_write(cache_file, json.dumps(data, default=str), private=True)
+    return Spec(path, data, bool(data.get("production", False)))
+
+
+def _validate(doc, path: Path) -> dict:
+    ck = _Checker(path)
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping")
+    data = {k: ck.field(doc, k, k, _TOP) for k in doc}
+    if data.get("version", 1) != 1:
+        ck.fail(doc, "version", "version", "only version 1 is known")
+    _cross_checks(ck, doc, data)
+    return data
+
+
+def _cross_checks(ck: _Checker, doc, data: dict) -> None:
+    accounts = data.get("accounts") or []
+    names = set()
+    for i, a in enumerate(accounts):
+        adoc = doc["accounts"][i]
+        if "name" not in a:
+            ck.fail(adoc, None, f"accounts[{i}]", "name is missing")
+        if a["name"] in names:
+            ck.fail(adoc, "name", f"accounts[{i}].name", f"duplicate account {a['name']!r}")
+        names.add(a["name"])
+        roles = set()
+        for j, r in enumerate(a.get("signing_keys") or []):
+            rdoc = adoc["signing_keys"][j]
+            if "role" not in r:
+                ck.fail(rdoc, None, f"accounts[{i}].signing_keys[{j}]", "role is missing")
+            roles.add(r["role"])
+            _check_fields(ck, rdoc, r, f"accounts[{i}].signing_keys[{j}]", ROLE_FIELDS)
+        users = set()
+        for j, u in enumerate(a.get("users") or []):
+            udoc = adoc["users"][j]
+            where = f"accounts[{i}].users[{j}]"
+            if "name" not in u:
+                ck.fail(udoc, None, where, "name is missing")
+            if u["name"] in users:
+                ck.fail(udoc, "name", f"{where}.name", f"duplicate user {u['name']!r} in account {a['name']}")
+            users.add(u["name"])
+            if "role" in u:
+                if u["role"] not in roles:
+                    ck.fail(
+                        udoc,
+                        "role",
+                        f"{where}.role",
+                        f"unknown signing key role {u['role']!r} (roles of {a['name']}: {', '.join(sorted(roles)) or 'none'})",
+                    )
+                own = [k for k in u if k in PERMISSION_FIELDS]
+                if own:
+                    ck.fail(
+                        udoc,
+                        own[0],
+                        f"{where}.{own[0]}",
+                        "a user of a signing key role takes its permissions from the role",
+                    )
+            _check_fields(ck, udoc, u, where, USER_FIELDS)
+        for j, imp in enumerate(a.get("imports") or []):
+            for k in ("account", "subject"):
+                if k not in imp:
+                    ck.fail(adoc["imports"][j], None, f"accounts[{i}].imports[{j}]", f"{k} is missing")
+    for i, a in enumerate(accounts):
+        for j, imp in enumerate(a.get("imports") or []):
+            if imp["account"] not in names:
+                ck.fail(
+                    doc["accounts"][i]["imports"][j],
+                    "account",
+                    f"accounts[{i}].imports[{j}].account",
+                    f"unknown account {imp['account']!r}",
+                )
+    ids = {}
+    ports: dict[tuple[str, int], str] = {}
+    for i, n in enumerate(data.get("nodes") or []):
+        ndoc = doc["nodes"][i]
+        if "id" not in n:
+            ck.fail(ndoc, None, f"nodes[{i}]", "id is missing")
+        if n["id"] in ids:
+            ck.fail(ndoc, "id", f"nodes[{i}].id", f"duplicate node {n['id']!r}")
+        ids[n["id"]] = i
+        host = n.get("host", "127.0.0.1")
+        for k in ("client_port", "cluster_port", "monitor_port"):
+            if k in n:
+                for (h, p), other in ports.items():
+                    if p == n[k] and (h == host or "0.0.0.0" in (h, host)):
+                        ck.fail(ndoc, k, f"nodes[{i}].{k}", f"port {p} clashes with {other}")
+                ports[(host, n[k])] = f"nodes[{i}].{k} ({n['id']})"
+        if n.get("tls", {}).get("insecure") and data.get("production"):
+            ck.fail(ndoc["tls"], "insecure", f"nodes[{i}].tls.insecure", "insecure TLS is refused in a production spec")
+        if "account" in n and n["account"] not in names:
+            ck.fail(ndoc, "account", f"nodes[{i}].account", f"unknown account {n['account']!r}")
+    for i, n in enumerate(data.get("nodes") or []):
+        for j, r in enumerate(n.get("routes") or []):
+            if "://" not in r and r not in ids:
+                ck.fail(
+                    doc["nodes"][i]["routes"],
+                    j,
+                    f"nodes[{i}].routes[{j}]",
+                    f"unknown node {r!r} (use a node id of this spec or a nats-route:// URL)",
+                )
+
+
+def _check_fields(ck: _Checker, doc, item: dict, where: str, known: dict) -> None:
+    """Check a user's or role's fields with the library's own validators (nsc.spec)."""
+    fields = {k: v for k, v in item.items() if k in known}
+    try:
+        UserSpec.from_fields(fields, now=int(time.time()), known=known)
+    except FieldError as exc:
+        node: Any = doc
+        key: Any = exc.field if exc.field in item else None
+        if key is not None and exc.index is not None and isinstance(doc.get(key), (list, CommentedSeq)):
+            node, key = doc[key], exc.index
+        ck.fail(node, key, f"{where}.{exc.where}", exc.reason)
+
+
+def spec_cache_dir(store: Store) -> Path:
+    """Where validated specs are kept (private: values from the environment may be secrets)."""
+    return store.home / "cache" / "specs"
