@@ -17,6 +17,7 @@ message and a non-zero exit code, never a traceback.  Messages never contain sec
 from __future__ import annotations
 
 __all__ = [
+    "BundleError",
     "ChainError",
     "ConfigError",
     "CredsError",
@@ -75,6 +76,10 @@ class ConfigError(DchatOpsError):
 
 class TLSError(ConfigError):
     """A certificate, key or TLS setting that is missing, invalid or unusable."""
+
+
+class BundleError(DchatOpsError):
+    """A bundle that cannot be opened: wrong passphrase or key, damaged, truncated, or not a bundle."""
 
 
 class ServerError(DchatOpsError):
