@@ -100,7 +100,9 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
     return header, ct
 
 
-def open_bundle(data: bytes, *, passphrase: Optional[str] = None, curve_key: Optional[KeyPair] = None) -> dict[str, Any]:
+def open_bundle(
+    data: bytes, *, passphrase: Optional[str] = None, curve_key: Optional[KeyPair] = None
+) -> dict[str, Any]:
     """Decrypt a bundle; BundleError for a wrong secret, a damaged or a truncated file."""
     header, ct = _parse(data)
     kdf = header["kdf"]
