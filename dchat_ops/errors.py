@@ -4,19 +4,37 @@ Every expected failure is a :class:`DchatOpsError`; the CLI turns it into a one-
 message and a non-zero exit code, never a traceback.  Messages never contain secrets.
 
     DchatOpsError
-    ├── KeyError_            wrong kind, bad checksum, malformed seed or public key
+    ├── NKeyError            wrong kind, bad checksum, malformed seed or public key
     ├── JWTError             malformed token, bad signature, wrong claim type
     │   └── ChainError       a link of operator -> account -> user does not hold
     ├── CredsError           a creds file without a JWT or seed block
+    ├── BundleError          a bundle that cannot be opened: wrong secret, damaged, truncated
     ├── StoreError           missing store, unknown entity, invalid name
     │   └── ExistsError      refusing to overwrite without force
     ├── ConfigError          a server config that would not start or would misbehave
-    └── ServerError          a nats-server process that failed to start, stop or answer
+    │   ├── TLSError         a certificate, key or TLS setting that is missing or unusable
+    │   └── SpecError *      a provisioning spec that is not valid (file, line, field)
+    ├── ServerError          a nats-server process that failed to start, stop or answer
+    ├── ApplyError *         a step of a permission change failed; everything was put back
+    └── ChatError *          a chat operation that cannot be done
+
+    * defined beside its code for now (``dchat_ops.provision``, ``dchat_ops.permissions.apply``,
+      ``dchat_ops.chat.client``); all of them are importable from ``dchat_ops``.
+
+Catch the base class, show the type and the message:
+
+    >>> from dchat_ops import DchatOpsError, KeyPair
+    >>> try:
+    ...     KeyPair.from_seed("SUxyz")
+    ... except DchatOpsError as err:
+    ...     print(f"{type(err).__name__}: {err}")
+    NKeyError: not an nkey seed: expected 58 characters starting with S
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "BundleError",
     "ChainError",
     "ConfigError",
     "CredsError",
@@ -75,6 +93,10 @@ class ConfigError(DchatOpsError):
 
 class TLSError(ConfigError):
     """A certificate, key or TLS setting that is missing, invalid or unusable."""
+
+
+class BundleError(DchatOpsError):
+    """A bundle that cannot be opened: wrong passphrase or key, damaged, truncated, or not a bundle."""
 
 
 class ServerError(DchatOpsError):

@@ -229,6 +229,7 @@ async def _checks(run: _Run, sups: list) -> None:
         with run.check("integrity: tampered and replayed messages rejected") as box:
             env = json.loads(got[0])
             nc = clients["alice"].nc
+            assert nc is not None
             forged = dict(env, ts=env["ts"] + 1)
             await nc.publish(mail_subject("bob"), json.dumps(forged).encode())
             await nc.publish(mail_subject("bob"), got[0])  # the original, again
@@ -242,7 +243,9 @@ async def _checks(run: _Run, sups: list) -> None:
             await clients["bob"].close()
             for i in range(3):
                 await clients["alice"].send_dm("bob", f"while you were away {i}")
-            await clients["alice"].nc.flush()
+            alice_nc = clients["alice"].nc
+            assert alice_nc is not None
+            await alice_nc.flush()
             clients["bob"] = await _start_client(ChatIdentity.load(store, "bob"), url("bob"))
             bodies = [(await clients["bob"].next_message(10)).body for _ in range(3)]
             assert bodies == [f"while you were away {i}" for i in range(3)], bodies
@@ -254,8 +257,9 @@ async def _checks(run: _Run, sups: list) -> None:
             revoke.revoke_user(store, "chat", "carol")
             report = await asyncio.to_thread(push.push, store, ["chat"])
             assert report.ok and len(report.results) == 3, report.results
-            carol = clients["carol"]
-            assert await _wait(lambda: not carol.nc.is_connected, 5), "carol is still connected"
+            carol_nc = clients["carol"].nc
+            assert carol_nc is not None
+            assert await _wait(lambda: not carol_nc.is_connected, 5), "carol is still connected"
             for nid in USERS:
                 assert await refused(url(nid), store.creds_path("dchat", "chat", "carol")) is not None, nid
             box[0] = "all 3 servers took the revocation; carol was disconnected and is refused on every node"

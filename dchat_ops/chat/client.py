@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -47,7 +47,11 @@ from dchat_ops.nsc.jwt import verify_chain
 from dchat_ops.nsc.keys import KeyPair, PublicKey, x25519_public
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
-from dchat_ops.runtime.client import ManagedClient, connect
+from dchat_ops.runtime.client import ManagedClient, ManagedSubscription, connect
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.client import JetStreamContext
 
 __all__ = [
     "MAIL_STREAM",
@@ -101,6 +105,13 @@ def _b64(b: bytes) -> str:
 
 def _unb64(s: str) -> bytes:
     return base64.b64decode(s)
+
+
+def _loads(value: Optional[bytes]) -> Any:
+    """JSON from a KV value; a missing value fails with TypeError, as ``json.loads(None)`` does."""
+    if value is None:
+        raise TypeError("the KV entry has no value")
+    return json.loads(value)
 
 
 def _canonical(env: dict) -> bytes:
@@ -172,6 +183,7 @@ class ChatIdentity:
             raise ChatError("directory entry is incomplete") from None
         except JWTError as exc:
             raise ChatError(f"directory entry of {entry.get('name')!r} does not verify: {exc}") from None
+        assert res.user is not None  # the chain was given a user
         if res.user.subject != entry.get("user_key") or res.user.name != entry.get("name"):
             raise ChatError(f"directory entry of {entry.get('name')!r} names another key than its JWT")
         try:
@@ -193,23 +205,28 @@ class History:
     def __init__(self, path: Path):
         old = os.umask(0o077)  # the database and its -wal / -shm files hold decrypted messages
         try:
-            self.db = sqlite3.connect(str(path))
-            self.db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(str(path))
+            db.execute("PRAGMA journal_mode=WAL")
         finally:
             os.umask(old)
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("""CREATE TABLE IF NOT EXISTS messages (
+        self.db: Optional[sqlite3.Connection] = db
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("""CREATE TABLE IF NOT EXISTS messages (
             id TEXT PRIMARY KEY, ts INTEGER, direction TEXT, kind TEXT, peer TEXT, conversation TEXT,
             body TEXT, status TEXT, received_at INTEGER)""")
-        self.db.execute("CREATE TABLE IF NOT EXISTS rejected (at INTEGER, reason TEXT, detail TEXT)")
-        self.db.commit()
+        db.execute("CREATE TABLE IF NOT EXISTS rejected (at INTEGER, reason TEXT, detail TEXT)")
+        db.commit()
         try:
             os.chmod(path, 0o600)
         except OSError:
             pass
 
+    def _open_db(self) -> sqlite3.Connection:
+        assert self.db is not None, "history is closed"
+        return self.db
+
     def seen(self, msg_id: str) -> bool:
-        return self.db.execute("SELECT 1 FROM messages WHERE id=?", (msg_id,)).fetchone() is not None
+        return self._open_db().execute("SELECT 1 FROM messages WHERE id=?", (msg_id,)).fetchone() is not None
 
     def add(
         self,
@@ -222,14 +239,14 @@ class History:
         body: str,
         status: str = "verified",
     ) -> bool:
-        cur = self.db.execute(
+        cur = self._open_db().execute(
             "INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)",
             (msg_id, ts, direction, kind, peer, conversation, body, status, int(time.time() * 1000)),
         )
         return cur.rowcount == 1
 
     def reject(self, reason: str, detail: str) -> None:
-        self.db.execute("INSERT INTO rejected VALUES (?,?,?)", (int(time.time() * 1000), reason, detail))
+        self._open_db().execute("INSERT INTO rejected VALUES (?,?,?)", (int(time.time() * 1000), reason, detail))
 
     def commit(self) -> None:
         if self.db is not None:
@@ -242,12 +259,12 @@ class History:
             q += " WHERE conversation=?"
             args = (conversation,)
         q += " ORDER BY rowid DESC LIMIT ?"
-        rows = self.db.execute(q, (*args, limit)).fetchall()
+        rows = self._open_db().execute(q, (*args, limit)).fetchall()
         keys = ("id", "ts", "direction", "kind", "peer", "conversation", "body", "status")
         return [dict(zip(keys, r, strict=False)) for r in reversed(rows)]
 
     def rejections(self) -> list[dict]:
-        return [{"at": a, "reason": r, "detail": d} for a, r, d in self.db.execute("SELECT * FROM rejected")]
+        return [{"at": a, "reason": r, "detail": d} for a, r, d in self._open_db().execute("SELECT * FROM rejected")]
 
     def close(self) -> None:
         if self.db is not None:
@@ -294,17 +311,18 @@ class ChatClient:
         self.replicas = replicas
         self.on_message = on_message
         self.connect_kw = connect_kw
-        self.nc = None
-        self.js = None
+        self.nc: Optional[Client] = None
+        self.js: Optional[JetStreamContext] = None
         self.history = History(identity.home / "history.db")
         self.errors: list[str] = []
         self.friends: dict[str, dict] = {}
         self.groups: dict[str, _Group] = {}
-        self.rooms: dict[str, object] = {}
-        self._rooms_client = None  # a ManagedClient: follows the creds file when allow-sub re-issues them
+        self.rooms: dict[str, ManagedSubscription] = {}
+        # follows the creds file when allow-sub re-issues them
+        self._rooms_client: Optional[ManagedClient] = None
         self._pair_keys: dict[str, bytes] = {}
         self._aeads: dict[bytes, ChaCha20Poly1305] = {}
-        self._pull = None
+        self._pull: Optional[JetStreamContext.PullSubscription] = None
         self._loop_task: Optional[asyncio.Task] = None
         self._closing = False
         self._commit_pending = False
@@ -321,7 +339,7 @@ class ChatClient:
             name=f"dchat-{self.me.name}",
             **self.connect_kw,
         )
-        self.js = self.nc.jetstream(timeout=5)
+        self.js = js = self.nc.jetstream(timeout=5)
         deadline = time.monotonic() + 20
         while True:  # a fresh cluster answers 503 until JetStream has elected its meta leader
             try:
@@ -331,9 +349,9 @@ class ChatClient:
                 if time.monotonic() > deadline:
                     raise ChatError(f"JetStream is not available on {self.url}: {exc}") from None
                 await asyncio.sleep(0.25)
-        self._dir = await self.js.key_value(DIR_BUCKET)
-        self._friends_kv = await self.js.key_value(FRIENDS_BUCKET)
-        self._groups_kv = await self.js.key_value(GROUPS_BUCKET)
+        self._dir = await js.key_value(DIR_BUCKET)
+        self._friends_kv = await js.key_value(FRIENDS_BUCKET)
+        self._groups_kv = await js.key_value(GROUPS_BUCKET)
         await self._dir.put(self.me.name, json.dumps(self.me.directory_entry()).encode())
         await self._load_friends()
         await self._load_groups()
@@ -360,6 +378,7 @@ class ChatClient:
         from nats.js.api import KeyValueConfig, StorageType, StreamConfig
         from nats.js.errors import BadRequestError
 
+        assert self.js is not None, "start() first"
         try:
             await self.js.add_stream(
                 StreamConfig(
@@ -396,6 +415,7 @@ class ChatClient:
             cfg.filter_subject = filters[0]
         else:
             cfg.filter_subjects = filters
+        assert self.js is not None, "start() first"
         await self.js.add_consumer(MAIL_STREAM, cfg)
         if self._pull is None:
             self._pull = await self.js.pull_subscribe_bind(durable=durable, stream=MAIL_STREAM)
@@ -403,7 +423,7 @@ class ChatClient:
     # friends -----------------------------------------------------------------------------------------
     async def lookup(self, name: str) -> dict:
         try:
-            entry = json.loads((await self._dir.get(name)).value)
+            entry = _loads((await self._dir.get(name)).value)
         except Exception:
             raise ChatError(f"{name} has no directory entry (has their client started once?)") from None
         return self.me.verify_entry(entry)
@@ -422,7 +442,7 @@ class ChatClient:
         prefix = f"{self.me.name}."
         for k in keys:
             if k.startswith(prefix):
-                entry = json.loads((await self._friends_kv.get(k)).value)
+                entry = _loads((await self._friends_kv.get(k)).value)
                 try:
                     self.friends[k[len(prefix) :]] = self.me.verify_entry(entry)
                 except ChatError as exc:
@@ -477,6 +497,7 @@ class ChatClient:
     # sending -----------------------------------------------------------------------------------------
     async def send_dm(self, to: str, text: str) -> str:
         env = self._envelope("dm", to, text.encode(), key=self._pair_key(to))
+        assert self.nc is not None, "start() first"
         await self.nc.publish(mail_subject(to), json.dumps(env).encode())
         self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
         self._commit_soon()
@@ -524,7 +545,7 @@ class ChatClient:
 
     async def _refresh_group(self, group: str) -> Optional[_Group]:
         try:
-            meta = json.loads((await self._groups_kv.get(group)).value)
+            meta = _loads((await self._groups_kv.get(group)).value)
         except Exception:
             return None
         if self.me.name not in meta.get("members", []):
@@ -558,6 +579,7 @@ class ChatClient:
         if g is None:
             raise ChatError(f"not a member of group {group}")
         env = self._envelope("group", group, text.encode(), key=g.keys[g.version], version=g.version)
+        assert self.nc is not None, "start() first"
         await self.nc.publish(group_subject(group), json.dumps(env).encode())
         self.history.add(env["id"], env["ts"], "out", "group", group, f"group:{group}", text)
         self._commit_soon()
@@ -596,6 +618,7 @@ class ChatClient:
 
     async def send_room(self, room: str, text: str) -> str:
         env = self._envelope("room", room, text.encode())
+        assert self.nc is not None, "start() first"
         await self.nc.publish(room_subject(room), json.dumps(env).encode())
         return env["id"]
 
@@ -606,6 +629,7 @@ class ChatClient:
     async def _mail_loop(self) -> None:
         from nats.errors import TimeoutError as NatsTimeout
 
+        assert self._pull is not None, "the mailbox is bound before the loop starts"
         while not self._closing:
             try:
                 msgs = await self._pull.fetch(100, timeout=1)

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -150,7 +150,7 @@ class _Reader:
     def __init__(self, path: Path):
         self.path = path
 
-    def fail(self, doc, key, msg: str):
+    def fail(self, doc: Any, key: Any, msg: str) -> NoReturn:
         raise ConfigError(f"{self.path}{_where(doc, key)}: {msg}")
 
     def mapping(self, doc, key, what: str, known: set[str]) -> Optional[dict]:
@@ -164,11 +164,15 @@ class _Reader:
                 self.fail(v, k, f"unknown field {what}.{k} (known: {', '.join(sorted(known))})")
         return v
 
-    def port(self, doc, key, what: str, required=True) -> Optional[int]:
+    def port(self, doc: Any, key: str, what: str) -> int:
+        v = self.optional_port(doc, key, what)
+        if v is None:
+            self.fail(doc, None, f"{what} is missing")
+        return v
+
+    def optional_port(self, doc: Any, key: str, what: str) -> Optional[int]:
         v = doc.get(key)
         if v is None:
-            if required:
-                self.fail(doc, None, f"{what} is missing")
             return None
         if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
             self.fail(doc, key, f"{what} must be a port number 1-65535, not {v!r}")
@@ -296,7 +300,7 @@ def parse_node(doc: Any, path: Path) -> Node:
                 }
             )
         node.leafnodes = {
-            "port": r.port(lf, "port", "leafnodes.port", required=False),
+            "port": r.optional_port(lf, "port", "leafnodes.port"),
             "host": str(lf.get("host") or node.host),
             "advertise": str(lf.get("advertise") or ""),
             "remotes": remotes,

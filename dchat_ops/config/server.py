@@ -22,6 +22,7 @@ import jinja2
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
 from dchat_ops.natsbin import check_config
+from dchat_ops.nsc.claims import OperatorClaims
 from dchat_ops.nsc.store import Store
 
 __all__ = ["DURATION", "Resolver", "ServerConfig", "render", "semantic_check", "standalone_config", "write_and_check"]
@@ -100,7 +101,7 @@ def _env() -> jinja2.Environment:
 
 def _load_template(name: str) -> str:
     try:
-        return resources.files("dchat_ops.config").joinpath("templates", name).read_text()
+        return resources.files("dchat_ops.config").joinpath("templates").joinpath(name).read_text()
     except (FileNotFoundError, ModuleNotFoundError):
         raise ConfigError(f"template {name} is missing from the installation") from None
 
@@ -176,6 +177,8 @@ def standalone_config(
 ) -> ServerConfig:
     """A single server for the store's operator, every account preloaded."""
     op = store.operator()
+    if not isinstance(op.claims, OperatorClaims):
+        raise ConfigError(f"{op.path} does not hold operator claims")
     preload = {acc.public_key: acc.token for acc in store.accounts(op.name)}
     res = Resolver(type=resolver, preload=preload, allow_delete=allow_delete)
     if resolver == "full":

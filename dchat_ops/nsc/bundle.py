@@ -21,16 +21,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.errors import BundleError
 from dchat_ops.nsc.keys import KeyPair, x25519_public
 
 __all__ = ["FORMAT", "BundleError", "open_bundle", "seal_bundle"]
@@ -40,22 +40,18 @@ SCRYPT_N = 2**15
 _INFO = b"dchat-ops bundle v1"
 
 
-class BundleError(DchatOpsError):
-    """A bundle that cannot be opened: wrong passphrase or key, damaged, truncated, or not a bundle."""
-
-
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode("ascii")
 
 
-def _unb64(s, what: str) -> bytes:
+def _unb64(s: Any, what: str) -> bytes:
     try:
         return base64.b64decode(s, validate=True)
     except (ValueError, TypeError):
         raise BundleError(f"bundle field {what} is damaged") from None
 
 
-def _aad(header: dict) -> bytes:
+def _aad(header: dict[str, Any]) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -67,21 +63,22 @@ def _hkdf(shared: bytes, salt: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_INFO).derive(shared)
 
 
-def seal_bundle(payload: dict, *, passphrase: Optional[str] = None, recipient: Optional[str] = None) -> bytes:
+def seal_bundle(payload: dict[str, Any], *, passphrase: Optional[str] = None, recipient: Optional[str] = None) -> bytes:
     """Encrypt ``payload`` to a passphrase or to a recipient's curve public key (``X...``)."""
-    if (passphrase is None) == (recipient is None):
-        raise BundleError("seal a bundle to a passphrase or to a recipient key, not both or neither")
-    if passphrase is not None:
+    kdf: dict[str, Any]
+    if passphrase is not None and recipient is None:
         if len(passphrase) < 8:
             raise BundleError("the passphrase must have at least 8 characters")
         salt = os.urandom(16)
         kdf = {"name": "scrypt", "n": SCRYPT_N, "r": 8, "p": 1, "salt": _b64(salt)}
         key = _scrypt(passphrase, salt, SCRYPT_N, 8, 1)
-    else:
+    elif recipient is not None and passphrase is None:
         eph = X25519PrivateKey.generate()
         eph_pub = eph.public_key().public_bytes_raw()
         kdf = {"name": "x25519-hkdf-sha256", "recipient": recipient, "ephemeral": _b64(eph_pub)}
         key = _hkdf(eph.exchange(x25519_public(recipient)), eph_pub)
+    else:
+        raise BundleError("seal a bundle to a passphrase or to a recipient key, not both or neither")
     nonce = os.urandom(12)
     header = {"format": FORMAT, "version": 1, "kdf": kdf, "cipher": "aes-256-gcm", "nonce": _b64(nonce)}
     plaintext = json.dumps(payload, separators=(",", ":")).encode()
@@ -89,7 +86,7 @@ def seal_bundle(payload: dict, *, passphrase: Optional[str] = None, recipient: O
     return (json.dumps({**header, "ciphertext": _b64(ct)}, indent=1) + "\n").encode()
 
 
-def _parse(data: bytes) -> tuple[dict, bytes]:
+def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -103,7 +100,9 @@ def _parse(data: bytes) -> tuple[dict, bytes]:
     return header, ct
 
 
-def open_bundle(data: bytes, *, passphrase: Optional[str] = None, curve_key: Optional[KeyPair] = None) -> dict:
+def open_bundle(
+    data: bytes, *, passphrase: Optional[str] = None, curve_key: Optional[KeyPair] = None
+) -> dict[str, Any]:
     """Decrypt a bundle; BundleError for a wrong secret, a damaged or a truncated file."""
     header, ct = _parse(data)
     kdf = header["kdf"]
@@ -125,8 +124,6 @@ def open_bundle(data: bytes, *, passphrase: Optional[str] = None, curve_key: Opt
             raise BundleError(f"this bundle is sealed to {kdf.get('recipient')}, not to {curve_key.public_key}")
         eph = _unb64(kdf.get("ephemeral", ""), "ephemeral")
         try:
-            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-
             shared = curve_key.x25519_private().exchange(X25519PublicKey.from_public_bytes(eph))
         except ValueError:
             raise BundleError("bundle ephemeral key is damaged") from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from dchat_ops.errors import JWTError
 
@@ -75,7 +75,7 @@ def _int(value: Any, what: str, default: int = 0) -> int:
     return int(value)
 
 
-def _obj(value: Any, what: str) -> dict:
+def _obj(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -83,7 +83,7 @@ def _obj(value: Any, what: str) -> dict:
     return value
 
 
-def _rest(d: dict, known: set[str]) -> dict:
+def _rest(d: dict[str, Any], known: set[str]) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in d.items() if k not in known}
 
 
@@ -97,7 +97,7 @@ class Permission:
     allow: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         if self.allow:
             d["allow"] = list(self.allow)
@@ -121,7 +121,7 @@ class ResponsePermission:
     max: int = 1
     ttl_ns: int = 0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"max": self.max, "ttl": self.ttl_ns}
 
     @classmethod
@@ -137,12 +137,12 @@ class TimeRange:
     start: str
     end: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for v in (self.start, self.end):
             if not isinstance(v, str) or not _TIME.match(v):
                 raise JWTError(f"time window {v!r} is not HH:MM:SS")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end}
 
     @classmethod
@@ -159,13 +159,13 @@ class Permissions:
     sub: Permission = field(default_factory=Permission)
     resp: ResponsePermission | None = None
 
-    def write(self, d: dict) -> None:
+    def write(self, d: dict[str, Any]) -> None:
         d["pub"] = self.pub.to_dict()
         d["sub"] = self.sub.to_dict()
         if self.resp is not None:
             d["resp"] = self.resp.to_dict()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         self.write(d)
         return d
@@ -216,7 +216,7 @@ class UserPermissionLimits:
     bearer_token: bool = False
     allowed_connection_types: list[str] = field(default_factory=list)
 
-    def write_upl(self, d: dict) -> None:
+    def write_upl(self, d: dict[str, Any]) -> None:
         self.permissions.write(d)
         if self.src:
             d["src"] = list(self.src)
@@ -234,7 +234,7 @@ class UserPermissionLimits:
             d["allowed_connection_types"] = list(self.allowed_connection_types)
 
     @staticmethod
-    def read_upl(d: dict) -> dict:
+    def read_upl(d: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments for the fields above, read from a ``nats`` object."""
         types = _strings(d.get("allowed_connection_types"), "allowed_connection_types")
         return dict(
@@ -280,11 +280,11 @@ class ScopedSigningKey:
     role: str = ""
     template: UserPermissionLimits = field(default_factory=UserPermissionLimits)
     description: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     KIND: ClassVar[str] = "user_scope"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         t: dict[str, Any] = {}
         self.template.write_upl(t)
         d: dict[str, Any] = {"kind": self.KIND, "key": self.key, "role": self.role, "template": t}
@@ -294,7 +294,7 @@ class ScopedSigningKey:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> ScopedSigningKey:
+    def from_dict(cls, d: dict[str, Any]) -> ScopedSigningKey:
         if d.get("kind") != cls.KIND:
             raise JWTError(f"unknown signing key scope kind {d.get('kind')!r}")
         t = _obj(d.get("template"), "template")
@@ -333,7 +333,7 @@ class JetStreamLimits:
     disk_max_stream_bytes: int = 0
     max_bytes_required: bool = False
 
-    def write(self, d: dict) -> None:
+    def write(self, d: dict[str, Any]) -> None:
         for k in _JS_KEYS:
             v = getattr(self, k)
             if v:
@@ -341,13 +341,13 @@ class JetStreamLimits:
         if self.max_bytes_required:
             d["max_bytes_required"] = True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         self.write(d)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> JetStreamLimits:
+    def from_dict(cls, d: dict[str, Any]) -> JetStreamLimits:
         kw = {k: _int(d.get(k), k) for k in _JS_KEYS}
         return cls(**kw, max_bytes_required=bool(d.get("max_bytes_required", False)))
 
@@ -373,9 +373,9 @@ class AccountLimits:
     leaf: int = UNLIMITED
     jetstream: JetStreamLimits = field(default_factory=JetStreamLimits)
     tiers: dict[str, JetStreamLimits] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for k in _LIMIT_KEYS:
             v = getattr(self, k)
@@ -445,14 +445,14 @@ class Export:
     description: str = ""
     info_url: str = ""
     revocations: dict[str, int] = field(default_factory=dict)
-    service_latency: dict | None = None
-    extra: dict = field(default_factory=dict)
+    service_latency: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.type not in ("stream", "service"):
             raise JWTError(f"export type must be 'stream' or 'service', not {self.type!r}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         if self.name:
             d["name"] = self.name
@@ -515,13 +515,13 @@ class Import:
     share: bool = False
     allow_trace: bool = False
     to: str = ""  # deprecated by local_subject; kept for old JWTs
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.type not in ("stream", "service"):
             raise JWTError(f"import type must be 'stream' or 'service', not {self.type!r}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         if self.name:
             d["name"] = self.name
@@ -560,6 +560,8 @@ class Import:
 
 # --- the claims -------------------------------------------------------------------------------
 
+_C = TypeVar("_C", bound="Claims")
+
 _STD = ("aud", "exp", "jti", "iat", "iss", "name", "nbf", "sub")
 _STD_ATTRS = {
     "aud": "audience",
@@ -589,15 +591,15 @@ class Claims:
     audience: str = ""
     jti: str = ""
     tags: list[str] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-    extra_top: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    extra_top: dict[str, Any] = field(default_factory=dict)
 
     TYPE: ClassVar[str] = ""
     SUBJECT_KIND: ClassVar[str] = ""
     _NATS_KEYS: ClassVar[tuple[str, ...]] = ()
 
     # serialisation ---------------------------------------------------------------------------
-    def standard_claims(self) -> dict:
+    def standard_claims(self) -> dict[str, Any]:
         """The standard claims in Go's order, empty ones omitted (the input of the jti hash)."""
         d: dict[str, Any] = {}
         for k in _STD:
@@ -606,7 +608,7 @@ class Claims:
                 d[k] = v
         return d
 
-    def nats_dict(self) -> dict:
+    def nats_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         self._write_nats(d)
         if self.tags:
@@ -616,21 +618,21 @@ class Claims:
         d["version"] = 2
         return d
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = self.standard_claims()
         d.update(self.extra_top)
         d["nats"] = self.nats_dict()
         return d
 
-    def _write_nats(self, d: dict) -> None:  # pragma: no cover - overridden
+    def _write_nats(self, d: dict[str, Any]) -> None:  # pragma: no cover - overridden
         pass
 
     @classmethod
-    def _read_nats(cls, n: dict) -> dict:  # pragma: no cover - overridden
+    def _read_nats(cls, n: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - overridden
         return {}
 
     @classmethod
-    def from_dict(cls, d: Any) -> Claims:
+    def from_dict(cls: type[_C], d: Any) -> _C:
         if not isinstance(d, dict):
             raise JWTError("claims must be a JSON object")
         n = d.get("nats")
@@ -658,7 +660,7 @@ class Claims:
         kw["extra_top"] = _rest(d, set(_STD) | {"nats"})
         return cls(**kw)
 
-    def copy(self):
+    def copy(self: _C) -> _C:
         return copy.deepcopy(self)
 
 
@@ -684,7 +686,7 @@ class OperatorClaims(Claims):
         "strict_signing_key_usage",
     )
 
-    def _write_nats(self, d: dict) -> None:
+    def _write_nats(self, d: dict[str, Any]) -> None:
         if self.signing_keys:
             d["signing_keys"] = list(self.signing_keys)
         if self.account_server_url:
@@ -699,7 +701,7 @@ class OperatorClaims(Claims):
             d["strict_signing_key_usage"] = True
 
     @classmethod
-    def _read_nats(cls, n: dict) -> dict:
+    def _read_nats(cls, n: dict[str, Any]) -> dict[str, Any]:
         return dict(
             signing_keys=_strings(n.get("signing_keys"), "signing_keys"),
             account_server_url=str(n.get("account_server_url") or ""),
@@ -726,7 +728,7 @@ class AccountClaims(Claims):
     exports: list[Export] = field(default_factory=list)
     imports: list[Import] = field(default_factory=list)
     revocations: dict[str, int] = field(default_factory=dict)
-    mappings: dict[str, list[dict]] = field(default_factory=dict)
+    mappings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     description: str = ""
     info_url: str = ""
 
@@ -744,7 +746,7 @@ class AccountClaims(Claims):
         "info_url",
     )
 
-    def _write_nats(self, d: dict) -> None:
+    def _write_nats(self, d: dict[str, Any]) -> None:
         if self.imports:
             d["imports"] = [i.to_dict() for i in self.imports]
         if self.exports:
@@ -763,7 +765,7 @@ class AccountClaims(Claims):
             d["info_url"] = self.info_url
 
     @classmethod
-    def _read_nats(cls, n: dict) -> dict:
+    def _read_nats(cls, n: dict[str, Any]) -> dict[str, Any]:
         sks: list[str | ScopedSigningKey] = []
         raw = n.get("signing_keys") or []
         if not isinstance(raw, list):
@@ -827,13 +829,13 @@ class UserClaims(Claims):
     def permissions(self) -> Permissions:
         return self.limits.permissions
 
-    def _write_nats(self, d: dict) -> None:
+    def _write_nats(self, d: dict[str, Any]) -> None:
         self.limits.write_upl(d)
         if self.issuer_account:
             d["issuer_account"] = self.issuer_account
 
     @classmethod
-    def _read_nats(cls, n: dict) -> dict:
+    def _read_nats(cls, n: dict[str, Any]) -> dict[str, Any]:
         return dict(
             limits=UserPermissionLimits(**UserPermissionLimits.read_upl(n)),
             issuer_account=str(n.get("issuer_account") or ""),
@@ -852,14 +854,14 @@ class ActivationClaims(Claims):
     SUBJECT_KIND: ClassVar[str] = "account"
     _NATS_KEYS: ClassVar[tuple[str, ...]] = ("subject", "kind", "issuer_account")
 
-    def _write_nats(self, d: dict) -> None:
+    def _write_nats(self, d: dict[str, Any]) -> None:
         d["subject"] = self.import_subject
         d["kind"] = self.import_type
         if self.issuer_account:
             d["issuer_account"] = self.issuer_account
 
     @classmethod
-    def _read_nats(cls, n: dict) -> dict:
+    def _read_nats(cls, n: dict[str, Any]) -> dict[str, Any]:
         return dict(
             import_subject=str(n.get("subject") or ""),
             import_type=str(n.get("kind") or "stream"),
@@ -870,14 +872,15 @@ class ActivationClaims(Claims):
 _BY_TYPE: dict[str, type[Claims]] = {c.TYPE: c for c in (OperatorClaims, AccountClaims, UserClaims, ActivationClaims)}
 
 
-def claims_class_for(d: dict) -> type[Claims]:
+def claims_class_for(d: Any) -> type[Claims]:
     """The claims class for a decoded payload, by ``nats.type``."""
     n = d.get("nats") if isinstance(d, dict) else None
     if not isinstance(n, dict):
         if isinstance(d, dict) and "type" in d:
             raise JWTError("this is a v1 JWT (type outside nats); only v2 JWTs are supported")
         raise JWTError("claims have no 'nats' object")
-    cls = _BY_TYPE.get(n.get("type"))
+    typ = n.get("type")
+    cls = _BY_TYPE.get(typ) if isinstance(typ, str) else None
     if cls is None:
         raise JWTError(f"unsupported JWT type {n.get('type')!r}")
     return cls

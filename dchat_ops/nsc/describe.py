@@ -11,25 +11,35 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError
 from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, UserClaims
 from dchat_ops.nsc.creds import parse_creds
-from dchat_ops.nsc.jwt import compute_jti, decode, decode_unverified, verify_chain
+from dchat_ops.nsc.jwt import Clock, compute_jti, decode, decode_unverified, verify_chain
 from dchat_ops.nsc.store import Entity, Store
 
 __all__ = ["Finding", "describe_claims", "describe_file", "describe_token", "list_store", "validate_store"]
 
 EXPIRY_WARNING_S = 7 * 24 * 3600
 
+_C = TypeVar("_C", bound=Claims)
+
+
+def _claims(e: Entity, cls: type[_C]) -> _C:
+    """The claims of a store entity, as the class the store decoded them with."""
+    if not isinstance(e.claims, cls):
+        raise StoreError(f"{e.path}: not {cls.TYPE} claims")
+    return e.claims
+
 
 def _iso(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else ""
 
 
-def describe_claims(c: Claims, token: str = "") -> dict:
+def describe_claims(c: Claims, token: str = "") -> dict[str, Any]:
     """A JSON-ready description: kind, name, keys, times and the full claims."""
-    d = {
+    d: dict[str, Any] = {
         "kind": c.TYPE,
         "name": c.name,
         "public_key": c.subject,
@@ -52,12 +62,12 @@ def describe_claims(c: Claims, token: str = "") -> dict:
     return d
 
 
-def describe_token(token: str) -> dict:
+def describe_token(token: str) -> dict[str, Any]:
     """Describe a JWT after verifying its signature (JWTError when it does not verify)."""
     return describe_claims(decode(token), token)
 
 
-def describe_file(path: Path) -> dict:
+def describe_file(path: Path) -> dict[str, Any]:
     """Describe a ``.jwt`` or ``.creds`` file.  The seed of a creds file is never shown."""
     path = Path(path)
     if path.exists() and (not path.is_file() or path.stat().st_size > 1 << 20):
@@ -79,23 +89,25 @@ def describe_file(path: Path) -> dict:
     return describe_token(text.strip())
 
 
-def list_store(store: Store) -> dict:
+def list_store(store: Store) -> dict[str, Any]:
     """The operator, its accounts and their users, as a tree of names and public keys."""
     op = store.operator()
-    out = {"operator": {"name": op.name, "public_key": op.public_key}, "accounts": []}
+    system_account = _claims(op, OperatorClaims).system_account
+    accounts: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"operator": {"name": op.name, "public_key": op.public_key}, "accounts": accounts}
     for acc in store.accounts(op.name):
-        users = []
+        users: list[dict[str, str]] = []
         for u in store.user_names(acc.name, op.name):
             try:
                 ue = store.user(acc.name, u, op.name)
                 users.append({"name": u, "public_key": ue.public_key})
             except StoreError as exc:
                 users.append({"name": u, "error": str(exc)})
-        out["accounts"].append(
+        accounts.append(
             {
                 "name": acc.name,
                 "public_key": acc.public_key,
-                "system": acc.public_key == op.claims.system_account,
+                "system": acc.public_key == system_account,
                 "users": users,
             }
         )
@@ -108,20 +120,20 @@ class Finding:
     entity: str
     message: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return dict(self.__dict__)
 
 
-def validate_store(store: Store, clock=None) -> list[Finding]:
+def validate_store(store: Store, clock: Clock | None = None) -> list[Finding]:
     """Check every signature, chain link, expiry, key and creds file of the current operator."""
     clock = clock or store.clock
     now = int((clock or time.time)())
     out: list[Finding] = []
     try:
         op = store.operator()
+        opc = _claims(op, OperatorClaims)
     except DchatOpsError as exc:
         return [Finding("error", "operator", str(exc))]
-    opc: OperatorClaims = op.claims
     label = f"operator {op.name}"
     try:
         verify_chain(op.token, clock=clock)
@@ -133,28 +145,29 @@ def validate_store(store: Store, clock=None) -> list[Finding]:
         out.append(Finding("warning", label, "the keystore does not hold the operator identity seed"))
     if not opc.system_account:
         out.append(Finding("error", label, "no system account set"))
-    account_keys = {}
+    account_keys: dict[str, str] = {}
     for name in store.account_names(op.name):
         alabel = f"account {name}"
         try:
             acc = store.account(name, op.name)
+            accc = _claims(acc, AccountClaims)
         except StoreError as exc:
             out.append(Finding("error", alabel, str(exc)))
             continue
         account_keys[acc.public_key] = name
-        if acc.claims.name != name:
-            out.append(Finding("warning", alabel, f"JWT name is {acc.claims.name!r}, folder is {name!r}"))
+        if accc.name != name:
+            out.append(Finding("warning", alabel, f"JWT name is {accc.name!r}, folder is {name!r}"))
         try:
             verify_chain(opc, acc.token, clock=clock)
         except ChainError as exc:
             out.append(Finding("error", alabel, str(exc)))
-        _expiry_warning(out, alabel, acc.claims, now)
+        _expiry_warning(out, alabel, accc, now)
         if not store.has_key(acc.public_key):
             out.append(Finding("warning", alabel, "the keystore does not hold the account seed"))
-        if acc.public_key == opc.system_account and acc.claims.limits.jetstream.enabled():
+        if acc.public_key == opc.system_account and accc.limits.jetstream.enabled():
             out.append(Finding("error", alabel, "the system account must not have JetStream limits"))
         for uname in store.user_names(name, op.name):
-            out.extend(_validate_user(store, op, acc, uname, clock, now))
+            out.extend(_validate_user(store, op.name, opc, acc, accc, uname, clock, now))
     if opc.system_account and opc.system_account not in account_keys:
         out.append(Finding("error", label, f"system account {opc.system_account} is not in the store"))
     return out
@@ -165,25 +178,36 @@ def _expiry_warning(out: list[Finding], label: str, c: Claims, now: int) -> None
         out.append(Finding("warning", label, f"expires soon ({_iso(c.expires)})"))
 
 
-def _validate_user(store: Store, op: Entity, acc: Entity, uname: str, clock, now: int) -> list[Finding]:
-    out = []
+def _validate_user(
+    store: Store,
+    op_name: str,
+    opc: OperatorClaims,
+    acc: Entity,
+    accc: AccountClaims,
+    uname: str,
+    clock: Clock | None,
+    now: int,
+) -> list[Finding]:
+    out: list[Finding] = []
     ulabel = f"user {acc.name}/{uname}"
-    path = store.user_jwt_path(op.name, acc.name, uname)
+    path = store.user_jwt_path(op_name, acc.name, uname)
     token = path.read_text().strip()
+    u: Claims
     try:
-        res = verify_chain(op.claims, acc.claims, token, clock=clock)
+        res = verify_chain(opc, accc, token, clock=clock)
     except ChainError as exc:
         # revoked or expired is a state the operator chose or let happen, not damage: a warning
         out.append(Finding("warning" if exc.reason in ("revoked", "expired") else "error", ulabel, str(exc)))
         try:
-            res = None
             u = decode_unverified(token)
         except JWTError:
             return out
     else:
+        if res.user is None:  # not reached: the chain was given a user
+            return out
         u = res.user
     _expiry_warning(out, ulabel, u, now)
-    creds_path = store.creds_path(op.name, acc.name, uname)
+    creds_path = store.creds_path(op_name, acc.name, uname)
     if creds_path.exists():
         try:
             creds = parse_creds(creds_path.read_text())

@@ -193,7 +193,7 @@ class PublicKey:
 
     text: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         kind_of_public(self.text)
 
     @property
@@ -224,6 +224,7 @@ class KeyPair:
         self.kind = kind
         self._raw_seed = bytes(raw_seed)
         self._seed_text: str | None = None
+        self._private: Ed25519PrivateKey | X25519PrivateKey
         if kind == "curve":
             self._private = X25519PrivateKey.from_private_bytes(self._raw_seed)
         else:
@@ -275,7 +276,7 @@ class KeyPair:
 
     # operations -----------------------------------------------------------------------------
     def sign(self, data: bytes) -> bytes:
-        if self.kind == "curve":
+        if not isinstance(self._private, Ed25519PrivateKey):
             raise NKeyError("curve (X) keys cannot sign")
         return self._private.sign(data)
 
@@ -284,7 +285,7 @@ class KeyPair:
 
     def x25519_private(self) -> X25519PrivateKey:
         """The X25519 private key of a curve key pair, for sealing and opening messages."""
-        if self.kind != "curve":
+        if not isinstance(self._private, X25519PrivateKey):
             raise NKeyError("only curve (X) keys are X25519 keys")
         return self._private
 
@@ -294,7 +295,7 @@ class KeyPair:
     def __repr__(self) -> str:
         return f"KeyPair(kind={self.kind!r}, public_key={self._public_text!r})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, KeyPair) and other._raw_seed == self._raw_seed and other.kind == self.kind
 
     def __hash__(self) -> int:

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 from dchat_ops.errors import ServerError
 from dchat_ops.natsbin import find_nats_server
@@ -120,6 +120,7 @@ class ServerProcess:
         args = [exe, "-c", str(config_path)]
         if pid_file is not None:
             args += ["-P", str(pid_file)]
+        out: IO[bytes] | int
         if log_file is not None:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
             out = open(log_file, "ab")  # noqa: SIM115 - handed to the child, closed after Popen
@@ -130,7 +131,7 @@ class ServerProcess:
                 args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
         finally:
-            if out is not subprocess.DEVNULL:
+            if not isinstance(out, int):
                 out.close()
         srv = cls(popen.pid, Path(config_path), monitor_url.rstrip("/"), Path(log_file) if log_file else None, popen)
         if wait:
