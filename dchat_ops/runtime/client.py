@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from nats.aio.client import Client, RawCredentials
+from nats.errors import NoServersError
 
 from dchat_ops.config import nodes
 from dchat_ops.config.node import Node, NodeFile
@@ -42,6 +43,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 5.0  # seconds a connect may take, the TLS handshake and the server's first PONG included
 _TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
+_NO_REASON = (NoServersError,)  # nats-py's last word after the real reason was reported
 
 
 async def _abandon(nc: Client) -> None:
@@ -70,27 +72,43 @@ async def connect(
     Other keywords go to nats-py (``allow_reconnect``, ``max_reconnect_attempts`` apply once connected).
     """
 
+    seen: list[BaseException] = []
+    fatal = asyncio.Event()  # the server answered and said no: retrying until the timeout would not help
+
     async def on_error(e):
+        seen.append(e)
         if errors is not None:
             errors.append(str(e))
+        if isinstance(e, ssl.SSLError) or not isinstance(e, (OSError, *_TIMEOUTS)):
+            fatal.set()
 
     creds = RawCredentials(creds_text) if creds_text is not None else str(creds_path)
     if tls is not None:
         kw["tls"] = tls
     kw.setdefault("connect_timeout", timeout)
     nc = Client()
+    task = asyncio.ensure_future(nc.connect(url, user_credentials=creds, error_cb=on_error, name=name, **kw))
+    refusal = asyncio.ensure_future(fatal.wait())
     try:
-        await asyncio.wait_for(nc.connect(url, user_credentials=creds, error_cb=on_error, name=name, **kw), timeout)
-    except _TIMEOUTS:
-        await _abandon(nc)
-        raise ServerError(f"no answer from {url} within {timeout:g}s") from None
-    except Exception as exc:  # nats-py raises several types: refused, reset, TLS, no servers
-        await _abandon(nc)
-        reason = "; ".join(dict.fromkeys(errors or [])) or str(exc) or type(exc).__name__
-        if isinstance(exc, ssl.SSLError):
-            reason = f"TLS: {exc}"
-        raise ServerError(f"cannot connect to {url}: {reason}") from exc
-    return nc
+        await asyncio.wait({task, refusal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refusal.cancel()
+    if task.done() and not task.cancelled() and task.exception() is None:
+        return nc
+    if task.done() and not task.cancelled():
+        seen.append(task.exception())
+    else:
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # cancelled, or it failed while being cancelled: the reason is in ``seen``
+            pass
+    await _abandon(nc)
+    last = next((e for e in reversed(seen) if not isinstance(e, _NO_REASON)), seen[-1] if seen else None)
+    if last is None or isinstance(last, _TIMEOUTS):
+        raise ServerError(f"no answer from {url} within {timeout:g}s")
+    reason = f"TLS: {last}" if isinstance(last, ssl.SSLError) else (str(last) or type(last).__name__)
+    raise ServerError(f"cannot connect to {url}: {reason}")
 
 
 @dataclass(frozen=True)
