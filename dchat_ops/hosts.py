@@ -7,6 +7,14 @@ nothing on the network.
 
     >>> choose_advertise([("eth0", "192.168.1.20"), ("tailscale0", "100.101.1.2")])
     ('100.101.1.2', 'Tailscale address on tailscale0 (100.64.0.0/10)')
+
+Reaching a listener: :func:`dial_host` turns the host a server listens on into one this machine can
+dial (a wildcard becomes loopback), and :func:`url` writes it into a URL (IPv6 in brackets).
+
+    >>> url("nats", dial_host("0.0.0.0"), 4222)
+    'nats://127.0.0.1:4222'
+    >>> url("http", dial_host("fd00::1"), 8222)
+    'http://[fd00::1]:8222'
 """
 
 from __future__ import annotations
@@ -17,9 +25,62 @@ import shutil
 import subprocess
 from typing import Optional
 
-__all__ = ["TAILSCALE_NET", "choose_advertise", "local_addresses"]
+__all__ = [
+    "LOOPBACK",
+    "TAILSCALE_NET",
+    "WILDCARD_HOSTS",
+    "choose_advertise",
+    "dial_host",
+    "host_port",
+    "is_wildcard",
+    "local_addresses",
+    "url",
+]
 
 TAILSCALE_NET = ipaddress.ip_network("100.64.0.0/10")
+LOOPBACK = "127.0.0.1"
+# Listen hosts that mean "every address": nats-server (Go) opens "::" dual-stack, so IPv4 loopback reaches it
+# too, and 127.0.0.1 is among the names every node certificate carries.
+WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]", "*")
+
+
+def _unbracket(host: str) -> str:
+    h = (host or "").strip()
+    if h.startswith("[") and h.endswith("]"):
+        return h[1:-1]
+    return h
+
+
+def is_wildcard(host: Optional[str]) -> bool:
+    """True for a listen host that means every address of the machine."""
+    return (host or "").strip() in WILDCARD_HOSTS
+
+
+def dial_host(listen_host: Optional[str]) -> str:
+    """The host to dial for a server listening on ``listen_host``.
+
+    A wildcard (``""``, ``0.0.0.0``, ``::``, ``[::]``) and ``localhost`` become ``127.0.0.1``; a specific
+    address or name is kept as it is (without IPv6 brackets).
+    """
+    h = _unbracket(listen_host or "")
+    if is_wildcard(h) or h.lower() == "localhost":
+        return LOOPBACK
+    return h
+
+
+def _bracket(host: str) -> str:
+    h = _unbracket(host)
+    return f"[{h}]" if ":" in h else h
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"{_bracket(host)}:{int(port)}"
+
+
+def url(scheme: str, host: str, port: int) -> str:
+    """``scheme://host:port`` for a dialable ``host`` (IPv6 in brackets)."""
+    return f"{scheme}://{host_port(host, port)}"
 
 
 def local_addresses() -> list[tuple[str, str]]:

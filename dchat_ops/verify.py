@@ -22,6 +22,7 @@ from typing import Optional
 
 from dchat_ops.chat.client import ChatClient, ChatIdentity, mail_subject
 from dchat_ops.config.node import NodeFile, inbox_prefix
+from dchat_ops.config.nodes import client_url
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc import admin, revoke
 from dchat_ops.nsc.describe import validate_store
@@ -155,7 +156,7 @@ async def _checks(run: _Run, sups: list) -> None:
         box[0] = f"carol's node knew only bob's; every node routes to the two others; JetStream leader {leader}"
 
     def url(nid):
-        return f"nats://127.0.0.1:{NodeFile.load(store, nid).node.client_port}"
+        return client_url(NodeFile.load(store, nid).node)
 
     clients: dict[str, ChatClient] = {}
     snoop = None

@@ -33,13 +33,12 @@ def chat(c: Ctx, node_id, user, replicas):
     if not Supervisor(store, node_id).running():
         raise DchatOpsError(f"node {node_id} is not running: start it with 'dchat-ops node up {node_id}'")
     ident = ChatIdentity.load(store, user or node.user, node.account)
-    url = f"nats://127.0.0.1:{node.client_port}"
 
     async def on_message(m):
         click.echo(f"[{m.conversation}] {m.sender}: {m.body}")
 
     async def session():
-        client = await ChatClient(ident, url, replicas=replicas, on_message=on_message).start()
+        client = await ChatClient.on_node(ident, store, node, replicas=replicas, on_message=on_message).start()
         click.echo(f"connected as {ident.name} to node {node_id}\n{CHAT_HELP}")
         loop = asyncio.get_running_loop()
         try:

@@ -103,7 +103,7 @@ def node_add(
     def human():
         n = r.node
         yield f"added node {n.id}: {r.path}"
-        yield f"  client 127.0.0.1:{n.client_port}  monitor {n.monitor_port}" + (
+        yield f"  client {nodes.client_url(n)}  monitor {n.monitor_port}" + (
             f"  cluster {n.cluster['name']}:{n.cluster['port']}" if n.cluster else ""
         )
         for m in r.messages:

@@ -219,7 +219,8 @@ def _after_revocation(store, account, no_push, as_json, message):
         lines.append("  no node running: nothing pushed (run 'dchat-ops push' once nodes are up)")
     emit(as_json, data, lines)
     if report and not report.ok:
-        raise DchatOpsError("the revocation is in the store, but not every server took it")
+        failed = ", ".join(report.failed_servers()) or "none answered"
+        raise DchatOpsError(f"the revocation is in the store, but not every server took it (not confirmed: {failed})")
 
 
 @revoke.command("user")
@@ -301,6 +302,8 @@ def push_cmd(c: Ctx, account, all_, prune, as_json):
         report.to_dict(),
         [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results],
     )
+    if not report.ok:
+        note(f"error: not confirmed by: {', '.join(report.failed_servers()) or 'any server'}")
     return 0 if report.ok else 1
 
 
@@ -311,15 +314,19 @@ def pull_cmd(c: Ctx, as_json):
     """Fetch the account JWTs the running servers hold and show how they differ from the store."""
     from dchat_ops.runtime import push
 
-    rows = push.pull(c.store())
+    report = push.pull(c.store())
 
     def human():
-        for r in rows:
+        for r in report.rows:
             state = (
                 ("same" if r.get("same") else "DIFFERENT")
                 if r["in_store"] and r["on_server"]
                 else ("only in the store" if r["in_store"] else "only on the servers")
             )
             yield f"{r['name'] or r['account']}: {state}"
+        for r in report.results:
+            if not r["ok"]:
+                yield f"node {r['server']}: FAILED {r['message']}"
 
-    emit(as_json, rows, human)
+    emit(as_json, report.to_dict(), human)
+    return 0 if report.ok else 1

@@ -1,7 +1,7 @@
 """The minimal chat runtime: rooms, end-to-end encrypted direct and group messages, history, offline mail.
 
     >>> me = ChatIdentity.load(store, "alice")            # node user "alice" + her curve key
-    >>> chat = await ChatClient(me, url).start()          # publishes her directory entry
+    >>> chat = await ChatClient.on_node(me, store, "a").start()   # the node's URL and TLS; publishes her entry
     >>> await chat.add_friend("bob")                      # verified against the account, kept in KV
     >>> await chat.send_dm("bob", "hello")                # sealed to bob, signed by alice
     >>> await chat.create_group("team", ["bob", "carol"])
@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -47,7 +47,7 @@ from dchat_ops.nsc.jwt import verify_chain
 from dchat_ops.nsc.keys import KeyPair, PublicKey, x25519_public
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
-from dchat_ops.runtime.client import ManagedClient, ManagedSubscription, connect
+from dchat_ops.runtime.client import ManagedClient, ManagedSubscription, NodeTarget, connect, node_target
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -300,13 +300,17 @@ class ChatClient:
     def __init__(
         self,
         identity: ChatIdentity,
-        url: str,
+        url: Union[str, NodeTarget],
         *,
         replicas: int = 1,
         on_message: Optional[Callable[[Received], Awaitable[None]]] = None,
         **connect_kw,
     ):
+        """``url`` is a node's :class:`NodeTarget` (its URL and TLS; see :meth:`on_node`) or a plain URL."""
         self.me = identity
+        if isinstance(url, NodeTarget):
+            connect_kw = {**url.connect_kw(), **connect_kw}
+            url = url.url
         self.url = url
         self.replicas = replicas
         self.on_message = on_message
@@ -327,6 +331,12 @@ class ChatClient:
         self._closing = False
         self._commit_pending = False
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
+
+    @classmethod
+    def on_node(cls, identity: ChatIdentity, store: Store, node, **kw) -> ChatClient:
+        """A client for ``identity`` on a node of ``store`` (by id or Node), reached the one way nodes are:
+        its dialable URL, ``tls://`` and a client certificate where the node asks for them."""
+        return cls(identity, node_target(store, node), **kw)
 
     # lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> ChatClient:

@@ -3,6 +3,11 @@
     >>> r = add_node(store, "a", seed_routes=[])                     # a first node
     >>> add_node(store, "b", seed_routes=[route_url(store, "a")])     # b joins through a
     >>> path = render_node(store, "b")                               # checked nats-server.conf
+    >>> client_url(node), monitor_url(node)                          # how this machine reaches a node
+
+Every URL to a node is made here (on :mod:`dchat_ops.hosts`): a wildcard listen host is dialled on
+loopback, a specific one as it is, and the client URL says ``tls://`` when the node's client port
+uses TLS.
 
 A node's policy is enforced in two places: the JWT of the node's local user (what its clients
 may publish and subscribe to) and the route import permissions of its cluster block (which
@@ -32,9 +37,10 @@ from dchat_ops.config.server import (
     semantic_check,
     write_and_check,
 )
-from dchat_ops.config.tls import apply_tls
+from dchat_ops.config.tls import apply_tls, tls_flags
 from dchat_ops.errors import ConfigError, ExistsError, StoreError
-from dchat_ops.hosts import choose_advertise, local_addresses
+from dchat_ops.hosts import choose_advertise, dial_host, local_addresses
+from dchat_ops.hosts import url as host_url
 from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store, check_name
@@ -44,6 +50,9 @@ __all__ = [
     "AddNodeResult",
     "add_node",
     "check_port_clashes",
+    "client_url",
+    "monitor_host",
+    "monitor_url",
     "node_user_spec",
     "render_node",
     "route_url",
@@ -267,8 +276,23 @@ def route_url(store: Store, node_id: str) -> str:
     adv = n.cluster.get("advertise")
     if adv:
         return f"nats-route://{adv}"
-    host = n.cluster["host"]
-    return f"nats-route://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{n.cluster['port']}"
+    return host_url("nats-route", dial_host(n.cluster["host"]), n.cluster["port"])
+
+
+def client_url(node: Node) -> str:
+    """The URL this machine's clients use for ``node``: ``tls://`` when its client port uses TLS."""
+    scheme = "tls" if tls_flags(node)["client"] else "nats"
+    return host_url(scheme, dial_host(node.host), node.client_port)
+
+
+def monitor_host(node: Node) -> str:
+    """The host the node's monitoring port listens on (loopback unless the node listens elsewhere)."""
+    return "127.0.0.1" if node.host in ("127.0.0.1", "localhost") else node.host
+
+
+def monitor_url(node: Node) -> str:
+    """``http://host:port`` of the node's monitoring endpoint, dialable from this machine."""
+    return host_url("http", dial_host(monitor_host(node)), node.monitor_port)
 
 
 def server_config(store: Store, node: Node) -> ServerConfig:
@@ -288,7 +312,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
         ),
         host=node.host,
         port=node.client_port,
-        http_host="127.0.0.1" if node.host in ("127.0.0.1", "localhost") else node.host,
+        http_host=monitor_host(node),
         http_port=node.monitor_port,
         max_payload=node.max_payload or None,
     )
@@ -304,8 +328,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
         if not routes and node.jetstream is not None:
             # clustered JetStream wants a configured route; the first node of a mesh names itself
             # (nats-server recognises and skips a route to itself)
-            host = "127.0.0.1" if c["host"] in ("0.0.0.0", "") else c["host"]
-            routes = [f"nats-route://{host}:{c['port']}"]
+            routes = [host_url("nats-route", dial_host(c["host"]), c["port"])]
         cfg.cluster = {
             "name": c["name"],
             "listen": f"{c['host']}:{c['port']}",

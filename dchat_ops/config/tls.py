@@ -290,10 +290,17 @@ def enable(
 
 
 def client_tls_for(store: Store, node) -> Optional[ssl.SSLContext]:
-    """The TLS context the toolkit's own clients need for ``node``'s client port (None: plain text)."""
+    """The TLS context the toolkit's own clients need for ``node``'s client port (None: plain text).
+
+    It trusts the store's CA; when the node verifies clients (``client: verify``) it also presents the
+    node's client certificate, issued from the store's CA when there is none yet.
+    """
     flags = tls_flags(node)
     if not flags["client"]:
         return None
-    if flags["client"] == "verify" and cert_paths(store, node.id, "client")[1].is_file():
-        return client_ssl_context(store, node_id=node.id, kind="client")
-    return client_ssl_context(store)
+    if flags["client"] != "verify":
+        return client_ssl_context(store)
+    kpath, cpath = cert_paths(store, node.id, "client")
+    if not (kpath.is_file() and cpath.is_file()):
+        issue(store, node.id, "client", node=node)
+    return client_ssl_context(store, node_id=node.id, kind="client")

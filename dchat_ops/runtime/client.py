@@ -1,24 +1,57 @@
-"""Connecting to a node with nats-py: plain connections, refusals, and a client that follows its creds file.
+"""Connecting to a node with nats-py: the one way to reach a node, refusals, and a client that follows its creds file.
 
->>> nc = await connect("nats://127.0.0.1:4222", creds_path)
+>>> nc = await connect_node(store, "a")                        # the node's own user, its URL and TLS
+>>> nc = await connect_node(store, "a", creds=path, timeout=3)
+>>> target = node_target(store, "a")                           # url, monitor_url, tls of a node
+>>> nc = await connect("nats://127.0.0.1:4222", creds_path)    # any URL, bounded by ``timeout``
 >>> reason = await refused("nats://127.0.0.1:4222", creds_text=bad_creds)   # None when it connected
+
+Every connect is bounded: it connects within ``timeout`` seconds or raises :class:`ServerError`
+("no answer from ... within Ns" or "cannot connect to ...: reason"); it never retries without end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
-import nats
 from nats.aio.client import Client, RawCredentials
+from nats.errors import NoServersError
 
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.config import nodes
+from dchat_ops.config.node import Node, NodeFile
+from dchat_ops.config.tls import client_tls_for
+from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.nsc.creds import parse_creds
+from dchat_ops.nsc.store import Store
 
-__all__ = ["ManagedClient", "ManagedSubscription", "connect", "refused"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ManagedClient",
+    "ManagedSubscription",
+    "NodeTarget",
+    "connect",
+    "connect_node",
+    "node_target",
+    "refused",
+]
+
+DEFAULT_TIMEOUT = 5.0  # seconds a connect may take, the TLS handshake and the server's first PONG included
+_TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
+_NO_REASON = (NoServersError,)  # nats-py's last word after the real reason was reported
+
+
+async def _abandon(nc: Client) -> None:
+    """Close a connection that did not come up, without waiting on a server that does not answer."""
+    try:
+        await asyncio.wait_for(nc.close(), 1)
+    except Exception:  # already closed, or the socket is gone: nothing left to release
+        pass
 
 
 async def connect(
@@ -26,35 +59,146 @@ async def connect(
     creds_path: Optional[Path] = None,
     *,
     creds_text: Optional[str] = None,
+    tls: Optional[ssl.SSLContext] = None,
+    timeout: float = DEFAULT_TIMEOUT,
     errors: Optional[list] = None,
     name: str = "dchat-ops",
     **kw,
 ) -> Client:
-    """Connect with a creds file (re-read at each reconnect) or creds text; errors are appended to ``errors``."""
+    """Connect with a creds file (re-read at each reconnect) or creds text; errors are appended to ``errors``.
+
+    The connect is bounded by ``timeout`` (also nats-py's ``connect_timeout`` for each step); a server
+    that does not answer or refuses raises :class:`ServerError`.  ``tls`` is the context for a TLS port.
+    Other keywords go to nats-py (``allow_reconnect``, ``max_reconnect_attempts`` apply once connected).
+    """
+
+    seen: list[BaseException] = []
+    fatal = asyncio.Event()  # the server answered and said no: retrying until the timeout would not help
 
     async def on_error(e):
+        seen.append(e)
         if errors is not None:
             errors.append(str(e))
+        if isinstance(e, ssl.SSLError) or not isinstance(e, (OSError, *_TIMEOUTS)):
+            fatal.set()
 
     creds = RawCredentials(creds_text) if creds_text is not None else str(creds_path)
-    kw.setdefault("connect_timeout", 2)
-    return await nats.connect(url, user_credentials=creds, error_cb=on_error, name=name, **kw)
+    if tls is not None:
+        kw["tls"] = tls
+    kw.setdefault("connect_timeout", timeout)
+    nc = Client()
+    task = asyncio.ensure_future(nc.connect(url, user_credentials=creds, error_cb=on_error, name=name, **kw))
+    refusal = asyncio.ensure_future(fatal.wait())
+    try:
+        await asyncio.wait({task, refusal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refusal.cancel()
+    if task.done() and not task.cancelled() and task.exception() is None:
+        return nc
+    if task.done() and not task.cancelled():
+        seen.append(task.exception())
+    else:
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # cancelled, or it failed while being cancelled: the reason is in ``seen``
+            pass
+    await _abandon(nc)
+    last = next((e for e in reversed(seen) if not isinstance(e, _NO_REASON)), seen[-1] if seen else None)
+    if last is None or isinstance(last, _TIMEOUTS):
+        raise ServerError(f"no answer from {url} within {timeout:g}s")
+    reason = f"TLS: {last}" if isinstance(last, ssl.SSLError) else (str(last) or type(last).__name__)
+    raise ServerError(f"cannot connect to {url}: {reason}")
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """How this machine reaches a node: its client URL, monitoring URL and the TLS context of its client port."""
+
+    node_id: str
+    server_name: str
+    url: str
+    monitor_url: str
+    tls: Optional[ssl.SSLContext] = None
+
+    def connect_kw(self) -> dict:
+        """The keywords that make :func:`connect` (or a client built on it) reach this node."""
+        return {"tls": self.tls} if self.tls is not None else {}
+
+    async def connect(
+        self,
+        creds_path: Optional[Path] = None,
+        *,
+        creds_text: Optional[str] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kw,
+    ) -> Client:
+        return await connect(self.url, creds_path, creds_text=creds_text, tls=self.tls, timeout=timeout, **kw)
+
+
+def node_target(store: Store, node: Union[str, Node]) -> NodeTarget:
+    """The :class:`NodeTarget` of a node (by id or :class:`Node`).
+
+    When the node verifies its clients' certificates and the store has no client certificate for it
+    yet, one is issued from the store's CA.
+    """
+    if isinstance(node, str):
+        node = NodeFile.load(store, node).node
+    return NodeTarget(
+        node_id=node.id,
+        server_name=node.server_name,
+        url=nodes.client_url(node),
+        monitor_url=nodes.monitor_url(node),
+        tls=client_tls_for(store, node),
+    )
+
+
+async def connect_node(
+    store: Store,
+    node: Union[str, Node],
+    *,
+    creds: Optional[Path] = None,
+    creds_text: Optional[str] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    **kw,
+) -> Client:
+    """Connect to a node of the store: the one way to reach a node (its URL, TLS, a bounded connect).
+
+    Without ``creds`` or ``creds_text`` it connects as the node's own user.
+    """
+    target = node_target(store, node)
+    if creds is None and creds_text is None:
+        n = node if not isinstance(node, str) else NodeFile.load(store, node).node
+        creds = store.creds_path(store.current_operator(), n.account, n.user)
+    return await target.connect(creds, creds_text=creds_text, timeout=timeout, **kw)
 
 
 async def refused(
-    url: str, creds_path: Optional[Path] = None, *, creds_text: Optional[str] = None, timeout: float = 3.0
+    url: str,
+    creds_path: Optional[Path] = None,
+    *,
+    creds_text: Optional[str] = None,
+    timeout: float = 3.0,
+    **kw,
 ) -> Optional[str]:
-    """Try to connect once; the server's reason (lower case) when refused, None when it connected."""
+    """Try to connect once; the server's reason (lower case) when refused, None when it connected.
+
+    ``tls=`` (and other :func:`connect` keywords) pass through.
+    """
     errors: list[str] = []
     try:
-        nc = await asyncio.wait_for(
-            connect(
-                url, creds_path, creds_text=creds_text, errors=errors, allow_reconnect=False, max_reconnect_attempts=0
-            ),
-            timeout,
+        nc = await connect(
+            url,
+            creds_path,
+            creds_text=creds_text,
+            errors=errors,
+            timeout=timeout,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            **kw,
         )
-    except Exception as exc:  # nats-py raises several types for an auth refusal
-        return (" ".join(errors) or str(exc) or type(exc).__name__).lower()
+    except DchatOpsError as exc:
+        return (" ".join(errors) or str(exc)).lower()
     try:
         await nc.flush(timeout=1)
     except Exception as exc:

@@ -6,6 +6,10 @@ Pushing uses a short-lived system user (two minutes), made in memory and never w
 Nodes with the full nats resolver get ``$SYS.REQ.CLAIMS.UPDATE``; nodes with the memory resolver get
 their preload re-rendered and a reload.  Every node config is re-rendered so a restart also starts
 from the new JWTs.
+
+Each running node is reached on its own (:func:`dchat_ops.runtime.client.node_target`: its URL and
+TLS) and asked directly, so each one either confirms or is named in the report ("no answer within
+3s", "cannot connect ..."); every connect and every request is bounded by ``timeout``.
 """
 
 from __future__ import annotations
@@ -18,16 +22,17 @@ from typing import Optional
 
 from dchat_ops.config.node import list_nodes
 from dchat_ops.config.nodes import render_node
-from dchat_ops.config.tls import client_tls_for
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.nsc.claims import Claims
 from dchat_ops.nsc.jwt import decode, encode_generic
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import connect
+from dchat_ops.runtime.client import NodeTarget, node_target
 from dchat_ops.runtime.supervisor import Supervisor
 
-__all__ = ["PushReport", "prune", "pull", "push", "running_nodes"]
+__all__ = ["DEFAULT_TIMEOUT", "PullReport", "PushReport", "prune", "pull", "push", "running_nodes"]
+
+DEFAULT_TIMEOUT = 3.0  # seconds for each connect and each request to one node
 
 
 def running_nodes(store: Store) -> list:
@@ -46,49 +51,127 @@ class PushReport:
     def ok(self) -> bool:
         return bool(self.results) and all(r.get("ok") for r in self.results)
 
+    def failed_servers(self) -> list[str]:
+        """The servers that did not confirm, each named once."""
+        return list(dict.fromkeys(r["server"] for r in self.results if not r.get("ok")))
+
     def to_dict(self) -> dict:
         return {"ok": self.ok, "expected_servers": self.expected_servers, "results": self.results}
 
 
-async def _collect(
-    url: str, creds: str, subject: str, payload: bytes, want: int, timeout: float, tls=None
-) -> list[dict]:
+class _Session:
+    """One connection to one node, asking it requests and taking that node's own answer."""
 
-    kw = {"tls": tls} if tls is not None else {}
-    nc = await connect(url, creds_text=creds, allow_reconnect=False, max_reconnect_attempts=0, **kw)
+    def __init__(self, target: NodeTarget, nc, timeout: float):
+        self.target = target
+        self.nc = nc
+        self.timeout = timeout
+        info = getattr(nc, "_server_info", None) or {}
+        self.names = {target.server_name, info.get("server_name")} - {None, ""}
+        self.ids = {info.get("server_id")} - {None, ""}
+
+    def _mine(self, answer: dict) -> bool:
+        server = answer.get("server") or {}
+        return server.get("name") in self.names or server.get("id") in self.ids
+
+    async def ask(self, subject: str, payload: bytes = b"", *, any_answer: bool = False) -> dict:
+        """This node's answer (parsed JSON, or ``{"raw": text}``); :class:`ServerError` when none comes in time.
+
+        Servers of a cluster all answer the claims subjects; only the answer of the node asked is kept
+        (``any_answer`` takes the first, for replies that do not name their server).
+        """
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        try:
+            await self.nc.publish(subject, payload, reply=inbox)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except Exception:  # nats-py's timeout, or the connection went away
+                    break
+                try:
+                    answer = json.loads(msg.data)
+                except ValueError:
+                    answer = {"raw": msg.data.decode(errors="replace")}
+                if not isinstance(answer, dict):
+                    answer = {"raw": msg.data.decode(errors="replace")}
+                if any_answer or "raw" in answer or self._mine(answer):
+                    return answer
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the connection is gone already
+                pass
+        raise ServerError(f"no answer within {self.timeout:g}s")
+
+
+async def _on_node(target: NodeTarget, creds: str, timeout: float, work) -> object:
+    """Connect to one node (bounded) and run ``work(session)``; a :class:`DchatOpsError` is returned, not raised."""
     try:
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        await nc.publish(subject, payload, reply=inbox)
-        out = []
-        deadline = time.monotonic() + timeout
-        while len(out) < want and time.monotonic() < deadline:
-            try:
-                msg = await sub.next_msg(timeout=max(0.01, deadline - time.monotonic()))
-            except Exception:
-                break
-            try:
-                out.append(json.loads(msg.data))
-            except ValueError:
-                out.append({"raw": msg.data.decode(errors="replace")})
-        return out
+        nc = await target.connect(creds_text=creds, timeout=timeout, allow_reconnect=False, max_reconnect_attempts=0)
+    except DchatOpsError as exc:
+        return exc
+    try:
+        return await work(_Session(target, nc, timeout))
+    except DchatOpsError as exc:
+        return exc
+    except Exception as exc:  # the connection failed under us: name the node, never a traceback
+        return ServerError(f"{type(exc).__name__}: {exc}")
     finally:
-        await nc.close()
+        try:
+            await asyncio.wait_for(nc.close(), 1)
+        except Exception:  # a stopped server: the socket is dropped anyway
+            pass
 
 
-def _target(store: Store, sup) -> tuple:
-    """URL and TLS context to reach a running node's client port."""
+def _on_nodes(store: Store, sups, creds: str, timeout: float, work) -> list[tuple[str, object]]:
+    """Run ``work`` on every node of ``sups`` at once: (server name, result or error) per node, in order."""
+    targets: list[tuple[str, object]] = []
+    for s in sups:
+        node = s.node()
+        try:
+            targets.append((node.server_name, node_target(store, node)))
+        except DchatOpsError as exc:  # e.g. TLS on the node but no CA in the store
+            targets.append((node.server_name, exc))
 
-    node = sup.node()
-    return f"nats://127.0.0.1:{node.client_port}", client_tls_for(store, node)
+    async def run_all():
+        async def one(t):
+            return t if isinstance(t, DchatOpsError) else await _on_node(t, creds, timeout, work)
+
+        return await asyncio.gather(*(one(t) for _, t in targets))
+
+    return list(zip([n for n, _ in targets], asyncio.run(run_all()), strict=True))
+
+
+def _message(exc: DchatOpsError) -> str:
+    text = str(exc)
+    return text if text.startswith(("no answer", "cannot connect")) else f"cannot connect: {text}"
+
+
+def _row(account: str, server: str, answer: dict) -> dict:
+    data, err = answer.get("data"), answer.get("error")
+    return {
+        "account": account,
+        "server": server,
+        "ok": bool(isinstance(data, dict) and data.get("code") == 200),
+        "message": (data or {}).get("message") if isinstance(data, dict) else (err or {}).get("description", ""),
+    }
 
 
 def _full_nodes(sups) -> list:
     return [s for s in sups if s.node().resolver == "full"]
 
 
-def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float = 3.0) -> PushReport:
-    """Send account JWTs to every running node of the store; report each server's answer."""
+def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
+    """Send account JWTs to every running node of the store; report each server's answer.
+
+    Each node with the full resolver is asked directly; a node that cannot be reached or does not
+    answer within ``timeout`` gets a row with ``ok`` False that says so.
+    """
 
     op = store.operator()
     names = accounts or store.account_names(op.name)
@@ -98,32 +181,31 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
         raise DchatOpsError("no node of this store is running; start one with 'dchat-ops node up'")
     for s in sups:  # configs follow the store, so a restart also starts from the new JWTs
         render_node(store, s.node_id)
+    tokens = [(name, store.account(name, op.name).token) for name in names]
     full = _full_nodes(sups)
-    creds = system_creds(store)
-    for name in names:
-        acc = store.account(name, op.name)
-        if full:
-            url, tls = _target(store, full[0])
-            answers = asyncio.run(
-                _collect(url, creds, "$SYS.REQ.CLAIMS.UPDATE", acc.token.encode(), len(full), timeout, tls)
-            )
-            for a in answers:
-                server = (a.get("server") or {}).get("name", "?")
-                data, err = a.get("data"), a.get("error")
-                report.results.append(
-                    {
-                        "account": name,
-                        "server": server,
-                        "ok": bool(data and data.get("code") == 200),
-                        "message": (data or {}).get("message") or (err or {}).get("description", ""),
-                    }
+
+    async def update(session: _Session) -> list[dict]:
+        rows = []
+        for name, token in tokens:
+            try:
+                answer = await session.ask("$SYS.REQ.CLAIMS.UPDATE", token.encode())
+            except DchatOpsError as exc:  # one unanswered request: do not wait on this node again
+                rows.extend(
+                    {"account": n, "server": session.target.server_name, "ok": False, "message": str(exc)}
+                    for n, _ in tokens[len(rows) :]
                 )
-            answered = {r["server"] for r in report.results if r["account"] == name}
-            for s in full:
-                if s.node().server_name not in answered:
-                    report.results.append(
-                        {"account": name, "server": s.node().server_name, "ok": False, "message": "no answer"}
-                    )
+                break
+            rows.append(_row(name, session.target.server_name, answer))
+        return rows
+
+    if full:
+        for server, out in _on_nodes(store, full, system_creds(store), timeout, update):
+            if isinstance(out, DchatOpsError):
+                report.results.extend(
+                    {"account": name, "server": server, "ok": False, "message": _message(out)} for name in names
+                )
+            else:
+                report.results.extend(out)
     for s in sups:
         if s.node().resolver == "memory":
             try:
@@ -143,72 +225,113 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     return report
 
 
-def _server_accounts(url: str, creds: str, timeout: float, tls=None) -> list[str]:
-    listed = asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.LIST", b"", 1, timeout, tls))
-    return list((listed[0].get("data") if listed else None) or [])
+def _listed(answer: dict) -> list[str]:
+    data = answer.get("data")
+    return [a for a in data if isinstance(a, str)] if isinstance(data, list) else []
 
 
-def prune(store: Store, *, timeout: float = 3.0) -> PushReport:
-    """Delete from the servers' full resolvers every account the store no longer has (needs allow_delete)."""
+def prune(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
+    """Delete from the servers' full resolvers every account the store no longer has (needs allow_delete).
+
+    Each node is asked what it holds and told to delete what the store dropped; one row per node
+    that held such accounts, and one per node that could not be reached or did not answer.
+    """
 
     sups = _full_nodes(running_nodes(store))
     if not sups:
         raise DchatOpsError("no running node with the full resolver to prune")
     op = store.operator()
-    url, tls = _target(store, sups[0])
     creds = system_creds(store)
-    ours = {e.public_key for e in store.accounts(op.name)}
-    gone = [a for a in _server_accounts(url, creds, timeout, tls) if a not in ours and a != op.claims.system_account]
-    report = PushReport(expected_servers=len(sups))
-    if not gone:
-        return report
+    ours = {e.public_key for e in store.accounts(op.name)} | {op.claims.system_account}
     signer = next((store.load_key(k) for k in op.claims.signing_keys if store.has_key(k)), None)
     if signer is None:
         signer = store.load_key(op.public_key)
-    req = encode_generic({"accounts": gone}, signer, clock=store.clock)
-    for a in asyncio.run(_collect(url, creds, "$SYS.REQ.CLAIMS.DELETE", req.encode(), len(sups), timeout, tls)):
-        data, err = a.get("data"), a.get("error")
-        report.results.append(
-            {
-                "account": ",".join(gone),
-                "server": (a.get("server") or {}).get("name", "?"),
-                "ok": bool(data and data.get("code") == 200),
-                "message": (data or {}).get("message") or (err or {}).get("description", ""),
-            }
-        )
+    report = PushReport(expected_servers=len(sups))
+
+    async def delete(session: _Session) -> Optional[dict]:
+        gone = [a for a in _listed(await session.ask("$SYS.REQ.CLAIMS.LIST")) if a not in ours]
+        if not gone:
+            return None
+        req = encode_generic({"accounts": gone}, signer, clock=store.clock)
+        answer = await session.ask("$SYS.REQ.CLAIMS.DELETE", req.encode())
+        return _row(",".join(gone), session.target.server_name, answer)
+
+    for server, out in _on_nodes(store, sups, creds, timeout, delete):
+        if isinstance(out, DchatOpsError):
+            report.results.append({"account": "", "server": server, "ok": False, "message": _message(out)})
+        elif out is not None:
+            report.results.append(out)
     return report
 
 
-def pull(store: Store, *, timeout: float = 2.0) -> list[dict]:
-    """What the running servers hold, compared with the store: one row per account."""
+@dataclass
+class PullReport:
+    """What the running servers hold, compared with the store: ``rows`` (one per account; iterating
+    the report yields them) and ``results`` (one per node: did it answer)."""
+
+    rows: list[dict] = field(default_factory=list)
+    results: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.get("ok") for r in self.results)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "rows": self.rows, "results": self.results}
+
+
+def pull(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PullReport:
+    """What the running servers hold, compared with the store: one row per account, one result per node."""
     sups = _full_nodes(running_nodes(store))
     if not sups:
         raise DchatOpsError("no running node with the full resolver to pull from")
-    url, tls = _target(store, sups[0])
     creds = system_creds(store)
-    ids = _server_accounts(url, creds, timeout, tls)
-    rows = []
+
+    async def fetch(session: _Session) -> dict[str, str]:
+        held = {}
+        for acc_id in _listed(await session.ask("$SYS.REQ.CLAIMS.LIST")):
+            got = await session.ask(f"$SYS.REQ.ACCOUNT.{acc_id}.CLAIMS.LOOKUP", any_answer=True)
+            held[acc_id] = got.get("raw", "")
+        return held
+
+    report = PullReport()
+    held_by: dict[str, dict[str, str]] = {}
+    for server, out in _on_nodes(store, sups, creds, timeout, fetch):
+        if isinstance(out, DchatOpsError):
+            report.results.append({"server": server, "ok": False, "message": _message(out)})
+            continue
+        report.results.append({"server": server, "ok": True, "message": f"{len(out)} accounts"})
+        for acc_id, token in out.items():
+            held_by.setdefault(acc_id, {})[server] = token
     op = store.operator()
     ours = {e.public_key: e for e in store.accounts(op.name)}
-    for acc_id in sorted(set(ids) | set(ours)):
-        server_jwt = ""
-        if acc_id in ids:
-            got = asyncio.run(_collect(url, creds, f"$SYS.REQ.ACCOUNT.{acc_id}.CLAIMS.LOOKUP", b"", 1, timeout, tls))
-            server_jwt = got[0].get("raw", "") if got else ""
+    for acc_id in sorted(set(held_by) | set(ours)):
+        tokens = {srv: t for srv, t in held_by.get(acc_id, {}).items() if t}
         mine = ours.get(acc_id)
-        row = {
+        row: dict = {
             "account": acc_id,
             "name": mine.name if mine else "",
             "in_store": bool(mine),
-            "on_server": bool(server_jwt),
+            "on_server": bool(tokens),
+            "servers": sorted(tokens),
         }
-        if mine and server_jwt:
-            try:
-                theirs: Claims = decode(server_jwt)
-                row["same"] = theirs.jti == mine.claims.jti
-                row["server_issued_at"] = theirs.issued_at
-                row["store_issued_at"] = mine.claims.issued_at
-            except DchatOpsError:
-                row["same"] = False
-        rows.append(row)
-    return rows
+        if mine and tokens:
+            same = True
+            for token in tokens.values():
+                try:
+                    theirs: Claims = decode(token)
+                except DchatOpsError:
+                    same = False
+                    continue
+                same = same and theirs.jti == mine.claims.jti
+                row["server_issued_at"] = max(row.get("server_issued_at", 0), theirs.issued_at)
+            row["same"] = same
+            row["store_issued_at"] = mine.claims.issued_at
+        report.rows.append(row)
+    return report

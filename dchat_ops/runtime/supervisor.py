@@ -73,12 +73,7 @@ class Supervisor:
 
     @property
     def monitor_url(self) -> str:
-        return self._monitor_url(self.node())
-
-    @staticmethod
-    def _monitor_url(n) -> str:
-        host = "127.0.0.1" if n.host in ("0.0.0.0", "127.0.0.1", "localhost", "") else n.host
-        return f"http://{host}:{n.monitor_port}"
+        return nodes.monitor_url(self.node())
 
     def pid(self) -> Optional[int]:
         """The pid of the running server, or None (a stale pid file is ignored)."""
@@ -182,7 +177,7 @@ class Supervisor:
         if pid is None:
             return NodeStatus(self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store)})
         node = self.node()
-        base = self._monitor_url(node)
+        base = nodes.monitor_url(node)
         code, _ = http_json(base + HEALTHZ)
         st = NodeStatus(self.node_id, True, pid, healthy=(code == 200))
         _, varz = http_json(base + "/varz")
