@@ -207,3 +207,29 @@ def test_writing_a_secret_elsewhere_keeps_that_folders_mode(store, tmp_path):
     assert r.exit_code == 0, r.output
     assert oct(out_dir.stat().st_mode & 0o777) == "0o755"
     assert oct((out_dir / "d.creds").stat().st_mode & 0o777) == "0o600"
+
+
+def test_lazy_command_table_matches_the_modules():
+    """Every command is in the lazy table under the module that defines it, and nothing else is."""
+    import importlib
+
+    from dchat_ops._cli.app import COMMAND_MODULES
+
+    for mod in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"dchat_ops._cli.{mod}")
+    assert set(cli.commands) == set(COMMAND_MODULES)
+    for name, command in cli.commands.items():
+        assert command.callback is not None
+        assert command.callback.__module__ == f"dchat_ops._cli.{COMMAND_MODULES[name]}", name
+
+
+def test_starting_the_cli_imports_no_command_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dchat_ops._cli.main import cli; "
+        "print(sorted(m for m in sys.modules if m.startswith('dchat_ops._cli.') or m in ('jinja2', 'nats')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "['dchat_ops._cli.app', 'dchat_ops._cli.main', 'dchat_ops._cli.output']"

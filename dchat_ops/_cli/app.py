@@ -5,13 +5,63 @@ Exit codes: 0 ok, 1 failed, 2 usage error, 3 changes pending (``--detailed-exitc
 
 from __future__ import annotations
 
-from typing import Optional
+import importlib
+from typing import TYPE_CHECKING, Optional
 
 import click
 
 from dchat_ops import __version__
 from dchat_ops.errors import DchatOpsError
-from dchat_ops.nsc.store import Store
+
+if TYPE_CHECKING:
+    from dchat_ops.nsc.store import Store
+
+# Which module of this package defines each top-level command.  A command's module (and the library
+# it needs) is imported only when that command runs, so starting the command line stays cheap.
+# tests/test_cli.py checks this table against what the modules register.
+COMMAND_MODULES = {
+    "add": "identity",
+    "allow-pub": "perms",
+    "allow-sub": "perms",
+    "apply": "provision",
+    "chat": "chat",
+    "deny-pub": "perms",
+    "deny-sub": "perms",
+    "describe": "identity",
+    "edit": "identity",
+    "export": "transfer",
+    "generate": "identity",
+    "import": "transfer",
+    "init": "identity",
+    "list": "identity",
+    "node": "nodes",
+    "perms": "perms",
+    "plan": "provision",
+    "pull": "transfer",
+    "push": "transfer",
+    "revocations": "transfer",
+    "revoke": "transfer",
+    "rm": "identity",
+    "rm-pub": "perms",
+    "rm-sub": "perms",
+    "spec": "provision",
+    "tls": "tls",
+    "unrevoke": "transfer",
+    "validate": "identity",
+    "verify": "verify",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are registered by their modules, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMAND_MODULES) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"dchat_ops._cli.{COMMAND_MODULES[cmd_name]}")
+        return self.commands.get(cmd_name)
 
 
 class Ctx:
@@ -19,6 +69,8 @@ class Ctx:
         self.home = home
 
     def store(self, must_exist: bool = True) -> Store:
+        from dchat_ops.nsc.store import Store
+
         store = Store(self.home)
         if must_exist:
             store.require()
@@ -46,7 +98,7 @@ def _times(values) -> list[tuple[str, str]]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     envvar="DCHAT_OPS_HOME",

@@ -10,6 +10,7 @@ from typing import Optional
 
 import click
 
+from dchat_ops._cli.app import cli
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops.config import pki
 from dchat_ops.config import tls as node_tls
@@ -60,7 +61,7 @@ def _mark(d: dict) -> str:
     return ", ".join(marks) or "ok"
 
 
-@click.group("tls")
+@cli.group("tls")
 def tls():
     """TLS for every link: the store's CA, node certificates, and which links of a node use them."""
 

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Generic, Optional, TypeVar, Union
 
 from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir, store_lock
 from dchat_ops.errors import JWTError, NKeyError, StoreError
@@ -69,14 +69,17 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+C = TypeVar("C", bound=Claims)
+
+
 @dataclass
-class Entity:
+class Entity(Generic[C]):
     """An operator, account or user as held in the store: its name, token and decoded claims."""
 
     kind: str
     name: str
     token: str
-    claims: Claims
+    claims: C
     path: Path
 
     @property
@@ -245,7 +248,7 @@ class Store:
         self._keystore_ready = True
 
     # JWTs --------------------------------------------------------------------------------------
-    def _read_entity(self, kind: str, name: str, path: Path, cls: type[Claims]) -> Entity:
+    def _read_entity(self, kind: str, name: str, path: Path, cls: type[C]) -> Entity[C]:
         """Read and verify a JWT file (a token already verified by this store is not verified again)."""
         try:
             token = path.read_text().strip()
@@ -263,15 +266,15 @@ class Store:
         self._decoded[token] = claims.copy()
         return Entity(kind, name, token, claims, path)
 
-    def operator(self, name: Optional[str] = None) -> Entity:
+    def operator(self, name: Optional[str] = None) -> Entity[OperatorClaims]:
         name = name or self.current_operator()
         return self._read_entity("operator", name, self.operator_jwt_path(name), OperatorClaims)
 
-    def account(self, name: str, operator: Optional[str] = None) -> Entity:
+    def account(self, name: str, operator: Optional[str] = None) -> Entity[AccountClaims]:
         op = operator or self.current_operator()
         return self._read_entity("account", name, self.account_jwt_path(op, name), AccountClaims)
 
-    def user(self, account: str, name: str, operator: Optional[str] = None) -> Entity:
+    def user(self, account: str, name: str, operator: Optional[str] = None) -> Entity[UserClaims]:
         op = operator or self.current_operator()
         if not self.account_jwt_path(op, account).is_file():
             raise StoreError(f"no account named {account!r} in the store")
@@ -291,12 +294,12 @@ class Store:
             return []
         return sorted(p.stem for p in d.glob("*.jwt"))
 
-    def accounts(self, operator: Optional[str] = None) -> Iterator[Entity]:
+    def accounts(self, operator: Optional[str] = None) -> Iterator[Entity[AccountClaims]]:
         op = operator or self.current_operator()
         for n in self.account_names(op):
             yield self.account(n, op)
 
-    def find_account(self, name_or_key: str, operator: Optional[str] = None) -> Entity:
+    def find_account(self, name_or_key: str, operator: Optional[str] = None) -> Entity[AccountClaims]:
         """An account by name or by public key."""
         op = operator or self.current_operator()
         if name_or_key in self.account_names(op):
