@@ -11,6 +11,8 @@ Files: ``run/<id>/nats-server.conf``, ``nats-server.pid``, ``nats-server.log``.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -144,9 +146,6 @@ class Supervisor:
         if status != 200:
             raise ServerError(f"node {self.node_id}: monitoring did not answer before reload")
         log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
-        import os
-        import signal
-
         os.kill(pid, signal.SIGHUP)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
