@@ -24,18 +24,19 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY: dict[str, str] = {
     # errors
-    "ApplyError": "dchat_ops.permissions.apply",
+    "ApplyError": "dchat_ops.errors",
     "BundleError": "dchat_ops.errors",
     "ChainError": "dchat_ops.errors",
-    "ChatError": "dchat_ops.chat.client",
+    "ChatError": "dchat_ops.errors",
     "ConfigError": "dchat_ops.errors",
     "CredsError": "dchat_ops.errors",
     "DchatOpsError": "dchat_ops.errors",
     "ExistsError": "dchat_ops.errors",
+    "FieldError": "dchat_ops.errors",
     "JWTError": "dchat_ops.errors",
     "NKeyError": "dchat_ops.errors",
     "ServerError": "dchat_ops.errors",
-    "SpecError": "dchat_ops.provision",
+    "SpecError": "dchat_ops.errors",
     "StoreError": "dchat_ops.errors",
     "TLSError": "dchat_ops.errors",
     # identities: keys, claims, JWTs, creds, bundles
@@ -118,6 +119,7 @@ __all__ = [
     "Entity",
     "ExistsError",
     "Export",
+    "FieldError",
     "Finding",
     "Import",
     "JWTError",
@@ -188,19 +190,23 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names for type checkers and editors, which do not run __getattr__
-    from dchat_ops.chat.client import ChatClient, ChatError, ChatIdentity
+    from dchat_ops.chat.client import ChatClient, ChatIdentity
     from dchat_ops.config.nodes import add_node
     from dchat_ops.config.server import ServerConfig, standalone_config
     from dchat_ops.errors import (
+        ApplyError,
         BundleError,
         ChainError,
+        ChatError,
         ConfigError,
         CredsError,
         DchatOpsError,
         ExistsError,
+        FieldError,
         JWTError,
         NKeyError,
         ServerError,
+        SpecError,
         StoreError,
         TLSError,
     )
@@ -237,8 +243,7 @@ if TYPE_CHECKING:  # the same names for type checkers and editors, which do not 
     from dchat_ops.nsc.keys import KeyPair, PublicKey
     from dchat_ops.nsc.revoke import revoke_user, unrevoke
     from dchat_ops.nsc.store import Entity, Store
-    from dchat_ops.permissions.apply import ApplyError, apply_node_edit, apply_user_edit
-    from dchat_ops.provision import SpecError
+    from dchat_ops.permissions.apply import apply_node_edit, apply_user_edit
     from dchat_ops.runtime.process import ServerProcess
     from dchat_ops.runtime.push import pull, push
     from dchat_ops.runtime.supervisor import Supervisor

@@ -17,6 +17,8 @@ import os
 import stat
 import threading
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
 from dchat_ops.errors import DchatOpsError, ExistsError
 
@@ -183,7 +185,7 @@ class FileTransaction:
         ...                            # an exception here rolls everything back
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._saved: dict[Path, tuple[bytes | None, int | None]] = {}
 
     def remember(self, path: Path) -> None:
@@ -235,7 +237,9 @@ class FileTransaction:
     def __enter__(self) -> FileTransaction:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if exc_type is not None:
             self.rollback()
         self._saved.clear()

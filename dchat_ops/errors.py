@@ -10,16 +10,16 @@ message and a non-zero exit code, never a traceback.  Messages never contain sec
     ├── CredsError           a creds file without a JWT or seed block
     ├── BundleError          a bundle that cannot be opened: wrong secret, damaged, truncated
     ├── StoreError           missing store, unknown entity, invalid name
-    │   └── ExistsError      refusing to overwrite without force
+    │   ├── ExistsError      refusing to overwrite without force
+    │   └── FieldError       a user or role field the server would refuse (field, index, reason)
     ├── ConfigError          a server config that would not start or would misbehave
     │   ├── TLSError         a certificate, key or TLS setting that is missing or unusable
-    │   └── SpecError *      a provisioning spec that is not valid (file, line, field)
+    │   └── SpecError        a provisioning spec that is not valid (file, line, field)
     ├── ServerError          a nats-server process that failed to start, stop or answer
-    ├── ApplyError *         a step of a permission change failed; everything was put back
-    └── ChatError *          a chat operation that cannot be done
+    ├── ApplyError           a step of a permission change failed; everything was put back
+    └── ChatError            a chat operation that cannot be done
 
-    * defined beside its code for now (``dchat_ops.provision``, ``dchat_ops.permissions.apply``,
-      ``dchat_ops.chat.client``); all of them are importable from ``dchat_ops``.
+All of them are importable from ``dchat_ops``.
 
 Catch the base class, show the type and the message:
 
@@ -34,15 +34,19 @@ Catch the base class, show the type and the message:
 from __future__ import annotations
 
 __all__ = [
+    "ApplyError",
     "BundleError",
     "ChainError",
+    "ChatError",
     "ConfigError",
     "CredsError",
     "DchatOpsError",
     "ExistsError",
+    "FieldError",
     "JWTError",
     "NKeyError",
     "ServerError",
+    "SpecError",
     "StoreError",
     "TLSError",
 ]
@@ -87,6 +91,24 @@ class ExistsError(StoreError):
     """Refusing to overwrite an existing key, creds or JWT without ``force``."""
 
 
+class FieldError(StoreError):
+    """A user or role field the server would refuse.
+
+    ``field`` is the field's name as specs and the CLI spell it, ``index`` the item of a list (or
+    None), ``reason`` the message without the field: ``str(err)`` is ``"<field>[<index>]: <reason>"``.
+    """
+
+    def __init__(self, field: str, reason: str, index: int | None = None):
+        self.field = field
+        self.index = index
+        self.reason = reason
+        super().__init__(f"{self.where}: {reason}")
+
+    @property
+    def where(self) -> str:
+        return self.field if self.index is None else f"{self.field}[{self.index}]"
+
+
 class ConfigError(DchatOpsError):
     """A server or node configuration that fails validation."""
 
@@ -95,9 +117,26 @@ class TLSError(ConfigError):
     """A certificate, key or TLS setting that is missing, invalid or unusable."""
 
 
+class SpecError(ConfigError):
+    """A spec that is not valid: the message names the file, the line and the field."""
+
+
 class BundleError(DchatOpsError):
     """A bundle that cannot be opened: wrong passphrase or key, damaged, truncated, or not a bundle."""
 
 
 class ServerError(DchatOpsError):
     """A nats-server process that failed to start, answer or stop."""
+
+
+class ApplyError(DchatOpsError):
+    """A step of applying a change failed; everything was put back.  ``node`` and ``step`` say where."""
+
+    def __init__(self, message: str, *, node: str = "", step: str = ""):
+        super().__init__(message)
+        self.node = node
+        self.step = step
+
+
+class ChatError(DchatOpsError):
+    """A chat operation that cannot be done (unknown friend, not a group member, ...)."""

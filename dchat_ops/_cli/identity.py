@@ -13,7 +13,8 @@ from dchat_ops._time import format_time, parse_duration, parse_expiry
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc import describe as inspect_
-from dchat_ops.nsc.store import Store
+from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
+from dchat_ops.nsc.store import Entity, Store
 
 # --- init ----------------------------------------------------------------------------------------
 
@@ -397,6 +398,7 @@ def describe(c: Ctx, kind, name, account, as_json):
         d = inspect_.describe_file(Path(name))
     else:
         store = c.store()
+        e: Entity[OperatorClaims] | Entity[AccountClaims] | Entity[UserClaims]
         if kind == "operator":
             e = store.operator(name)
         elif kind == "account":

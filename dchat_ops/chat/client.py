@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.config.node import inbox_prefix
 from dchat_ops.config.nodes import CHAT_IMPORTS
-from dchat_ops.errors import DchatOpsError, JWTError
+from dchat_ops.errors import ChatError, DchatOpsError, JWTError
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import verify_chain
 from dchat_ops.nsc.keys import KeyPair, PublicKey, x25519_public
@@ -70,10 +70,6 @@ DIR_BUCKET = "dchat_dir"
 FRIENDS_BUCKET = "dchat_friends"
 GROUPS_BUCKET = "dchat_groups"
 MAX_SKEW_MS = 5 * 60 * 1000
-
-
-class ChatError(DchatOpsError):
-    """A chat operation that cannot be done (unknown friend, not a group member, ...)."""
 
 
 def _tok(name: str) -> str:

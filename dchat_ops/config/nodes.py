@@ -77,7 +77,7 @@ def run_dir(store: Store, node_id: str) -> Path:
 
 
 def _used_ports(store: Store, exclude: str = "") -> set[int]:
-    used = set()
+    used: set[int] = set()
     for nid in list_nodes(store):
         if nid == exclude:
             continue
@@ -150,16 +150,16 @@ def add_node(
     check_name(node_id, "node id")
     check_name(cluster_name, "cluster name")
     store.require()
-    given = [p for p in (client_port, monitor_port, cluster_port, gateway_port, leaf_port, websocket_port) if p]
-    if len(given) != len(set(given)):
+    given_ports = [p for p in (client_port, monitor_port, cluster_port, gateway_port, leaf_port, websocket_port) if p]
+    if len(given_ports) != len(set(given_ports)):
         raise ConfigError(f"node {node_id}: the same port is given for two listeners")
     path = node_path(store, node_id)
     if path.exists() and not force:
         raise ExistsError(f"node {node_id} already exists ({path}); use --force to replace it")
     account = account or store.default_account()
     store.account(account)  # must exist
-    for r in seed_routes:
-        check_url(r, ROUTE_SCHEMES, "--seed-route")
+    for route in seed_routes:
+        check_url(route, ROUTE_SCHEMES, "--seed-route")
     for name, url in gateways:
         check_name(name, "gateway name")
         check_url(url, GATEWAY_SCHEMES, f"--gateway {name}")

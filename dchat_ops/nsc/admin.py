@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from dchat_ops._fs import deferred_sync
 from dchat_ops.errors import ExistsError, StoreError
@@ -27,7 +27,7 @@ from dchat_ops.nsc.claims import (
     UserPermissionLimits,
 )
 from dchat_ops.nsc.creds import format_creds
-from dchat_ops.nsc.jwt import encode, verify_chain
+from dchat_ops.nsc.jwt import Clock, encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec
 from dchat_ops.nsc.spec import dedupe as _dedupe
@@ -68,22 +68,22 @@ class InitResult:
     operator: str
     system_account: str
     account: str
-    user: str
+    user: Optional[str]  # None only when asked for no first user on a store that already had an operator
     system_user: str
     creds: dict[str, str] = field(default_factory=dict)  # user name -> creds path
     message: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 @dataclass
 class UserResult:
-    entity: Entity
+    entity: Entity[UserClaims]
     creds_path: str
     changed: bool = True
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         c = self.entity.claims
         return {
             "name": self.entity.name,
@@ -110,7 +110,7 @@ def issue_user(
     *,
     scope: Optional[ScopedSigningKey] = None,
     user_key: Optional[KeyPair] = None,
-    clock=None,
+    clock: Optional[Clock] = None,
 ) -> tuple[KeyPair, UserClaims, str, str]:
     """Make a user in memory: (key pair, claims, JWT, creds text).  Nothing is written."""
     kp = user_key or KeyPair.generate("user")
@@ -130,7 +130,20 @@ def issue_user(
     return kp, u, token, format_creds(token, kp.seed)
 
 
-def _issue_chunk(args) -> list[tuple]:
+# (name, public key, seed, JWT, creds); seed and creds are None when the worker wrote them itself
+IssuedUser = tuple[str, str, Optional[str], str, Optional[str]]
+# (signer seed, account public key, (name, spec) items, scope, iat, write_to)
+_ChunkArgs = tuple[
+    str,
+    str,
+    list[tuple[str, Optional[UserSpec]]],
+    Optional[ScopedSigningKey],
+    Optional[int],
+    Optional[tuple[str, str, str]],
+]
+
+
+def _issue_chunk(args: _ChunkArgs) -> list[IssuedUser]:
     """Worker for :func:`issue_users`: (name, public key, seed, JWT, creds) for each (name, spec).
 
     With ``write_to`` = (store home, operator, account), the worker writes each user's seed, JWT and
@@ -140,12 +153,12 @@ def _issue_chunk(args) -> list[tuple]:
     signer = KeyPair.from_seed(signer_seed)
     clock = (lambda: now) if now is not None else None
     store = Store(write_to[0]) if write_to else None
-    out = []
+    out: list[IssuedUser] = []
 
     with deferred_sync(flush=False):
         for name, spec in items:
             kp, _, token, creds = issue_user(name, account_public_key, signer, spec, scope=scope, clock=clock)
-            if store is not None:
+            if store is not None and write_to is not None:
                 store.save_seed(kp.public_key, kp.seed, force=True)
                 store.write_user(write_to[1], write_to[2], name, token)
                 store.write_creds(write_to[1], write_to[2], name, creds, force=True)
@@ -166,10 +179,10 @@ def issue_users(
     *,
     specs: Optional[list[Optional[UserSpec]]] = None,
     scope: Optional[ScopedSigningKey] = None,
-    clock=None,
+    clock: Optional[Clock] = None,
     workers: Optional[int] = None,
     write_to: Optional[tuple[str, str, str]] = None,
-) -> list[tuple]:
+) -> list[IssuedUser]:
     """Make many users in memory: (name, public key, seed, JWT, creds) each, in the order of ``names``.
 
     ``spec`` applies to every user, or ``specs`` gives one per name.  Large batches are spread over
@@ -200,7 +213,9 @@ def issue_users(
 # --- store operations ------------------------------------------------------------------------------
 
 
-def _new_account(store: Store, name: str, op: Entity, *, signing_key: bool) -> tuple[KeyPair, AccountClaims, str]:
+def _new_account(
+    store: Store, name: str, op: Entity[OperatorClaims], *, signing_key: bool
+) -> tuple[KeyPair, AccountClaims, str]:
     kp = KeyPair.generate("account")
     acc = AccountClaims(subject=kp.public_key, name=name)
     sk = None
@@ -244,7 +259,16 @@ def init(
         return _init(store, operator, account, user, system_account, system_user, strict, user_spec)
 
 
-def _init(store, operator, account, user, system_account, system_user, strict, user_spec) -> InitResult:
+def _init(
+    store: Store,
+    operator: str,
+    account: str,
+    user: Optional[str],
+    system_account: str,
+    system_user: str,
+    strict: bool,
+    user_spec: Optional[UserSpec],
+) -> InitResult:
     existing = store.operator_names()
     if existing:
         op = store.current_operator()
@@ -303,14 +327,14 @@ def _init(store, operator, account, user, system_account, system_user, strict, u
     )
 
 
-def add_account(store: Store, name: str, *, signing_key: bool = False, force: bool = False) -> Entity:
+def add_account(store: Store, name: str, *, signing_key: bool = False, force: bool = False) -> Entity[AccountClaims]:
     """Add an account signed by the operator (with an account signing key when ``signing_key``)."""
     check_name(name, "account name")
     with store.transaction():
         return _add_account(store, name, signing_key, force)
 
 
-def _add_account(store: Store, name: str, signing_key: bool, force: bool) -> Entity:
+def _add_account(store: Store, name: str, signing_key: bool, force: bool) -> Entity[AccountClaims]:
     op = store.operator()
     path = store.account_jwt_path(op.name, name)
     if path.exists() and not force:
@@ -353,7 +377,15 @@ def add_user(
         return _add_user(store, account, name, spec, role, signing_key, force)
 
 
-def _add_user(store: Store, account: str, name: str, spec, role, signing_key, force) -> UserResult:
+def _add_user(
+    store: Store,
+    account: str,
+    name: str,
+    spec: Optional[UserSpec],
+    role: Optional[str],
+    signing_key: Optional[str],
+    force: bool,
+) -> UserResult:
     op = store.operator()
     acc = store.account(account, op.name)
     jwt_path = store.user_jwt_path(op.name, account, name)
@@ -389,7 +421,15 @@ def add_users(
         return _add_users(store, account, names, spec, role, force, workers)
 
 
-def _add_users(store: Store, account: str, names: list[str], spec, role, force, workers) -> list[str]:
+def _add_users(
+    store: Store,
+    account: str,
+    names: list[str],
+    spec: Optional[UserSpec],
+    role: Optional[str],
+    force: bool,
+    workers: Optional[int],
+) -> list[str]:
     import os
 
     op = store.operator()
@@ -443,7 +483,9 @@ def edit_user(
     return UserResult(store.user(account, name, op_name), str(store.creds_path(op_name, account, name)), changed)
 
 
-def resign_account(store: Store, op: Entity, acc: Entity, claims: AccountClaims) -> Entity:
+def resign_account(
+    store: Store, op: Entity[OperatorClaims], acc: Entity[AccountClaims], claims: AccountClaims
+) -> Entity[AccountClaims]:
     """Make ``claims`` the account's new version (through the store's unit of work); returns the account."""
     new = claims.copy()
     with store.edit_account(acc.name, op.name) as current:
@@ -465,7 +507,7 @@ def edit_account(
     expires: Optional[int] = None,
     tags: Optional[list[str]] = None,
     description: Optional[str] = None,
-) -> tuple[Entity, bool]:
+) -> tuple[Entity[AccountClaims], bool]:
     """Change an account's limits, JetStream limits, signing keys (plain or scoped roles), expiry or tags.
 
     Returns (account, changed).  A new signing key's seed goes to the keystore.
@@ -543,7 +585,7 @@ def edit_operator(
     account_server_url: Optional[str] = None,
     system_account: Optional[str] = None,
     tags: Optional[list[str]] = None,
-) -> tuple[Entity, bool]:
+) -> tuple[Entity[OperatorClaims], bool]:
     """Change the operator's signing keys, strict mode, service URLs or system account."""
     with store.edit_operator() as claims:
         before = claims.to_dict()

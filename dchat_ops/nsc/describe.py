@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError
 from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, UserClaims
@@ -22,15 +22,6 @@ from dchat_ops.nsc.store import Entity, Store
 __all__ = ["Finding", "describe_claims", "describe_file", "describe_token", "list_store", "validate_store"]
 
 EXPIRY_WARNING_S = 7 * 24 * 3600
-
-_C = TypeVar("_C", bound=Claims)
-
-
-def _claims(e: Entity, cls: type[_C]) -> _C:
-    """The claims of a store entity, as the class the store decoded them with."""
-    if not isinstance(e.claims, cls):
-        raise StoreError(f"{e.path}: not {cls.TYPE} claims")
-    return e.claims
 
 
 def _iso(t: int) -> str:
@@ -92,7 +83,7 @@ def describe_file(path: Path) -> dict[str, Any]:
 def list_store(store: Store) -> dict[str, Any]:
     """The operator, its accounts and their users, as a tree of names and public keys."""
     op = store.operator()
-    system_account = _claims(op, OperatorClaims).system_account
+    system_account = op.claims.system_account
     accounts: list[dict[str, Any]] = []
     out: dict[str, Any] = {"operator": {"name": op.name, "public_key": op.public_key}, "accounts": accounts}
     for acc in store.accounts(op.name):
@@ -131,7 +122,7 @@ def validate_store(store: Store, clock: Clock | None = None) -> list[Finding]:
     out: list[Finding] = []
     try:
         op = store.operator()
-        opc = _claims(op, OperatorClaims)
+        opc = op.claims
     except DchatOpsError as exc:
         return [Finding("error", "operator", str(exc))]
     label = f"operator {op.name}"
@@ -150,7 +141,7 @@ def validate_store(store: Store, clock: Clock | None = None) -> list[Finding]:
         alabel = f"account {name}"
         try:
             acc = store.account(name, op.name)
-            accc = _claims(acc, AccountClaims)
+            accc = acc.claims
         except StoreError as exc:
             out.append(Finding("error", alabel, str(exc)))
             continue
@@ -182,7 +173,7 @@ def _validate_user(
     store: Store,
     op_name: str,
     opc: OperatorClaims,
-    acc: Entity,
+    acc: Entity[AccountClaims],
     accc: AccountClaims,
     uname: str,
     clock: Clock | None,

@@ -24,11 +24,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional, TypeVar, overload
 
 import jwt as pyjwt
 from jwt.algorithms import Algorithm
 from jwt.api_jws import PyJWS
+from jwt.types import JWKDict
 
 from dchat_ops.errors import ChainError, JWTError, NKeyError
 from dchat_ops.nsc.claims import (
@@ -75,25 +76,37 @@ class _NkeyAlgorithm(Algorithm):
         raise JWTError("an ed25519-nkey key must be a KeyPair or a public nkey")
 
     def sign(self, msg: bytes, key: Any) -> bytes:
-        return key.sign(msg)
+        signer: KeyPair = key  # what prepare_key made of the signing key
+        return signer.sign(msg)
 
     def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        verifier: KeyPair | PublicKey = key  # what prepare_key made of the verifying key
         try:
-            return key.verify(msg, sig)
+            return verifier.verify(msg, sig)
         except NKeyError:
             return False
 
     @staticmethod
-    def to_jwk(key_obj, as_dict=False):  # pragma: no cover - not used by NATS
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> NoReturn:  # pragma: no cover - not used by NATS
         raise NotImplementedError
 
     @staticmethod
-    def from_jwk(jwk):  # pragma: no cover - not used by NATS
+    def from_jwk(jwk: str | JWKDict) -> NoReturn:  # pragma: no cover - not used by NATS
         raise NotImplementedError
 
 
 _JWS = PyJWS(algorithms=[])
 _JWS.register_algorithm(ALGORITHM, _NkeyAlgorithm())
+
+_C = TypeVar("_C", bound=Claims)
+
+
+def _sign(payload: bytes, signer: KeyPair) -> str:
+    """``header.payload.signature`` signed by ``signer`` through the registered ``ed25519-nkey`` algorithm."""
+    # PyJWS.encode's annotation lists only PyJWT's own key types; a registered algorithm is handed
+    # the key as given, and _NkeyAlgorithm takes a KeyPair.
+    key: Any = signer
+    return _JWS.encode(payload, key, algorithm=ALGORITHM, headers={"typ": "JWT"}, sort_headers=False)
 
 
 def go_json(obj: Any) -> str:
@@ -104,7 +117,7 @@ def go_json(obj: Any) -> str:
     return text
 
 
-def compute_jti(claims: Claims | dict) -> str:
+def compute_jti(claims: Claims | dict[str, Any]) -> str:
     """The Go-compatible ``jti``: base32 (no padding) of SHA-512/256 over the standard claims only.
 
     The hash input is the compact JSON of ``aud, exp, iat, iss, name, nbf, sub`` in that order,
@@ -140,15 +153,15 @@ def encode(claims: Claims, signer: KeyPair, *, clock: Optional[Clock] = None) ->
     claims.jti = ""
     claims.jti = compute_jti(claims)
     payload = go_json(claims.to_dict()).encode("utf-8")
-    return _JWS.encode(payload, signer, algorithm=ALGORITHM, headers={"typ": "JWT"}, sort_headers=False)
+    return _sign(payload, signer)
 
 
-def encode_generic(data: dict, signer: KeyPair, *, clock: Optional[Clock] = None) -> str:
+def encode_generic(data: dict[str, Any], signer: KeyPair, *, clock: Optional[Clock] = None) -> str:
     """A self-signed generic JWT (``sub`` = ``iss`` = the signer) carrying ``data`` as its ``nats`` object.
 
     nats-server takes such a JWT, signed by the operator, as a request to delete accounts.
     """
-    std = {"iat": _now(clock), "iss": signer.public_key, "sub": signer.public_key}
+    std: dict[str, Any] = {"iat": _now(clock), "iss": signer.public_key, "sub": signer.public_key}
     std["jti"] = compute_jti(std)
     claims = {
         "jti": std["jti"],
@@ -157,9 +170,7 @@ def encode_generic(data: dict, signer: KeyPair, *, clock: Optional[Clock] = None
         "sub": std["sub"],
         "nats": {**data, "type": "generic", "version": 2},
     }
-    return _JWS.encode(
-        go_json(claims).encode("utf-8"), signer, algorithm=ALGORITHM, headers={"typ": "JWT"}, sort_headers=False
-    )
+    return _sign(go_json(claims).encode("utf-8"), signer)
 
 
 def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:
@@ -183,7 +194,7 @@ def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:
         raise JWTError(f"the subject of a {claims.TYPE} JWT must be a {claims.SUBJECT_KIND} key, not {got}")
 
 
-def _segments(token: str) -> tuple[dict, dict]:
+def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if not isinstance(token, str):
         raise JWTError("a JWT must be text")
     token = token.strip()
@@ -204,6 +215,14 @@ def decode_unverified(token: str) -> Claims:
     """Parse a token WITHOUT checking its signature.  Only for showing what a bad token says."""
     _, payload = _segments(token)
     return claims_class_for(payload).from_dict(payload)
+
+
+@overload
+def decode(token: str, expected: None = None) -> Claims: ...
+
+
+@overload
+def decode(token: str, expected: type[_C]) -> _C: ...
 
 
 def decode(token: str, expected: type[Claims] | None = None) -> Claims:
@@ -282,7 +301,7 @@ def _iso(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def _decode_link(link: str, token: str | Claims, cls: type[Claims]):
+def _decode_link(link: str, token: str | Claims, cls: type[_C]) -> _C:
     if isinstance(token, Claims):
         if not isinstance(token, cls):
             raise ChainError(link, "wrong-type", f"expected a {cls.TYPE} JWT")

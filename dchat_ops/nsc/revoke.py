@@ -9,11 +9,11 @@ Reaching running servers with the new JWT is :mod:`dchat_ops.runtime.push`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 from dchat_ops.errors import StoreError
 from dchat_ops.nsc.admin import now, user_signer
-from dchat_ops.nsc.claims import UserClaims
+from dchat_ops.nsc.claims import AccountClaims, UserClaims
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair, is_public_key
@@ -24,7 +24,7 @@ __all__ = ["ALL_USERS", "list_revocations", "revoke_all", "revoke_user", "system
 ALL_USERS = "*"
 
 
-def _edit_revocations(store: Store, account: str, change: Callable[[dict[str, int]], None]) -> Entity:
+def _edit_revocations(store: Store, account: str, change: Callable[[dict[str, int]], None]) -> Entity[AccountClaims]:
     """Change the account's revocations in one unit of work (lock, load, change, re-sign, write)."""
     with store.edit_account(account) as claims:
         change(claims.revocations)
@@ -43,7 +43,7 @@ def _issued_at(store: Store, account: str, user: str) -> int:
     return store.user(account, user).claims.issued_at
 
 
-def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity:
+def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity[AccountClaims]:
     """Revoke every JWT of ``user`` issued at or before ``at``.  Returns the account.
 
     ``at`` None or 0 (as in nsc) means now, and then also covers the user's current JWT, whose ``iat`` may be
@@ -57,12 +57,12 @@ def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None)
     return _edit_revocations(store, account, change)
 
 
-def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity:
+def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity[AccountClaims]:
     """Revoke every user JWT of the account issued at or before ``at`` (None or 0: now)."""
     return _edit_revocations(store, account, lambda r: r.__setitem__(ALL_USERS, at if at else now(store)))
 
 
-def unrevoke(store: Store, account: str, user: str) -> Entity:
+def unrevoke(store: Store, account: str, user: str) -> Entity[AccountClaims]:
     def change(revocations: dict[str, int]) -> None:
         key = ALL_USERS if user == ALL_USERS else _user_key(store, account, user)
         if key not in revocations:
@@ -72,9 +72,9 @@ def unrevoke(store: Store, account: str, user: str) -> Entity:
     return _edit_revocations(store, account, change)
 
 
-def list_revocations(store: Store, account: str) -> list[dict]:
+def list_revocations(store: Store, account: str) -> list[dict[str, Any]]:
     acc = store.account(account)
-    names = {}
+    names: dict[str, str] = {}
     for u in store.user_names(account):
         try:
             names[store.user(account, u).public_key] = u

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dchat_ops._time import MAX_TIME, parse_duration, parse_expiry
-from dchat_ops.errors import DchatOpsError, StoreError
+from dchat_ops.errors import DchatOpsError, FieldError
 from dchat_ops.nsc.claims import CONNECTION_TYPES, ResponsePermission, TimeRange, UserClaims
 from dchat_ops.subjects import check_subject
 
@@ -47,24 +47,6 @@ __all__ = [
 ]
 
 INT64_MAX = 2**63 - 1
-
-
-class FieldError(StoreError):
-    """A user or role field the server would refuse.
-
-    ``field`` is the field's name as specs and the CLI spell it, ``index`` the item of a list (or
-    None), ``reason`` the message without the field: ``str(err)`` is ``"<field>[<index>]: <reason>"``.
-    """
-
-    def __init__(self, field: str, reason: str, index: Optional[int] = None):
-        self.field = field
-        self.index = index
-        self.reason = reason
-        super().__init__(f"{self.where}: {reason}")
-
-    @property
-    def where(self) -> str:
-        return self.field if self.index is None else f"{self.field}[{self.index}]"
 
 
 # --- the fields -----------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Optional, TypeVar, Union
+from typing import Any, Generic, Optional, TypeVar, Union
 
 from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir, store_lock
 from dchat_ops.errors import JWTError, NKeyError, StoreError
@@ -93,7 +93,7 @@ class Store:
     ``location`` is the resolved :class:`~dchat_ops.home.Home`; ``home`` its absolute path.
     """
 
-    def __init__(self, home: Optional[Union[Home, os.PathLike, str]] = None, *, clock: Optional[Clock] = None):
+    def __init__(self, home: Optional[Union[Home, os.PathLike[str], str]] = None, *, clock: Optional[Clock] = None):
         self.location = Home(home)
         self.home: Path = self.location.path
         self.clock = clock
@@ -151,7 +151,7 @@ class Store:
     def context_path(self) -> Path:
         return self.location.context_file
 
-    def context(self) -> dict:
+    def context(self) -> dict[str, Any]:
         try:
             data = json.loads(self.context_path.read_text())
             return data if isinstance(data, dict) else {}
@@ -180,7 +180,7 @@ class Store:
         if not names:
             self.require()
         ctx = self.context().get("operator")
-        if ctx in names:
+        if isinstance(ctx, str) and ctx in names:
             return ctx
         if len(names) == 1:
             return names[0]
@@ -191,7 +191,7 @@ class Store:
         op = self.current_operator()
         ctx = self.context().get("account")
         names = self.account_names(op)
-        if ctx in names:
+        if isinstance(ctx, str) and ctx in names:
             return ctx
         sys_key = self.operator(op).claims.system_account
         apps = [n for n in names if self.account(n, op).public_key != sys_key]

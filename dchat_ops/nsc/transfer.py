@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
@@ -25,7 +25,7 @@ from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
 from dchat_ops.nsc.creds import format_creds, parse_creds
 from dchat_ops.nsc.jwt import decode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, looks_like_seed
-from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.nsc.store import Entity, Store, check_name
 
 __all__ = [
     "ImportPlan",
@@ -48,12 +48,14 @@ def _account_seeds(store: Store, acc: AccountClaims) -> list[str]:
     return [store.load_key(k).seed for k in keys if store.has_key(k)]
 
 
-def export_payload(store: Store, what: str, *, account: Optional[str] = None, user: Optional[str] = None) -> dict:
+def export_payload(
+    store: Store, what: str, *, account: Optional[str] = None, user: Optional[str] = None
+) -> dict[str, Any]:
     """The content of an export: ``creds`` (one user), ``operator``, ``account`` (with its users) or ``all``."""
     if what not in KINDS:
         raise StoreError(f"unknown export {what!r} (one of {', '.join(KINDS)})")
     op = store.operator()
-    payload: dict = {
+    payload: dict[str, Any] = {
         "kind": what,
         "operator": {"name": op.name, "jwt": op.token},
         "accounts": [],
@@ -61,7 +63,7 @@ def export_payload(store: Store, what: str, *, account: Optional[str] = None, us
         "seeds": [],
     }
 
-    def add_account(name: str, with_seeds: bool, with_users: bool):
+    def add_account(name: str, with_seeds: bool, with_users: bool) -> None:
         acc = store.account(name, op.name)
         payload["accounts"].append({"name": name, "jwt": acc.token})
         if with_seeds:
@@ -70,7 +72,7 @@ def export_payload(store: Store, what: str, *, account: Optional[str] = None, us
             for u in store.user_names(name, op.name):
                 add_user(name, u)
 
-    def add_user(acc_name: str, name: str):
+    def add_user(acc_name: str, name: str) -> None:
         ue = store.user(acc_name, name, op.name)
         payload["users"].append({"account": acc_name, "name": name, "jwt": ue.token})
         if store.has_key(ue.public_key):
@@ -165,7 +167,7 @@ class ImportPlan:
     def changes(self) -> bool:
         return bool(self.added or self.replaced)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "added": self.added,
             "unchanged": self.unchanged,
@@ -190,7 +192,7 @@ def _plan_write(plan: ImportPlan, path: Path, text: str, label: str, force: bool
 
 
 def import_payload(
-    store: Store, payload: dict, *, trust_operator: bool = False, force: bool = False, dry_run: bool = False
+    store: Store, payload: dict[str, Any], *, trust_operator: bool = False, force: bool = False, dry_run: bool = False
 ) -> ImportPlan:
     """Verify everything in ``payload``, then write it all (or nothing, on any error).
 
@@ -200,7 +202,9 @@ def import_payload(
         return _import_payload(store, payload, trust_operator=trust_operator, force=force, dry_run=dry_run)
 
 
-def _import_payload(store: Store, payload: dict, *, trust_operator: bool, force: bool, dry_run: bool) -> ImportPlan:
+def _import_payload(
+    store: Store, payload: dict[str, Any], *, trust_operator: bool, force: bool, dry_run: bool
+) -> ImportPlan:
     if not isinstance(payload, dict) or "operator" not in payload:
         raise StoreError("the import holds no operator JWT to verify against")
     try:
@@ -211,7 +215,7 @@ def _import_payload(store: Store, payload: dict, *, trust_operator: bool, force:
     verify_chain(op)
     plan = ImportPlan()
     local_ops = store.operator_names()
-    local = None
+    local: Optional[Entity[OperatorClaims]] = None
     for name in local_ops:
         e = store.operator(name)
         if e.public_key == op.subject:
@@ -238,14 +242,15 @@ def _import_payload(store: Store, payload: dict, *, trust_operator: bool, force:
 
     accounts: dict[str, tuple[str, AccountClaims]] = {}  # public key -> (name, claims)
     if not plan.new_operator:
-        for e in store.accounts(op_name):
-            accounts[e.public_key] = (e.name, e.claims)
+        for ae in store.accounts(op_name):
+            accounts[ae.public_key] = (ae.name, ae.claims)
     for a in payload.get("accounts", []):
         try:
             res = verify_chain(op, a["jwt"], check_expiry=False)
         except (KeyError, TypeError):
             raise StoreError("an account entry of the import is damaged") from None
         acc = res.account
+        assert acc is not None  # verify_chain returns the account it was given
         name = check_name(a.get("name") or acc.name, "account name")
         known = accounts.get(acc.subject)
         if known and known[0] != name:
@@ -315,7 +320,7 @@ def _pub_of(seed: str) -> str:
         return ""
 
 
-def _keypair(seed) -> KeyPair:
+def _keypair(seed: Any) -> KeyPair:
     try:
         return KeyPair.from_seed(seed)
     except (NKeyError, TypeError):
@@ -344,7 +349,7 @@ def import_path(
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if not files:
         raise StoreError(f"nothing to import in {path}")
-    payload: dict = {"kind": "files", "accounts": [], "users": [], "seeds": []}
+    payload: dict[str, Any] = {"kind": "files", "accounts": [], "users": [], "seeds": []}
     op_token = None
     for f in files:
         if f.suffix not in (".creds", ".nk", ".jwt"):

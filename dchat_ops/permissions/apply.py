@@ -25,7 +25,7 @@ from typing import Any, Optional
 from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
 from dchat_ops.config.node import NodeFile
 from dchat_ops.config.nodes import render_node, run_dir, sync_node_user
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.errors import ApplyError, DchatOpsError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
@@ -43,15 +43,6 @@ __all__ = [
     "node_policy",
     "user_policy",
 ]
-
-
-class ApplyError(DchatOpsError):
-    """A step of applying a change failed; everything was put back.  ``node`` and ``step`` say where."""
-
-    def __init__(self, message: str, *, node: str = "", step: str = ""):
-        super().__init__(message)
-        self.node = node
-        self.step = step
 
 
 @dataclass
@@ -91,7 +82,7 @@ def user_policy(store: Store, account: str, user: str) -> dict:
 
 
 class _Steps:
-    def __init__(self):
+    def __init__(self) -> None:
         self.steps: list[tuple[str, float]] = []
         self.current = ""
 
@@ -273,8 +264,10 @@ def apply_user_edit(
         preview = user_policy(store, account, user)
         preview[direction] = edit.after
         return ApplyResult(f"{account}/{user}", edit, "dry-run" if dry_run else "unchanged", preview)
-    key = "pub" if direction == "publish" else "sub"
-    spec = admin.UserSpec(**{f"{key}_allow": edit.after["allow"], f"{key}_deny": edit.after["deny"]})
+    if direction == "publish":
+        spec = admin.UserSpec(pub_allow=edit.after["allow"], pub_deny=edit.after["deny"])
+    else:
+        spec = admin.UserSpec(sub_allow=edit.after["allow"], sub_deny=edit.after["deny"])
     op = store.current_operator()
     tx = FileTransaction()
     tx.remember(store.user_jwt_path(op, account, user))

@@ -14,6 +14,8 @@ from typing import Optional
 
 from dchat_ops.config.node import NodeFile, list_nodes, node_path
 from dchat_ops.errors import ConfigError, StoreError
+from dchat_ops.hosts import dial_host
+from dchat_ops.hosts import url as host_url
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
 from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
@@ -121,8 +123,8 @@ def account_desired(spec_acc: dict, existing, account_keys: dict[str, str]) -> t
     claims = existing.claims.copy() if existing else AccountClaims(subject="", name=spec_acc["name"])
     lim = spec_acc.get("limits", {})
     base = AccountClaims(subject="", name="").limits
-    for k in ("conn", "leaf", "subs", "data", "payload", "imports", "exports", "wildcards"):
-        setattr(claims.limits, k, lim.get(k, getattr(base, k)))
+    for limit in ("conn", "leaf", "subs", "data", "payload", "imports", "exports", "wildcards"):
+        setattr(claims.limits, limit, lim.get(limit, getattr(base, limit)))
     js = spec_acc.get("jetstream", {})
     claims.limits.jetstream.mem_storage = js.get("mem", 0)
     claims.limits.jetstream.disk_storage = js.get("disk", 0)
@@ -167,8 +169,7 @@ def route_urls(spec: Spec, n: dict, ports: dict[str, int]) -> Optional[list[str]
         if r not in ports:
             return None
         other = next(x for x in spec.nodes if x["id"] == r)
-        host = other.get("host", "127.0.0.1")
-        out.append(f"nats-route://{'127.0.0.1' if host == '0.0.0.0' else host}:{ports[r]}")
+        out.append(host_url("nats-route", dial_host(other.get("host", "127.0.0.1")), ports[r]))
     return out
 
 

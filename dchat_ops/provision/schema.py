@@ -22,16 +22,12 @@ from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
-from dchat_ops.errors import ConfigError, DchatOpsError
+from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.subjects import check_subject
 
 __all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_cache_dir"]
-
-
-class SpecError(ConfigError):
-    """A spec that is not valid: the message names the file, the line and the field."""
 
 
 # --- the schema -----------------------------------------------------------------------------------
@@ -138,7 +134,7 @@ class _Checker:
                 return {k: self.field(v, k, f"{where}.{k}", fields) for k in v}
             if not isinstance(v, list):
                 self.fail(parent, key, where, "must be a list")
-            out = []
+            out: list[dict[str, Any]] = []
             for i, item in enumerate(v):
                 if not isinstance(item, dict):
                     self.fail(v, i, f"{where}[{i}]", "must be a mapping")
@@ -182,7 +178,7 @@ class _Checker:
         if kind in ("strings", "subjects", "queue_subjects"):
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 self.fail(parent, key, where, "must be a list of text")
-            out = []
+            texts: list[str] = []
             for i, x in enumerate(v):
                 x = self.env(v, i, f"{where}[{i}]", x)
                 if kind != "strings":
@@ -190,8 +186,8 @@ class _Checker:
                         check_subject(x, queue_ok=(kind == "queue_subjects"))
                     except ConfigError as exc:
                         self.fail(v, i, f"{where}[{i}]", str(exc))
-                out.append(x)
-            return out
+                texts.append(x)
+            return texts
         raise AssertionError(kind)
 
     def field(self, parent, key, where: str, fields: dict) -> Any:

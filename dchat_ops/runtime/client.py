@@ -18,9 +18,11 @@ import ssl
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from nats.aio.client import Client, RawCredentials
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoServersError
 
 from dchat_ops.config import nodes
@@ -96,7 +98,9 @@ async def connect(
     if task.done() and not task.cancelled() and task.exception() is None:
         return nc
     if task.done() and not task.cancelled():
-        seen.append(task.exception())
+        failure = task.exception()
+        if failure is not None:  # always: a connect that did not fail returned above
+            seen.append(failure)
     else:
         task.cancel()
         try:
@@ -216,11 +220,11 @@ class ManagedSubscription:
         self.subject = subject
         self.queue = queue
         self.cb = cb
-        self.sub = None
-        self._new_sub = None
+        self.sub: Optional[Subscription] = None
+        self._new_sub: Optional[Subscription] = None
         # during a swap: what the old connection delivered, and what the new one queued
-        self._seen_old: Optional[Counter] = None
-        self._queued: Optional[list] = None
+        self._seen_old: Optional[Counter[str]] = None
+        self._queued: Optional[list[Msg]] = None
         self._incoming: Optional[Client] = None  # the connection being swapped in
 
     def handler(self, conn: Client):
@@ -310,6 +314,12 @@ class ManagedClient:
             kw["inbox_prefix"] = self.inbox_prefix
         return await connect(self.url, self.creds_path, errors=self.errors, name=self.name, **kw)
 
+    def _client(self) -> Client:
+        """The current connection (made by :meth:`start`)."""
+        if self.nc is None:
+            raise RuntimeError("the ManagedClient is not started: await start() first")
+        return self.nc
+
     async def start(self) -> ManagedClient:
         self._jwt = self._read_jwt()
         self.nc = await self._connect()
@@ -320,17 +330,20 @@ class ManagedClient:
         ms = ManagedSubscription(self, subject, queue, cb)
         async with self._lock:
             self._subs.append(ms)
-            ms.sub = await self.nc.subscribe(subject, queue=queue, cb=ms.handler(self.nc))
+            nc = self._client()
+            ms.sub = await nc.subscribe(subject, queue=queue, cb=ms.handler(nc))
         return ms
 
     async def publish(self, subject: str, data: bytes = b"", **kw) -> None:
-        await self.nc.publish(subject, data, **kw)
+        await self._client().publish(subject, data, **kw)
 
     async def request(self, subject: str, data: bytes = b"", timeout: float = 2.0, **kw):
-        return await self.nc.request(subject, data, timeout=timeout, **kw)
+        return await self._client().request(subject, data, timeout=timeout, **kw)
 
     async def flush(self, timeout: float = 2.0) -> None:
-        await self.nc.flush(timeout=timeout)
+        # nats-py annotates flush's timeout as int; it hands it to asyncio.wait_for, which takes float seconds
+        seconds: Any = timeout
+        await self._client().flush(timeout=seconds)
 
     async def _watch_creds(self) -> None:
         while not self._closing:
@@ -347,7 +360,7 @@ class ManagedClient:
         async with self._lock:
             self._jwt = self._read_jwt()
             new = await self._connect()
-            old = self.nc
+            old = self._client()
             for ms in self._subs:
                 ms._seen_old = Counter()
                 ms._queued = []
@@ -361,6 +374,7 @@ class ManagedClient:
             await old.drain()
             for ms in self._subs:
                 seen, queued = ms._seen_old, ms._queued
+                assert seen is not None and queued is not None  # set by the loop above, under the lock
                 ms._seen_old = ms._queued = ms._incoming = None
                 ms.sub = ms._new_sub
                 for msg in queued:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, TypeVar, Union
 
 from dchat_ops.config.node import list_nodes
 from dchat_ops.config.nodes import render_node
@@ -35,7 +36,7 @@ __all__ = ["DEFAULT_TIMEOUT", "PullReport", "PushReport", "prune", "pull", "push
 DEFAULT_TIMEOUT = 3.0  # seconds for each connect and each request to one node
 
 
-def running_nodes(store: Store) -> list:
+def running_nodes(store: Store) -> list[Supervisor]:
 
     return [s for s in (Supervisor(store, n) for n in list_nodes(store)) if s.running()]
 
@@ -109,7 +110,12 @@ class _Session:
         raise ServerError(f"no answer within {self.timeout:g}s")
 
 
-async def _on_node(target: NodeTarget, creds: str, timeout: float, work) -> object:
+_T = TypeVar("_T")
+
+
+async def _on_node(
+    target: NodeTarget, creds: str, timeout: float, work: Callable[[_Session], Awaitable[_T]]
+) -> Union[_T, DchatOpsError]:
     """Connect to one node (bounded) and run ``work(session)``; a :class:`DchatOpsError` is returned, not raised."""
     try:
         nc = await target.connect(creds_text=creds, timeout=timeout, allow_reconnect=False, max_reconnect_attempts=0)
@@ -128,9 +134,11 @@ async def _on_node(target: NodeTarget, creds: str, timeout: float, work) -> obje
             pass
 
 
-def _on_nodes(store: Store, sups, creds: str, timeout: float, work) -> list[tuple[str, object]]:
+def _on_nodes(
+    store: Store, sups: list[Supervisor], creds: str, timeout: float, work: Callable[[_Session], Awaitable[_T]]
+) -> list[tuple[str, Union[_T, DchatOpsError]]]:
     """Run ``work`` on every node of ``sups`` at once: (server name, result or error) per node, in order."""
-    targets: list[tuple[str, object]] = []
+    targets: list[tuple[str, Union[NodeTarget, DchatOpsError]]] = []
     for s in sups:
         node = s.node()
         try:
@@ -138,8 +146,8 @@ def _on_nodes(store: Store, sups, creds: str, timeout: float, work) -> list[tupl
         except DchatOpsError as exc:  # e.g. TLS on the node but no CA in the store
             targets.append((node.server_name, exc))
 
-    async def run_all():
-        async def one(t):
+    async def run_all() -> list[Union[_T, DchatOpsError]]:
+        async def one(t: Union[NodeTarget, DchatOpsError]) -> Union[_T, DchatOpsError]:
             return t if isinstance(t, DchatOpsError) else await _on_node(t, creds, timeout, work)
 
         return await asyncio.gather(*(one(t) for _, t in targets))
@@ -162,7 +170,7 @@ def _row(account: str, server: str, answer: dict) -> dict:
     }
 
 
-def _full_nodes(sups) -> list:
+def _full_nodes(sups: list[Supervisor]) -> list[Supervisor]:
     return [s for s in sups if s.node().resolver == "full"]
 
 
@@ -184,8 +192,8 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     tokens = [(name, store.account(name, op.name).token) for name in names]
     full = _full_nodes(sups)
 
-    async def update(session: _Session) -> list[dict]:
-        rows = []
+    async def update(session: _Session) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
         for name, token in tokens:
             try:
                 answer = await session.ask("$SYS.REQ.CLAIMS.UPDATE", token.encode())
