@@ -206,6 +206,8 @@ def edit_user(c: Ctx, name, account, rm, rm_tag, rm_conn_type, rm_source_network
     r = admin.edit_user(store, account, name, _spec(store, kw, for_edit=True), changes)
     msg = f"user {account}/{name} re-issued" if r.changed else f"user {account}/{name} unchanged"
     emit(as_json, r.to_dict(), msg)
+    for w in r.warnings:
+        note(f"warning: {w}")
 
 
 def _limit_kw(**kw) -> dict:

@@ -82,6 +82,7 @@ class UserResult:
     entity: Entity[UserClaims]
     creds_path: str
     changed: bool = True
+    warnings: list[str] = field(default_factory=list)  # for a person: e.g. a revoked user re-issued
 
     def to_dict(self) -> dict[str, Any]:
         c = self.entity.claims
@@ -93,6 +94,7 @@ class UserResult:
             "jwt_path": str(self.entity.path),
             "creds_path": self.creds_path,
             "changed": self.changed,
+            "warnings": list(self.warnings),
         }
 
 
@@ -467,9 +469,13 @@ def edit_user(
     """Change a user's permissions, limits, expiry or tags; re-issue its JWT and creds when anything changed.
 
     ``spec`` sets fields outright; ``changes`` adds to and removes from the current lists.
+
+    As in nsc, a revocation covers JWTs issued until its time, so re-issuing a revoked user makes a JWT
+    the revocation does not cover: the user is back in.  That is done, and said in ``warnings``.
     """
     with store.edit_user(account, name) as claims:
         acc = store.account(account)
+        was_revoked = acc.claims.is_revoked(claims.subject, claims.issued_at)
         if changes is not None:
             spec = changes.to_spec(claims, spec)
         spec = spec or UserSpec()
@@ -480,7 +486,14 @@ def edit_user(
         spec.apply(claims)
         changed = (claims.nats_dict(), claims.expires, claims.not_before) != before
     op_name = store.current_operator()
-    return UserResult(store.user(account, name, op_name), str(store.creds_path(op_name, account, name)), changed)
+    user = store.user(account, name, op_name)
+    warnings = []
+    if changed and was_revoked and not acc.claims.is_revoked(user.public_key, user.claims.issued_at):
+        warnings.append(
+            f"user {name} was revoked; the re-issued JWT is not covered by that revocation "
+            f"(revoke it again with 'dchat-ops revoke user {name}')"
+        )
+    return UserResult(user, str(store.creds_path(op_name, account, name)), changed, warnings)
 
 
 def resign_account(

@@ -8,7 +8,7 @@ Reaching running servers with the new JWT is :mod:`dchat_ops.runtime.push`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 from dchat_ops.errors import StoreError
@@ -37,17 +37,32 @@ def _user_key(store: Store, account: str, user: str) -> str:
 
 
 def _issued_at(store: Store, account: str, user: str) -> int:
-    """The ``iat`` of the user's JWT in the store (0 when the store does not hold it)."""
-    if is_public_key(user, "user"):
-        return 0
-    return store.user(account, user).claims.issued_at
+    """The ``iat`` of the user's JWT in the store, by name or public key (0 when the store does not hold it)."""
+    if not is_public_key(user, "user"):
+        return store.user(account, user).claims.issued_at
+    return max((u.claims.issued_at for u in _users(store, account) if u.public_key == user), default=0)
+
+
+def _users(store: Store, account: str) -> Iterator[Entity[UserClaims]]:
+    """The account's users in the store (a damaged JWT is skipped: it cannot connect anyway)."""
+    for name in store.user_names(account):
+        try:
+            yield store.user(account, name)
+        except StoreError:
+            continue
+
+
+def _latest_issue(store: Store, account: str) -> int:
+    """The highest ``iat`` among the account's users in the store (0 for none)."""
+    return max((u.claims.issued_at for u in _users(store, account)), default=0)
 
 
 def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity[AccountClaims]:
-    """Revoke every JWT of ``user`` issued at or before ``at``.  Returns the account.
+    """Revoke every JWT of ``user`` (a name, or a public key, also one the store never held) issued at or
+    before ``at``.  Returns the account.
 
-    ``at`` None or 0 (as in nsc) means now, and then also covers the user's current JWT, whose ``iat`` may be
-    a few seconds ahead after several re-signs within one second.
+    ``at`` None or 0 (as in nsc) means now, and then also covers the user's current JWT in the store, whose
+    ``iat`` may be a few seconds ahead after several re-signs within one second.  An explicit ``at`` is kept.
     """
 
     def change(revocations: dict[str, int]) -> None:
@@ -58,8 +73,16 @@ def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None)
 
 
 def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity[AccountClaims]:
-    """Revoke every user JWT of the account issued at or before ``at`` (None or 0: now)."""
-    return _edit_revocations(store, account, lambda r: r.__setitem__(ALL_USERS, at if at else now(store)))
+    """Revoke every user JWT of the account issued at or before ``at``.
+
+    ``at`` None or 0 means now, and then also covers every user JWT the store holds for the account (the
+    highest ``iat`` among them, which may be ahead of the clock).  An explicit ``at`` is kept.
+    """
+
+    def change(revocations: dict[str, int]) -> None:
+        revocations[ALL_USERS] = at if at else max(now(store), _latest_issue(store, account))
+
+    return _edit_revocations(store, account, change)
 
 
 def unrevoke(store: Store, account: str, user: str) -> Entity[AccountClaims]:

@@ -1,0 +1,117 @@
+"""A revocation "now" covers every JWT that exists, also one signed ahead of the clock; re-issuing a revoked
+user is allowed (as in nsc) but said out loud."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from dchat_ops._cli.main import cli
+from dchat_ops.nsc import admin, revoke
+from dchat_ops.nsc.describe import validate_store
+from dchat_ops.nsc.store import Store
+from dchat_ops.runtime.client import refused
+
+
+def pinned(store: Store) -> int:
+    """Pin the store's clock to the second the application account was last signed in."""
+    t = store.account("chat").claims.issued_at
+    store.clock = lambda: t
+    return t
+
+
+def ahead(store: Store, name: str, times: int = 8) -> int:
+    """Add ``name`` and re-sign it ``times`` within one (pinned) second: its iat runs ahead of the clock."""
+    t = pinned(store)
+    admin.add_user(store, "chat", name)
+    for i in range(times):
+        admin.edit_user(store, "chat", name, changes=admin.UserChanges(add_tags=[f"t{i}"]))
+    iat = store.user("chat", name).claims.issued_at
+    assert iat >= t + times
+    return iat
+
+
+def cli_run(store: Store, *args: str):
+    return CliRunner().invoke(cli, ["--home", str(store.home), *args])
+
+
+def test_revoke_all_users_covers_a_user_signed_ahead_of_the_clock(store):
+    iat = ahead(store, "v")
+    acc = revoke.revoke_all(store, "chat")
+    assert acc.claims.revocations["*"] >= iat
+    assert acc.claims.is_revoked(store.user("chat", "v").public_key, iat)
+    assert acc.claims.is_revoked(
+        store.user("chat", "default").public_key, store.user("chat", "default").claims.issued_at
+    )
+
+
+def test_revoke_all_users_at_zero_also_covers_it(store):
+    iat = ahead(store, "v")
+    assert revoke.revoke_all(store, "chat", at=0).claims.revocations["*"] >= iat
+
+
+def test_revoke_by_public_key_covers_the_held_user_signed_ahead(store):
+    iat = ahead(store, "v")
+    key = store.user("chat", "v").public_key
+    acc = revoke.revoke_user(store, "chat", key)
+    assert acc.claims.revocations[key] >= iat
+    r = cli_run(store, "revoke", "user", key, "--no-push")  # the CLI too (real clock, iat still ahead)
+    assert r.exit_code == 0, r.output
+    assert Store(store.home).account("chat").claims.revocations[key] >= iat
+
+
+def test_revoke_by_public_key_of_a_user_the_store_never_held_is_now(store):
+    from dchat_ops.nsc.keys import KeyPair
+
+    t = pinned(store)
+    key = KeyPair.generate("user").public_key
+    assert revoke.revoke_user(store, "chat", key).claims.revocations[key] == t
+
+
+def test_an_explicit_at_is_kept(store):
+    ahead(store, "v")
+    t = store.clock()
+    assert revoke.revoke_all(store, "chat", at=t - 100).claims.revocations["*"] == t - 100
+    key = store.user("chat", "v").public_key
+    assert revoke.revoke_user(store, "chat", key, at=t - 50).claims.revocations[key] == t - 50
+
+
+def test_cli_revoke_all_users_covers_it(store):
+    iat = ahead(store, "v")
+    r = cli_run(store, "revoke", "--all-users", "--no-push", "--json")
+    assert r.exit_code == 0, r.output
+    assert Store(store.home).account("chat").claims.revocations["*"] >= iat
+    findings = validate_store(Store(store.home))
+    assert any(f.entity == "user chat/v" and "revoked" in f.message for f in findings), findings
+
+
+async def test_a_user_signed_ahead_is_refused_by_the_server_after_revoke_all_users(store, servers):
+    ahead(store, "v")
+    r = cli_run(store, "revoke", "--all-users", "--no-push")
+    assert r.exit_code == 0, r.output
+    url, _ = servers.standalone(Store(store.home))
+    assert await refused(url, store.creds_path("dchat", "chat", "v")) is not None
+    assert await refused(url, store.creds_path("dchat", "chat", "default")) is not None
+
+
+def test_reissuing_a_revoked_user_warns(store):
+    admin.add_user(store, "chat", "v")
+    revoke.revoke_user(store, "chat", "v")
+    assert any(f.entity == "user chat/v" and "revoked" in f.message for f in validate_store(store))
+    r = admin.edit_user(store, "chat", "v", changes=admin.UserChanges(add_tags=["back"]))
+    assert r.changed
+    assert r.warnings and "user v was revoked; the re-issued JWT is not covered by that revocation" in r.warnings[0]
+    assert r.to_dict()["warnings"] == r.warnings
+    # nothing to say when nothing was revoked or nothing changed
+    assert admin.edit_user(store, "chat", "v", changes=admin.UserChanges(add_tags=["back"])).warnings == []
+    assert admin.edit_user(store, "chat", "default", changes=admin.UserChanges(add_tags=["x"])).warnings == []
+
+
+def test_reissuing_after_revoke_all_users_warns_on_stderr(store):
+    revoke.revoke_all(store, "chat")
+    r = cli_run(store, "edit", "user", "default", "--tag", "again", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["warnings"]
+    assert "user default was revoked; the re-issued JWT is not covered by that revocation" in r.stderr
+    assert "warning" not in r.stdout.replace('"warnings"', "")
