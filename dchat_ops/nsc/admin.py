@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dchat_ops._fs import deferred_sync
 from dchat_ops.errors import ExistsError, StoreError
+from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS as _ACCOUNT_LIMITS
+from dchat_ops.nsc.claims import JETSTREAM_LIMIT_KEYS as _JS_LIMITS
 from dchat_ops.nsc.claims import (
     AccountClaims,
     OperatorClaims,
     ScopedSigningKey,
     UserClaims,
     UserPermissionLimits,
+    jetstream_field,
 )
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import Clock, encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair
-from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec
+from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec, check_limit, check_tags, check_time
 from dchat_ops.nsc.spec import dedupe as _dedupe
 from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
 
@@ -42,6 +46,7 @@ __all__ = [
     "add_account",
     "add_user",
     "add_users",
+    "check_account_changes",
     "edit_account",
     "edit_operator",
     "edit_user",
@@ -523,8 +528,11 @@ def edit_account(
 ) -> tuple[Entity[AccountClaims], bool]:
     """Change an account's limits, JetStream limits, signing keys (plain or scoped roles), expiry or tags.
 
-    Returns (account, changed).  A new signing key's seed goes to the keystore.
+    Returns (account, changed).  A new signing key's seed goes to the keystore.  Every limit, the role
+    name, the tags and the expiry are checked first (FieldError, nothing written) with the validators specs
+    use: a limit is -1 (unlimited) or more and fits int64, or the server refuses the account JWT.
     """
+    check_account_changes(limits, jetstream, add_role, expires, tags)
     with store.edit_account(name) as claims:
         before = claims.to_dict()
         new_keys = _edit_account_claims(
@@ -542,6 +550,46 @@ def edit_account(
     return store.account(name), changed
 
 
+_ACCOUNT_FLAGS = ("wildcards", "disallow_bearer")
+_JS_FLAGS = ("max_bytes_required",)
+
+
+def check_account_changes(
+    limits: Optional[Mapping[str, Any]] = None,
+    jetstream: Optional[Mapping[str, Any]] = None,
+    role: Optional[str] = None,
+    expires: Optional[int] = None,
+    tags: Optional[list[str]] = None,
+) -> None:
+    """Refuse what the server would refuse in an account change: raises FieldError naming the field."""
+    for k, v in (limits or {}).items():
+        if k in _ACCOUNT_FLAGS:
+            if not isinstance(v, bool):
+                raise FieldError(k, "must be true or false")
+        elif k in _ACCOUNT_LIMITS:
+            check_limit(k, v)
+        else:
+            raise FieldError(k, f"unknown account limit (known: {', '.join(_ACCOUNT_LIMITS + _ACCOUNT_FLAGS)})")
+    for k, v in (jetstream or {}).items():
+        where = jetstream_field(k)
+        if k in _JS_FLAGS:
+            if not isinstance(v, bool):
+                raise FieldError(where, "must be true or false")
+        elif k in _JS_LIMITS:
+            check_limit(where, v)
+        else:
+            raise FieldError(where, f"unknown JetStream limit (known: {', '.join(_JS_LIMITS + _JS_FLAGS)})")
+    if role is not None:
+        try:
+            check_name(role, "role name")
+        except StoreError as exc:
+            raise FieldError("role", str(exc)) from None
+    if expires is not None:
+        check_time("expiry", expires)
+    if tags is not None:
+        check_tags("tags", tags)
+
+
 def _edit_account_claims(
     name: str,
     claims: AccountClaims,
@@ -553,16 +601,11 @@ def _edit_account_claims(
     remove_signing_key: Optional[str],
 ) -> list[KeyPair]:
     new_keys: list[KeyPair] = []
-    if limits:
-        for k, v in limits.items():
-            if not hasattr(claims.limits, k) or k in ("jetstream", "tiers", "extra"):
-                raise StoreError(f"unknown account limit {k!r}")
-            setattr(claims.limits, k, v)
-    if jetstream:
-        for k, v in jetstream.items():
-            if not hasattr(claims.limits.jetstream, k):
-                raise StoreError(f"unknown JetStream limit {k!r}")
-            setattr(claims.limits.jetstream, k, v)
+    check_account_changes(limits, jetstream, add_role)
+    for k, v in (limits or {}).items():
+        setattr(claims.limits, k, v)
+    for k, v in (jetstream or {}).items():
+        setattr(claims.limits.jetstream, k, v)
     if add_signing_key:
         kp = KeyPair.generate("account")
         new_keys.append(kp)

@@ -22,7 +22,9 @@ from typing import Any, ClassVar, TypeVar
 from dchat_ops.errors import JWTError
 
 __all__ = [
+    "ACCOUNT_LIMIT_KEYS",
     "CONNECTION_TYPES",
+    "JETSTREAM_LIMIT_KEYS",
     "AccountClaims",
     "AccountLimits",
     "ActivationClaims",
@@ -39,6 +41,7 @@ __all__ = [
     "UserClaims",
     "UserPermissionLimits",
     "claims_class_for",
+    "jetstream_field",
 ]
 
 UNLIMITED = -1
@@ -356,6 +359,13 @@ class JetStreamLimits:
 
 
 _LIMIT_KEYS = ("subs", "data", "payload", "imports", "exports", "conn", "leaf")
+ACCOUNT_LIMIT_KEYS = _LIMIT_KEYS  # the account's numeric limits (int64, -1 unlimited)
+JETSTREAM_LIMIT_KEYS = _JS_KEYS  # the numeric JetStream limits
+
+
+def jetstream_field(key: str) -> str:
+    """A JetStream limit key as specs and error messages spell it: ``mem_storage`` -> ``jetstream.mem``."""
+    return "jetstream." + {"mem_storage": "mem", "disk_storage": "disk", "consumer": "consumers"}.get(key, key)
 
 
 @dataclass

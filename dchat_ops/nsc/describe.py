@@ -13,10 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError
-from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, UserClaims
+from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError
+from dchat_ops.nsc.claims import (
+    ACCOUNT_LIMIT_KEYS,
+    JETSTREAM_LIMIT_KEYS,
+    AccountClaims,
+    Claims,
+    OperatorClaims,
+    UserClaims,
+    jetstream_field,
+)
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import Clock, compute_jti, decode, decode_unverified, verify_chain
+from dchat_ops.nsc.spec import check_limit
 from dchat_ops.nsc.store import Entity, Store
 
 __all__ = ["Finding", "describe_claims", "describe_file", "describe_token", "list_store", "validate_store"]
@@ -155,12 +164,28 @@ def validate_store(store: Store, clock: Clock | None = None) -> list[Finding]:
         _expiry_warning(out, alabel, accc, now)
         if not store.has_key(acc.public_key):
             out.append(Finding("warning", alabel, "the keystore does not hold the account seed"))
+        out.extend(Finding("error", alabel, m) for m in _limit_problems(accc))
         if acc.public_key == opc.system_account and accc.limits.jetstream.enabled():
             out.append(Finding("error", alabel, "the system account must not have JetStream limits"))
         for uname in store.user_names(name, op.name):
             out.extend(_validate_user(store, op.name, opc, acc, accc, uname, clock, now))
     if opc.system_account and opc.system_account not in account_keys:
         out.append(Finding("error", label, f"system account {opc.system_account} is not in the store"))
+    return out
+
+
+def _limit_problems(c: AccountClaims) -> list[str]:
+    """Limits the server would refuse the account for (beyond int64 or below -1), checked as edits are."""
+    lim = c.limits
+    values: list[tuple[str, Any]] = [(k, getattr(lim, k)) for k in ACCOUNT_LIMIT_KEYS]
+    for tier, js in [("", lim.jetstream), *sorted(lim.tiers.items())]:
+        values += [(jetstream_field(f"{tier}.{k}" if tier else k), getattr(js, k)) for k in JETSTREAM_LIMIT_KEYS]
+    out = []
+    for name, value in values:
+        try:
+            check_limit(name, value)
+        except FieldError as exc:
+            out.append(f"limit {exc}: the server refuses this account JWT")
     return out
 
 

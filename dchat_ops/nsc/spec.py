@@ -39,6 +39,7 @@ __all__ = [
     "check_source_networks",
     "check_subjects",
     "check_tags",
+    "check_time",
     "check_time_zone",
     "check_times",
     "check_validity",
