@@ -1,7 +1,9 @@
 """The one error tree of dchat-ops.
 
 Every expected failure is a :class:`DchatOpsError`; the CLI turns it into a one-line
-message and a non-zero exit code, never a traceback.  Messages never contain secrets.
+message and a non-zero exit code, never a traceback.  Messages never contain secrets: anything
+in a message that looks like an nkey seed (a value typed in the wrong place, a ``${VAR}`` that
+holds one) is replaced by ``S…(a seed, not shown)`` when the error is made.
 
     DchatOpsError
     ├── NKeyError            wrong kind, bad checksum, malformed seed or public key
@@ -33,6 +35,10 @@ Catch the base class, show the type and the message:
 
 from __future__ import annotations
 
+import re
+
+# the error classes (tests/test_public_api.py holds this list to them); SEED_PATTERN and scrub_seeds are
+# importable from here too
 __all__ = [
     "ApplyError",
     "BundleError",
@@ -51,11 +57,28 @@ __all__ = [
     "TLSError",
 ]
 
+# An encoded nkey seed: "S", the kind letter (operator, account, user, server, cluster, curve; P for a
+# private key), then base32 (A-Z, 2-7): 58 characters in all (see dchat_ops.nsc.keys).  A longer run of
+# base32 after such a start is taken whole: a seed with a stray character is still a secret.
+SEED_PATTERN = re.compile(r"S[OAUNCXP][A-Z2-7]{56,}")
+SEED_SHOWN_AS = "S…(a seed, not shown)"
+
+
+def scrub_seeds(text: str) -> str:
+    """``text`` with everything that looks like an nkey seed replaced by ``S…(a seed, not shown)``."""
+    return SEED_PATTERN.sub(SEED_SHOWN_AS, text)
+
 
 class DchatOpsError(Exception):
-    """Base of every expected failure.  ``str(err)`` is a user-facing one-line message."""
+    """Base of every expected failure.  ``str(err)`` is a user-facing one-line message, never holding a seed."""
 
     exit_code = 1
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(scrub_seeds(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return scrub_seeds(super().__str__())
 
 
 class NKeyError(DchatOpsError):
@@ -99,10 +122,10 @@ class FieldError(StoreError):
     """
 
     def __init__(self, field: str, reason: str, index: int | None = None):
-        self.field = field
+        self.field = scrub_seeds(field)
         self.index = index
-        self.reason = reason
-        super().__init__(f"{self.where}: {reason}")
+        self.reason = scrub_seeds(reason)
+        super().__init__(f"{self.where}: {self.reason}")
 
     @property
     def where(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError
+from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     JETSTREAM_LIMIT_KEYS,
@@ -102,7 +102,7 @@ def list_store(store: Store) -> dict[str, Any]:
                 ue = store.user(acc.name, u, op.name)
                 users.append({"name": u, "public_key": ue.public_key})
             except StoreError as exc:
-                users.append({"name": u, "error": str(exc)})
+                users.append({"name": scrub_seeds(u), "error": str(exc)})
         accounts.append(
             {
                 "name": acc.name,
@@ -168,7 +168,10 @@ def validate_store(store: Store, clock: Clock | None = None) -> list[Finding]:
         if acc.public_key == opc.system_account and accc.limits.jetstream.enabled():
             out.append(Finding("error", alabel, "the system account must not have JetStream limits"))
         for uname in store.user_names(name, op.name):
-            out.extend(_validate_user(store, op.name, opc, acc, accc, uname, clock, now))
+            try:
+                out.extend(_validate_user(store, op.name, opc, acc, accc, uname, clock, now))
+            except StoreError as exc:  # a file name the store refuses (a seed as a name): say so, never show it
+                out.append(Finding("error", scrub_seeds(f"user {name}/{uname}"), str(exc)))
     if opc.system_account and opc.system_account not in account_keys:
         out.append(Finding("error", label, f"system account {opc.system_account} is not in the store"))
     return out

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Generic, Optional, TypeVar, Union
 
 from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir, store_lock
-from dchat_ops.errors import JWTError, NKeyError, StoreError
+from dchat_ops.errors import SEED_PATTERN, JWTError, NKeyError, StoreError
 from dchat_ops.home import Home, default_home
 from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, ScopedSigningKey, UserClaims
 from dchat_ops.nsc.creds import format_creds
@@ -61,7 +61,10 @@ _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.
 
 
 def check_name(name: str, what: str = "name") -> str:
-    """Refuse names that are empty, too long, or could escape the store (``/``, ``..``, spaces)."""
+    """Refuse names that are empty, too long, could escape the store (``/``, ``..``, spaces), or look like an
+    nkey seed (a name is public: it is a file name, a JWT claim, ``list`` output)."""
+    if isinstance(name, str) and SEED_PATTERN.search(name):
+        raise StoreError(f"invalid {what}: it looks like an nkey seed; names are public")
     if not isinstance(name, str) or not _NAME.match(name):
         raise StoreError(
             f"invalid {what} {name!r}: use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit"
