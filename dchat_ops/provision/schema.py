@@ -262,10 +262,14 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
     return parse_spec(text, path, cache_dir=cache_dir)
 
 
+# Part of the cache key: raised when the checks change, so a spec validated by older checks is checked again.
+_CHECKS_REVISION = 2
+
+
 def _cache_key(text: str) -> str:
 
     env = {name: os.environ.get(name) for name in sorted(set(_ENV.findall(text)))}
-    return hashlib.sha256(json.dumps([__version__, text, env]).encode()).hexdigest()[:40]
+    return hashlib.sha256(json.dumps([__version__, _CHECKS_REVISION, text, env]).encode()).hexdigest()[:40]
 
 
 def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional[Path] = None) -> Spec:
