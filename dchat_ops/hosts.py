@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
 import subprocess
 from typing import Optional
+
+from dchat_ops.errors import ConfigError
 
 __all__ = [
     "LOOPBACK",
     "TAILSCALE_NET",
     "WILDCARD_HOSTS",
+    "check_advertise",
+    "check_host",
     "choose_advertise",
     "dial_host",
     "host_port",
@@ -49,6 +54,54 @@ def _unbracket(host: str) -> str:
     if h.startswith("[") and h.endswith("]"):
         return h[1:-1]
     return h
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_host_name(text: str) -> bool:
+    name = text[:-1] if text.endswith(".") else text
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def check_host(host: str, what: str = "host") -> str:
+    """``host`` when it is an IP address (IPv6 bare or in brackets) or a valid host name; else ConfigError.
+
+    >>> check_host("0.0.0.0"), check_host("[fd00::1]"), check_host("node-1.example.org")
+    ('0.0.0.0', '[fd00::1]', 'node-1.example.org')
+    """
+    h = host if isinstance(host, str) else ""
+    inner = h[1:-1] if h.startswith("[") and h.endswith("]") else h
+    if (inner != h and ":" in inner and _is_ip(inner)) or (inner == h and (_is_ip(h) or _is_host_name(h))):
+        return host
+    raise ConfigError(f"{what} {host!r} is not an IP address or a host name")
+
+
+def check_advertise(text: str, what: str = "advertise", *, port_required: bool = True) -> str:
+    """``text`` when it is ``host:port`` (port 1-65535, an IPv6 address in brackets); else ConfigError.
+
+    With ``port_required=False`` a bare host is accepted too (the listener's port is added to it).
+    """
+    t = text if isinstance(text, str) else ""
+    m = re.match(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?$", t)
+    if not m:
+        raise ConfigError(f"{what} {text!r} is not host:port (an IPv6 address goes in brackets: [fd00::1]:7422)")
+    host, port = m.group(1), m.group(2)
+    check_host(host, f"{what} host")
+    if port is None:
+        if port_required:
+            raise ConfigError(f"{what} {text!r} has no port: use host:port")
+    elif not 0 < int(port) < 65536:
+        raise ConfigError(f"{what} {text!r}: port {int(port)} is out of range (1-65535)")
+    return text
 
 
 def is_wildcard(host: Optional[str]) -> bool:

@@ -175,3 +175,39 @@ async def test_terminal_client_sends_and_shows_history(chat_net):
         assert await asyncio.to_thread(wait_for, lambda: any("unknown sender: alice" in e for e in c["bob"].errors), 5)
     finally:
         await close(c)
+
+
+def _chat_cli(store, node_id):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
+    t0 = time.monotonic()
+    p = subprocess.run(
+        [exe, "--home", str(store.home), "chat", "--node", node_id], input="/quit\n", capture_output=True, text=True
+    )
+    return p, time.monotonic() - t0
+
+
+def test_chat_on_a_node_without_jetstream_fails_fast_with_a_hint(store, supervised):
+    from dchat_ops.config import nodes
+
+    nodes.add_node(store, "plain", cluster=False)
+    supervised("plain")
+    p, took = _chat_cli(store, "plain")
+    assert p.returncode == 1 and took < 8, (p.returncode, took, p.stderr)
+    assert p.stderr.strip().splitlines() == [
+        "error: node plain has no JetStream: the chat needs it (node add --jetstream, and account JetStream limits)"
+    ]
+
+
+def test_chat_for_an_account_without_jetstream_fails_fast(store, supervised):
+    from dchat_ops.config import nodes
+
+    nodes.add_node(store, "jsnode", cluster=False, jetstream=True)
+    supervised("jsnode")
+    p, took = _chat_cli(store, "jsnode")
+    assert p.returncode == 1 and took < 8, (p.returncode, took, p.stderr)
+    assert "JetStream limits" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -158,6 +158,22 @@ def test_usage_error_exits_2(tmp_path, capsys):
     assert run_cli(cli, ["--home", str(tmp_path), "describe", "bogus"]) == 2
 
 
+def test_port_out_of_range_is_a_usage_error(store, capsys):
+    for opt in (
+        "--client-port",
+        "--monitor-port",
+        "--cluster-port",
+        "--gateway-port",
+        "--leaf-port",
+        "--websocket-port",
+    ):
+        for value in ("-1", "0", "65536"):
+            before = snapshot(store.home)
+            assert run_cli(cli, ["--home", str(store.home), "node", "add", "k2", opt, value]) == 2, (opt, value)
+            assert "Traceback" not in capsys.readouterr().err
+            assert snapshot(store.home) == before
+
+
 def test_console_script_runs_without_traceback(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
     p = subprocess.run([exe, "--home", str(tmp_path / "h"), "describe", "user", "x"], capture_output=True, text=True)
@@ -178,7 +194,10 @@ def _more_bad_inputs(store, tmp_path):
         (["add", "user", "x", "--subs", "-5"], "-1 (unlimited) or more"),
         (["add", "user", "x", "--expiry", "99999999d"], "out of range"),
         (["add", "account", "chat", "--force"], "has users"),
-        (["node", "add", "n", "--host", "bad host"], "cannot listen on"),
+        (["node", "add", "n", "--host", "bad host"], "is not an IP address or a host name"),
+        (["node", "add", "n", "--advertise", "x y"], "is not an IP address or a host name"),
+        (["node", "add", "n", "--advertise", "a.example:99999"], "out of range"),
+        (["node", "add", "n", "--advertise", "fd00::1:7422"], "in brackets"),
         (["node", "add", "n", "--client-port", "14222", "--monitor-port", "14222"], "same port"),
         (["import", "creds", str(junk)], "nothing to import"),
         (["generate", "config", "-o", str(existing)], "already exists"),

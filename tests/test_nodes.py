@@ -1,5 +1,7 @@
 """Node configs: defaults, comments kept, advertise choice, and a table of invalid configs refused early."""
 
+import re
+
 import pytest
 from conftest import snapshot
 
@@ -201,3 +203,30 @@ def test_failed_add_node_leaves_nothing(store):
     with pytest.raises(ConfigError):
         nodes.add_node(store, "x", seed_routes=["nats-route://nohost"])
     assert snapshot(store.home) == before
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('host: "127.0.0.1"', 'host: "not a host"', "host 'not a host' is not an IP address or a host name"),
+        ("resolver: full", 'resolver: full\nadvertise: "x y"', "is not an IP address or a host name"),
+        ("resolver: full", 'resolver: full\ncluster: {port: 14248, advertise: "a b:99999"}', "not an IP address"),
+        ("resolver: full", "resolver: full\ncluster: {port: 14248, advertise: 'h.example:99999'}", "out of range"),
+        ("resolver: full", "resolver: full\ncluster: {port: 14248, advertise: 'fd00::1:7422'}", "in brackets"),
+    ],
+)
+def test_node_file_hosts_and_advertise_are_checked(store, old, new, message):
+    nodes.add_node(store, "hx", cluster=False)
+    path = store.nodes_dir / "hx.yaml"
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(ConfigError, match=r"hx\.yaml \(line \d+\): .*" + re.escape(message)):
+        NodeFile.load(store, "hx")
+
+
+def test_node_add_refuses_bad_hosts_and_advertise(store):
+    for kw in ({"host": "not a host"}, {"advertise": "x y"}, {"advertise": "a b:99999"}, {"advertise": "h:0"}):
+        with pytest.raises(ConfigError):
+            nodes.add_node(store, "bad", **kw)
+        assert not (store.nodes_dir / "bad.yaml").exists()
+    r = nodes.add_node(store, "good", host="0.0.0.0", advertise="[fd00::1]:7422")
+    assert r.node.cluster["advertise"] == "[fd00::1]:7422"

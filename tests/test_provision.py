@@ -222,3 +222,62 @@ def test_spec_export_round_trips(tmp_path):
     text = provision.dump_spec(provision.export_spec(store))
     exported = provision.parse_spec(text, tmp_path / "exported.yaml")
     assert not provision.plan(store, exported).has_changes
+
+
+# --- what plan accepts, apply accepts -------------------------------------------------------------------
+
+_PLAN_REFUSES = [
+    (
+        "system account in accounts",
+        "accounts:\n  - {name: SYS}\n  - {name: chat}\n",
+        2,
+        "need different names",
+    ),
+    ("host not a host", 'nodes:\n  - {id: n1, host: "not a host"}\n', 2, "not an IP address or a host name"),
+    ("advertise with a space", 'nodes:\n  - {id: n1, advertise: "x y"}\n', 2, "not an IP address or a host name"),
+    ("advertise port out of range", 'nodes:\n  - {id: n1, advertise: "a.example:99999"}\n', 2, "out of range"),
+    (
+        "user named like a node",
+        "accounts:\n  - name: chat\n    users:\n      - {name: n1, allow_sub: [foo]}\nnodes:\n  - {id: n1}\n",
+        6,
+        "rename the user or the node",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, text, line, message", _PLAN_REFUSES, ids=[c[0] for c in _PLAN_REFUSES])
+def test_plan_refuses_what_apply_would_reject(tmp_path, name, text, line, message, capsys):
+    from dchat_ops._cli.output import run_cli
+
+    home = str(tmp_path / "home")
+    path = write_spec(tmp_path, text, "s.yaml")
+    code = run_cli(cli, ["--home", home, "plan", "-f", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"{path}:{line}:" in err and message in err, err
+    assert not (tmp_path / "home").exists()
+
+
+def test_user_named_like_a_node_of_the_stores_default_account_is_refused(tmp_path):
+    # the node names no account: its user goes to the store's default account, not the spec's first one
+    store = Store(tmp_path / "home")
+    admin.init(store)  # default account: chat
+    text = "accounts:\n  - {name: other}\n  - name: chat\n    users:\n      - {name: n1}\nnodes:\n  - {id: n1}\n"
+    spec = provision.load_spec(write_spec(tmp_path, text, "s.yaml"))
+    with pytest.raises(provision.SpecError, match=r"s\.yaml:7: nodes\[0\]\.id: .*rename the user or the node"):
+        provision.plan(store, spec)
+
+
+def test_spec_tls_without_a_ca_plans_and_applies(tmp_path):
+    from dchat_ops._cli.output import run_cli
+
+    home = str(tmp_path / "home")
+    path = write_spec(tmp_path, "nodes:\n  - {id: n1, tls: {client: true}}\n", "s.yaml")
+    assert run_cli(cli, ["--home", home, "plan", "-f", str(path)]) == 0
+    assert run_cli(cli, ["--home", home, "apply", "-f", str(path)]) == 0
+    assert run_cli(cli, ["--home", home, "plan", "-f", str(path), "--detailed-exitcode"]) == 0
+    store = Store(tmp_path / "home")
+    from dchat_ops.config import nodes, pki
+
+    assert pki.ca_paths(store)[1].is_file() and pki.cert_paths(store, "n1", "server")[1].is_file()
+    assert nodes.render_node(store, "n1").is_file()

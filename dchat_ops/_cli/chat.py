@@ -7,7 +7,7 @@ import sys
 import click
 
 from dchat_ops._cli.app import Ctx, cli, pass_ctx
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.errors import ChatError, DchatOpsError
 
 # --- chat ----------------------------------------------------------------------------------------------
 
@@ -38,7 +38,14 @@ def chat(c: Ctx, node_id, user, replicas):
         click.echo(f"[{m.conversation}] {m.sender}: {m.body}")
 
     async def session():
-        client = await ChatClient.on_node(ident, store, node, replicas=replicas, on_message=on_message).start()
+        try:
+            client = await ChatClient.on_node(ident, store, node, replicas=replicas, on_message=on_message).start()
+        except ChatError:
+            if node.jetstream is None:  # a node of a cluster may reach its peers' JetStream: say so only now
+                raise DchatOpsError(
+                    f"node {node_id} has no JetStream: the chat needs it (node add --jetstream, and account JetStream limits)"
+                ) from None
+            raise
         click.echo(f"connected as {ident.name} to node {node_id}\n{CHAT_HELP}")
         loop = asyncio.get_running_loop()
         try:

@@ -8,6 +8,9 @@ from dchat_ops._cli.app import Ctx, cli, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops.errors import DchatOpsError
 
+# a port given on the command line: out of range is a usage error (exit 2), like any bad option value
+PORT = click.IntRange(1, 65535)
+
 # --- nodes ---------------------------------------------------------------------------------------------
 
 
@@ -29,9 +32,9 @@ def _gateways(values) -> list[tuple[str, str]]:
 @node.command("add")
 @click.argument("node_id")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (0.0.0.0 for a public node).")
-@click.option("--client-port", type=int, help="Client port (default: a free port).")
-@click.option("--monitor-port", type=int, help="Monitoring port (default: a free port).")
-@click.option("--cluster-port", type=int, help="Cluster (route) port (default: a free port).")
+@click.option("--client-port", type=PORT, help="Client port (default: a free port).")
+@click.option("--monitor-port", type=PORT, help="Monitoring port (default: a free port).")
+@click.option("--cluster-port", type=PORT, help="Cluster (route) port (default: a free port).")
 @click.option("--cluster-name", default="dchat", show_default=True)
 @click.option("--no-cluster", is_flag=True, help="A node without routes (a leaf or a lone server).")
 @click.option(
@@ -40,10 +43,10 @@ def _gateways(values) -> list[tuple[str, str]]:
 )
 @click.option("--seed-route", multiple=True, help="nats-route://host:port of any node already in the cluster.")
 @click.option("--gateway", multiple=True, help="NAME=nats://host:port of another cluster's gateway.")
-@click.option("--gateway-port", type=int, help="Listen for gateways on this port.")
+@click.option("--gateway-port", type=PORT, help="Listen for gateways on this port.")
 @click.option("--leaf-of", multiple=True, help="nats-leaf://host:port of a hub: run as a leaf node.")
-@click.option("--leaf-port", type=int, help="Accept leaf nodes on this port (a hub).")
-@click.option("--websocket-port", type=int)
+@click.option("--leaf-port", type=PORT, help="Accept leaf nodes on this port (a hub).")
+@click.option("--websocket-port", type=PORT)
 @click.option("--jetstream", is_flag=True, help="Enable JetStream (streams, KV) on this node.")
 @click.option("--mem-resolver", is_flag=True, help="Memory resolver instead of the full nats resolver.")
 @click.option("--allow-delete", is_flag=True, help="Let 'push --prune' delete accounts from this node's resolver.")

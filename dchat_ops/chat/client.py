@@ -290,6 +290,31 @@ class _Group:
     keys: dict[int, bytes] = field(default_factory=dict)
 
 
+# How long start() waits for JetStream: a fresh cluster answers 503 until it elects its meta leader.
+# Two answers mean there is no JetStream to wait for, and are given up on sooner: nobody answers the
+# JetStream API (the node has none), or "not enabled for account" (which a fresh cluster also says
+# for a moment, hence a few seconds, not none).
+LEADER_WAIT_S = 20.0
+NO_RESPONDERS_WAIT_S = 3.0
+NO_JETSTREAM_WAIT_S = 5.0
+_JS_NOT_ENABLED_FOR_ACCOUNT = 10039
+
+
+def _no_jetstream(exc: BaseException) -> str:
+    """``"account"`` (JetStream off for the account), ``"server"`` (nobody answers the API), or ``""``."""
+    from nats.errors import NoRespondersError
+    from nats.js.errors import APIError
+
+    if isinstance(exc, NoRespondersError):
+        return "server"
+    if isinstance(exc, APIError):
+        if exc.err_code == _JS_NOT_ENABLED_FOR_ACCOUNT:
+            return "account"
+        if exc.code is None and exc.err_code is None:  # nats-py's rendering of "no responders"
+            return "server"
+    return ""
+
+
 class ChatClient:
     """One user's chat session on their node."""
 
@@ -346,13 +371,22 @@ class ChatClient:
             **self.connect_kw,
         )
         self.js = js = self.nc.jetstream(timeout=5)
-        deadline = time.monotonic() + 20
+        started = time.monotonic()
         while True:  # a fresh cluster answers 503 until JetStream has elected its meta leader
             try:
                 await self._ensure_infrastructure()
                 break
             except Exception as exc:
-                if time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                why = _no_jetstream(exc)
+                if why == "account" and waited > NO_JETSTREAM_WAIT_S:
+                    raise ChatError(
+                        f"JetStream is not enabled for {self.me.name}'s account on {self.url}: "
+                        "give the account JetStream limits (edit account --js-mem/--js-disk)"
+                    ) from None
+                if why == "server" and waited > NO_RESPONDERS_WAIT_S:
+                    raise ChatError(f"no JetStream answers on {self.url}: the node has no JetStream") from None
+                if waited > LEADER_WAIT_S:
                     raise ChatError(f"JetStream is not available on {self.url}: {exc}") from None
                 await asyncio.sleep(0.25)
         self._dir = await js.key_value(DIR_BUCKET)

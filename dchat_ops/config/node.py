@@ -28,6 +28,7 @@ from ruamel.yaml.error import YAMLError
 
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
+from dchat_ops.hosts import check_advertise, check_host
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.subjects import check_subject
 
@@ -178,6 +179,25 @@ class _Reader:
             self.fail(doc, key, f"{what} must be a port number 1-65535, not {v!r}")
         return int(v)
 
+    def host(self, doc: Any, key: str, what: str, default: str) -> str:
+        """A listen host: an IP address or a host name (``default`` when the key is absent or empty)."""
+        v = doc.get(key)
+        if v is None or v == "":
+            return default
+        try:
+            return check_host(str(v), what)
+        except ConfigError as exc:
+            self.fail(doc, key, str(exc))
+
+    def advertise(self, doc: Any, key: str, what: str, *, port_required: bool = True) -> str:
+        v = doc.get(key)
+        if v is None or v == "":
+            return ""
+        try:
+            return check_advertise(str(v), what, port_required=port_required)
+        except ConfigError as exc:
+            self.fail(doc, key, str(exc))
+
     def strings(self, doc, key, what: str) -> list[str]:
         v = doc.get(key)
         if v is None:
@@ -222,10 +242,10 @@ def parse_node(doc: Any, path: Path) -> Node:
     except Exception as exc:
         r.fail(doc, "id", str(exc))
     node = Node(id=nid, server_name=str(doc.get("server_name") or nid))
-    node.host = str(doc.get("host") or "127.0.0.1")
+    node.host = r.host(doc, "host", "host", "127.0.0.1")
     node.client_port = r.port(doc, "client_port", "client_port")
     node.monitor_port = r.port(doc, "monitor_port", "monitor_port")
-    node.advertise = str(doc.get("advertise") or "")
+    node.advertise = r.advertise(doc, "advertise", "advertise", port_required=False)
     node.resolver = str(doc.get("resolver") or "full")
     if node.resolver not in ("full", "memory"):
         r.fail(doc, "resolver", f"resolver must be 'full' or 'memory', not {node.resolver!r}")
@@ -245,9 +265,9 @@ def parse_node(doc: Any, path: Path) -> Node:
         routes = r.urls(c, "routes", "cluster.routes", ROUTE_SCHEMES)
         node.cluster = {
             "name": str(c.get("name") or "dchat"),
-            "host": str(c.get("host") or node.host),
+            "host": r.host(c, "host", "cluster.host", node.host),
             "port": r.port(c, "port", "cluster.port"),
-            "advertise": str(c.get("advertise") or ""),
+            "advertise": r.advertise(c, "advertise", "cluster.advertise"),
             "routes": routes,
             "connect_retries": c.get("connect_retries"),
             "no_advertise": bool(c.get("no_advertise", False)),
@@ -263,7 +283,10 @@ def parse_node(doc: Any, path: Path) -> Node:
         }
     ws = r.mapping(doc, "websocket", "websocket", {"port", "host"})
     if ws is not None:
-        node.websocket = {"port": r.port(ws, "port", "websocket.port"), "host": str(ws.get("host") or node.host)}
+        node.websocket = {
+            "port": r.port(ws, "port", "websocket.port"),
+            "host": r.host(ws, "host", "websocket.host", node.host),
+        }
     tls = r.mapping(doc, "tls", "tls", {"client", "route", "gateway", "leafnode", "websocket", "insecure"})
     node.tls = dict(tls or {})
     gw = r.mapping(doc, "gateway", "gateway", {"name", "host", "port", "advertise", "remotes"})
@@ -277,9 +300,9 @@ def parse_node(doc: Any, path: Path) -> Node:
             )
         node.gateway = {
             "name": str(gw.get("name") or (node.cluster or {}).get("name", "")),
-            "host": str(gw.get("host") or node.host),
+            "host": r.host(gw, "host", "gateway.host", node.host),
             "port": r.port(gw, "port", "gateway.port"),
-            "advertise": str(gw.get("advertise") or ""),
+            "advertise": r.advertise(gw, "advertise", "gateway.advertise"),
             "remotes": remotes,
         }
     lf = r.mapping(doc, "leafnodes", "leafnodes", {"port", "host", "advertise", "remotes"})
@@ -301,8 +324,8 @@ def parse_node(doc: Any, path: Path) -> Node:
             )
         node.leafnodes = {
             "port": r.optional_port(lf, "port", "leafnodes.port"),
-            "host": str(lf.get("host") or node.host),
-            "advertise": str(lf.get("advertise") or ""),
+            "host": r.host(lf, "host", "leafnodes.host", node.host),
+            "advertise": r.advertise(lf, "advertise", "leafnodes.advertise"),
             "remotes": remotes,
         }
     ident = r.mapping(doc, "identity", "identity", {"account", "user"}) or {}

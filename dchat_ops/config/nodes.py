@@ -39,7 +39,7 @@ from dchat_ops.config.server import (
 )
 from dchat_ops.config.tls import apply_tls, tls_flags
 from dchat_ops.errors import ConfigError, ExistsError, StoreError
-from dchat_ops.hosts import choose_advertise, dial_host, local_addresses
+from dchat_ops.hosts import check_advertise, check_host, choose_advertise, dial_host, local_addresses
 from dchat_ops.hosts import url as host_url
 from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
@@ -149,6 +149,9 @@ def add_node(
     """Create ``nodes/<id>.yaml`` and the node's local user (default-deny subscribe).  Free ports are picked."""
     check_name(node_id, "node id")
     check_name(cluster_name, "cluster name")
+    check_host(host, "--host")
+    if advertise:
+        check_advertise(advertise, "--advertise", port_required=False)
     store.require()
     given_ports = [p for p in (client_port, monitor_port, cluster_port, gateway_port, leaf_port, websocket_port) if p]
     if len(given_ports) != len(set(given_ports)):

@@ -11,7 +11,9 @@ nats-server config; :func:`semantic_check` makes the checks ``nats-server -t`` d
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Optional
 
 import jinja2
 
-from dchat_ops._fs import atomic_write
+from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import ConfigError
 from dchat_ops.natsbin import check_config
 from dchat_ops.nsc.claims import OperatorClaims
@@ -202,9 +204,17 @@ def write_and_check(
     semantic_check(cfg)
     text = render(cfg, header)
     path = Path(path)
-    probe = path.with_name(f".{path.name}.check")
+    ensure_dir(path.parent, tighten=False)
+    # a probe of its own, in the same folder (relative paths read the same) and with the same suffix:
+    # two processes checking the same config at once (push and allow-sub) never share one
     try:
-        atomic_write(probe, text)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".check{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write a probe beside {path}: {exc.strerror}") from None
+    probe = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         check_config(probe, binary)
     finally:
         probe.unlink(missing_ok=True)

@@ -16,6 +16,8 @@ from typing import Optional
 
 from dchat_ops._fs import deferred_sync, with_store_lock
 from dchat_ops.config import nodes as nodes_mod
+from dchat_ops.config import pki
+from dchat_ops.config import tls as tls_mod
 from dchat_ops.config.node import NodeFile
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc import admin, revoke
@@ -33,6 +35,7 @@ from dchat_ops.provision.plan import (
     plan,
     role_template,
     spec_cluster_ports,
+    spec_uses_tls,
 )
 from dchat_ops.provision.schema import Spec
 from dchat_ops.provision.state import write_state
@@ -190,7 +193,21 @@ def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: UserSpec
         store.write_creds(op_name, acc.name, name, format_creds(token, store.load_key(u.subject).seed), force=True)
 
 
+def _ensure_certificates(store: Store, node_id: str, edits: list) -> None:
+    """Issue the certificates the node's TLS settings (after ``edits``) need and it does not have yet."""
+    nf = NodeFile.load(store, node_id)
+    for keys, value in edits:
+        nf.set(keys, value)
+    node = nf.refresh()  # a preview: the node file itself is changed by apply_node_change
+    for kind in tls_mod.required_kinds(node):
+        key_path, cert_path = pki.cert_paths(store, node_id, kind)
+        if not (key_path.is_file() and cert_path.is_file()):
+            pki.issue(store, node_id, kind, node=node)
+
+
 def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None:
+    if spec_uses_tls(spec):
+        pki.init_ca(store)  # the spec's TLS needs the store's CA: made once, kept after (like the operator)
     for step in p.nodes:
         if step.create:
             n = step.item
@@ -215,6 +232,8 @@ def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None
             edits = node_edits(spec, step.item, NodeFile.load(store, step.id), ports) or []
         # every node, changed or not: account JWTs the config preloads may have changed
         try:
+            if step.item.get("tls"):
+                _ensure_certificates(store, step.id, edits)
             r = apply_node_change(store, step.id, edits)
         except DchatOpsError as exc:
             result.nodes.append(NodeOutcome(step.id, "rolled-back", str(exc)))

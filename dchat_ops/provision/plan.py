@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from dchat_ops.config.node import NodeFile, list_nodes, node_path
+from dchat_ops.config.pki import ca_paths
 from dchat_ops.errors import ConfigError, StoreError
 from dchat_ops.hosts import dial_host
 from dchat_ops.hosts import url as host_url
@@ -21,10 +22,10 @@ from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey
 from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import NodeEdit
-from dchat_ops.provision.schema import Spec, SpecError
+from dchat_ops.provision.schema import Spec, SpecError, node_user_clash
 from dchat_ops.provision.state import fingerprint, load_state, sha
 
-__all__ = ["AccountStep", "Change", "NodeStep", "Plan", "UserStep", "plan"]
+__all__ = ["AccountStep", "Change", "NodeStep", "Plan", "UserStep", "plan", "spec_uses_tls"]
 
 
 @dataclass
@@ -319,7 +320,41 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
     return p
 
 
+def _node_account(store: Store, spec: Spec, n: dict, create_operator: bool) -> str:
+    """The account whose user the node's id names: its node file's, the spec's, else the default one."""
+    if not create_operator and node_path(store, n["id"]).exists():
+        try:
+            return NodeFile.load(store, n["id"]).node.account
+        except ConfigError:
+            pass
+    if n.get("account"):
+        return str(n["account"])
+    if create_operator:  # apply makes the first account of the spec the default one
+        return spec.accounts[0]["name"] if spec.accounts else admin.DEFAULT_ACCOUNT
+    try:
+        return store.default_account()
+    except StoreError:
+        return ""
+
+
+def _check_node_users(store: Store, spec: Spec, create_operator: bool) -> None:
+    """Refuse a spec user named like a node of the spec in the node's account (they would overwrite each other)."""
+    users = {(a["name"], u["name"]) for a in spec.accounts for u in a.get("users", [])}
+    for i, n in enumerate(spec.nodes):
+        acc = _node_account(store, spec, n, create_operator)
+        if (acc, n["id"]) in users:
+            raise SpecError(f"{spec.where('nodes', i, 'id')}: nodes[{i}].id: {node_user_clash(n['id'], acc)}")
+
+
+def spec_uses_tls(spec: Spec) -> bool:
+    """True when a node of the spec turns on TLS for some link (apply then makes the CA if there is none)."""
+    return any(v for n in spec.nodes for k, v in (n.get("tls") or {}).items() if k != "insecure")
+
+
 def _plan_nodes(store: Store, spec: Spec, p: Plan) -> None:
+    _check_node_users(store, spec, p.create_operator)
+    if spec_uses_tls(spec) and (p.create_operator or not ca_paths(store)[1].is_file()):
+        p.changes.append(Change("create", "tls", "CA", "the store's CA, for the nodes with TLS"))
     spec_ids = {n["id"] for n in spec.nodes}
     taken: dict[int, str] = {}
     for other in list_nodes(store):

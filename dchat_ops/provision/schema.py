@@ -23,11 +23,13 @@ from ruamel.yaml.error import YAMLError
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
+from dchat_ops.hosts import check_advertise, check_host
+from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.subjects import check_subject
 
-__all__ = ["Spec", "SpecError", "load_spec", "parse_spec", "spec_cache_dir"]
+__all__ = ["Spec", "SpecError", "load_spec", "node_user_clash", "parse_spec", "spec_cache_dir"]
 
 
 # --- the schema -----------------------------------------------------------------------------------
@@ -73,13 +75,13 @@ _RULE = {"allow": "queue_subjects", "deny": "queue_subjects"}
 _POLICY = {"publish": ("map", {"allow": "subjects", "deny": "subjects"}), "subscribe": ("map", _RULE)}
 _NODE = {
     "id": "name",
-    "host": "str",
+    "host": "host",
     "client_port": "port",
     "cluster_port": "port",
     "monitor_port": "port",
     "cluster_name": "name",
     "routes": "strings",
-    "advertise": "str",
+    "advertise": "advertise",
     "jetstream": "bool",
     "resolver": "resolver",
     "account": "name",
@@ -142,7 +144,7 @@ class _Checker:
             return out
         if isinstance(v, str):
             v = self.env(parent, key, where, v)
-        if kind in ("str", "date", "resolver", "export_type", "name", "subject"):
+        if kind in ("str", "date", "resolver", "export_type", "name", "subject", "host", "advertise"):
             if not isinstance(v, str):
                 if (kind == "date" and isinstance(v, (int,))) or (kind == "date" and hasattr(v, "isoformat")):
                     v = v.isoformat() if hasattr(v, "isoformat") else str(v)
@@ -153,6 +155,10 @@ class _Checker:
                     check_name(v, where.rsplit(".", 1)[-1])
                 elif kind == "subject":
                     check_subject(v)
+                elif kind == "host":
+                    check_host(v, "host")
+                elif kind == "advertise":
+                    check_advertise(v, "advertise", port_required=False)
                 elif kind == "resolver" and v not in ("full", "memory"):
                     raise ConfigError("must be 'full' or 'memory'")
                 elif kind == "export_type" and v not in ("stream", "service"):
@@ -210,6 +216,25 @@ class Spec:
     path: Path
     data: dict
     production: bool = False
+    text: str = ""
+
+    def where(self, *keys: Any) -> str:
+        """``file:line`` of the item at ``keys`` (e.g. ``"nodes", 0, "id"``); ``file`` when not known."""
+        try:
+            node: Any = YAML().load(self.text)
+            parent, last = None, None
+            for k in keys:
+                parent, last = node, k
+                node = node[k]
+            if isinstance(parent, CommentedMap):
+                line = parent.lc.key(last)[0]
+            elif isinstance(parent, CommentedSeq):
+                line = parent.lc.item(last)[0]
+            else:
+                return str(self.path)
+            return f"{self.path}:{line + 1}"
+        except (YAMLError, KeyError, IndexError, TypeError, AttributeError):
+            return str(self.path)
 
     @property
     def operator(self) -> dict:
@@ -237,10 +262,14 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
     return parse_spec(text, path, cache_dir=cache_dir)
 
 
+# Part of the cache key: raised when the checks change, so a spec validated by older checks is checked again.
+_CHECKS_REVISION = 2
+
+
 def _cache_key(text: str) -> str:
 
     env = {name: os.environ.get(name) for name in sorted(set(_ENV.findall(text)))}
-    return hashlib.sha256(json.dumps([__version__, text, env]).encode()).hexdigest()[:40]
+    return hashlib.sha256(json.dumps([__version__, _CHECKS_REVISION, text, env]).encode()).hexdigest()[:40]
 
 
 def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional[Path] = None) -> Spec:
@@ -249,7 +278,7 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
     if cache_file is not None:
         try:
             data = json.loads(cache_file.read_text())
-            return Spec(path, data, bool(data.get("production", False)))
+            return Spec(path, data, bool(data.get("production", False)), text)
         except (OSError, ValueError):
             pass
     # fast path: the C-backed safe loader, no line numbers; on a problem, validate again on the
@@ -268,7 +297,7 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
         data = _validate(rt, path)
     if cache_file is not None:
         atomic_write(cache_file, json.dumps(data, default=str), private=True)
-    return Spec(path, data, bool(data.get("production", False)))
+    return Spec(path, data, bool(data.get("production", False)), text)
 
 
 def _validate(doc, path: Path) -> dict:
@@ -285,10 +314,20 @@ def _validate(doc, path: Path) -> dict:
 def _cross_checks(ck: _Checker, doc, data: dict) -> None:
     accounts = data.get("accounts") or []
     names = set()
+    # apply makes the system account (SYS) itself; the spec's accounts are application accounts
+    system_names = {SYSTEM_ACCOUNT, (data.get("operator") or {}).get("system_account") or SYSTEM_ACCOUNT}
     for i, a in enumerate(accounts):
         adoc = doc["accounts"][i]
         if "name" not in a:
             ck.fail(adoc, None, f"accounts[{i}]", "name is missing")
+        if a["name"] in system_names:
+            ck.fail(
+                adoc,
+                "name",
+                f"accounts[{i}].name",
+                f"{a['name']!r} is the system account's name: the application account and the system account "
+                "need different names (leave the system account out of accounts: apply makes it)",
+            )
         if a["name"] in names:
             ck.fail(adoc, "name", f"accounts[{i}].name", f"duplicate account {a['name']!r}")
         names.add(a["name"])
@@ -358,6 +397,13 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
             ck.fail(ndoc["tls"], "insecure", f"nodes[{i}].tls.insecure", "insecure TLS is refused in a production spec")
         if "account" in n and n["account"] not in names:
             ck.fail(ndoc, "account", f"nodes[{i}].account", f"unknown account {n['account']!r}")
+        # a node's id names its local user in the node's account (the first account when it names none:
+        # the store's default account when apply creates the store); a spec user of that name would be
+        # overwritten by the node user and back again, and the spec would never settle
+        acc = n.get("account") or (accounts[0]["name"] if accounts else None)
+        clash = next((a for a in accounts if a["name"] == acc), None)
+        if clash is not None and any(u["name"] == n["id"] for u in clash.get("users") or []):
+            ck.fail(ndoc, "id", f"nodes[{i}].id", node_user_clash(n["id"], str(acc)))
     for i, n in enumerate(data.get("nodes") or []):
         for j, r in enumerate(n.get("routes") or []):
             if "://" not in r and r not in ids:
@@ -367,6 +413,13 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
                     f"nodes[{i}].routes[{j}]",
                     f"unknown node {r!r} (use a node id of this spec or a nats-route:// URL)",
                 )
+
+
+def node_user_clash(node_id: str, account: str) -> str:
+    return (
+        f"node {node_id!r} has a local user {node_id!r} in account {account!r}, and the spec names a user "
+        f"{node_id!r} there too: rename the user or the node"
+    )
 
 
 def _check_fields(ck: _Checker, doc, item: dict, where: str, known: dict) -> None:
