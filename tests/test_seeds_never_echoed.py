@@ -130,3 +130,12 @@ def test_a_user_named_by_a_seed_in_an_older_store_is_flagged_not_shown(store, ca
         run_cli(cli, ["--home", str(store.home), *args])
         out, err = capsys.readouterr()
         assert SU not in out and SU not in err, args
+
+
+def test_a_seed_in_a_click_usage_error_is_not_shown(store, capsys):
+    """Errors raised by the command-line parser itself (a bad choice, say) are scrubbed too."""
+    got = run_cli(cli, ["--home", str(store.home), "describe", SU])
+    out, err = capsys.readouterr()
+    assert got == 2
+    assert SU not in out and SU not in err
+    assert HIDDEN in err

@@ -494,8 +494,10 @@ def generate_creds(c: Ctx, account, name, output, force):
 @click.option("--output", "-o", help="Write here (default: print).")
 @click.option("--server-name", default="dchat-1", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Client listen address.")
-@click.option("--port", type=int, default=4222, show_default=True)
-@click.option("--http-port", type=int, default=8222, show_default=True, help="Monitoring port (0 for none).")
+@click.option("--port", type=click.IntRange(1, 65535), default=4222, show_default=True)
+@click.option(
+    "--http-port", type=click.IntRange(0, 65535), default=8222, show_default=True, help="Monitoring port (0 for none)."
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where the nats resolver keeps account JWTs.")
 @click.option("--allow-delete", is_flag=True, help="Let the operator delete accounts from the nats resolver.")
 @click.option("--no-check", is_flag=True, help="Skip the nats-server -t check.")

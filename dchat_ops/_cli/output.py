@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ from typing import Any
 
 import click
 
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.errors import DchatOpsError, scrub_seeds
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -84,7 +85,9 @@ def run_cli(cli: click.Command, args=None) -> int:
         click.echo("aborted", err=True)
         return EXIT_FAILED
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        click.echo(scrub_seeds(shown.getvalue()), err=True, nl=False)  # a seed typed as a value is not echoed
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -94,5 +97,6 @@ def run_cli(cli: click.Command, args=None) -> int:
     except Exception as exc:  # a bug: still one line for the user, the traceback on request
         if os.environ.get("DCHAT_OPS_DEBUG"):
             raise
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc} (set DCHAT_OPS_DEBUG=1 for details)", err=True)
+        text = scrub_seeds(f"{type(exc).__name__}: {exc}")
+        click.echo(f"error: internal error: {text} (set DCHAT_OPS_DEBUG=1 for details)", err=True)
         return EXIT_FAILED
