@@ -242,6 +242,8 @@ _PLAN_REFUSES = [
         6,
         "rename the user or the node",
     ),
+    ("gateway TLS on a spec node", "nodes:\n  - {id: n1, tls: {gateway: true}}\n", 2, "no gateway listener"),
+    ("leafnode TLS on a spec node", "nodes:\n  - {id: n1, tls: {leafnode: true}}\n", 2, "no leafnode listener"),
 ]
 
 
@@ -281,3 +283,15 @@ def test_spec_tls_without_a_ca_plans_and_applies(tmp_path):
 
     assert pki.ca_paths(store)[1].is_file() and pki.cert_paths(store, "n1", "server")[1].is_file()
     assert nodes.render_node(store, "n1").is_file()
+
+
+def test_spec_system_account_name_is_made_and_kept(tmp_path):
+    store = Store(tmp_path / "home")
+    spec = provision.parse_spec("operator: {name: dchat, system_account: SYSTEM}\naccounts:\n  - {name: chat}\n")
+    provision.apply(store, spec)
+    op = store.operator()
+    assert store.find_account(op.claims.system_account).name == "SYSTEM"
+    assert not provision.plan(store, spec).has_changes
+    other = provision.parse_spec("operator: {name: dchat, system_account: SYS2}\naccounts:\n  - {name: chat}\n")
+    with pytest.raises(provision.SpecError, match="cannot be renamed"):
+        provision.plan(store, other)

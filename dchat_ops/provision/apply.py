@@ -111,7 +111,14 @@ def _apply_operator(store: Store, spec: Spec, p: Plan) -> None:
     if p.create_operator:
         op_name = spec.operator.get("name", admin.DEFAULT_OPERATOR)
         first = next((a["name"] for a in spec.accounts), admin.DEFAULT_ACCOUNT)
-        admin.init(store, op_name, first, None, strict=bool(strict))
+        admin.init(
+            store,
+            op_name,
+            first,
+            None,
+            system_account=p.operator.get("system_account", admin.SYSTEM_ACCOUNT),
+            strict=bool(strict),
+        )
     elif strict is not None:
         if strict and not store.operator().claims.signing_keys:
             admin.edit_operator(store, add_signing_key=True)

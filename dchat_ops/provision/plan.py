@@ -225,12 +225,21 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
     state = load_state(store)
     now = admin.now(store)
     op_name = spec.operator.get("name", admin.DEFAULT_OPERATOR)
+    sys_name = spec.operator.get("system_account") or admin.SYSTEM_ACCOUNT
     if not store.exists():
         p.create_operator = True
-        p.changes.append(Change("create", "operator", op_name, "with system account SYS"))
+        p.operator["system_account"] = sys_name
+        p.changes.append(Change("create", "operator", op_name, f"with system account {sys_name}"))
     elif store.current_operator() != op_name:
         raise SpecError(f"{spec.path}: the spec's operator is {op_name!r}, the store's is {store.current_operator()!r}")
     op = None if p.create_operator else store.operator()
+    if op is not None and "system_account" in spec.operator:
+        held = store.find_account(op.claims.system_account, op.name).name
+        if held != sys_name:
+            raise SpecError(
+                f"{spec.path}: operator.system_account: the spec names {sys_name!r}, the store's system account is "
+                f"{held!r} (a system account cannot be renamed)"
+            )
     strict = bool(spec.operator.get("strict", False))
     if (op and strict != op.claims.strict_signing_key_usage) or (op is None and strict):
         p.operator["strict"] = strict

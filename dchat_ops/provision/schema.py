@@ -393,6 +393,15 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
                     if p == n[k] and (h == host or "0.0.0.0" in (h, host)):
                         ck.fail(ndoc, k, f"nodes[{i}].{k}", f"port {p} clashes with {other}")
                 ports[(host, n[k])] = f"nodes[{i}].{k} ({n['id']})"
+        for link in ("gateway", "leafnode", "websocket"):
+            if n.get("tls", {}).get(link):
+                ck.fail(
+                    ndoc["tls"],
+                    link,
+                    f"nodes[{i}].tls.{link}",
+                    f"a spec node has no {link} listener to put TLS on (add the node with 'dchat-ops node add' "
+                    f"and 'dchat-ops tls enable --{link}')",
+                )
         if n.get("tls", {}).get("insecure") and data.get("production"):
             ck.fail(ndoc["tls"], "insecure", f"nodes[{i}].tls.insecure", "insecure TLS is refused in a production spec")
         if "account" in n and n["account"] not in names:
