@@ -79,6 +79,14 @@ def test_concurrent_add_and_edit_user_lose_nothing(store):
     assert store.user("chat", "default").token in store.read_creds("dchat", "chat", "default")
 
 
+def test_concurrent_allow_sub_on_one_user_loses_nothing(store):
+    """allow-sub --user plans its edit inside the unit of work: each process sees the edits before it."""
+    wait_all([run_cli(store.home, "allow-sub", f"room.{i}", "--user", "default") for i in range(8)])
+    allowed = store.user("chat", "default").claims.permissions.sub.allow
+    assert {f"room.{i}" for i in range(8)} <= set(allowed), allowed
+    assert store.user("chat", "default").token in store.read_creds("dchat", "chat", "default")
+
+
 def test_concurrent_init_into_a_new_home_makes_one_operator(tmp_path):
     home = tmp_path / "new" / "home"
     outs = wait_all([run_cli(home, "init", "--json") for _ in range(4)])

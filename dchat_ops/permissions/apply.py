@@ -255,35 +255,37 @@ def _restore_running(sup, was_running: bool, mode: str) -> str:
 def apply_user_edit(
     store: Store, account: str, user: str, action: str, subject: str, *, dry_run: bool = False
 ) -> ApplyResult:
-    """Edit a user's JWT permissions and re-issue its JWT and creds (all or nothing)."""
+    """Edit a user's JWT permissions and re-issue its JWT and creds (all or nothing).
+
+    The edit is planned and made inside one unit of work on the store, so concurrent edits of the
+    same user (from other processes too) each see the one before.
+    """
     direction, verb = parse_action(action)
-    claims = store.user(account, user).claims
-    perm = claims.permissions.pub if direction == "publish" else claims.permissions.sub
-    edit = plan_edit({"allow": perm.allow, "deny": perm.deny}, verb, subject, direction)
-    if dry_run or not edit.changed:
-        preview = user_policy(store, account, user)
-        preview[direction] = edit.after
-        return ApplyResult(f"{account}/{user}", edit, "dry-run" if dry_run else "unchanged", preview)
-    if direction == "publish":
-        spec = admin.UserSpec(pub_allow=edit.after["allow"], pub_deny=edit.after["deny"])
-    else:
-        spec = admin.UserSpec(sub_allow=edit.after["allow"], sub_deny=edit.after["deny"])
-    op = store.current_operator()
-    tx = FileTransaction()
-    tx.remember(store.user_jwt_path(op, account, user))
-    tx.remember(store.creds_path(op, account, user))
-    steps = _Steps()
-    try:
-        steps.run("re-issue user JWT and creds", admin.edit_user, store, account, user, spec)
-    except Exception as exc:
-        tx.rollback()
-        raise ApplyError(f"{steps.current} failed: {exc}; every file was restored") from None
-    tx.commit()
+    with store.transaction():
+        claims = store.user(account, user).claims
+        perm = claims.permissions.pub if direction == "publish" else claims.permissions.sub
+        edit = plan_edit({"allow": perm.allow, "deny": perm.deny}, verb, subject, direction)
+        if dry_run or not edit.changed:
+            preview = user_policy(store, account, user)
+            preview[direction] = edit.after
+            return ApplyResult(f"{account}/{user}", edit, "dry-run" if dry_run else "unchanged", preview)
+        if direction == "publish":
+            spec = admin.UserSpec(pub_allow=edit.after["allow"], pub_deny=edit.after["deny"])
+        else:
+            spec = admin.UserSpec(sub_allow=edit.after["allow"], sub_deny=edit.after["deny"])
+        steps = _Steps()
+        try:
+            issued = steps.run("re-issue user JWT and creds", admin.edit_user, store, account, user, spec)
+        except Exception as exc:  # the unit of work puts every file back
+            raise ApplyError(f"{steps.current} failed: {exc}; every file was restored") from None
     return ApplyResult(
         f"{account}/{user}",
         edit,
         "saved",
         user_policy(store, account, user),
         steps.steps,
-        ["connected clients of this user get the new permissions when they reconnect with the new creds"],
+        [
+            "connected clients of this user get the new permissions when they reconnect with the new creds",
+            *issued.warnings,
+        ],
     )
