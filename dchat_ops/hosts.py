@@ -36,8 +36,11 @@ __all__ = [
     "check_host",
     "choose_advertise",
     "dial_host",
+    "host_of",
     "host_port",
+    "is_ip",
     "is_wildcard",
+    "listeners_overlap",
     "local_addresses",
     "url",
 ]
@@ -59,7 +62,8 @@ def _unbracket(host: str) -> str:
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
+    """True for an IPv4 or IPv6 address (no brackets)."""
     try:
         ipaddress.ip_address(text)
         return True
@@ -80,7 +84,7 @@ def check_host(host: str, what: str = "host") -> str:
     """
     h = host if isinstance(host, str) else ""
     inner = h[1:-1] if h.startswith("[") and h.endswith("]") else h
-    if (inner != h and ":" in inner and _is_ip(inner)) or (inner == h and (_is_ip(h) or _is_host_name(h))):
+    if (inner != h and ":" in inner and is_ip(inner)) or (inner == h and (is_ip(h) or _is_host_name(h))):
         return host
     raise ConfigError(f"{what} {host!r} is not an IP address or a host name")
 
@@ -104,9 +108,25 @@ def check_advertise(text: str, what: str = "advertise", *, port_required: bool =
     return text
 
 
+def host_of(addr: Optional[str]) -> str:
+    """The host of ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    a = (addr or "").strip()
+    if a.startswith("["):
+        return a[1:].split("]", 1)[0]
+    if a.count(":") == 1:
+        return a.split(":", 1)[0]
+    return a
+
+
 def is_wildcard(host: Optional[str]) -> bool:
     """True for a listen host that means every address of the machine."""
     return (host or "").strip() in WILDCARD_HOSTS
+
+
+def listeners_overlap(a: Optional[str], b: Optional[str]) -> bool:
+    """True when listeners on hosts ``a`` and ``b`` share a port space: the same address, or either one
+    listens on every address.  The one rule for port clashes between nodes (node add, render, specs)."""
+    return is_wildcard(a) or is_wildcard(b) or dial_host(a) == dial_host(b)
 
 
 def dial_host(listen_host: Optional[str]) -> str:

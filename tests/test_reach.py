@@ -253,3 +253,64 @@ def test_chat_on_a_node_with_client_verify(store, supervised):
     r = CliRunner().invoke(cli, ["--home", str(store.home), "chat", "-n", "v"], input="/friends\n/quit\n")
     assert r.exit_code == 0, (r.output, r.exception)
     assert "connected as v to node v" in r.output and "no friends yet" in r.output
+
+
+@pytest.mark.parametrize(
+    "a, b, overlap",
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("127.0.0.1", "localhost", True),
+        ("127.0.0.1", "127.0.0.2", False),
+        ("0.0.0.0", "127.0.0.2", True),
+        ("::", "127.0.0.1", True),
+        ("", "10.0.0.1", True),
+        ("10.0.0.1", "10.0.0.2", False),
+    ],
+)
+def test_listeners_overlap_is_one_rule(a, b, overlap):
+    from dchat_ops.hosts import listeners_overlap
+
+    assert listeners_overlap(a, b) is overlap
+    assert listeners_overlap(b, a) is overlap
+
+
+def test_a_spec_plan_accepts_with_one_port_on_two_hosts_applies(tmp_path):
+    """plan, node add and render share the port-clash rule: the same port on two loopback addresses is fine,
+    on the same address it is refused by plan (before anything is written)."""
+    from dchat_ops import provision
+    from dchat_ops.errors import SpecError
+    from dchat_ops.natsbin import free_port
+    from dchat_ops.nsc.store import Store
+
+    ports = [free_port() for _ in range(5)]
+    text = (
+        "accounts:\n  - name: chat\nnodes:\n"
+        f"  - {{id: p, host: 127.0.0.2, client_port: {ports[0]}, cluster_port: {ports[1]}, monitor_port: {ports[2]}}}\n"
+        f"  - {{id: q, host: 127.0.0.1, client_port: {ports[0]}, cluster_port: {ports[3]}, monitor_port: {ports[4]}}}\n"
+    )
+    store = Store(tmp_path / "home")
+    spec = provision.parse_spec(text, tmp_path / "s.yaml")
+    assert provision.plan(store, spec).has_changes
+    provision.apply(store, spec)
+    assert not provision.plan(store, spec).has_changes
+    clash = text.replace("host: 127.0.0.2", "host: 127.0.0.1")
+    with pytest.raises(SpecError, match="clashes"):
+        provision.parse_spec(clash, tmp_path / "c.yaml")
+
+
+async def test_revoke_names_a_stopped_node_and_it_starts_refusing_the_user(store, supervised, capsys):
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    nodes.add_node(store, "a", cluster=False)
+    nodes.add_node(store, "b", cluster=False)
+    supervised("a")
+    b = supervised("b")
+    admin.add_user(store, "chat", "lost", admin.UserSpec(sub_allow=["x"]))
+    creds = store.creds_path("dchat", "chat", "lost")
+    Supervisor(store, "b").down()
+    assert await asyncio.to_thread(run_cli, cli, ["--home", str(store.home), "revoke", "user", "lost"]) == 0
+    out = capsys.readouterr().out
+    assert "a: ok" in out and "b: not running (takes the store's JWTs when it starts)" in out
+    await asyncio.to_thread(b.up)
+    for nid in ("a", "b"):
+        assert await refused(nodes.client_url(NodeFile.load(store, nid).node), creds) is not None, nid

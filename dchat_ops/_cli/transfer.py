@@ -215,6 +215,7 @@ def _after_revocation(store, account, no_push, as_json, message):
     lines = [message]
     if report:
         lines += [f"  {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results]
+        lines += [f"  {n}: not running (takes the store's JWTs when it starts)" for n in report.stopped]
     else:
         lines.append("  no node running: nothing pushed (run 'dchat-ops push' once nodes are up)")
     emit(as_json, data, lines)
@@ -300,7 +301,8 @@ def push_cmd(c: Ctx, account, all_, prune, as_json):
     emit(
         as_json,
         report.to_dict(),
-        [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results],
+        [f"{r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}" for r in report.results]
+        + [f"{n}: not running (takes the store's JWTs when it starts)" for n in report.stopped],
     )
     if not report.ok:
         note(f"error: not confirmed by: {', '.join(report.failed_servers()) or 'any server'}")

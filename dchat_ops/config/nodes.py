@@ -39,7 +39,14 @@ from dchat_ops.config.server import (
 )
 from dchat_ops.config.tls import apply_tls, tls_flags
 from dchat_ops.errors import ConfigError, ExistsError, StoreError
-from dchat_ops.hosts import check_advertise, check_host, choose_advertise, dial_host, local_addresses
+from dchat_ops.hosts import (
+    check_advertise,
+    check_host,
+    choose_advertise,
+    dial_host,
+    listeners_overlap,
+    local_addresses,
+)
 from dchat_ops.hosts import url as host_url
 from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
@@ -76,22 +83,25 @@ def run_dir(store: Store, node_id: str) -> Path:
     return store.location.run_dir / check_name(node_id, "node id")
 
 
-def _used_ports(store: Store, exclude: str = "") -> set[int]:
+def _used_ports(store: Store, exclude: str = "", host: str = "127.0.0.1") -> set[int]:
+    """Ports of the store's other nodes that listen where a node on ``host`` would."""
     used: set[int] = set()
     for nid in list_nodes(store):
         if nid == exclude:
             continue
         try:
-            used.update(p for _, p in NodeFile.load(store, nid).node.ports())
+            other = NodeFile.load(store, nid).node
         except ConfigError:
             continue
+        if listeners_overlap(other.host, host):
+            used.update(p for _, p in other.ports())
     return used
 
 
 def _pick_port(used: set[int], host: str = "127.0.0.1") -> int:
 
     for _ in range(100):
-        p = free_port(host if host not in ("0.0.0.0", "") else "127.0.0.1")
+        p = free_port(dial_host(host))
         if p not in used:
             used.add(p)
             return p
@@ -171,7 +181,7 @@ def add_node(
     if (gateways or gateway_port) and not cluster:
         raise ConfigError("a gateway node needs a cluster (the gateway name is the cluster name)")
     messages = []
-    used = _used_ports(store, exclude=node_id)
+    used = _used_ports(store, exclude=node_id, host=host)
     for given, what in (
         (client_port, "client"),
         (monitor_port, "monitor"),
@@ -181,7 +191,7 @@ def add_node(
         (websocket_port, "websocket"),
     ):
         if given is not None and given in used:
-            raise ConfigError(f"{what} port {given} is already used by another node in this store")
+            raise ConfigError(f"{what} port {given} is already used by another node of this store on the same host")
     client_port = client_port or _pick_port(used, host)
     monitor_port = monitor_port or _pick_port(used, host)
     nf = NodeFile.new(
@@ -370,11 +380,6 @@ def server_config(store: Store, node: Node) -> ServerConfig:
     return cfg
 
 
-def _overlap(h1: str, h2: str) -> bool:
-    wild = ("0.0.0.0", "::", "")
-    return h1 == h2 or h1 in wild or h2 in wild
-
-
 def check_port_clashes(store: Store, node: Node) -> None:
     """Refuse a node whose ports clash with another node of this store on the same host."""
     mine = node.ports()
@@ -385,7 +390,7 @@ def check_port_clashes(store: Store, node: Node) -> None:
             other = NodeFile.load(store, other_id).node
         except ConfigError:
             continue
-        if not _overlap(node.host, other.host):
+        if not listeners_overlap(node.host, other.host):
             continue
         theirs = {p: what for what, p in other.ports()}
         for what, p in mine:

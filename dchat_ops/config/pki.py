@@ -39,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from dchat_ops._fs import atomic_write
 from dchat_ops.config.node import NodeFile
 from dchat_ops.errors import TLSError
+from dchat_ops.hosts import host_of, is_ip, is_wildcard
 from dchat_ops.nsc.store import Store, check_name
 
 __all__ = [
@@ -66,7 +67,6 @@ _EKU = {
     "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
     "route": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
 }
-_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 _DNS = re.compile(r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 _SKEW = _dt.timedelta(minutes=5)  # certificates start a little in the past: clocks differ between machines
 
@@ -238,45 +238,27 @@ def init_ca(store: Store, *, days: int = 3650, force: bool = False) -> dict:
 # --- names ------------------------------------------------------------------------------------------------
 
 
-def _host_of(addr: str) -> str:
-    """The host of ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
-    a = (addr or "").strip()
-    if a.startswith("["):
-        return a[1:].split("]", 1)[0]
-    if a.count(":") == 1:
-        return a.split(":", 1)[0]
-    return a
-
-
 def node_sans(node) -> list[str]:
     """The names a node's certificates carry: id, server_name, localhost, 127.0.0.1 and its specific hosts."""
     names: list[str] = [node.id, node.server_name, "localhost", "127.0.0.1"]
-    hosts = [node.host, _host_of(node.advertise)]
+    hosts = [node.host, host_of(node.advertise)]
     for section in (node.cluster, node.gateway, node.leafnodes, node.websocket):
         if section:
             hosts.append(section.get("host") or "")
-            hosts.append(_host_of(section.get("advertise") or ""))
-    names.extend(h for h in hosts if h and h not in _WILDCARD_HOSTS)
+            hosts.append(host_of(section.get("advertise") or ""))
+    names.extend(h for h in hosts if h and not is_wildcard(h))
     out: list[str] = []
     for n in names:
-        if n and n not in out and (_is_ip(n) or _DNS.match(n)):
+        if n and n not in out and (is_ip(n) or _DNS.match(n)):
             out.append(n)
     return out
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _san_entries(names: Iterable[str]) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []
     for n in names:
         n = str(n).strip()
-        if _is_ip(n):
+        if is_ip(n):
             out.append(x509.IPAddress(ipaddress.ip_address(n)))
         elif _DNS.match(n) and len(n) <= 253:
             out.append(x509.DNSName(n))

@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 LINKS = ("client", "route", "gateway", "leafnode", "websocket")
-_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 INSECURE_WARNING = (
     "tls.insecure is on: the certificates (chain and host name) of the routes, gateways and "
     "leafnode hubs this node dials are NOT verified. Development only, never in production."

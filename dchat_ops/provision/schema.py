@@ -23,7 +23,7 @@ from ruamel.yaml.error import YAMLError
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
-from dchat_ops.hosts import check_advertise, check_host
+from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
 from dchat_ops.nsc.store import Store, check_name
@@ -390,7 +390,7 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
         for k in ("client_port", "cluster_port", "monitor_port"):
             if k in n:
                 for (h, p), other in ports.items():
-                    if p == n[k] and (h == host or "0.0.0.0" in (h, host)):
+                    if p == n[k] and listeners_overlap(h, host):
                         ck.fail(ndoc, k, f"nodes[{i}].{k}", f"port {p} clashes with {other}")
                 ports[(host, n[k])] = f"nodes[{i}].{k} ({n['id']})"
         for link in ("gateway", "leafnode", "websocket"):

@@ -4,8 +4,9 @@
 
 Pushing uses a short-lived system user (two minutes), made in memory and never written, as nsc does.
 Nodes with the full nats resolver get ``$SYS.REQ.CLAIMS.UPDATE``; nodes with the memory resolver get
-their preload re-rendered and a reload.  Every node config is re-rendered so a restart also starts
-from the new JWTs.
+their preload re-rendered and a reload.  The config of every running node is re-rendered, so a
+restart also starts from the new JWTs; a node that is not running is listed as such (``stopped``):
+nothing is sent to it, and ``node up`` renders its config from the store when it starts.
 
 Each running node is reached on its own (:func:`dchat_ops.runtime.client.node_target`: its URL and
 TLS) and asked directly, so each one either confirms or is named in the report ("no answer within
@@ -47,6 +48,9 @@ class PushReport:
 
     results: list[dict] = field(default_factory=list)
     expected_servers: int = 0
+    # nodes of the store that are not running: nothing was sent to them; ``node up`` renders their
+    # config from the store, so they start from its JWTs
+    stopped: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +61,12 @@ class PushReport:
         return list(dict.fromkeys(r["server"] for r in self.results if not r.get("ok")))
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "expected_servers": self.expected_servers, "results": self.results}
+        return {
+            "ok": self.ok,
+            "expected_servers": self.expected_servers,
+            "results": self.results,
+            "stopped": self.stopped,
+        }
 
 
 class _Session:
@@ -184,11 +193,17 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     op = store.operator()
     names = accounts or store.account_names(op.name)
     sups = running_nodes(store)
-    report = PushReport(expected_servers=len(sups))
+    running = {s.node_id for s in sups}
+    report = PushReport(expected_servers=len(sups), stopped=[n for n in list_nodes(store) if n not in running])
     if not sups:
         raise DchatOpsError("no node of this store is running; start one with 'dchat-ops node up'")
     for s in sups:  # configs follow the store, so a restart also starts from the new JWTs
-        render_node(store, s.node_id)
+        try:
+            render_node(store, s.node_id)
+        except DchatOpsError as exc:  # the push itself can still reach this node
+            report.results.append(
+                {"account": ",".join(names), "server": s.node().server_name, "ok": False, "message": str(exc)}
+            )
     tokens = [(name, store.account(name, op.name).token) for name in names]
     full = _full_nodes(sups)
 
