@@ -53,20 +53,28 @@ def check_config(config_path: Path, binary: Optional[str] = None) -> None:
         raise ConfigError(f"nats-server rejects {config_path}: {msg}")
 
 
+def _family(host: str) -> tuple[socket.AddressFamily, str]:
+    """The socket family for a listen host, and the host without IPv6 brackets."""
+    bare = host.strip("[]")
+    return (socket.AF_INET6 if ":" in bare else socket.AF_INET), bare
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    family, bare = _family(host)
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((bare, 0))
             return s.getsockname()[1]
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host!r}: {exc.strerror or exc}") from None
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    family, bare = _family(host)
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
+            s.bind((bare, port))
         except OSError:
             return True
     return False

@@ -314,3 +314,21 @@ async def test_revoke_names_a_stopped_node_and_it_starts_refusing_the_user(store
     await asyncio.to_thread(b.up)
     for nid in ("a", "b"):
         assert await refused(nodes.client_url(NodeFile.load(store, nid).node), creds) is not None, nid
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_a_node_on_ipv6_loopback_starts_and_takes_a_push(store, supervised):
+    result = nodes.add_node(store, "v6", host="::1")
+    assert nodes.client_url(result.node).startswith("nats://[::1]:")
+    supervised("v6")
+    report = push.push(store, ["chat"], timeout=3)
+    assert report.ok and [r["server"] for r in report.results] == ["v6"]

@@ -44,6 +44,7 @@ from dchat_ops.hosts import (
     check_host,
     choose_advertise,
     dial_host,
+    host_port,
     listeners_overlap,
     local_addresses,
 )
@@ -344,7 +345,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
             routes = [host_url("nats-route", dial_host(c["host"]), c["port"])]
         cfg.cluster = {
             "name": c["name"],
-            "listen": f"{c['host']}:{c['port']}",
+            "listen": host_port(c["host"], c["port"]),
             "advertise": c.get("advertise"),
             "routes": routes,
             "no_advertise": c.get("no_advertise"),
@@ -355,7 +356,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
         g = node.gateway
         cfg.gateway = {
             "name": g["name"],
-            "listen": f"{g['host']}:{g['port']}",
+            "listen": host_port(g["host"], g["port"]),
             "advertise": g.get("advertise"),
             "gateways": g["remotes"],
         }
@@ -370,12 +371,12 @@ def server_config(store: Store, node: Node) -> ServerConfig:
                 {"urls": rem["urls"], "credentials": creds, "account": store.account(acc_name, op.name).public_key}
             )
         cfg.leafnodes = {
-            "listen": f"{lf['host']}:{lf['port']}" if lf.get("port") else "",
+            "listen": host_port(lf["host"], lf["port"]) if lf.get("port") else "",
             "advertise": lf.get("advertise"),
             "remotes": remotes,
         }
     if node.websocket:
-        cfg.websocket = {"listen": f"{node.websocket['host']}:{node.websocket['port']}"}
+        cfg.websocket = {"listen": host_port(node.websocket["host"], node.websocket["port"])}
     apply_tls(store, node, cfg)
     return cfg
 

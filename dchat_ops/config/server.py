@@ -23,6 +23,7 @@ import jinja2
 
 from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import ConfigError
+from dchat_ops.hosts import host_port
 from dchat_ops.natsbin import check_config
 from dchat_ops.nsc.claims import OperatorClaims
 from dchat_ops.nsc.store import Store
@@ -98,6 +99,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["q"] = _q
     env.globals["tls_block"] = _tls_block
+    env.globals["host_port"] = host_port
     return env
 
 
