@@ -124,13 +124,17 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def read_cert(path: Path) -> x509.Certificate:
+def _read_pem(path: Path, what: str) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
-        raise TLSError(f"certificate {path} does not exist") from None
+        raise TLSError(f"{what} {path} does not exist") from None
     except OSError as exc:
-        raise TLSError(f"cannot read certificate {path}: {exc.strerror}") from None
+        raise TLSError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_cert(path: Path) -> x509.Certificate:
+    data = _read_pem(path, "certificate")
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError:
@@ -138,12 +142,7 @@ def read_cert(path: Path) -> x509.Certificate:
 
 
 def _read_key(path: Path):
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise TLSError(f"key {path} does not exist") from None
-    except OSError as exc:
-        raise TLSError(f"cannot read key {path}: {exc.strerror}") from None
+    data = _read_pem(path, "key")
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):

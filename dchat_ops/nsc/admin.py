@@ -13,6 +13,7 @@ account signing key when one is held, or by the scoped key of a ``role``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -197,8 +198,6 @@ def issue_users(
     unless ``write_to`` = (store home, operator, account): then each process writes its users' files
     (without flushing them: the caller runs ``os.sync()``) and rows carry no seed or creds.
     """
-    import os
-
     if specs is not None and len(specs) != len(names):
         raise StoreError("issue_users: one spec per name")
     items = list(zip(names, specs if specs is not None else [spec] * len(names), strict=False))
@@ -437,8 +436,6 @@ def _add_users(
     force: bool,
     workers: Optional[int],
 ) -> list[str]:
-    import os
-
     op = store.operator()
     acc = store.account(account, op.name)
     seen = set()

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar, Union
 
-from dchat_ops.config.node import list_nodes
+from dchat_ops.config.node import Node, list_nodes
 from dchat_ops.config.nodes import render_node
 from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.nsc.claims import Claims
@@ -38,8 +38,12 @@ DEFAULT_TIMEOUT = 3.0  # seconds for each connect and each request to one node
 
 
 def running_nodes(store: Store) -> list[Supervisor]:
-
     return [s for s in (Supervisor(store, n) for n in list_nodes(store)) if s.running()]
+
+
+def _running(store: Store) -> list[tuple[Supervisor, Node]]:
+    """The running nodes with their node files, each read once."""
+    return [(s, s.node()) for s in running_nodes(store)]
 
 
 @dataclass
@@ -144,12 +148,11 @@ async def _on_node(
 
 
 def _on_nodes(
-    store: Store, sups: list[Supervisor], creds: str, timeout: float, work: Callable[[_Session], Awaitable[_T]]
+    store: Store, nodes: list[Node], creds: str, timeout: float, work: Callable[[_Session], Awaitable[_T]]
 ) -> list[tuple[str, Union[_T, DchatOpsError]]]:
-    """Run ``work`` on every node of ``sups`` at once: (server name, result or error) per node, in order."""
+    """Run ``work`` on every node of ``nodes`` at once: (server name, result or error) per node, in order."""
     targets: list[tuple[str, Union[NodeTarget, DchatOpsError]]] = []
-    for s in sups:
-        node = s.node()
+    for node in nodes:
         try:
             targets.append((node.server_name, node_target(store, node)))
         except DchatOpsError as exc:  # e.g. TLS on the node but no CA in the store
@@ -179,8 +182,8 @@ def _row(account: str, server: str, answer: dict) -> dict:
     }
 
 
-def _full_nodes(sups: list[Supervisor]) -> list[Supervisor]:
-    return [s for s in sups if s.node().resolver == "full"]
+def _full_nodes(running: list[tuple[Supervisor, Node]]) -> list[Node]:
+    return [node for _, node in running if node.resolver == "full"]
 
 
 def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
@@ -192,20 +195,20 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
 
     op = store.operator()
     names = accounts or store.account_names(op.name)
-    sups = running_nodes(store)
-    running = {s.node_id for s in sups}
-    report = PushReport(expected_servers=len(sups), stopped=[n for n in list_nodes(store) if n not in running])
-    if not sups:
+    running = _running(store)
+    up = {s.node_id for s, _ in running}
+    report = PushReport(expected_servers=len(running), stopped=[n for n in list_nodes(store) if n not in up])
+    if not running:
         raise DchatOpsError("no node of this store is running; start one with 'dchat-ops node up'")
-    for s in sups:  # configs follow the store, so a restart also starts from the new JWTs
+    for _, node in running:  # configs follow the store, so a restart also starts from the new JWTs
         try:
-            render_node(store, s.node_id)
+            render_node(store, node.id, node=node)
         except DchatOpsError as exc:  # the push itself can still reach this node
             report.results.append(
-                {"account": ",".join(names), "server": s.node().server_name, "ok": False, "message": str(exc)}
+                {"account": ",".join(names), "server": node.server_name, "ok": False, "message": str(exc)}
             )
     tokens = [(name, store.account(name, op.name).token) for name in names]
-    full = _full_nodes(sups)
+    full = _full_nodes(running)
 
     async def update(session: _Session) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -229,21 +232,21 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
                 )
             else:
                 report.results.extend(out)
-    for s in sups:
-        if s.node().resolver == "memory":
+    for s, node in running:
+        if node.resolver == "memory":
             try:
                 s.reload(render=False)
                 report.results.append(
                     {
                         "account": ",".join(names),
-                        "server": s.node().server_name,
+                        "server": node.server_name,
                         "ok": True,
                         "message": "memory resolver: preload updated and reloaded",
                     }
                 )
             except DchatOpsError as exc:
                 report.results.append(
-                    {"account": ",".join(names), "server": s.node().server_name, "ok": False, "message": str(exc)}
+                    {"account": ",".join(names), "server": node.server_name, "ok": False, "message": str(exc)}
                 )
     return report
 
@@ -260,8 +263,8 @@ def prune(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
     that held such accounts, and one per node that could not be reached or did not answer.
     """
 
-    sups = _full_nodes(running_nodes(store))
-    if not sups:
+    full = _full_nodes(_running(store))
+    if not full:
         raise DchatOpsError("no running node with the full resolver to prune")
     op = store.operator()
     creds = system_creds(store)
@@ -269,7 +272,7 @@ def prune(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
     signer = next((store.load_key(k) for k in op.claims.signing_keys if store.has_key(k)), None)
     if signer is None:
         signer = store.load_key(op.public_key)
-    report = PushReport(expected_servers=len(sups))
+    report = PushReport(expected_servers=len(full))
 
     async def delete(session: _Session) -> Optional[dict]:
         gone = [a for a in _listed(await session.ask("$SYS.REQ.CLAIMS.LIST")) if a not in ours]
@@ -279,7 +282,7 @@ def prune(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
         answer = await session.ask("$SYS.REQ.CLAIMS.DELETE", req.encode())
         return _row(",".join(gone), session.target.server_name, answer)
 
-    for server, out in _on_nodes(store, sups, creds, timeout, delete):
+    for server, out in _on_nodes(store, full, creds, timeout, delete):
         if isinstance(out, DchatOpsError):
             report.results.append({"account": "", "server": server, "ok": False, "message": _message(out)})
         elif out is not None:
@@ -311,8 +314,8 @@ class PullReport:
 
 def pull(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PullReport:
     """What the running servers hold, compared with the store: one row per account, one result per node."""
-    sups = _full_nodes(running_nodes(store))
-    if not sups:
+    full = _full_nodes(_running(store))
+    if not full:
         raise DchatOpsError("no running node with the full resolver to pull from")
     creds = system_creds(store)
 
@@ -325,7 +328,7 @@ def pull(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PullReport:
 
     report = PullReport()
     held_by: dict[str, dict[str, str]] = {}
-    for server, out in _on_nodes(store, sups, creds, timeout, fetch):
+    for server, out in _on_nodes(store, full, creds, timeout, fetch):
         if isinstance(out, DchatOpsError):
             report.results.append({"server": server, "ok": False, "message": _message(out)})
             continue
