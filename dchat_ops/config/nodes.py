@@ -16,9 +16,11 @@ subjects flow into the node from the rest of the cluster).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlsplit
 
 from dchat_ops.config.node import (
     GATEWAY_SCHEMES,
@@ -44,6 +46,7 @@ from dchat_ops.hosts import (
     check_host,
     choose_advertise,
     dial_host,
+    host_of,
     host_port,
     listeners_overlap,
     local_addresses,
@@ -59,6 +62,9 @@ __all__ = [
     "add_node",
     "check_port_clashes",
     "client_url",
+    "dependent_nodes",
+    "hosted_leaves",
+    "leaf_hubs",
     "monitor_host",
     "monitor_url",
     "node_user_spec",
@@ -267,13 +273,102 @@ def sync_node_user(store: Store, node: Node) -> admin.UserResult:
     return admin.edit_user(store, node.account, node.user, node_user_spec(node))
 
 
-def route_imports(node: Node) -> Optional[dict]:
+def _leaf_listener_matches(url_text: str, hub: Node) -> bool:
+    """True when a leafnode remote URL dials ``hub``'s leafnode listener: its listen host (a wildcard
+    one on loopback) or its advertised address, on its port."""
+    lf = hub.leafnodes or {}
+    if not lf.get("port"):
+        return False
+    try:
+        parts = urlsplit(url_text)
+        dialled = (dial_host(parts.hostname or ""), parts.port)
+    except ValueError:
+        return False
+    listen = lf.get("host") or hub.host
+    endpoints = {(dial_host(listen), lf["port"])}
+    adv = lf.get("advertise") or ""
+    if adv:
+        tail = adv.rsplit("]", 1)[-1]
+        port = int(tail.rsplit(":", 1)[1]) if ":" in tail else lf["port"]
+        endpoints.add((dial_host(host_of(adv)), port))
+    return dialled in endpoints
+
+
+def leaf_hubs(store: Store, leaf: Node, others: Optional[dict[str, Node]] = None) -> list[str]:
+    """The nodes of this store whose leafnode listener one of ``leaf``'s remotes dials."""
+    remotes = (leaf.leafnodes or {}).get("remotes") or []
+    if not remotes:
+        return []
+    others = others if others is not None else _load_all(store)
+    return [
+        hid
+        for hid, hub in others.items()
+        if hid != leaf.id and any(_leaf_listener_matches(u, hub) for rem in remotes for u in rem["urls"])
+    ]
+
+
+def hub_group(node: Node, others: dict[str, Node]) -> list[str]:
+    """``node`` and the nodes of its cluster (same cluster name): a leaf of one of them may move to any."""
+    if not node.cluster:
+        return [node.id]
+    name = node.cluster["name"]
+    return [nid for nid, n in others.items() if nid == node.id or (n.cluster and n.cluster["name"] == name)]
+
+
+def hosted_leaves(store: Store, node: Node, others: Optional[dict[str, Node]] = None) -> list[Node]:
+    """Leaf nodes of this store attached to ``node`` or to another node of its cluster.
+
+    Their subscribe subjects must flow to ``node`` from the cluster, or a message published on a
+    hub other than the leaf's own never reaches the leaf.
+    """
+    others = others if others is not None else _load_all(store)
+    others.setdefault(node.id, node)
+    group = set(hub_group(node, others))
+    return [
+        leaf for lid, leaf in others.items() if lid != node.id and group.intersection(leaf_hubs(store, leaf, others))
+    ]
+
+
+def dependent_nodes(store: Store, node_id: str) -> list[str]:
+    """Other nodes whose rendered config follows ``node_id``'s policy: the hubs (and their cluster
+    peers) of a leaf node.  They must be re-rendered when its policy changes."""
+    others = _load_all(store)
+    node = others.get(node_id)
+    if node is None:
+        return []
+    out: list[str] = []
+    for hid in leaf_hubs(store, node, others):
+        for nid in hub_group(others[hid], others):
+            if nid != node_id and nid not in out:
+                out.append(nid)
+    return out
+
+
+def _load_all(store: Store) -> dict[str, Node]:
+    out: dict[str, Node] = {}
+    for nid in list_nodes(store):
+        try:
+            out[nid] = NodeFile.load(store, nid).node
+        except ConfigError:
+            continue
+    return out
+
+
+def _subscribe_subjects(node: Node) -> list[str]:
+    return [s.split(" ")[0] for s in node.policy.subscribe.allow]
+
+
+def route_imports(node: Node, leaves: Sequence[Node] = ()) -> Optional[dict]:
     """Route import permissions: what may flow into this node from the cluster (None: everything).
 
     A node sends its subscription interest over routes only for imported subjects, so messages on
-    any other subject never reach it, whichever of its users subscribes.
+    any other subject never reach it, whichever of its users subscribes.  The subscribe subjects of
+    the leaf nodes hosted by its cluster (``leaves``) are imported too, so that their messages reach
+    whichever hub the leaf is attached to; who receives them is still decided by each user's JWT.
     """
-    allow = [s.split(" ")[0] for s in node.policy.subscribe.allow]
+    allow = _subscribe_subjects(node)
+    for leaf in leaves:
+        allow += [*_subscribe_subjects(leaf), f"{inbox_prefix(leaf.id)}.>"]
     if ">" in allow:
         return None
     # Only an allow list: an import deny is matched against subscription subjects, so a broader
@@ -309,8 +404,12 @@ def monitor_url(node: Node) -> str:
     return host_url("http", dial_host(monitor_host(node)), node.monitor_port)
 
 
-def server_config(store: Store, node: Node) -> ServerConfig:
-    """The nats-server config of ``node``: operator mode, every account preloaded, its topology."""
+def server_config(store: Store, node: Node, *, leaf_remotes_disabled: bool = False) -> ServerConfig:
+    """The nats-server config of ``node``: operator mode, every account preloaded, its topology.
+
+    ``leaf_remotes_disabled`` renders its leafnode remotes disabled: reloading that, then the normal
+    config, re-establishes its leaf connections at once with the current creds (see
+    :func:`dchat_ops.runtime.supervisor.Supervisor.relink_leaves`)."""
     op = store.operator()
     rd = run_dir(store, node.id)
     preload = {acc.public_key: acc.token for acc in store.accounts(op.name)}
@@ -350,7 +449,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
             "routes": routes,
             "no_advertise": c.get("no_advertise"),
             "connect_retries": c.get("connect_retries"),
-            "permissions": route_imports(node),
+            "permissions": route_imports(node, hosted_leaves(store, node)),
         }
     if node.gateway:
         g = node.gateway
@@ -368,7 +467,12 @@ def server_config(store: Store, node: Node) -> ServerConfig:
             user = rem.get("user") or node.user
             creds = rem.get("credentials") or str(store.creds_path(op.name, acc_name, user))
             remotes.append(
-                {"urls": rem["urls"], "credentials": creds, "account": store.account(acc_name, op.name).public_key}
+                {
+                    "urls": rem["urls"],
+                    "credentials": creds,
+                    "account": store.account(acc_name, op.name).public_key,
+                    "disabled": leaf_remotes_disabled,
+                }
             )
         cfg.leafnodes = {
             "listen": host_port(lf["host"], lf["port"]) if lf.get("port") else "",
@@ -401,7 +505,14 @@ def check_port_clashes(store: Store, node: Node) -> None:
                 )
 
 
-def render_node(store: Store, node_id: str, *, binary: Optional[str] = None, node: Optional[Node] = None) -> Path:
+def render_node(
+    store: Store,
+    node_id: str,
+    *,
+    binary: Optional[str] = None,
+    node: Optional[Node] = None,
+    leaf_remotes_disabled: bool = False,
+) -> Path:
     """Check the node (ours and ``nats-server -t``) and write ``run/<id>/nats-server.conf`` atomically."""
     node = node or NodeFile.load(store, node_id).node
     check_port_clashes(store, node)
@@ -416,7 +527,7 @@ def render_node(store: Store, node_id: str, *, binary: Optional[str] = None, nod
         store.user(node.account, node.user)
     except StoreError as exc:
         raise ConfigError(f"node {node.id}: identity user: {exc}") from None
-    cfg = server_config(store, node)
+    cfg = server_config(store, node, leaf_remotes_disabled=leaf_remotes_disabled)
     semantic_check(cfg)
     path = run_dir(store, node.id) / "nats-server.conf"
     write_and_check(cfg, path, binary=binary, header=f"node {node.id}")

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
-from dchat_ops.config.node import NodeFile
-from dchat_ops.config.nodes import render_node, run_dir, sync_node_user
+from dchat_ops.config.node import Node, NodeFile
+from dchat_ops.config.nodes import dependent_nodes, render_node, run_dir, sync_node_user
 from dchat_ops.errors import ApplyError, DchatOpsError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
+from dchat_ops.runtime.leaf import confirm_leaf_interest, relink_leaves
 from dchat_ops.runtime.process import HEALTHZ, http_json
 from dchat_ops.runtime.supervisor import Supervisor
 
@@ -157,23 +158,30 @@ def apply_node_change(
     *,
     mode: str = "live",
     binary: Optional[str] = None,
+    follow: bool = True,
 ) -> NodeChangeResult:
     """Apply edits of a node's file, and whatever else changed in what its config renders (account
     JWTs, for instance), as one transaction.
 
     Writes the node file, renders and checks the server config, reloads a running node (or restarts
     it with ``mode="restart"``) and confirms it loaded the new config and is healthy, then re-issues
-    the node user's JWT and creds when the policy changed them.  A node that is not running keeps the
-    written files for its next start.  On any failure every file goes back byte for byte, a running
+    the node user's JWT and creds when the policy changed them (first, for a leaf node).  A node
+    that is not running keeps the written files for its next start.  When a leaf node's subscribe
+    policy changed (``follow``), its hubs are re-rendered and reloaded to import its subjects, its
+    leaf connections are re-established with the new creds, and the hubs' interest is confirmed.  On any failure every file goes back byte for byte, a running
     node is put back onto the old config, and :class:`ApplyError` names the failed step.
     """
     if mode not in ("live", "restart"):
         raise DchatOpsError(f"unknown apply mode {mode!r}")
     nf = NodeFile.load(store, node_id)
+    old_node = nf.node
     for keys, value in edits:
         nf.set(keys, value)
     node = nf.refresh()  # an invalid node file is refused before anything is written
     text = nf.text()
+    # A leaf node's remotes present its user's creds to the hub when they connect: those must be
+    # current before the node (re)connects, so they are re-issued first.
+    leaf = bool((node.leafnodes or {}).get("remotes"))
 
     sup = Supervisor(store, node_id, binary=binary)
     running = sup.running()
@@ -193,6 +201,8 @@ def apply_node_change(
     try:
         if text != nf.original_text:
             steps.run("write node config", tx.write, nf.path, text)
+        if leaf:
+            reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
         steps.run("render and check config", render_node, store, node_id, binary=binary, node=node)
         changed = text != nf.original_text or read_bytes(conf) != before
         if running and changed and mode == "live":
@@ -202,8 +212,9 @@ def apply_node_change(
             steps.run("start node", sup.up)
         if running and changed:
             steps.run("check health", _check_healthy, sup)
-        # last: clients that follow the creds file move over once the node already runs the new policy
-        reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
+        if not leaf:
+            # last: clients that follow the creds file move over once the node already runs the new policy
+            reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
     except Exception as exc:
         failed = steps.current
         problems = tx.rollback()
@@ -227,7 +238,55 @@ def apply_node_change(
     else:
         outcome = "saved"
         messages.append(f"node {node_id} is not running: the change is saved and applies at its next start")
-    return NodeChangeResult(node_id, outcome, steps.steps, messages)
+    result = NodeChangeResult(node_id, outcome, steps.steps, messages)
+    if follow and outcome != "unchanged" and _subscribe_changed(old_node, node):
+        _follow_leaf_change(store, old_node, node, result, steps, running=running, binary=binary)
+    return result
+
+
+def _subscribe_changed(old: Node, new: Node) -> bool:
+    return (old.policy.subscribe.allow, old.policy.subscribe.deny) != (
+        new.policy.subscribe.allow,
+        new.policy.subscribe.deny,
+    )
+
+
+def _follow_leaf_change(
+    store: Store, old: Node, node: Node, result: NodeChangeResult, steps: _Steps, *, running: bool, binary
+) -> None:
+    """After a leaf node's subscribe policy changed: its hubs (and their cluster peers) import its new
+    subjects, its leaf connections present the new creds, and the hubs hold its interest.
+
+    The leaf's own change is already in force when this runs; a failure here names the hub or the
+    connection that did not follow, and says so.
+    """
+    done = []
+    try:
+        for hub in steps.run("find hubs", dependent_nodes, store, node.id):
+            r = steps.run(
+                f"apply on hub {hub}", apply_node_change, store, hub, mode="live", binary=binary, follow=False
+            )
+            if r.outcome != "unchanged":
+                done.append(hub)
+                result.messages.append(f"hub {hub}: {r.outcome} (imports the leaf's subjects from its cluster)")
+        if not running or not (node.leafnodes or {}).get("remotes"):
+            return
+        hubs = steps.run("re-establish leaf connections", relink_leaves, store, node.id, binary=binary)
+        result.messages.append(
+            f"leaf connections of {node.id} re-established with its new creds (connected to {', '.join(hubs)})"
+        )
+        added = [s for s in node.policy.subscribe.allow if s not in old.policy.subscribe.allow]
+        if added:
+            confirmed = steps.run("confirm on hubs", confirm_leaf_interest, store, node, added)
+            if confirmed:
+                result.messages.append(f"confirmed: {', '.join(confirmed)} hold(s) its interest in {', '.join(added)}")
+    except DchatOpsError as exc:
+        detail = f"; hubs already updated: {', '.join(done)}" if done else ""
+        raise ApplyError(
+            f"the change is in force on node {node.id}, but {steps.current} failed: {exc}{detail}",
+            node=node.id,
+            step=steps.current,
+        ) from None
 
 
 def _check_healthy(sup) -> None:

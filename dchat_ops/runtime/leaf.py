@@ -1,0 +1,130 @@
+"""Leaf connections: re-establish them with the creds on disk, and see what their hubs hold.
+
+A hub applies the permissions of the JWT a leaf connection presented when it connected, for as long
+as that connection lives: a re-issued JWT takes effect on the hub only with a new connection.  A
+live reload of the leaf keeps the connection, so :func:`relink_leaves` reloads the node once with
+its leafnode remotes disabled (the server closes those connections) and once as it should be (the
+server dials them again at once, reading the creds file anew), then waits until every remote is
+connected again.
+
+    >>> relink_leaves(store, "phone")              # ["h1"]: the hubs it is connected to again
+    >>> hub_leaf_interest(store, "h1", "phone")    # {"chat.room", ...}: what h1 holds from phone
+
+Every wait is bounded; a remote that does not come back is named in the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Optional
+
+from dchat_ops.config.node import Node
+from dchat_ops.config.nodes import dependent_nodes, monitor_url, render_node
+from dchat_ops.errors import ServerError
+from dchat_ops.nsc.store import Store
+from dchat_ops.runtime.client import connect_node
+from dchat_ops.runtime.process import http_json
+from dchat_ops.runtime.supervisor import Supervisor
+
+__all__ = ["confirm_leaf_interest", "hub_leaf_interest", "leaf_links", "relink_leaves"]
+
+
+def leaf_links(sup: Supervisor) -> dict[int, str]:
+    """The node's solicited leaf connections (those it dialled): connection id -> the hub's name."""
+    code, leafz = http_json(sup.monitor_url + "/leafz")
+    if code != 200:
+        raise ServerError(f"node {sup.node_id}: monitoring did not answer /leafz")
+    return {int(lf["id"]): str(lf.get("name") or "") for lf in leafz.get("leafs") or [] if lf.get("is_spoke")}
+
+
+def relink_leaves(store: Store, node_id: str, *, binary: Optional[str] = None, timeout: float = 10.0) -> list[str]:
+    """Close and re-open a running node's leaf connections so that its hubs see the creds now on disk.
+
+    Returns the names of the hubs it is connected to again; ServerError names what did not come
+    back within ``timeout`` seconds.  The node's config file is left as it should be either way.
+    """
+    sup = Supervisor(store, node_id, binary=binary)
+    node = sup.node()
+    wanted = len((node.leafnodes or {}).get("remotes") or [])
+    if not wanted:
+        return []
+    before = leaf_links(sup)
+    try:
+        render_node(store, node_id, binary=binary, node=node, leaf_remotes_disabled=True)
+        sup.reload(render=False, timeout=timeout)
+    finally:
+        render_node(store, node_id, binary=binary, node=node)
+    sup.reload(render=False, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    links: dict[int, str] = {}
+    while time.monotonic() < deadline:
+        links = {cid: hub for cid, hub in leaf_links(sup).items() if cid not in before}
+        if len(links) >= wanted:
+            return sorted(links.values())
+        time.sleep(0.02)
+    raise ServerError(
+        f"node {node_id}: {wanted - len(links)} of its {wanted} leaf connection(s) did not come back within "
+        f"{timeout:.0f}s (connected again: {', '.join(sorted(links.values())) or 'none'})"
+    )
+
+
+def hub_leaf_interest(store: Store, hub_id: str, leaf_server_name: str) -> Optional[set[str]]:
+    """The subjects hub ``hub_id`` holds from the leaf connection(s) of ``leaf_server_name``; None when
+    no such leaf is connected to it."""
+    code, leafz = http_json(monitor_url(Supervisor(store, hub_id).node()) + "/leafz?subs=1")
+    if code != 200:
+        raise ServerError(f"node {hub_id}: monitoring did not answer /leafz")
+    found: Optional[set[str]] = None
+    for lf in leafz.get("leafs") or []:
+        if lf.get("name") == leaf_server_name and not lf.get("is_spoke"):
+            found = (found or set()) | set(lf.get("subscriptions_list") or [])
+    return found
+
+
+def confirm_leaf_interest(store: Store, leaf: Node, subjects: Sequence[str], *, timeout: float = 5.0) -> list[str]:
+    """Subscribe to ``subjects`` on ``leaf`` as its own user and wait until every hub of this store it
+    is connected to holds that interest.  Returns those hubs; ServerError says which did not.
+
+    The subscriptions prove the leaf's user may make them, and create the interest if no client of
+    the leaf had it yet.
+    """
+
+    async def run() -> list[str]:
+        errors: list[str] = []
+        nc = await connect_node(store, leaf, errors=errors, timeout=timeout)
+        try:
+            for entry in subjects:
+                subject, _, queue = entry.partition(" ")
+                await nc.subscribe(subject, queue=queue)
+            await nc.flush(timeout=max(1, int(timeout)))
+            refused = [e for e in errors if "permissions violation" in e.lower()]
+            if refused:
+                raise ServerError(f"node {leaf.id}: its own user may not subscribe: {refused[0]}")
+            wanted = {entry.partition(" ")[0] for entry in subjects}
+            # a leaf learns the other hubs of its hub's cluster and may connect to any of them
+            hubs = [h for h in dependent_nodes(store, leaf.id) if Supervisor(store, h).running()]
+            deadline = time.monotonic() + timeout
+            missing: dict[str, set[str]] = {}
+            while True:
+                held = {h: await asyncio.to_thread(hub_leaf_interest, store, h, leaf.server_name) for h in hubs}
+                attached = [h for h, subs in held.items() if subs is not None]
+                missing = {h: wanted - (held[h] or set()) for h in attached if wanted - (held[h] or set())}
+                if attached and not missing:
+                    return attached
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+            if not hubs:
+                return []
+            if not missing:
+                raise ServerError(
+                    f"node {leaf.id} is not connected to any of its hubs in this store ({', '.join(hubs)})"
+                )
+            what = "; ".join(f"{h} lacks {', '.join(sorted(m))}" for h, m in missing.items())
+            raise ServerError(f"node {leaf.id}: its hubs did not take its interest within {timeout:g}s: {what}")
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
