@@ -30,8 +30,8 @@ from dchat_ops.config.node import (
     NodeFile,
     check_url,
     inbox_prefix,
-    list_nodes,
     node_path,
+    read_nodes,
 )
 from dchat_ops.config.server import (
     Resolver,
@@ -93,14 +93,8 @@ def run_dir(store: Store, node_id: str) -> Path:
 def _used_ports(store: Store, exclude: str = "", host: str = "127.0.0.1") -> set[int]:
     """Ports of the store's other nodes that listen where a node on ``host`` would."""
     used: set[int] = set()
-    for nid in list_nodes(store):
-        if nid == exclude:
-            continue
-        try:
-            other = NodeFile.load(store, nid).node
-        except ConfigError:
-            continue
-        if listeners_overlap(other.host, host):
+    for nid, other in read_nodes(store).items():
+        if nid != exclude and listeners_overlap(other.host, host):
             used.update(p for _, p in other.ports())
     return used
 
@@ -299,7 +293,7 @@ def leaf_hubs(store: Store, leaf: Node, others: Optional[dict[str, Node]] = None
     remotes = (leaf.leafnodes or {}).get("remotes") or []
     if not remotes:
         return []
-    others = others if others is not None else _load_all(store)
+    others = others if others is not None else read_nodes(store)
     return [
         hid
         for hid, hub in others.items()
@@ -321,8 +315,8 @@ def hosted_leaves(store: Store, node: Node, others: Optional[dict[str, Node]] = 
     Their subscribe subjects must flow to ``node`` from the cluster, or a message published on a
     hub other than the leaf's own never reaches the leaf.
     """
-    others = others if others is not None else _load_all(store)
-    others.setdefault(node.id, node)
+    others = others if others is not None else read_nodes(store)
+    others = {**others, node.id: node}  # the node as given (it may not be saved yet)
     group = set(hub_group(node, others))
     return [
         leaf for lid, leaf in others.items() if lid != node.id and group.intersection(leaf_hubs(store, leaf, others))
@@ -332,7 +326,7 @@ def hosted_leaves(store: Store, node: Node, others: Optional[dict[str, Node]] = 
 def dependent_nodes(store: Store, node_id: str) -> list[str]:
     """Other nodes whose rendered config follows ``node_id``'s policy: the hubs (and their cluster
     peers) of a leaf node.  They must be re-rendered when its policy changes."""
-    others = _load_all(store)
+    others = read_nodes(store)
     node = others.get(node_id)
     if node is None:
         return []
@@ -341,16 +335,6 @@ def dependent_nodes(store: Store, node_id: str) -> list[str]:
         for nid in hub_group(others[hid], others):
             if nid != node_id and nid not in out:
                 out.append(nid)
-    return out
-
-
-def _load_all(store: Store) -> dict[str, Node]:
-    out: dict[str, Node] = {}
-    for nid in list_nodes(store):
-        try:
-            out[nid] = NodeFile.load(store, nid).node
-        except ConfigError:
-            continue
     return out
 
 
@@ -488,14 +472,8 @@ def server_config(store: Store, node: Node, *, leaf_remotes_disabled: bool = Fal
 def check_port_clashes(store: Store, node: Node) -> None:
     """Refuse a node whose ports clash with another node of this store on the same host."""
     mine = node.ports()
-    for other_id in list_nodes(store):
-        if other_id == node.id:
-            continue
-        try:
-            other = NodeFile.load(store, other_id).node
-        except ConfigError:
-            continue
-        if not listeners_overlap(node.host, other.host):
+    for other_id, other in read_nodes(store).items():
+        if other_id == node.id or not listeners_overlap(node.host, other.host):
             continue
         theirs = {p: what for what, p in other.ports()}
         for what, p in mine:

@@ -239,23 +239,16 @@ def apply_node_change(
         outcome = "saved"
         messages.append(f"node {node_id} is not running: the change is saved and applies at its next start")
     result = NodeChangeResult(node_id, outcome, steps.steps, messages)
-    if follow and outcome != "unchanged" and _subscribe_changed(old_node, node):
+    if follow and leaf and outcome != "unchanged" and old_node.policy != node.policy:
         _follow_leaf_change(store, old_node, node, result, steps, running=running, binary=binary)
     return result
-
-
-def _subscribe_changed(old: Node, new: Node) -> bool:
-    return (old.policy.subscribe.allow, old.policy.subscribe.deny) != (
-        new.policy.subscribe.allow,
-        new.policy.subscribe.deny,
-    )
 
 
 def _follow_leaf_change(
     store: Store, old: Node, node: Node, result: NodeChangeResult, steps: _Steps, *, running: bool, binary
 ) -> None:
-    """After a leaf node's subscribe policy changed: its hubs (and their cluster peers) import its new
-    subjects, its leaf connections present the new creds, and the hubs hold its interest.
+    """After a leaf node's policy changed: its hubs (and their cluster peers) import its subscribe
+    subjects, its leaf connections present the new creds, and the hubs hold its new interest.
 
     The leaf's own change is already in force when this runs; a failure here names the hub or the
     connection that did not follow, and says so.
@@ -279,7 +272,10 @@ def _follow_leaf_change(
         if added:
             confirmed = steps.run("confirm on hubs", confirm_leaf_interest, store, node, added)
             if confirmed:
-                result.messages.append(f"confirmed: {', '.join(confirmed)} hold(s) its interest in {', '.join(added)}")
+                result.messages.append(
+                    f"confirmed: hub {', '.join(confirmed)} {'holds' if len(confirmed) == 1 else 'hold'} "
+                    f"its interest in {', '.join(added)}"
+                )
     except DchatOpsError as exc:
         detail = f"; hubs already updated: {', '.join(done)}" if done else ""
         raise ApplyError(
