@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
+from conftest import snapshot
 
 from dchat_ops._cli.main import cli
+from dchat_ops._cli.output import run_cli
+from dchat_ops.errors import StoreError
 from dchat_ops.nsc import admin, revoke
 from dchat_ops.nsc.describe import validate_store
 from dchat_ops.nsc.store import Store
@@ -70,11 +74,54 @@ def test_revoke_by_public_key_of_a_user_the_store_never_held_is_now(store):
 
 
 def test_an_explicit_at_is_kept(store):
-    ahead(store, "v")
+    iat = ahead(store, "v")
     t = store.clock()
-    assert revoke.revoke_all(store, "chat", at=t - 100).claims.revocations["*"] == t - 100
+    assert revoke.revoke_all(store, "chat", at=t + 100).claims.revocations["*"] == t + 100
     key = store.user("chat", "v").public_key
-    assert revoke.revoke_user(store, "chat", key, at=t - 50).claims.revocations[key] == t - 50
+    assert revoke.revoke_user(store, "chat", key, at=iat + 50).claims.revocations[key] == iat + 50
+    assert revoke.revoke_user(store, "chat", "v", at=iat).claims.revocations[key] == iat  # covers it, just
+
+
+def test_an_at_before_every_jwt_is_refused_and_nothing_is_written(store):
+    iat = ahead(store, "v")
+    first = min(store.user("chat", n).claims.issued_at for n in store.user_names("chat"))
+    before = snapshot(store.home)
+    with pytest.raises(StoreError, match="would revoke nothing"):
+        revoke.revoke_user(store, "chat", "v", at=iat - 1)
+    with pytest.raises(StoreError, match="would revoke nothing"):
+        revoke.revoke_user(store, "chat", store.user("chat", "v").public_key, at=iat - 1)
+    with pytest.raises(StoreError, match="would revoke nothing"):
+        revoke.revoke_all(store, "chat", at=first - 1)
+    assert snapshot(store.home) == before
+    assert revoke.uncovered(store, "chat", "v", 0) is None  # 0 is now
+    assert revoke.uncovered(store, "chat", revoke.ALL_USERS, first) is None  # covers the first user
+    # a user the store never held: nothing is known against any time
+    from dchat_ops.nsc.keys import KeyPair
+
+    stranger = KeyPair.generate("user").public_key
+    assert revoke.revoke_user(store, "chat", stranger, at=1000).claims.revocations[stranger] == 1000
+
+
+def test_cli_at_that_would_revoke_nothing_is_a_usage_error(store, capsys):
+    home = ["--home", str(store.home)]
+    before = snapshot(store.home)
+    for args in (["revoke", "user", "default"], ["revoke", "--all-users"]):
+        assert run_cli(cli, [*home, *args, "--at", "2020-01-01", "--no-push"]) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "would revoke nothing" in errors[0] and "Traceback" not in err, err
+    assert run_cli(cli, [*home, "revoke", "user", "default", "--at", "soon", "--no-push"]) == 2
+    assert "invalid time 'soon'" in capsys.readouterr().err
+    assert snapshot(store.home) == before
+
+
+def test_cli_at_zero_is_now_and_covers_the_jwt(store):
+    iat = ahead(store, "v")
+    r = cli_run(store, "revoke", "user", "v", "--at", "0", "--no-push", "--json")
+    assert r.exit_code == 0, r.output
+    acc = Store(store.home).account("chat")
+    assert acc.claims.is_revoked(store.user("chat", "v").public_key, iat)
+    assert [row["at"] >= iat for row in json.loads(r.stdout)["revocations"]] == [True]
 
 
 def test_cli_revoke_all_users_covers_it(store):

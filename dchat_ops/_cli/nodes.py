@@ -6,6 +6,7 @@ import click
 
 from dchat_ops._cli.app import Ctx, cli, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
+from dchat_ops._time import format_time
 from dchat_ops.errors import DchatOpsError
 
 # a port given on the command line: out of range is a usage error (exit 2), like any bad option value
@@ -184,19 +185,41 @@ def _status_lines(d: dict) -> list[str]:
     ]
 
 
+def _catch_up_lines(c: dict) -> list[str]:
+    lines = []
+    for r in c.get("caught_up") or []:
+        lines.append(f"  caught up {r['name']} from {', '.join(r['from'])} (issued {format_time(r['issued_at'])})")
+    for r in c.get("kept") or []:
+        lines.append(f"  kept {r['name']}: its own resolver holds a newer JWT (issued {format_time(r['issued_at'])})")
+    for r in c.get("replaced") or []:
+        lines.append(f"  replaced its resolver's copy of {r['name']}: {r['message']}")
+    for r in c.get("refused") or []:
+        lines.append(f"  refused {r['name'] or r['account']} from {r['server']}: {r['message']}")
+    for r in c.get("peers") or []:
+        if not r["ok"]:
+            lines.append(f"  peer {r['server']} did not answer: {r['message']}")
+    return lines
+
+
 @node.command("up")
 @click.argument("node_id")
 @click.option("--nats-server", "binary", envvar="DCHAT_OPS_NATS_SERVER", help="nats-server binary to run.")
 @json_option
 @pass_ctx
 def node_up(c: Ctx, node_id, binary, as_json):
-    """Start a node's nats-server and wait until it is healthy."""
+    """Start a node's nats-server from the newest account JWTs (the store's, or newer ones its running peers
+    hold) and wait until it is healthy and holds them."""
     from dchat_ops.runtime.supervisor import Supervisor
 
     sup = Supervisor(c.store(), node_id, binary=binary)
     was = sup.running()
     st = sup.up().to_dict()
-    emit(as_json, st, (["already running"] if was else []) + _status_lines(st))
+    st.setdefault("catch_up", None)
+    emit(
+        as_json,
+        st,
+        (["already running"] if was else []) + _status_lines(st) + _catch_up_lines(st["catch_up"] or {}),
+    )
 
 
 @node.command("down")

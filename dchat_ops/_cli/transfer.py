@@ -195,9 +195,25 @@ def revoke(ctx, all_users, account, at, no_push, as_json):
 
     store = ctx.obj.store()
     account = account or store.default_account()
-    t = parse_expiry(at, admin.now(store)) if at else None
+    t = _revocation_time(store, account, revoke.ALL_USERS, at)
     revoke.revoke_all(store, account, t)
     _after_revocation(store, account, no_push, as_json, f"revoked every user of {account}")
+
+
+def _revocation_time(store, account: str, user: str, at: Optional[str]) -> Optional[int]:
+    """``--at`` as Unix seconds (None or 0: now); a time that would revoke nothing is a bad value (exit 2)."""
+    from dchat_ops.nsc import revoke
+
+    if not at:
+        return None
+    try:
+        t = parse_expiry(at, admin.now(store))
+    except DchatOpsError as exc:
+        raise click.UsageError(str(exc)) from None
+    reason = revoke.uncovered(store, account, user, t)
+    if reason:
+        raise click.UsageError(reason)
+    return t
 
 
 def _after_revocation(store, account, no_push, as_json, message):
@@ -237,7 +253,7 @@ def revoke_user_cmd(c: Ctx, name, account, at, no_push, as_json):
 
     store = c.store()
     account = account or store.default_account()
-    t = parse_expiry(at, admin.now(store)) if at else None
+    t = _revocation_time(store, account, name, at)
     revoke.revoke_user(store, account, name, t)
     _after_revocation(store, account, no_push, as_json, f"revoked {account}/{name}")
 
@@ -309,26 +325,56 @@ def push_cmd(c: Ctx, account, all_, prune, as_json):
     return 0 if report.ok else 1
 
 
+_PULL_STATES = {
+    "same": "same",
+    "server newer": "SERVER NEWER",
+    "store newer": "store newer",
+    "differs": "DIFFERENT (same second)",
+    "missing": "missing",
+    "not in store": "not in the store",
+    "refused": "REFUSED",
+}
+
+
 @cli.command("pull")
+@click.option("--update", is_flag=True, help="Write JWTs the servers hold newer (and verified) into the store.")
 @json_option
 @pass_ctx
-def pull_cmd(c: Ctx, as_json):
-    """Fetch the account JWTs the running servers hold and show how they differ from the store."""
+def pull_cmd(c: Ctx, update, as_json):
+    """Compare the account JWTs the running servers hold with the store, per account and server."""
     from dchat_ops.runtime import push
 
-    report = push.pull(c.store())
+    report = push.pull(c.store(), update=update)
 
     def human():
         for r in report.rows:
-            state = (
-                ("same" if r.get("same") else "DIFFERENT")
-                if r["in_store"] and r["on_server"]
-                else ("only in the store" if r["in_store"] else "only on the servers")
-            )
-            yield f"{r['name'] or r['account']}: {state}"
+            yield f"{r['name'] or r['account']}: {r['state']}"
+            for e in r["per_server"]:
+                line = f"  {e['server']}: {_PULL_STATES.get(e['state'], e['state'])}"
+                if e["state"] == "refused":  # the reason is in the 'refused' lines below
+                    yield line
+                    continue
+                if e["state"] not in ("same", "missing"):
+                    line += f" (issued {format_time(e['issued_at'])}, store {format_time(r['store_issued_at'])})"
+                yield line + (f": {e['message']}" if e["message"] else "")
         for r in report.results:
             if not r["ok"]:
                 yield f"node {r['server']}: FAILED {r['message']}"
+        for u in report.updated:
+            yield f"updated {u['name']} in the store from {', '.join(u['from'])} (issued {format_time(u['issued_at'])})"
+        for r in report.refused:
+            yield f"refused {r['name'] or r['account']} from {r['server']}: {r['message']}"
+        if report.push is not None:
+            yield from (
+                f"  {r['account']} -> {r['server']}: {'ok' if r['ok'] else 'FAILED'} {r['message']}"
+                for r in report.push.results
+            )
+        if update and not report.updated:
+            yield "nothing to update: no server holds a newer JWT than the store"
+        elif not update and any(r["state"] == "server newer" for r in report.rows):
+            yield "servers hold newer JWTs: 'dchat-ops pull --update' writes them into the store"
 
     emit(as_json, report.to_dict(), human)
-    return 0 if report.ok else 1
+    if report.refused:
+        note(f"error: refused JWTs from: {', '.join(sorted({r['server'] for r in report.refused}))}")
+    return 0 if report.ok and not report.refused else 1

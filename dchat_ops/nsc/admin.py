@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from dchat_ops._fs import deferred_sync
-from dchat_ops.errors import ExistsError, StoreError
+from dchat_ops.errors import ExistsError, JWTError, StoreError
 from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS as _ACCOUNT_LIMITS
 from dchat_ops.nsc.claims import JETSTREAM_LIMIT_KEYS as _JS_LIMITS
 from dchat_ops.nsc.claims import (
@@ -32,7 +32,7 @@ from dchat_ops.nsc.claims import (
     jetstream_field,
 )
 from dchat_ops.nsc.creds import format_creds
-from dchat_ops.nsc.jwt import Clock, encode, verify_chain
+from dchat_ops.nsc.jwt import Clock, decode, encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec, check_limit, check_tags, check_time
 from dchat_ops.nsc.spec import dedupe as _dedupe
@@ -47,7 +47,9 @@ __all__ = [
     "add_account",
     "add_user",
     "add_users",
+    "adopt_account_jwts",
     "check_account_changes",
+    "check_account_jwt",
     "edit_account",
     "edit_operator",
     "edit_user",
@@ -507,6 +509,44 @@ def resign_account(
         for f in dataclasses.fields(current):
             setattr(current, f.name, getattr(new, f.name))
     return store.account(acc.name, op.name)
+
+
+def check_account_jwt(op: OperatorClaims, token: str, subject: str = "") -> AccountClaims:
+    """The claims of an account JWT that belongs to operator ``op``; :class:`JWTError` (or ChainError) otherwise.
+
+    Checked: the signature, that it is an account JWT, that its issuer is the operator or one of its signing
+    keys (a signing key when the operator is strict) and, with ``subject``, that it is that account's JWT.
+    Expiry is not checked: an account JWT that expired is still the version its issuer made last.
+    """
+    claims = decode(token, AccountClaims)
+    if subject and claims.subject != subject:
+        raise JWTError(f"it is the JWT of account {claims.subject}, not of {subject}")
+    verify_chain(op, claims, check_expiry=False)
+    return claims
+
+
+def adopt_account_jwts(store: Store, tokens: list[str]) -> list[Entity[AccountClaims]]:
+    """Make each of ``tokens`` (account JWTs made elsewhere, e.g. held by a server) the store's version of its
+    account, as it is: not re-signed.  All or nothing, in one unit of work.
+
+    Each must verify against the store's operator (:func:`check_account_jwt`), be of an account the store
+    holds, and be newer (a larger ``iat``) than the store's version; otherwise :class:`StoreError` or
+    :class:`JWTError` and nothing is written.  Returns the accounts as written.
+    """
+    with store.transaction():
+        op = store.operator()
+        names = []
+        for token in tokens:
+            claims = check_account_jwt(op.claims, token)
+            ent = store.find_account(claims.subject, op.name)
+            if claims.issued_at <= ent.claims.issued_at:
+                raise StoreError(
+                    f"account {ent.name}: the store's JWT (issued at {ent.claims.issued_at}) is not older than "
+                    f"the one given (issued at {claims.issued_at})"
+                )
+            store.write_account(op.name, ent.name, token)
+            names.append(ent.name)
+        return [store.account(n, op.name) for n in names]
 
 
 def edit_account(

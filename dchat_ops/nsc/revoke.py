@@ -1,6 +1,7 @@
 """Revocations: an account JWT re-signed with users revoked or restored, and the short-lived system user.
 
     >>> revoke_user(store, "chat", "lost-phone")          # account JWT re-signed with the revocation
+    >>> uncovered(store, "chat", "lost-phone", at=1)      # why a revocation time would revoke nothing (or None)
     >>> system_creds(store)                                # creds of a 2-minute system user, never written
 
 Reaching running servers with the new JWT is :mod:`dchat_ops.runtime.push`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
+from dchat_ops._time import format_time
 from dchat_ops.errors import StoreError
 from dchat_ops.nsc.admin import now, user_signer
 from dchat_ops.nsc.claims import AccountClaims, UserClaims
@@ -19,7 +21,7 @@ from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair, is_public_key
 from dchat_ops.nsc.store import Entity, Store
 
-__all__ = ["ALL_USERS", "list_revocations", "revoke_all", "revoke_user", "system_creds", "unrevoke"]
+__all__ = ["ALL_USERS", "list_revocations", "revoke_all", "revoke_user", "system_creds", "uncovered", "unrevoke"]
 
 ALL_USERS = "*"
 
@@ -57,15 +59,51 @@ def _latest_issue(store: Store, account: str) -> int:
     return max((u.claims.issued_at for u in _users(store, account)), default=0)
 
 
+def uncovered(store: Store, account: str, user: str, at: Optional[int]) -> Optional[str]:
+    """Why revoking ``user`` (or every user: :data:`ALL_USERS`) at ``at`` would revoke nothing; None when it
+    would revoke something, or when nothing is known against it.
+
+    A revocation covers the JWTs issued at or before its time.  ``at`` None or 0 is now: never refused.  A time
+    before the ``iat`` of the JWT the store holds for the user (for every user: of each user JWT of the account
+    it holds) covers none of them.  A JWT the store never held (a user given by public key only, an account
+    without users in the store) is not known, so any time is taken.
+    """
+    if not at:
+        return None
+    if user == ALL_USERS:
+        issued = [u.claims.issued_at for u in _users(store, account)]
+        if issued and at < min(issued):
+            return (
+                f"--at {format_time(at)} is before every user JWT of account {account} was issued "
+                f"(the first at {format_time(min(issued))}): it would revoke nothing; give a later time, or none for now"
+            )
+        return None
+    iat = _issued_at(store, account, user)
+    if iat and at < iat:
+        return (
+            f"--at {format_time(at)} is before the JWT of {user} was issued ({format_time(iat)}): it would revoke "
+            f"nothing; give a later time, or none for now"
+        )
+    return None
+
+
+def _refuse_uncovered(store: Store, account: str, user: str, at: Optional[int]) -> None:
+    reason = uncovered(store, account, user, at)
+    if reason:
+        raise StoreError(reason)
+
+
 def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None) -> Entity[AccountClaims]:
     """Revoke every JWT of ``user`` (a name, or a public key, also one the store never held) issued at or
     before ``at``.  Returns the account.
 
     ``at`` None or 0 (as in nsc) means now, and then also covers the user's current JWT in the store, whose
-    ``iat`` may be a few seconds ahead after several re-signs within one second.  An explicit ``at`` is kept.
+    ``iat`` may be a few seconds ahead after several re-signs within one second.  An explicit ``at`` is kept;
+    one that would revoke nothing (:func:`uncovered`) is refused with :class:`StoreError`, nothing written.
     """
 
     def change(revocations: dict[str, int]) -> None:
+        _refuse_uncovered(store, account, user, at)
         key = _user_key(store, account, user)
         revocations[key] = at if at else max(now(store), _issued_at(store, account, user))
 
@@ -76,10 +114,12 @@ def revoke_all(store: Store, account: str, at: Optional[int] = None) -> Entity[A
     """Revoke every user JWT of the account issued at or before ``at``.
 
     ``at`` None or 0 means now, and then also covers every user JWT the store holds for the account (the
-    highest ``iat`` among them, which may be ahead of the clock).  An explicit ``at`` is kept.
+    highest ``iat`` among them, which may be ahead of the clock).  An explicit ``at`` is kept; one before every
+    user JWT the store holds for the account (:func:`uncovered`) is refused with :class:`StoreError`.
     """
 
     def change(revocations: dict[str, int]) -> None:
+        _refuse_uncovered(store, account, ALL_USERS, at)
         revocations[ALL_USERS] = at if at else max(now(store), _latest_issue(store, account))
 
     return _edit_revocations(store, account, change)

@@ -1,6 +1,9 @@
 """Pushing / pulling account JWTs to and from running servers over the system account.
 
     >>> report = push(store, ["chat"])                     # every running node answers, per server
+    >>> report = pull(store)                               # per account and server: same, server newer, ...
+    >>> report = pull(store, update=True)                  # newer, verified JWTs into the store, then pushed
+    >>> caught = catch_up(store, "b")                      # what b's running peers hold newer than the store
 
 Pushing uses a short-lived system user (two minutes), made in memory and never written, as nsc does.
 Nodes with the full nats resolver get ``$SYS.REQ.CLAIMS.UPDATE``; nodes with the memory resolver get
@@ -11,6 +14,23 @@ nothing is sent to it, and ``node up`` renders its config from the store when it
 Each running node is reached on its own (:func:`dchat_ops.runtime.client.node_target`: its URL and
 TLS) and asked directly, so each one either confirms or is named in the report ("no answer within
 3s", "cannot connect ..."); every connect and every request is bounded by ``timeout``.
+
+What a node holds (:func:`pull`, :func:`catch_up`) is its own answer to ``$SYS.REQ.CLAIMS.LIST`` (the
+answer names its server) and, for each account it lists, the JWT in its resolver folder, the folder
+that server keeps and answers lookups from.  ``$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP`` is not used:
+every full-resolver server of a cluster answers it and the answers do not say whose they are (the
+asked node's own answer is usually, not always, the first).  A JWT a server holds is taken only when it
+verifies against this store's operator (:func:`dchat_ops.nsc.admin.check_account_jwt`): a server
+stores what it is sent with ``$SYS.REQ.CLAIMS.UPDATE`` whoever signed it.
+
+A node starts from the newest account JWTs (:meth:`dchat_ops.runtime.supervisor.Supervisor.up`): its
+config preloads the store's JWTs, and nats-server applies a preload to the resolver folder only when the
+folder's copy is not newer (a larger ``iat`` wins; at an equal ``iat`` the preload does).  So before a
+node starts, :func:`catch_up` asks the running peers for JWTs newer than the store's and
+:func:`seed_resolver` writes those (and replaces a folder copy newer than the store's that does not
+verify) into its resolver folder; :func:`confirm_resolver` checks after the start that it holds them.
+Without that, a node whose store is older than its peers served the older JWT until its resolver's
+first sync with the cluster, ``interval`` (2 minutes) after it started.
 """
 
 from __future__ import annotations
@@ -19,20 +39,38 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, TypeVar, Union
 
+from dchat_ops._fs import atomic_write
 from dchat_ops.config.node import Node, list_nodes
-from dchat_ops.config.nodes import render_node
-from dchat_ops.errors import DchatOpsError, ServerError
-from dchat_ops.nsc.claims import Claims
-from dchat_ops.nsc.jwt import decode, encode_generic
+from dchat_ops.config.nodes import render_node, server_config
+from dchat_ops.errors import DchatOpsError, JWTError, ServerError
+from dchat_ops.nsc.admin import adopt_account_jwts, check_account_jwt
+from dchat_ops.nsc.claims import OperatorClaims
+from dchat_ops.nsc.jwt import decode_unverified, encode_generic
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import NodeTarget, node_target
 from dchat_ops.runtime.supervisor import Supervisor
 
-__all__ = ["DEFAULT_TIMEOUT", "PullReport", "PushReport", "prune", "pull", "push", "running_nodes"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "STATES",
+    "CatchUp",
+    "PullReport",
+    "PushReport",
+    "catch_up",
+    "confirm_resolver",
+    "prune",
+    "pull",
+    "push",
+    "resolver_dir",
+    "running_nodes",
+    "seed_resolver",
+]
 
 DEFAULT_TIMEOUT = 3.0  # seconds for each connect and each request to one node
 
@@ -164,7 +202,14 @@ def _on_nodes(
 
         return await asyncio.gather(*(one(t) for _, t in targets))
 
-    return list(zip([n for n, _ in targets], asyncio.run(run_all()), strict=True))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        results = asyncio.run(run_all())
+    else:  # called from async code (a node started inside an event loop): a loop of its own, in a thread
+        with ThreadPoolExecutor(1) as pool:
+            results = pool.submit(asyncio.run, run_all()).result()
+    return list(zip([n for n, _ in targets], results, strict=True))
 
 
 def _message(exc: DchatOpsError) -> str:
@@ -290,17 +335,115 @@ def prune(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
     return report
 
 
+# --- what the servers hold -------------------------------------------------------------------------------
+
+
+def resolver_dir(store: Store, node: Node) -> Path:
+    """The folder where a node's full resolver keeps its account JWTs (``<public key>.jwt``), as its config says."""
+    return Path(server_config(store, node).resolver.dir)
+
+
+def _read_jwt(path: Path, tries: int = 5) -> str:
+    """The JWT in a resolver file ('' when there is none).  The server rewrites its files in place, so a
+    read counts once two reads in a row agree (at most ``tries`` reads)."""
+    last: Optional[str] = None
+    for _ in range(tries):
+        try:
+            text = path.read_text().strip()
+        except OSError:  # not there (yet, or any more)
+            text = ""
+        if text == last:
+            return text
+        last = text
+    return last or ""
+
+
+def _held_by(store: Store, nodes: list[Node], timeout: float, results: list[dict]) -> dict[str, dict[str, str]]:
+    """Account public key -> {server: JWT} for what each of ``nodes`` holds; one row per node in ``results``.
+
+    Each node is asked on its own (its own answer to ``$SYS.REQ.CLAIMS.LIST``); the JWT of each account it
+    lists is read from its resolver folder.  A node that cannot be reached or does not answer gets a row with
+    ``ok`` False and adds nothing.
+    """
+    folders: dict[str, Optional[Path]] = {}
+    for node in nodes:
+        try:
+            folders[node.id] = resolver_dir(store, node)
+        except DchatOpsError:  # its config cannot be made now: it is asked all the same, its folder unread
+            folders[node.id] = None
+    try:
+        creds = system_creds(store)
+    except DchatOpsError as exc:  # e.g. no seed to sign a system user with: nobody can be asked
+        results.extend({"server": n.server_name, "ok": False, "message": f"not asked: {exc}"} for n in nodes)
+        return {}
+
+    async def fetch(session: _Session) -> dict[str, str]:
+        folder = folders[session.target.node_id]
+        listed = _listed(await session.ask("$SYS.REQ.CLAIMS.LIST"))
+        return {acc: _read_jwt(folder / f"{acc}.jwt") if folder is not None else "" for acc in listed}
+
+    held: dict[str, dict[str, str]] = {}
+    for server, out in _on_nodes(store, nodes, creds, timeout, fetch):
+        if isinstance(out, DchatOpsError):
+            results.append({"server": server, "ok": False, "message": _message(out)})
+            continue
+        results.append({"server": server, "ok": True, "message": f"{len(out)} accounts"})
+        for acc_id, token in out.items():
+            held.setdefault(acc_id, {})[server] = token
+    return held
+
+
+# the states of one server's JWT for one account, against the store's; the order is the one an account row
+# takes its state from (the first that any server is in)
+STATES = ("refused", "server newer", "differs", "store newer", "missing", "not in store", "same")
+
+
+def _compare(op: OperatorClaims, key: str, mine: Optional[tuple[str, int]], token: str) -> tuple[str, int, str]:
+    """(state, iat, message) of a server's JWT ``token`` for account ``key`` against the store's (token, iat)."""
+    if not token:
+        return "missing", 0, ""
+    if mine is not None and token == mine[0]:
+        return "same", mine[1], ""
+    try:
+        claims = check_account_jwt(op, token, key)
+    except JWTError as exc:
+        return "refused", 0, f"not this operator's JWT of the account: {exc}"
+    if mine is None:
+        return "not in store", claims.issued_at, ""
+    if claims.issued_at > mine[1]:
+        return "server newer", claims.issued_at, ""
+    if claims.issued_at < mine[1]:
+        return "store newer", claims.issued_at, ""
+    return "differs", claims.issued_at, "another JWT issued in the same second as the store's"
+
+
+def _name_in(token: str) -> str:
+    try:
+        return decode_unverified(token).name
+    except DchatOpsError:
+        return ""
+
+
 @dataclass
 class PullReport:
-    """What the running servers hold, compared with the store: ``rows`` (one per account; iterating
-    the report yields them) and ``results`` (one per node: did it answer)."""
+    """What the running servers hold, compared with the store.
+
+    ``rows``: one per account (iterating the report yields them): ``state`` and, in ``per_server``, one entry
+    per server that answered (``state`` one of :data:`STATES`, ``issued_at``, ``message``).  ``results``: one
+    per node (did it answer).  ``refused``: server JWTs that do not verify against the store's operator (never
+    written).  With ``update``: ``updated`` (the accounts written into the store, and from which servers) and
+    ``push`` (the push of those accounts to the running nodes).
+    """
 
     rows: list[dict] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
+    updated: list[dict] = field(default_factory=list)
+    push: Optional[PushReport] = None
 
     @property
     def ok(self) -> bool:
-        return all(r.get("ok") for r in self.results)
+        return all(r.get("ok") for r in self.results) and (self.push is None or self.push.ok)
 
     def __iter__(self):
         return iter(self.rows)
@@ -309,55 +452,233 @@ class PullReport:
         return len(self.rows)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "rows": self.rows, "results": self.results}
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "results": self.results,
+            "refused": self.refused,
+            "updated": self.updated,
+            "push": self.push.to_dict() if self.push is not None else None,
+        }
 
 
-def pull(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PullReport:
-    """What the running servers hold, compared with the store: one row per account, one result per node."""
+def _newest(
+    candidates: list[tuple[int, str, str]], key: str, name: str, refused: list[dict]
+) -> Optional[tuple[str, int, list[str]]]:
+    """The newest of the servers' JWTs (iat, token, server): (token, iat, the servers holding it).
+
+    None when two different JWTs share the newest ``iat``: neither is taken, and a row in ``refused`` says so.
+    """
+    best = max(iat for iat, _, _ in candidates)
+    holders: dict[str, list[str]] = {}
+    for iat, token, server in candidates:
+        if iat == best:
+            holders.setdefault(token, []).append(server)
+    if len(holders) > 1:
+        everyone = ",".join(sorted(s for group in holders.values() for s in group))
+        message = "servers hold different JWTs issued in the same second; neither is taken"
+        refused.append({"account": key, "name": name, "server": everyone, "message": message})
+        return None
+    token, servers = next(iter(holders.items()))
+    return token, best, sorted(servers)
+
+
+def pull(store: Store, *, update: bool = False, timeout: float = DEFAULT_TIMEOUT) -> PullReport:
+    """Compare what every running full-resolver node holds with the store, per account and server.
+
+    Whole JWTs are compared (the same token, else the larger ``iat`` is the newer).  With ``update``, every
+    account some server holds newer, verified JWT of is written into the store (its newest, in one unit of
+    work: :func:`dchat_ops.nsc.admin.adopt_account_jwts`) and pushed to the running nodes, which also
+    re-renders their configs.  A JWT that does not verify against the store's operator is listed in
+    ``refused`` and never written; neither is one of two different JWTs issued in the same second.
+    """
     full = _full_nodes(_running(store))
     if not full:
         raise DchatOpsError("no running node with the full resolver to pull from")
-    creds = system_creds(store)
-
-    async def fetch(session: _Session) -> dict[str, str]:
-        held = {}
-        for acc_id in _listed(await session.ask("$SYS.REQ.CLAIMS.LIST")):
-            got = await session.ask(f"$SYS.REQ.ACCOUNT.{acc_id}.CLAIMS.LOOKUP", any_answer=True)
-            held[acc_id] = got.get("raw", "")
-        return held
-
     report = PullReport()
-    held_by: dict[str, dict[str, str]] = {}
-    for server, out in _on_nodes(store, full, creds, timeout, fetch):
-        if isinstance(out, DchatOpsError):
-            report.results.append({"server": server, "ok": False, "message": _message(out)})
-            continue
-        report.results.append({"server": server, "ok": True, "message": f"{len(out)} accounts"})
-        for acc_id, token in out.items():
-            held_by.setdefault(acc_id, {})[server] = token
+    held = _held_by(store, full, timeout, report.results)
+    answered = [r["server"] for r in report.results if r["ok"]]
     op = store.operator()
     ours = {e.public_key: e for e in store.accounts(op.name)}
-    for acc_id in sorted(set(held_by) | set(ours)):
-        tokens = {srv: t for srv, t in held_by.get(acc_id, {}).items() if t}
-        mine = ours.get(acc_id)
-        row: dict = {
-            "account": acc_id,
-            "name": mine.name if mine else "",
-            "in_store": bool(mine),
-            "on_server": bool(tokens),
-            "servers": sorted(tokens),
-        }
-        if mine and tokens:
-            same = True
-            for token in tokens.values():
-                try:
-                    theirs: Claims = decode(token)
-                except DchatOpsError:
-                    same = False
-                    continue
-                same = same and theirs.jti == mine.claims.jti
-                row["server_issued_at"] = max(row.get("server_issued_at", 0), theirs.issued_at)
-            row["same"] = same
-            row["store_issued_at"] = mine.claims.issued_at
-        report.rows.append(row)
+    newer: list[tuple[str, str, str, int, list[str]]] = []  # key, name, token, iat, servers
+    for key in sorted(set(held) | set(ours)):
+        mine = ours.get(key)
+        theirs = held.get(key, {})
+        stored = (mine.token, mine.claims.issued_at) if mine else None
+        name = mine.name if mine else next((n for n in map(_name_in, theirs.values()) if n), "")
+        per_server = []
+        candidates: list[tuple[int, str, str]] = []
+        for server in answered:
+            if mine is None and server not in theirs:
+                continue
+            state, iat, message = _compare(op.claims, key, stored, theirs.get(server, ""))
+            per_server.append({"server": server, "state": state, "issued_at": iat, "message": message})
+            if state == "refused":
+                report.refused.append({"account": key, "name": name, "server": server, "message": message})
+            elif state == "server newer":
+                candidates.append((iat, theirs[server], server))
+        states = {e["state"] for e in per_server}
+        verified = [e["issued_at"] for e in per_server if e["state"] not in ("refused", "missing")]
+        report.rows.append(
+            {
+                "account": key,
+                "name": name,
+                "state": next((s for s in STATES if s in states), "unknown"),
+                "in_store": mine is not None,
+                "on_server": bool(set(theirs) & set(answered)),
+                "servers": sorted(s for s in theirs if s in answered),
+                "same": mine is not None and states == {"same"},
+                "store_issued_at": mine.claims.issued_at if mine else 0,
+                "server_issued_at": max(verified, default=0),
+                "per_server": per_server,
+            }
+        )
+        newest = _newest(candidates, key, name, report.refused) if candidates else None
+        if newest is not None:
+            newer.append((key, name, *newest))
+    if update and newer:
+        adopt_account_jwts(store, [token for _, _, token, _, _ in newer])
+        report.updated = [
+            {"account": key, "name": name, "from": servers, "issued_at": iat} for key, name, _, iat, servers in newer
+        ]
+        report.push = push(store, [u["name"] for u in report.updated], timeout=timeout)
     return report
+
+
+# --- a node starts from the newest JWTs -------------------------------------------------------------------
+
+
+@dataclass
+class CatchUp:
+    """What the running peers of a node hold newer than the store, and what its resolver folder starts from.
+
+    ``peers``: one row per peer asked (``server``, ``ok``, ``message``); ``caught_up``: the accounts taken
+    from peers (``account``, ``name``, ``from``: the peers holding that JWT, ``issued_at``); ``refused``: peer
+    JWTs not taken (they do not verify, or two differ in the same second); ``kept``: accounts whose copy in
+    the node's own resolver folder is newer still, and verified; ``replaced``: folder copies that did not
+    verify (another operator's, or signed by a key the operator dropped), replaced.  ``tokens`` (account key -> JWT) is what the node must hold.
+    """
+
+    node: str
+    peers: list[dict] = field(default_factory=list)
+    caught_up: list[dict] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)
+    replaced: list[dict] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)  # account keys whose resolver file was written
+
+    def silent_peers(self) -> list[str]:
+        return [r["server"] for r in self.peers if not r["ok"]]
+
+    def to_dict(self) -> dict:
+        return {
+            "node": self.node,
+            "peers": self.peers,
+            "caught_up": self.caught_up,
+            "refused": self.refused,
+            "kept": self.kept,
+            "replaced": self.replaced,
+        }
+
+
+def catch_up(store: Store, node_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> CatchUp:
+    """Ask the running full-resolver nodes of the store other than ``node_id`` for account JWTs newer than the
+    store's.  For each account of the store, the newest verified one (a larger ``iat``) is in ``tokens``.
+
+    Every peer is asked at once; each connect and request is bounded by ``timeout``; a peer that does not
+    answer is named in ``peers``.  Nothing is written.
+    """
+    report = CatchUp(node_id)
+    peers = [n for _, n in _running(store) if n.resolver == "full" and n.id != node_id]
+    if not peers:
+        return report
+    held = _held_by(store, peers, timeout, report.peers)
+    op = store.operator()
+    for ent in store.accounts(op.name):
+        candidates: list[tuple[int, str, str]] = []
+        for server, token in sorted(held.get(ent.public_key, {}).items()):
+            state, iat, message = _compare(op.claims, ent.public_key, (ent.token, ent.claims.issued_at), token)
+            if state == "refused":
+                report.refused.append(
+                    {"account": ent.public_key, "name": ent.name, "server": server, "message": message}
+                )
+            elif state == "server newer":
+                candidates.append((iat, token, server))
+        newest = _newest(candidates, ent.public_key, ent.name, report.refused) if candidates else None
+        if newest is not None:
+            token, iat, servers = newest
+            report.tokens[ent.public_key] = token
+            report.caught_up.append({"account": ent.public_key, "name": ent.name, "from": servers, "issued_at": iat})
+    return report
+
+
+def seed_resolver(store: Store, node: Node, report: CatchUp) -> None:
+    """Before ``node`` starts: make its resolver folder hold, for every account of the store, the newest JWT.
+
+    That is the peers' newer JWT from ``report``, else the store's, unless the folder's own copy is newer still
+    and verifies (then it is kept).  Any other copy in the folder is replaced, also one that does not verify
+    (the preload would lose to it when its ``iat`` is larger).  With no copy in the folder and nothing newer
+    than the store, nothing is written: the preload writes the store's.  Afterwards ``report.tokens`` is what
+    the node must hold, and ``report.written`` the accounts whose file was written.
+    """
+    folder = resolver_dir(store, node)
+    op = store.operator()
+    caught = {c["account"]: c["issued_at"] for c in report.caught_up}
+    for ent in store.accounts(op.name):
+        key = ent.public_key
+        want = report.tokens.get(key, ent.token)
+        want_iat = caught.get(key, ent.claims.issued_at)
+        report.tokens[key] = want
+        path = folder / f"{key}.jwt"
+        have = _read_jwt(path)
+        if have == want or (not have and key not in caught):
+            continue
+        if have:
+            try:
+                have_iat = check_account_jwt(op.claims, have, key).issued_at
+            except JWTError as exc:
+                report.replaced.append({"account": key, "name": ent.name, "message": str(exc)})
+            else:
+                if have_iat > want_iat:
+                    report.kept.append({"account": key, "name": ent.name, "issued_at": have_iat})
+                    report.tokens[key] = have
+                    continue
+        atomic_write(path, want)
+        report.written.append(key)
+
+
+def confirm_resolver(store: Store, node: Node, report: CatchUp, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """After ``node`` started: it holds every JWT of ``report.tokens`` (or a newer one that verifies).
+
+    Its resolver folder is read; when :func:`seed_resolver` wrote any file, the node is also asked
+    (``$SYS.REQ.CLAIMS.LIST``, its own answer, bounded by ``timeout``) whether it lists those accounts.
+    Raises :class:`ServerError` naming what it does not hold.
+    """
+    folder = resolver_dir(store, node)
+    op = store.operator()
+    short = []
+    for key, want in report.tokens.items():
+        have = _read_jwt(folder / f"{key}.jwt")
+        if have == want:
+            continue
+        try:
+            if (
+                have
+                and check_account_jwt(op.claims, have, key).issued_at > check_account_jwt(op.claims, want).issued_at
+            ):
+                continue  # something newer reached it since it started
+        except JWTError:
+            pass
+        short.append(key)
+    if not short and report.written:
+        results: list[dict] = []
+        listed = _held_by(store, [node], timeout, results)
+        if not results[0]["ok"]:
+            raise ServerError(f"node {node.id}: cannot confirm the account JWTs it holds: {results[0]['message']}")
+        short = [k for k in report.written if k not in listed]
+    if short:
+        names = {e.public_key: e.name for e in store.accounts(op.name)}
+        raise ServerError(
+            f"node {node.id} does not hold the newest JWT of account(s) {', '.join(names.get(k, k) for k in short)}"
+        )

@@ -1,7 +1,8 @@
 """Supervised nodes: start, stop, reload and inspect the nats-server of a node by its pid file.
 
     >>> sup = Supervisor(store, "a")
-    >>> sup.up()          # render + check, refuse busy ports, start, wait for /healthz
+    >>> sup.up()          # render + check, refuse busy ports, take newer JWTs from running peers, start,
+                          # wait for /healthz, confirm it holds the newest account JWTs
     >>> sup.reload()      # re-render + check, SIGHUP, confirm the server loaded the new config
     >>> sup.status()["routes"]
     >>> sup.down()
@@ -100,16 +101,38 @@ class Supervisor:
     def render(self) -> Path:
         return render_node(self.store, self.node_id, binary=self.binary)
 
-    def up(self, timeout: float = 20.0) -> NodeStatus:
-        """Start the node; refuses busy ports before starting, so no stray process is left behind."""
+    def up(self, timeout: float = 20.0, *, peer_timeout: float = 3.0) -> NodeStatus:
+        """Start the node from the newest account JWTs; refuses busy ports before starting, so no stray process
+        is left behind.
+
+        Before it starts, the running peers (the store's other running full-resolver nodes) are asked for
+        account JWTs newer than the store's (each bounded by ``peer_timeout``), and those go into its resolver
+        folder (:func:`dchat_ops.runtime.push.catch_up`, :func:`~dchat_ops.runtime.push.seed_resolver`), so
+        it refuses a user revoked while it was down from its first second.  It is ready once ``/healthz`` is
+        ok and it holds those JWTs; otherwise it is stopped again and :class:`ServerError` says why.  A
+        memory-resolver node starts from the store only: when peers hold newer JWTs it is not started.
+        ``status().data["catch_up"]`` says what was caught up from which peer, and which peers did not answer.
+        """
         if self.running():
             return self.status()
+        # push reaches the nodes through supervisors, so it is imported when a node starts
+        from dchat_ops.runtime import push
+
         node = self.node()
         self.render()
         for what, port in node.ports():
             host = node.host if what == "client" else "127.0.0.1"
             if port_in_use(port, host if host not in ("0.0.0.0", "") else "0.0.0.0"):
                 raise ServerError(f"node {self.node_id}: {what} port {port} is already in use")
+        caught = push.catch_up(self.store, self.node_id, timeout=peer_timeout)
+        if node.resolver == "full":
+            push.seed_resolver(self.store, node, caught)
+        elif caught.caught_up:
+            newer = ", ".join(f"{c['name']} (from {', '.join(c['from'])})" for c in caught.caught_up)
+            raise ServerError(
+                f"node {self.node_id}: running peers hold newer account JWTs than the store: {newer}; a "
+                "memory-resolver node starts from the store only: run 'dchat-ops pull --update' first"
+            )
         self.pid_file.unlink(missing_ok=True)
         srv = ServerProcess.start(
             self.config_path,
@@ -121,7 +144,15 @@ class Supervisor:
         )
         if srv.popen is not None:
             srv.popen.returncode = 0  # detached: the supervisor tracks it by pid from now on
-        return self.status()
+        if node.resolver == "full":
+            try:
+                push.confirm_resolver(self.store, node, caught, timeout=peer_timeout)
+            except DchatOpsError:
+                self.down()  # not ready: it must not serve older JWTs than it should
+                raise
+        st = self.status()
+        st.data = {**(st.data or {}), "catch_up": caught.to_dict()}
+        return st
 
     def down(self, timeout: float = 10.0) -> bool:
         """Stop the node gracefully; False when it was not running."""
