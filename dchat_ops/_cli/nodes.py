@@ -40,7 +40,8 @@ def _gateways(values) -> list[tuple[str, str]]:
 @click.option("--no-cluster", is_flag=True, help="A node without routes (a leaf or a lone server).")
 @click.option(
     "--advertise",
-    help="host[:port] other nodes should use to reach this one (default: detected when --host is 0.0.0.0).",
+    help="host[:port] other nodes should use to reach this one: advertised to the cluster, and to leaf nodes"
+    " with --leaf-port (default: detected when --host is 0.0.0.0).",
 )
 @click.option("--seed-route", multiple=True, help="nats-route://host:port of any node already in the cluster.")
 @click.option("--gateway", multiple=True, help="NAME=nats://host:port of another cluster's gateway.")
@@ -140,6 +141,11 @@ def node_list(c: Ctx, as_json):
             [
                 f"{r['id']:<20} "
                 + (r["error"] if r.get("error") else "running pid " + str(r["pid"]) if r["running"] else "stopped")
+                + (
+                    f", {_plural(len(r['warnings']), 'warning')}: dchat-ops node status {r['id']}"
+                    if r.get("warnings")
+                    else ""
+                )
                 for r in rows
             ]
             or ["no nodes; add one with 'dchat-ops node add'"]
@@ -171,15 +177,36 @@ def node_render(c: Ctx, node_id):
     note(f"wrote {render_node(c.store(), node_id)}")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _status_lines(d: dict) -> list[str]:
     warnings = list(d.get("warnings") or [])
     if not d["running"]:
         return [f"node {d['id']}: stopped", *warnings]
+    links = d.get("links") or {}
+    gist = []  # a node that is not connected as it should be is never called simply healthy
+    if links.get("isolated"):
+        gist.append("isolated")
+    elif links.get("missing"):
+        gist.append("no route to " + ", ".join(links["missing"]))
+    if links.get("leaf_remotes_down"):
+        gist.append("leaf connection down")
+    state = "healthy" if d["healthy"] else "NOT healthy"
+    if gist:
+        state += " but " + "; ".join(gist)
+    if warnings:
+        state += f" ({_plural(len(warnings), 'warning')})"
+    servers = links.get("servers") or []
+    of_cluster = f"; {len(links.get('routes_to') or [])} of {len(servers)} servers of cluster {links.get('cluster')}"
     return [
+        f"node {d['id']}: running (pid {d['pid']}), {state}",
         *warnings,
-        f"node {d['id']}: running (pid {d['pid']}), {'healthy' if d['healthy'] else 'NOT healthy'}",
         f"  server {d.get('server_name')} nats-server {d.get('version')}, {d.get('connections')} connections",
-        f"  routes to {', '.join(d.get('routes') or []) or '-'} ({d.get('route_count')} connections)",
+        f"  routes to {', '.join(d.get('routes') or []) or '-'} ({d.get('route_count')} connections"
+        + (of_cluster if links.get("cluster") else "")
+        + ")",
         f"  gateways {', '.join(d.get('gateways') or []) or '-'};"
         f" leaf nodes {', '.join(leaf['name'] or '?' for leaf in d.get('leafnodes') or []) or '-'}",
     ]
@@ -208,7 +235,7 @@ def _catch_up_lines(c: dict) -> list[str]:
 @pass_ctx
 def node_up(c: Ctx, node_id, binary, as_json):
     """Start a node's nats-server from the newest account JWTs (the store's, or newer ones its running peers
-    hold) and wait until it is healthy and holds them."""
+    hold); wait until it is healthy and holds them, and (a few seconds at most) for its routes."""
     from dchat_ops.runtime.supervisor import Supervisor
 
     sup = Supervisor(c.store(), node_id, binary=binary)
@@ -243,7 +270,7 @@ def node_down(c: Ctx, node_id, as_json):
 @json_option
 @pass_ctx
 def node_status(c: Ctx, node_id, as_json):
-    """Health, routes, gateways and leaf nodes of a node (from its monitoring endpoints)."""
+    """Health, routes, gateways and leaf nodes of a node, and warnings: isolated, missing routes, leaf down."""
     from dchat_ops.runtime.supervisor import Supervisor
 
     st = Supervisor(c.store(), node_id).status().to_dict()

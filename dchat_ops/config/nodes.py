@@ -206,11 +206,13 @@ def add_node(
         account=account,
         user=node_id,
     )
+    addr = why = ""
+    if (cluster or leaf_port) and (host in ("0.0.0.0", "::") or advertise):
+        addr, why = choose_advertise(local_addresses() if not advertise else [], advertise)
     if cluster:
         cport = cluster_port or _pick_port(used, host)
         cl = {"name": cluster_name, "port": cport, "routes": list(seed_routes)}
-        if host in ("0.0.0.0", "::") or advertise:
-            addr, why = choose_advertise(local_addresses() if not advertise else [], advertise)
+        if addr:
             cl["advertise"] = addr if ":" in addr.rsplit("]", 1)[-1] else f"{addr}:{cport}"
             messages.append(f"advertising {cl['advertise']} to the cluster: {why}")
         nf.set(("cluster",), cl)
@@ -224,6 +226,9 @@ def add_node(
         lf: dict = {}
         if leaf_port:
             lf["port"] = leaf_port
+            if addr:  # a hub tells its leaf nodes where to reconnect: the address they can reach
+                lf["advertise"] = host_port(host_of(addr), leaf_port)
+                messages.append(f"advertising {lf['advertise']} to leaf nodes: {why}")
         if leaf_of:
             lf["remotes"] = [{"urls": list(leaf_of), "account": account, "user": node_id}]
         nf.set(("leafnodes",), lf)

@@ -4,7 +4,8 @@
     >>> sup.up()          # render + check, refuse busy ports, take newer JWTs from running peers, start,
                           # wait for /healthz, confirm it holds the newest account JWTs
     >>> sup.reload()      # re-render + check, SIGHUP, confirm the server loaded the new config
-    >>> sup.status()["routes"]
+    >>> sup.status().data["routes"]
+    >>> sup.status().warnings   # e.g. isolated: no route to its seeds; no route to a peer; leaf down
     >>> sup.down()
 
 Files: ``run/<id>/nats-server.conf``, ``nats-server.pid``, ``nats-server.log``.
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import Optional
 
 from dchat_ops.config import nodes
-from dchat_ops.config.node import NodeFile
+from dchat_ops.config.node import Node, NodeFile, read_nodes
 from dchat_ops.config.nodes import render_node, run_dir
 from dchat_ops.config.tls import tls_warnings
 from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.natsbin import port_in_use
 from dchat_ops.nsc.store import Store
+from dchat_ops.runtime.health import Links, check_links
 from dchat_ops.runtime.process import (
     HEALTHZ,
     ServerProcess,
@@ -35,16 +37,26 @@ from dchat_ops.runtime.process import (
     stop_pid,
 )
 
-__all__ = ["NodeStatus", "Supervisor", "chain", "reload_running", "wait_jetstream_leader"]
+__all__ = ["LINK_WAIT", "NodeStatus", "Supervisor", "chain", "reload_running", "wait_jetstream_leader"]
+
+LINK_WAIT = 2.5  # seconds ``up`` waits for a node's routes and leaf connections before it reports
 
 
 @dataclass
 class NodeStatus:
+    """A node as its monitoring port shows it.  ``healthy`` is ``/healthz``; ``warnings`` say what else is
+    wrong (an isolated node, a missing route or leaf connection, TLS), also under ``data["warnings"]``."""
+
     id: str
     running: bool
     pid: Optional[int] = None
     healthy: bool = False
     data: Optional[dict] = None
+    links: Optional[Links] = None
+
+    @property
+    def warnings(self) -> list[str]:
+        return list((self.data or {}).get("warnings") or [])
 
     def to_dict(self) -> dict:
         d = {"id": self.id, "running": self.running, "pid": self.pid, "healthy": self.healthy}
@@ -101,7 +113,7 @@ class Supervisor:
     def render(self) -> Path:
         return render_node(self.store, self.node_id, binary=self.binary)
 
-    def up(self, timeout: float = 20.0, *, peer_timeout: float = 3.0) -> NodeStatus:
+    def up(self, timeout: float = 20.0, *, peer_timeout: float = 3.0, link_wait: float = LINK_WAIT) -> NodeStatus:
         """Start the node from the newest account JWTs; refuses busy ports before starting, so no stray process
         is left behind.
 
@@ -112,6 +124,9 @@ class Supervisor:
         ok and it holds those JWTs; otherwise it is stopped again and :class:`ServerError` says why.  A
         memory-resolver node starts from the store only: when peers hold newer JWTs it is not started.
         ``status().data["catch_up"]`` says what was caught up from which peer, and which peers did not answer.
+
+        Once healthy, waits up to ``link_wait`` seconds for its routes and leaf connections
+        (:meth:`wait_links`); what is still missing then is in the status's warnings.
         """
         if self.running():
             return self.status()
@@ -150,9 +165,19 @@ class Supervisor:
             except DchatOpsError:
                 self.down()  # not ready: it must not serve older JWTs than it should
                 raise
-        st = self.status()
+        st = self.wait_links(link_wait)
         st.data = {**(st.data or {}), "catch_up": caught.to_dict()}
         return st
+
+    def wait_links(self, bound: float = LINK_WAIT) -> NodeStatus:
+        """The status once the node's routes and leaf connections are up, or after ``bound`` seconds
+        with warnings that say which are not (a node that runs alone does not fail)."""
+        deadline = time.monotonic() + bound
+        while True:
+            st = self.status()
+            if st.links is None or st.links.settled or time.monotonic() >= deadline:
+                return st
+            time.sleep(0.1)
 
     def down(self, timeout: float = 10.0) -> bool:
         """Stop the node gracefully; False when it was not running."""
@@ -205,15 +230,17 @@ class Supervisor:
     def status(self) -> NodeStatus:
         pid = self.pid()
         if pid is None:
-            return NodeStatus(self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store)})
+            return NodeStatus(
+                self.node_id, False, data={"warnings": tls_warnings(self.node(), self.store), "links": None}
+            )
         node = self.node()
         base = nodes.monitor_url(node)
         code, _ = http_json(base + HEALTHZ)
         st = NodeStatus(self.node_id, True, pid, healthy=(code == 200))
         _, varz = http_json(base + "/varz")
-        _, routez = http_json(base + "/routez")
+        rcode, routez = http_json(base + "/routez")
         _, gatewayz = http_json(base + "/gatewayz")
-        _, leafz = http_json(base + "/leafz")
+        lcode, leafz = http_json(base + "/leafz")
         routes = routez.get("routes") or []
         st.data = {
             "server_name": varz.get("server_name"),
@@ -227,9 +254,33 @@ class Supervisor:
             "leafnodes": [{"name": lf.get("name"), "account": lf.get("account")} for lf in (leafz.get("leafs") or [])],
             "monitor_url": base,
         }
-
-        st.data["warnings"] = tls_warnings(node, self.store)
+        link_warnings: list[str]
+        if rcode == 200 and lcode == 200:
+            st.links = check_links(
+                self.store, node, routez=routez, leafz=leafz, peers=self._running_peers(node), log_file=self.log_file
+            )
+            link_warnings = st.links.warnings
+        else:
+            link_warnings = [
+                f"WARNING: node {self.node_id}: its monitoring port did not answer; routes and leaf connections unknown"
+            ]
+        st.data["links"] = st.links.to_dict() if st.links else None
+        st.data["warnings"] = link_warnings + tls_warnings(node, self.store)
         return st
+
+    def _running_peers(self, node: Node) -> list[Node]:
+        """The running nodes of this store in the same cluster as ``node``."""
+        if not node.cluster:
+            return []
+        name = node.cluster["name"]
+        return [
+            other
+            for nid, other in read_nodes(self.store).items()
+            if nid != node.id
+            and other.cluster
+            and other.cluster["name"] == name
+            and Supervisor(self.store, nid).running()
+        ]
 
     def logs(self, lines: int = 50) -> list[str]:
         if not self.log_file.exists():
