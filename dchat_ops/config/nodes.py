@@ -16,6 +16,7 @@ subjects flow into the node from the rest of the cluster).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -63,6 +64,7 @@ __all__ = [
     "monitor_url",
     "node_user_spec",
     "render_node",
+    "route_imports",
     "route_url",
     "run_dir",
     "server_config",
@@ -282,6 +284,13 @@ def route_imports(node: Node) -> Optional[dict]:
     return {"import": imports, "export": {}}
 
 
+def _route_permissions(node: Node, export_deny: Sequence[str]) -> Optional[dict]:
+    perms = route_imports(node)
+    if not export_deny:
+        return perms
+    return {**(perms or {}), "export": {"deny": list(dict.fromkeys(export_deny))}}
+
+
 def route_url(store: Store, node_id: str) -> str:
     """The URL other nodes use to join through ``node_id``."""
     n = NodeFile.load(store, node_id).node
@@ -309,8 +318,13 @@ def monitor_url(node: Node) -> str:
     return host_url("http", dial_host(monitor_host(node)), node.monitor_port)
 
 
-def server_config(store: Store, node: Node) -> ServerConfig:
-    """The nats-server config of ``node``: operator mode, every account preloaded, its topology."""
+def server_config(store: Store, node: Node, *, route_export_deny: Sequence[str] = ()) -> ServerConfig:
+    """The nats-server config of ``node``: operator mode, every account preloaded, its topology.
+
+    ``route_export_deny`` renders a temporary route export deny (subjects whose interest the node
+    refuses from its routes); only :func:`dchat_ops.runtime.interest.reannounce` uses it, to make the
+    node's peers announce their interest in those subjects again when it is lifted.
+    """
     op = store.operator()
     rd = run_dir(store, node.id)
     preload = {acc.public_key: acc.token for acc in store.accounts(op.name)}
@@ -350,7 +364,7 @@ def server_config(store: Store, node: Node) -> ServerConfig:
             "routes": routes,
             "no_advertise": c.get("no_advertise"),
             "connect_retries": c.get("connect_retries"),
-            "permissions": route_imports(node),
+            "permissions": _route_permissions(node, route_export_deny),
         }
     if node.gateway:
         g = node.gateway
@@ -401,8 +415,18 @@ def check_port_clashes(store: Store, node: Node) -> None:
                 )
 
 
-def render_node(store: Store, node_id: str, *, binary: Optional[str] = None, node: Optional[Node] = None) -> Path:
-    """Check the node (ours and ``nats-server -t``) and write ``run/<id>/nats-server.conf`` atomically."""
+def render_node(
+    store: Store,
+    node_id: str,
+    *,
+    binary: Optional[str] = None,
+    node: Optional[Node] = None,
+    route_export_deny: Sequence[str] = (),
+) -> Path:
+    """Check the node (ours and ``nats-server -t``) and write ``run/<id>/nats-server.conf`` atomically.
+
+    ``route_export_deny``: see :func:`server_config` (a temporary config, never the node's own).
+    """
     node = node or NodeFile.load(store, node_id).node
     check_port_clashes(store, node)
     if node.leafnodes:
@@ -416,7 +440,7 @@ def render_node(store: Store, node_id: str, *, binary: Optional[str] = None, nod
         store.user(node.account, node.user)
     except StoreError as exc:
         raise ConfigError(f"node {node.id}: identity user: {exc}") from None
-    cfg = server_config(store, node)
+    cfg = server_config(store, node, route_export_deny=route_export_deny)
     semantic_check(cfg)
     path = run_dir(store, node.id) / "nats-server.conf"
     write_and_check(cfg, path, binary=binary, header=f"node {node.id}")
