@@ -117,6 +117,18 @@ async def test_existing_subscriptions_hear_every_peer_after_live_allow_sub_and_n
             await pubs[node].flush()
             assert await until(lambda: node in inbox[node].of(subject))  # noqa: B023
         assert misses == [] and leaks == []
+
+        if size == 3:
+            # a queue subscription from before: nats-server re-sends it without its queue weight,
+            # which the peer refuses by closing that route; the route reconnects with the full
+            # interest, and allow-sub waits for that
+            node, others = ids[0], ids[1:]
+            await subs[node].subscribe("orders.*", queue="workers", cb=inbox[node].cb("orders"))
+            await subs[node].flush()
+            r = await asyncio.to_thread(apply_node_edit, store, node, "allow-sub", "orders.*")
+            assert r.outcome == "live", (r.steps, r.messages)
+            await publish_from(pubs, others, "orders.new", fence=False)
+            assert await until(lambda: inbox[node].of("orders") == set(others)), inbox[node].got
     finally:
         for nc in conns:
             await nc.close()

@@ -282,7 +282,8 @@ CONNECT_TIMEOUT = 2.0  # seconds for the node user's connection that tries the n
 # re-announced at once (re-announcing a peer that was merely slow costs nothing but its short deny).
 SETTLE_MIN_S = 0.05
 SETTLE_MAX_S = 0.5
-CONFIRM_TIMEOUT = 2.0  # seconds peers get to show the change after a re-announce or a restart
+CONFIRM_TIMEOUT = 3.0  # seconds peers get to show the change after a re-announce or a restart (a route
+# that nats-server closed on a re-sent queue subscription reconnects within about a second)
 ROUTES_TIMEOUT = 10.0  # seconds a restarted node gets to be routed again to the peers it had
 REMOVE_BUDGET = 1.5  # seconds of repeated re-announce reloads on one peer to make it drop interest
 
