@@ -1,21 +1,38 @@
-"""What allow-sub costs on a running 2-node cluster, live (reload) and with --restart (the original way).
+"""What allow-sub costs on running clusters on loopback, and whether it takes effect everywhere.
 
-A receiver on node b follows its node user's creds (ManagedClient) and listens on an already-allowed
-subject; a publisher on node a sends numbered messages there every 2 ms and also publishes on a new
-subject.  From the moment allow-sub for the new subject starts, we time the first message received on
-it, and count the numbered messages the receiver never got.
+Two-node cluster (median of 5 runs each): a receiver on node b follows its node user's creds
+(ManagedClient) and listens on an already-allowed subject; a publisher on node a sends numbered
+messages there every 2 ms and also publishes on a new subject.  From the moment allow-sub for the
+new subject starts, we time the first message received on it, and count the numbered messages the
+receiver never got.
 
-Prints (median of 5 runs each):
-  live_effect_ms: N      command start -> first message on the new subject, live apply
-  live_lost: N           numbered messages lost meanwhile on the already-allowed subject
-  restart_effect_ms: N   the same with --restart
+Three-node chain (a <- b <- c, a full mesh by gossip), 50 allow-subs of fresh subjects, in turn on
+each node: a subscriber on the node subscribed to the subject before its policy allowed it (its
+user's JWT allows everything); after allow-sub returns, every other node publishes one message on
+the subject.  nats-server announces such existing subscriptions to one route peer only; allow-sub
+reports "live" only once every peer holds the interest (see docs/permissions.md).
+
+Prints:
+  live_effect_ms: N        2 nodes: command start -> first message on the new subject, live apply
+  live_lost: N             2 nodes: numbered messages lost meanwhile on the already-allowed subject
+  restart_effect_ms: N     the same with --restart
   restart_lost: N
+  live_confirmed_ms: N     3 nodes: command start -> allow-sub returned, confirmed on every peer (median)
+  live_confirmed_max_ms: N the slowest of those
+  existing_sub_misses: N   3 nodes: subjects whose pre-existing subscriber did not get the message of
+                           every other node within 1 s after allow-sub returned (the bar is 0)
+  live_fallbacks: N        3 nodes: allow-subs that had to fall back to restarting the node
+
+Each measurement builds its own cluster; to add one, write a function returning its figures and
+list it in MEASUREMENTS.
 """
 
 import asyncio
 import shutil
 import statistics
 import time
+from contextlib import contextmanager
+from typing import Optional
 
 from _common import work_dir
 
@@ -23,10 +40,13 @@ from dchat_ops.config.node import NodeFile, inbox_prefix
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
-from dchat_ops.runtime.client import ManagedClient, connect
+from dchat_ops.runtime.client import ManagedClient, connect, connect_node
+from dchat_ops.runtime.interest import route_peers
 from dchat_ops.runtime.supervisor import chain
 
 RUNS = 5
+EXISTING_RUNS = 50
+MISS_AFTER_S = 1.0
 
 
 def url(store, nid):
@@ -84,7 +104,7 @@ async def one_run(store, mode: str, k: int) -> tuple[float, int]:
     return (t_first - t0) * 1000, lost
 
 
-async def main_async(store) -> dict:
+async def two_node_runs(store) -> dict:
     out = {}
     for mode in ("live", "restart"):
         effects, losses = [], []
@@ -97,26 +117,90 @@ async def main_async(store) -> dict:
     return out
 
 
-def main() -> None:
+def two_nodes() -> dict:
+    with cluster(["a", "b"], allow={"b": ["room.steady"]}) as store:
+        return asyncio.run(two_node_runs(store))
+
+
+async def existing_runs(store, ids: list[str]) -> dict:
+    creds = store.creds_path("dchat", "chat", "default")  # a user whose JWT allows every subject
+    subs = {n: await connect_node(store, n, creds=creds) for n in ids}
+    pubs = {n: await connect_node(store, n, creds=creds) for n in ids}
+    confirmed, misses, fallbacks = [], 0, 0
+    for k in range(EXISTING_RUNS):
+        node = ids[k % len(ids)]
+        others = [n for n in ids if n != node]
+        subject = f"room.pre{k}"
+        heard: set[str] = set()
+        done = asyncio.Event()
+
+        async def on_msg(msg, heard=heard, done=done, others=others):
+            heard.add(msg.data.decode())
+            if heard >= set(others):
+                done.set()
+
+        await subs[node].subscribe(subject, cb=on_msg)
+        await subs[node].flush()
+        t0 = time.perf_counter()
+        r = await asyncio.to_thread(apply_node_edit, store, node, "allow-sub", subject)
+        confirmed.append((time.perf_counter() - t0) * 1000)
+        fallbacks += r.outcome != "live"
+        for n in others:
+            await pubs[n].publish(subject, n.encode())
+            await pubs[n].flush()
+        try:
+            await asyncio.wait_for(done.wait(), MISS_AFTER_S)
+        except asyncio.TimeoutError:
+            misses += 1
+    for nc in (*subs.values(), *pubs.values()):
+        await nc.close()
+    return {
+        "live_confirmed_ms": statistics.median(confirmed),
+        "live_confirmed_max_ms": max(confirmed),
+        "existing_sub_misses": misses,
+        "live_fallbacks": fallbacks,
+    }
+
+
+def existing_subscriptions() -> dict:
+    ids = ["a", "b", "c"]
+    with cluster(ids) as store:
+        return asyncio.run(existing_runs(store, ids))
+
+
+@contextmanager
+def cluster(ids: list[str], allow: Optional[dict[str, list[str]]] = None):
+    """A fresh store with a started chain of ``ids`` (``allow``: subjects allowed before the start)."""
     root = work_dir()
     store = Store(root / "home")
     sups = []
     try:
         admin.init(store)
-        sups.extend(chain(store, ["a", "b"], start=False))
-        apply_node_edit(store, "b", "allow-sub", "room.steady")
+        sups.extend(chain(store, ids, start=False))
+        for nid, subjects in (allow or {}).items():
+            for s in subjects:
+                apply_node_edit(store, nid, "allow-sub", s)
         for sup in sups:
             sup.up()
-        time.sleep(1.0)
-        out = asyncio.run(main_async(store))
+        deadline = time.monotonic() + 10
+        while any(len(route_peers(s.monitor_url)[1]) < len(ids) - 1 for s in sups):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not form within 10 s")
+            time.sleep(0.05)
+        yield store
     finally:
         for sup in sups:
             sup.down()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"live_effect_ms: {out['live_effect_ms']:.0f}")
-    print(f"live_lost: {out['live_lost']:.0f}")
-    print(f"restart_effect_ms: {out['restart_effect_ms']:.0f}")
-    print(f"restart_lost: {out['restart_lost']:.0f}")
+
+
+MEASUREMENTS = [two_nodes, existing_subscriptions]
+
+
+def main() -> None:
+    for measure in MEASUREMENTS:
+        for name, value in measure().items():
+            print(f"{name}: {value:.0f}", flush=True)
 
 
 if __name__ == "__main__":

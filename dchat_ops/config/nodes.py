@@ -69,6 +69,7 @@ __all__ = [
     "monitor_url",
     "node_user_spec",
     "render_node",
+    "route_imports",
     "route_url",
     "run_dir",
     "server_config",
@@ -366,6 +367,13 @@ def route_imports(node: Node, leaves: Sequence[Node] = ()) -> Optional[dict]:
     return {"import": imports, "export": {}}
 
 
+def _route_permissions(node: Node, leaves: Sequence[Node], export_deny: Sequence[str]) -> Optional[dict]:
+    perms = route_imports(node, leaves)
+    if not export_deny:
+        return perms
+    return {**(perms or {}), "export": {"deny": list(dict.fromkeys(export_deny))}}
+
+
 def route_url(store: Store, node_id: str) -> str:
     """The URL other nodes use to join through ``node_id``."""
     n = NodeFile.load(store, node_id).node
@@ -393,12 +401,18 @@ def monitor_url(node: Node) -> str:
     return host_url("http", dial_host(monitor_host(node)), node.monitor_port)
 
 
-def server_config(store: Store, node: Node, *, leaf_remotes_disabled: bool = False) -> ServerConfig:
+def server_config(
+    store: Store, node: Node, *, leaf_remotes_disabled: bool = False, route_export_deny: Sequence[str] = ()
+) -> ServerConfig:
     """The nats-server config of ``node``: operator mode, every account preloaded, its topology.
 
-    ``leaf_remotes_disabled`` renders its leafnode remotes disabled: reloading that, then the normal
-    config, re-establishes its leaf connections at once with the current creds (see
-    :func:`dchat_ops.runtime.supervisor.Supervisor.relink_leaves`)."""
+    Two temporary variants, never the node's own config: ``leaf_remotes_disabled`` renders its
+    leafnode remotes disabled (reloading that, then the normal config, re-establishes its leaf
+    connections at once with the current creds: :func:`dchat_ops.runtime.leaf.relink_leaves`);
+    ``route_export_deny`` renders a route export deny (subjects whose interest the node refuses from
+    its routes; only :func:`dchat_ops.runtime.interest.reannounce` uses it, to make the node's peers
+    announce their interest in those subjects again when it is lifted).
+    """
     op = store.operator()
     rd = run_dir(store, node.id)
     preload = {acc.public_key: acc.token for acc in store.accounts(op.name)}
@@ -438,7 +452,7 @@ def server_config(store: Store, node: Node, *, leaf_remotes_disabled: bool = Fal
             "routes": routes,
             "no_advertise": c.get("no_advertise"),
             "connect_retries": c.get("connect_retries"),
-            "permissions": route_imports(node, hosted_leaves(store, node)),
+            "permissions": _route_permissions(node, hosted_leaves(store, node), route_export_deny),
         }
     if node.gateway:
         g = node.gateway
@@ -495,8 +509,12 @@ def render_node(
     binary: Optional[str] = None,
     node: Optional[Node] = None,
     leaf_remotes_disabled: bool = False,
+    route_export_deny: Sequence[str] = (),
 ) -> Path:
-    """Check the node (ours and ``nats-server -t``) and write ``run/<id>/nats-server.conf`` atomically."""
+    """Check the node (ours and ``nats-server -t``) and write ``run/<id>/nats-server.conf`` atomically.
+
+    ``leaf_remotes_disabled``, ``route_export_deny``: see :func:`server_config` (temporary configs).
+    """
     node = node or NodeFile.load(store, node_id).node
     check_port_clashes(store, node)
     if node.leafnodes:
@@ -510,7 +528,7 @@ def render_node(
         store.user(node.account, node.user)
     except StoreError as exc:
         raise ConfigError(f"node {node.id}: identity user: {exc}") from None
-    cfg = server_config(store, node, leaf_remotes_disabled=leaf_remotes_disabled)
+    cfg = server_config(store, node, leaf_remotes_disabled=leaf_remotes_disabled, route_export_deny=route_export_deny)
     semantic_check(cfg)
     path = run_dir(store, node.id) / "nats-server.conf"
     write_and_check(cfg, path, binary=binary, header=f"node {node.id}")
