@@ -22,6 +22,11 @@ Prints:
   existing_sub_misses: N   3 nodes: subjects whose pre-existing subscriber did not get the message of
                            every other node within 1 s after allow-sub returned (the bar is 0)
   live_fallbacks: N        3 nodes: allow-subs that had to fall back to restarting the node
+  leaf_effect_ms: N        hubs h1, h2 (a cluster) and leaf phone on h1: command start -> first message,
+                           published on h2, at a subscriber on the leaf that subscribed before the
+                           allow-sub on phone (median of 5)
+  leaf_lost: N             numbered messages from h2 on an already-allowed subject that the leaf's
+                           subscriber never got meanwhile (its leaf connection is re-established)
 
 Each measurement builds its own cluster; to add one, write a function returning its figures and
 list it in MEASUREMENTS.
@@ -36,13 +41,15 @@ from typing import Optional
 
 from _common import work_dir
 
+from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile, inbox_prefix
+from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
 from dchat_ops.runtime.client import ManagedClient, connect, connect_node
 from dchat_ops.runtime.interest import route_peers
-from dchat_ops.runtime.supervisor import chain
+from dchat_ops.runtime.supervisor import Supervisor, chain
 
 RUNS = 5
 EXISTING_RUNS = 50
@@ -194,7 +201,87 @@ def cluster(ids: list[str], allow: Optional[dict[str, list[str]]] = None):
         shutil.rmtree(root, ignore_errors=True)
 
 
-MEASUREMENTS = [two_nodes, existing_subscriptions]
+async def leaf_run(store, k: int) -> tuple[float, int]:
+    creds = store.creds_path("dchat", "chat", "default")
+    subject = f"dm.leaf{k}"
+    on_leaf = await connect_node(store, "phone", creds=creds)
+    first = asyncio.get_running_loop().create_future()
+    steady: set[int] = set()
+
+    async def on_new(msg):
+        if not first.done():
+            first.set_result(time.perf_counter())
+
+    async def on_steady(msg):
+        steady.add(int(msg.data))
+
+    await on_leaf.subscribe(subject, cb=on_new)  # before the allow: the hub does not send it down yet
+    await on_leaf.subscribe("dm.steady", cb=on_steady)
+    await on_leaf.flush()
+    pub = await connect_node(store, "h2", creds=creds)
+    sent = 0
+    stop = asyncio.Event()
+
+    async def publisher():
+        nonlocal sent
+        while not stop.is_set():
+            await pub.publish("dm.steady", str(sent).encode())
+            sent += 1
+            await pub.publish(subject, b"x")
+            await asyncio.sleep(0.002)
+
+    task = asyncio.get_running_loop().create_task(publisher())
+    await asyncio.sleep(0.3)
+    t0 = time.perf_counter()
+    await asyncio.to_thread(apply_node_edit, store, "phone", "allow-sub", subject)
+    t_first = await asyncio.wait_for(first, 30)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    await pub.flush()
+    await asyncio.sleep(0.5)
+    await pub.close()
+    await on_leaf.close()
+    return (t_first - t0) * 1000, sent - len(steady)
+
+
+async def leaf_runs(store) -> dict:
+    runs = [await leaf_run(store, k) for k in range(RUNS)]
+    return {
+        "leaf_effect_ms": statistics.median(e for e, _ in runs),
+        "leaf_lost": statistics.median(lost for _, lost in runs),
+    }
+
+
+def leaf() -> dict:
+    root = work_dir()
+    store = Store(root / "home")
+    sups: list[Supervisor] = []
+    try:
+        admin.init(store)
+        h1_leaf = free_port()
+        nodes.add_node(store, "h1", cluster_name="east", leaf_port=h1_leaf)
+        nodes.add_node(
+            store, "h2", cluster_name="east", leaf_port=free_port(), seed_routes=[nodes.route_url(store, "h1")]
+        )
+        nodes.add_node(store, "phone", cluster=False, leaf_of=[f"nats-leaf://127.0.0.1:{h1_leaf}"])
+        apply_node_edit(store, "phone", "allow-sub", "dm.steady")
+        for nid in ("h1", "h2", "phone"):
+            sups.append(Supervisor(store, nid))
+            sups[-1].up()
+        deadline = time.monotonic() + 10
+        while not (sups[2].status().data["leafnodes"] and route_peers(sups[0].monitor_url)[1]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the leaf network did not form within 10 s")
+            time.sleep(0.05)
+        return asyncio.run(leaf_runs(store))
+    finally:
+        for sup in sups:
+            sup.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+MEASUREMENTS = [two_nodes, existing_subscriptions, leaf]
 
 
 def main() -> None:

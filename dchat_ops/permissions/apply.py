@@ -320,8 +320,12 @@ def _follow_leaf_change(
             confirmed = steps.run("confirm on hubs", confirm_leaf_interest, store, node, added)
             if confirmed:
                 result.messages.append(
-                    f"confirmed: hub {', '.join(confirmed)} {'holds' if len(confirmed) == 1 else 'hold'} "
-                    f"its interest in {', '.join(added)}"
+                    f"confirmed: hub {', '.join(confirmed)} and its route peers hold its interest in {', '.join(added)}"
+                )
+            else:
+                result.messages.append(
+                    f"not confirmed: node {node.id} is attached to no running hub of this store, so nothing here "
+                    f"can show that its hub holds its interest in {', '.join(added)}"
                 )
     except DchatOpsError as exc:
         detail = f"; hubs already updated: {', '.join(done)}" if done else ""

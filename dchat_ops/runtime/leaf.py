@@ -20,11 +20,13 @@ import time
 from collections.abc import Sequence
 from typing import Optional
 
+from dchat_ops._fs import atomic_write
 from dchat_ops.config.node import Node
 from dchat_ops.config.nodes import dependent_nodes, monitor_url, render_node
 from dchat_ops.errors import ServerError
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import connect_node
+from dchat_ops.runtime.interest import PeerReader, route_peers
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import Supervisor
 
@@ -51,11 +53,15 @@ def relink_leaves(store: Store, node_id: str, *, binary: Optional[str] = None, t
     if not wanted:
         return []
     before = leaf_links(sup)
+    # both configs are rendered and checked before the first reload: the connections are down only for
+    # the second reload and the reconnect
+    normal = render_node(store, node_id, binary=binary, node=node)
+    text = normal.read_text()
     try:
         render_node(store, node_id, binary=binary, node=node, leaf_remotes_disabled=True)
         sup.reload(render=False, timeout=timeout)
     finally:
-        render_node(store, node_id, binary=binary, node=node)
+        atomic_write(normal, text, force=True)
     sup.reload(render=False, timeout=timeout)
     deadline = time.monotonic() + timeout
     links: dict[int, str] = {}
@@ -84,12 +90,15 @@ def hub_leaf_interest(store: Store, hub_id: str, leaf_server_name: str) -> Optio
 
 
 def confirm_leaf_interest(store: Store, leaf: Node, subjects: Sequence[str], *, timeout: float = 5.0) -> list[str]:
-    """Subscribe to ``subjects`` on ``leaf`` as its own user and wait until every hub of this store it
-    is connected to holds that interest.  Returns those hubs; ServerError says which did not.
+    """Subscribe to ``subjects`` on ``leaf`` as its own user, and wait until the hub of this store it
+    is connected to holds that interest, and every route peer of that hub holds it from the hub.
+    Returns the hubs; ServerError says which hub or peer did not within ``timeout`` seconds.
 
     The subscriptions prove the leaf's user may make them, and create the interest if no client of
-    the leaf had it yet.
+    the leaf had it yet.  A leaf attached to no hub of this store confirms nothing: [] is returned.
     """
+    wanted = {entry.partition(" ")[0] for entry in subjects}
+    account = store.account(leaf.account).public_key
 
     async def run() -> list[str]:
         errors: list[str] = []
@@ -102,29 +111,54 @@ def confirm_leaf_interest(store: Store, leaf: Node, subjects: Sequence[str], *, 
             refused = [e for e in errors if "permissions violation" in e.lower()]
             if refused:
                 raise ServerError(f"node {leaf.id}: its own user may not subscribe: {refused[0]}")
-            wanted = {entry.partition(" ")[0] for entry in subjects}
-            # a leaf learns the other hubs of its hub's cluster and may connect to any of them
-            hubs = [h for h in dependent_nodes(store, leaf.id) if Supervisor(store, h).running()]
             deadline = time.monotonic() + timeout
-            missing: dict[str, set[str]] = {}
-            while True:
-                held = {h: await asyncio.to_thread(hub_leaf_interest, store, h, leaf.server_name) for h in hubs}
-                attached = [h for h, subs in held.items() if subs is not None]
-                missing = {h: wanted - (held[h] or set()) for h in attached if wanted - (held[h] or set())}
-                if attached and not missing:
-                    return attached
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.02)
-            if not hubs:
-                return []
-            if not missing:
-                raise ServerError(
-                    f"node {leaf.id} is not connected to any of its hubs in this store ({', '.join(hubs)})"
-                )
-            what = "; ".join(f"{h} lacks {', '.join(sorted(m))}" for h, m in missing.items())
-            raise ServerError(f"node {leaf.id}: its hubs did not take its interest within {timeout:g}s: {what}")
+            hubs = await _hubs_holding(store, leaf, wanted, deadline)
+            for hub in hubs:
+                await _peers_holding(store, hub, account, wanted, deadline)
+            return hubs
         finally:
             await nc.close()
 
     return asyncio.run(run())
+
+
+async def _hubs_holding(store: Store, leaf: Node, wanted: set[str], deadline: float) -> list[str]:
+    """The running hubs of this store that ``leaf`` is connected to, once they hold ``wanted``."""
+    # a leaf learns the other hubs of its hub's cluster and may connect to any of them
+    hubs = [h for h in dependent_nodes(store, leaf.id) if Supervisor(store, h).running()]
+    if not hubs:
+        return []
+    while True:
+        held = {h: await asyncio.to_thread(hub_leaf_interest, store, h, leaf.server_name) for h in hubs}
+        attached = [h for h, subs in held.items() if subs is not None]
+        missing = {h: wanted - (held[h] or set()) for h in attached if wanted - (held[h] or set())}
+        if attached and not missing:
+            return attached
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    if not missing:
+        raise ServerError(f"node {leaf.id} is not connected to any of its hubs in this store ({', '.join(hubs)})")
+    what = "; ".join(f"{h} lacks {', '.join(sorted(m))}" for h, m in missing.items())
+    raise ServerError(f"node {leaf.id}: its hub did not take its interest in time: {what}")
+
+
+async def _peers_holding(store: Store, hub: str, account: str, wanted: set[str], deadline: float) -> None:
+    """Wait until every route peer of ``hub`` holds ``wanted`` (in ``account``) from it."""
+    own_id, peers = await asyncio.to_thread(route_peers, monitor_url(Supervisor(store, hub).node()))
+    reader = PeerReader(store, hub)
+    try:
+        while True:
+            missing = {}
+            for peer in peers:
+                held = {i.subject for i in await reader.read(peer, own_id) if i.account == account}
+                if wanted - held:
+                    missing[str(peer)] = wanted - held
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                what = "; ".join(f"{p} lacks {', '.join(sorted(m))}" for p, m in missing.items())
+                raise ServerError(f"the route peers of hub {hub} did not take the leaf's interest in time: {what}")
+            await asyncio.sleep(0.02)
+    finally:
+        await reader.close()
