@@ -22,7 +22,7 @@ from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime import push
+from dchat_ops.runtime import held, push
 from dchat_ops.runtime.client import connect_node, refused
 from dchat_ops.runtime.supervisor import Supervisor, chain
 
@@ -60,7 +60,7 @@ async def update_directly(store: Store, node_id: str, token: str, servers: int =
 
 
 def resolver_copy(store: Store, node_id: str, account: str = "chat") -> str:
-    folder = push.resolver_dir(store, NodeFile.load(store, node_id).node)
+    folder = held.resolver_dir(store, NodeFile.load(store, node_id).node)
     return (folder / f"{store.account(account).public_key}.jwt").read_text()
 
 
@@ -96,7 +96,7 @@ async def test_a_resolver_copy_that_does_not_verify_does_not_beat_the_store(stor
     forged = acc.claims.copy()
     forged.revocations.clear()
     forged_token = encode(forged, KeyPair.generate("operator"), clock=lambda: acc.claims.issued_at + 100)
-    path = push.resolver_dir(store, NodeFile.load(store, "b").node) / f"{acc.public_key}.jwt"
+    path = held.resolver_dir(store, NodeFile.load(store, "b").node) / f"{acc.public_key}.jwt"
     revoke.revoke_user(store, "chat", "phone")
     path.write_text(forged_token)
     st = await asyncio.to_thread(pair["b"].up)

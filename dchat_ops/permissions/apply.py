@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
@@ -40,7 +39,7 @@ from dchat_ops.errors import ApplyError, DchatOpsError, ServerError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
-from dchat_ops.runtime.client import connect_node
+from dchat_ops.runtime.client import connect_node, run_sync
 from dchat_ops.runtime.interest import (
     Interest,
     PeerReader,
@@ -261,7 +260,7 @@ def apply_node_change(
             reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
         if running and (changed or reissued) and change.needs_check:
             check = _PeerCheck(store, sup, node, change, peers, steps, binary=binary)
-            restarted = _run_async(lambda: check.run(restarted_already=(changed and mode == "restart")))
+            restarted = run_sync(lambda: check.run(restarted_already=(changed and mode == "restart")))
             messages.extend(check.messages)
     except Exception as exc:
         failed = steps.current
@@ -406,16 +405,6 @@ class _Gap:
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.stale or self.error)
-
-
-def _run_async(fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-    """Run a coroutine to completion from synchronous code, also when the caller runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(fn())
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(fn())).result()
 
 
 class _PeerCheck:

@@ -16,9 +16,11 @@ import asyncio
 import hashlib
 import ssl
 from collections import Counter
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 from nats.aio.client import Client, RawCredentials
 from nats.aio.msg import Msg
@@ -41,11 +43,25 @@ __all__ = [
     "connect_node",
     "node_target",
     "refused",
+    "run_sync",
 ]
 
 DEFAULT_TIMEOUT = 5.0  # seconds a connect may take, the TLS handshake and the server's first PONG included
 _TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
 _NO_REASON = (NoServersError,)  # nats-py's last word after the real reason was reported
+_T = TypeVar("_T")
+
+
+def run_sync(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run the coroutine ``make()`` to completion from synchronous code: the one bridge from the
+    library's synchronous calls to nats-py.  Called from code inside an event loop (a node started
+    from async code), it runs on a loop of its own in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 async def _abandon(nc: Client) -> None:

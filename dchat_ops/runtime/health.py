@@ -24,11 +24,9 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Optional, TypeVar
 from urllib.parse import urlsplit
 
 from dchat_ops.config import nodes
@@ -37,7 +35,7 @@ from dchat_ops.errors import DchatOpsError
 from dchat_ops.hosts import dial_host
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import node_target
+from dchat_ops.runtime.client import node_target, run_sync
 from dchat_ops.runtime.process import http_json
 
 __all__ = ["ROUTEZ_PING", "Links", "ask_routez", "check_links", "last_error"]
@@ -143,16 +141,6 @@ def _own_route(node: Node) -> set[str]:
 _T = TypeVar("_T")
 
 
-def _run(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-    """Run a coroutine to completion, also when called from code that is inside an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with ThreadPoolExecutor(1) as pool:  # a loop runs in this thread: run in another one
-        return pool.submit(lambda: asyncio.run(make())).result()
-
-
 def ask_routez(store: Store, node: Node, want: set[str], timeout: float = PEER_TIMEOUT) -> tuple[dict[str, dict], str]:
     """``/routez`` of the servers ``want`` (ids), asked through ``node`` over the system account.
 
@@ -196,7 +184,7 @@ def ask_routez(store: Store, node: Node, want: set[str], timeout: float = PEER_T
         return got
 
     try:
-        got = _run(ask)
+        got = run_sync(ask)
     except DchatOpsError as exc:
         return {}, str(exc)
     return got, "" if got else f"no answer over the system account within {timeout:g}s"

@@ -25,7 +25,7 @@ from dchat_ops.config.node import Node
 from dchat_ops.config.nodes import dependent_nodes, monitor_url, render_node
 from dchat_ops.errors import ServerError
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import connect_node
+from dchat_ops.runtime.client import connect_node, run_sync
 from dchat_ops.runtime.interest import PeerReader, route_peers
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import Supervisor
@@ -119,7 +119,7 @@ def confirm_leaf_interest(store: Store, leaf: Node, subjects: Sequence[str], *, 
         finally:
             await nc.close()
 
-    return asyncio.run(run())
+    return run_sync(run)
 
 
 async def _hubs_holding(store: Store, leaf: Node, wanted: set[str], deadline: float) -> list[str]:

@@ -28,6 +28,7 @@ from dchat_ops.config.tls import tls_warnings
 from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.natsbin import port_in_use
 from dchat_ops.nsc.store import Store
+from dchat_ops.runtime import held
 from dchat_ops.runtime.health import Links, check_links
 from dchat_ops.runtime.process import (
     HEALTHZ,
@@ -119,7 +120,7 @@ class Supervisor:
 
         Before it starts, the running peers (the store's other running full-resolver nodes) are asked for
         account JWTs newer than the store's (each bounded by ``peer_timeout``), and those go into its resolver
-        folder (:func:`dchat_ops.runtime.push.catch_up`, :func:`~dchat_ops.runtime.push.seed_resolver`), so
+        folder (:func:`dchat_ops.runtime.held.catch_up`, :func:`~dchat_ops.runtime.held.seed_resolver`), so
         it refuses a user revoked while it was down from its first second.  It is ready once ``/healthz`` is
         ok and it holds those JWTs; otherwise it is stopped again and :class:`ServerError` says why.  A
         memory-resolver node starts from the store only: when peers hold newer JWTs it is not started.
@@ -130,18 +131,15 @@ class Supervisor:
         """
         if self.running():
             return self.status()
-        # push reaches the nodes through supervisors, so it is imported when a node starts
-        from dchat_ops.runtime import push
-
         node = self.node()
         self.render()
         for what, port in node.ports():
             host = node.host if what == "client" else "127.0.0.1"
             if port_in_use(port, host if host not in ("0.0.0.0", "") else "0.0.0.0"):
                 raise ServerError(f"node {self.node_id}: {what} port {port} is already in use")
-        caught = push.catch_up(self.store, self.node_id, timeout=peer_timeout)
+        caught = held.catch_up(self.store, self.node_id, self._full_resolver_peers(), timeout=peer_timeout)
         if node.resolver == "full":
-            push.seed_resolver(self.store, node, caught)
+            held.seed_resolver(self.store, node, caught)
         elif caught.caught_up:
             newer = ", ".join(f"{c['name']} (from {', '.join(c['from'])})" for c in caught.caught_up)
             raise ServerError(
@@ -161,7 +159,7 @@ class Supervisor:
             srv.popen.returncode = 0  # detached: the supervisor tracks it by pid from now on
         if node.resolver == "full":
             try:
-                push.confirm_resolver(self.store, node, caught, timeout=peer_timeout)
+                held.confirm_resolver(self.store, node, caught, timeout=peer_timeout)
             except DchatOpsError:
                 self.down()  # not ready: it must not serve older JWTs than it should
                 raise
@@ -267,6 +265,14 @@ class Supervisor:
         st.data["links"] = st.links.to_dict() if st.links else None
         st.data["warnings"] = link_warnings + tls_warnings(node, self.store)
         return st
+
+    def _full_resolver_peers(self) -> list[Node]:
+        """The store's other running nodes with the full resolver: what they hold may be newer than the store."""
+        return [
+            other
+            for nid, other in read_nodes(self.store).items()
+            if nid != self.node_id and other.resolver == "full" and Supervisor(self.store, nid).running()
+        ]
 
     def _running_peers(self, node: Node) -> list[Node]:
         """The running nodes of this store in the same cluster as ``node``."""
