@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import ssl
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -44,6 +45,7 @@ __all__ = [
     "node_target",
     "refused",
     "run_sync",
+    "system_routez",
 ]
 
 DEFAULT_TIMEOUT = 5.0  # seconds a connect may take, the TLS handshake and the server's first PONG included
@@ -410,3 +412,19 @@ class ManagedClient:
             await asyncio.wait({self._watch}, timeout=3)
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.drain()
+
+
+async def system_routez(nc: Client, server_id: str, *, timeout: float, name: str = "", detail: bool = False) -> dict:
+    """The ``/routez`` of server ``server_id``, asked over the system-account connection ``nc``
+    (``$SYS.REQ.SERVER.<id>.ROUTEZ``: only that server answers); with ``detail``, the subscriptions
+    each route carries.  :class:`ServerError` when no answer comes within ``timeout`` seconds."""
+    req = json.dumps({"subscriptions_detail": True} if detail else {}).encode()
+    try:
+        msg = await nc.request(f"$SYS.REQ.SERVER.{server_id}.ROUTEZ", req, timeout=timeout)
+        answer: Any = json.loads(msg.data)
+    except Exception as exc:  # nats-py's timeout / no responders, or a reply that is not JSON
+        raise ServerError(f"server {name or server_id} did not answer its routes within {timeout:g}s") from exc
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, dict):
+        raise ServerError(f"server {name or server_id} answered no routes")
+    return data

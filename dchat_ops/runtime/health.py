@@ -12,7 +12,7 @@ address that one advertises.  The cluster a node was told about is made of
 - the nodes of this store in the same cluster that are running;
 - the servers its peers hold routes to.  Peers of this store are read on their monitoring port
   (``/routez``); other peers are asked through the node over the system account
-  (``$SYS.REQ.SERVER.PING.ROUTEZ``), which only the node and the servers it has a route to answer.
+  (``$SYS.REQ.SERVER.<id>.ROUTEZ``, each server by the id its peers know it by).
 
 Servers are counted by id (``remote_id``), never by connection: with route pooling and a system
 account one peer holds several route connections.  Every request here is bounded.
@@ -21,9 +21,7 @@ account one peer holds several route connections.  Every request here is bounded
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, TypeVar
@@ -35,12 +33,11 @@ from dchat_ops.errors import DchatOpsError
 from dchat_ops.hosts import dial_host
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import node_target, run_sync
+from dchat_ops.runtime.client import node_target, run_sync, system_routez
 from dchat_ops.runtime.process import http_json
 
-__all__ = ["ROUTEZ_PING", "Links", "ask_routez", "check_links", "last_error"]
+__all__ = ["Links", "ask_routez", "check_links", "last_error"]
 
-ROUTEZ_PING = "$SYS.REQ.SERVER.PING.ROUTEZ"
 IN_STORE = ""  # the source of a server that is itself a running node of this store
 PEER_TIMEOUT = 1.0  # seconds for each peer's monitoring port, and for the system-account question
 _ATTEMPT = re.compile(r"^Error trying to connect .*?\(attempt \d+\): ")  # the log's prefix to a dial error
@@ -154,34 +151,17 @@ def ask_routez(store: Store, node: Node, want: set[str], timeout: float = PEER_T
 
     async def ask() -> dict[str, dict]:
         nc = await target.connect(creds_text=creds, timeout=timeout, allow_reconnect=False, max_reconnect_attempts=0)
-        got: dict[str, dict] = {}
         try:
-            inbox = nc.new_inbox()
-            sub = await nc.subscribe(inbox)
-            await nc.publish(ROUTEZ_PING, b"", reply=inbox)
-            deadline = time.monotonic() + timeout
-            while want - got.keys():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    msg = await sub.next_msg(timeout=left)
-                except Exception:  # nats-py's timeout, or the connection went away
-                    break
-                try:
-                    answer = json.loads(msg.data)
-                except ValueError:
-                    continue
-                sid = (answer.get("server") or {}).get("id") if isinstance(answer, dict) else None
-                data = answer.get("data") if isinstance(answer, dict) else None
-                if sid in want and isinstance(data, dict):
-                    got[sid] = data
+            ids = sorted(want)
+            answers = await asyncio.gather(
+                *(system_routez(nc, sid, timeout=timeout) for sid in ids), return_exceptions=True
+            )
         finally:
             try:
                 await asyncio.wait_for(nc.close(), 1)
             except Exception:  # a server that went away: the socket is dropped anyway
                 pass
-        return got
+        return {sid: a for sid, a in zip(ids, answers, strict=True) if isinstance(a, dict)}
 
     try:
         got = run_sync(ask)

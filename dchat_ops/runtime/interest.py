@@ -19,12 +19,11 @@ Why this is needed and what it costs: docs/permissions.md.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from nats.aio.client import Client
 
@@ -34,7 +33,7 @@ from dchat_ops.config.nodes import monitor_url, render_node
 from dchat_ops.errors import ConfigError, DchatOpsError, ServerError
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import node_target
+from dchat_ops.runtime.client import node_target, system_routez
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import Supervisor
 
@@ -213,16 +212,7 @@ class PeerReader:
                 allow_reconnect=False,
                 max_reconnect_attempts=0,
             )
-        req = json.dumps({"subscriptions_detail": True}).encode()
-        try:
-            msg = await self._sys.request(f"$SYS.REQ.SERVER.{peer.server_id}.ROUTEZ", req, timeout=self.timeout)
-            answer: Any = json.loads(msg.data)
-        except Exception as exc:  # nats-py's timeout / no responders, or a reply that is not JSON
-            raise ServerError(f"server {peer} did not answer its route interest within {self.timeout:g}s") from exc
-        data = answer.get("data") if isinstance(answer, dict) else None
-        if not isinstance(data, dict):
-            raise ServerError(f"server {peer} answered no route interest")
-        return data
+        return await system_routez(self._sys, peer.server_id, timeout=self.timeout, name=str(peer), detail=True)
 
     async def close(self) -> None:
         if self._sys is not None:
