@@ -33,13 +33,13 @@ from typing import Any, Optional, TypeVar
 from nats.aio.client import Client
 
 from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
-from dchat_ops.config.node import Node, NodeFile, inbox_prefix
+from dchat_ops.config.node import Node, NodeFile
 from dchat_ops.config.nodes import dependent_nodes, hosted_leaves, render_node, route_imports, run_dir, sync_node_user
 from dchat_ops.errors import ApplyError, DchatOpsError, ServerError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
-from dchat_ops.runtime.client import connect_node, run_sync
+from dchat_ops.runtime.client import close_quietly, probe_subscriptions, run_sync
 from dchat_ops.runtime.interest import (
     Interest,
     PeerReader,
@@ -479,32 +479,11 @@ class _PeerCheck:
             await self.reader.close()
 
     async def _try_subscriptions(self) -> None:
-        errors: list[str] = []
-        self._probe = await connect_node(
-            self.store,
-            self.node,
-            timeout=CONNECT_TIMEOUT,
-            errors=errors,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            inbox_prefix=inbox_prefix(self.node.id),
-            name="dchat-ops-check",
-        )
-        for entry in self.change.probe:
-            subject, queue = split_queue(entry)
-            await self._probe.subscribe(subject, queue=queue)
-        seconds: Any = CONNECT_TIMEOUT  # nats-py annotates flush's timeout as int; it takes float seconds
-        await self._probe.flush(timeout=seconds)  # the server reports a refused SUB before the PONG
-        refused = [e for e in errors if "permissions violation" in e.lower()]
-        if refused:
-            raise ServerError(f"the node user cannot subscribe with its new creds: {'; '.join(refused)}")
+        self._probe = await probe_subscriptions(self.store, self.node, self.change.probe, timeout=CONNECT_TIMEOUT)
 
     async def _close_probe(self) -> None:
         if self._probe is not None:
-            try:
-                await asyncio.wait_for(self._probe.close(), 1)
-            except Exception:  # the node went away under it: nothing left to release
-                pass
+            await close_quietly(self._probe)
             self._probe = None
 
     async def _gaps(self) -> dict[RoutePeer, _Gap]:

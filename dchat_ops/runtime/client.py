@@ -29,20 +29,23 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoServersError
 
 from dchat_ops.config import nodes
-from dchat_ops.config.node import Node, NodeFile
+from dchat_ops.config.node import Node, NodeFile, inbox_prefix
 from dchat_ops.config.tls import client_tls_for
 from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.store import Store
+from dchat_ops.subjects import split_queue
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ManagedClient",
     "ManagedSubscription",
     "NodeTarget",
+    "close_quietly",
     "connect",
     "connect_node",
     "node_target",
+    "probe_subscriptions",
     "refused",
     "run_sync",
     "system_routez",
@@ -428,3 +431,44 @@ async def system_routez(nc: Client, server_id: str, *, timeout: float, name: str
     if not isinstance(data, dict):
         raise ServerError(f"server {name or server_id} answered no routes")
     return data
+
+
+async def probe_subscriptions(
+    store: Store, node: Node, entries: list[str], *, timeout: float = DEFAULT_TIMEOUT, name: str = "dchat-ops-check"
+) -> Client:
+    """Connect to ``node`` as its own user and subscribe to each entry (``subject`` or ``subject queue``).
+
+    Proves that the node user's creds allow them (:class:`ServerError` with the server's words when
+    one is refused), and holds the interest while the caller looks for it elsewhere: the caller
+    closes the returned connection (:func:`close_quietly`).
+    """
+    errors: list[str] = []
+    nc = await connect_node(
+        store,
+        node,
+        timeout=timeout,
+        errors=errors,
+        allow_reconnect=False,
+        max_reconnect_attempts=0,
+        inbox_prefix=inbox_prefix(node.id),
+        name=name,
+    )
+    try:
+        for entry in entries:
+            subject, queue = split_queue(entry)
+            await nc.subscribe(subject, queue=queue)
+        seconds: Any = timeout  # nats-py annotates flush's timeout as int; it takes float seconds
+        await nc.flush(timeout=seconds)  # the server reports a refused SUB before the PONG
+    except BaseException:
+        await close_quietly(nc)
+        raise
+    refused = [e for e in errors if "permissions violation" in e.lower()]
+    if refused:
+        await close_quietly(nc)
+        raise ServerError(f"node {node.id}: its user cannot subscribe with its new creds: {'; '.join(refused)}")
+    return nc
+
+
+async def close_quietly(nc: Client) -> None:
+    """Close a connection without waiting more than a second on a server that went away."""
+    await _abandon(nc)

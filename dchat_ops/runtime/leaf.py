@@ -25,10 +25,11 @@ from dchat_ops.config.node import Node
 from dchat_ops.config.nodes import dependent_nodes, monitor_url, render_node
 from dchat_ops.errors import ServerError
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import connect_node, run_sync
+from dchat_ops.runtime.client import close_quietly, probe_subscriptions, run_sync
 from dchat_ops.runtime.interest import PeerReader, route_peers
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import Supervisor
+from dchat_ops.subjects import split_queue
 
 __all__ = ["confirm_leaf_interest", "hub_leaf_interest", "leaf_links", "relink_leaves"]
 
@@ -97,27 +98,19 @@ def confirm_leaf_interest(store: Store, leaf: Node, subjects: Sequence[str], *, 
     The subscriptions prove the leaf's user may make them, and create the interest if no client of
     the leaf had it yet.  A leaf attached to no hub of this store confirms nothing: [] is returned.
     """
-    wanted = {entry.partition(" ")[0] for entry in subjects}
+    wanted = {split_queue(entry)[0] for entry in subjects}
     account = store.account(leaf.account).public_key
 
     async def run() -> list[str]:
-        errors: list[str] = []
-        nc = await connect_node(store, leaf, errors=errors, timeout=timeout)
+        nc = await probe_subscriptions(store, leaf, list(subjects), timeout=timeout)
         try:
-            for entry in subjects:
-                subject, _, queue = entry.partition(" ")
-                await nc.subscribe(subject, queue=queue)
-            await nc.flush(timeout=max(1, int(timeout)))
-            refused = [e for e in errors if "permissions violation" in e.lower()]
-            if refused:
-                raise ServerError(f"node {leaf.id}: its own user may not subscribe: {refused[0]}")
             deadline = time.monotonic() + timeout
             hubs = await _hubs_holding(store, leaf, wanted, deadline)
             for hub in hubs:
                 await _peers_holding(store, hub, account, wanted, deadline)
             return hubs
         finally:
-            await nc.close()
+            await close_quietly(nc)
 
     return run_sync(run)
 
