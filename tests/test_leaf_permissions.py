@@ -141,3 +141,26 @@ def test_cli_allow_sub_on_a_leaf_says_what_followed(store, hub_network):
     steps = [s["step"] for s in out["steps"]]
     assert steps.index("re-issue user JWT and creds") < steps.index("re-establish leaf connections")
     assert "apply on hub h1" in steps and "apply on hub h2" in steps and "confirm on hubs" in steps
+
+
+async def test_allow_sub_on_a_leaf_whose_hub_is_down_applies_when_the_hub_returns(store, supervised):
+    hub_leaf = free_port()
+    nodes.add_node(store, "hub", cluster=False, leaf_port=hub_leaf)
+    nodes.add_node(store, "phone", cluster=False, leaf_of=[f"nats-leaf://127.0.0.1:{hub_leaf}"])
+    hub, phone = supervised("hub"), supervised("phone")
+    assert wait_for(lambda: phone.status().data["leafnodes"], 15)
+    hub.down()
+    assert wait_for(lambda: not phone.status().data["leafnodes"], 10)
+
+    r = await asyncio.to_thread(apply_node_edit, store, "phone", "allow-sub", "dm.later")
+    assert r.outcome == "live"
+    assert any("no leaf connection up" in m for m in r.messages), r.messages
+
+    hub.up()
+    assert wait_for(lambda: phone.status().data["leafnodes"], 15)
+    creds = store.creds_path("dchat", "chat", "default")
+    on_phone = await connect_node(store, "phone", creds=creds)
+    sub = await on_phone.subscribe("dm.later")
+    await on_phone.flush()
+    assert await reaches(store, sub, ["hub"], "dm.later") == {"hub": True}
+    await on_phone.close()

@@ -311,6 +311,11 @@ def _follow_leaf_change(
         if not running or not (node.leafnodes or {}).get("remotes"):
             return
         hubs = steps.run("re-establish leaf connections", relink_leaves, store, node.id, binary=binary)
+        if not hubs:
+            result.messages.append(
+                f"node {node.id} has no leaf connection up: its hub applies the new creds when it connects"
+            )
+            return
         result.messages.append(
             f"leaf connections of {node.id} re-established with its new creds (connected to {', '.join(hubs)})"
         )

@@ -45,15 +45,17 @@ def leaf_links(sup: Supervisor) -> dict[int, str]:
 def relink_leaves(store: Store, node_id: str, *, binary: Optional[str] = None, timeout: float = 10.0) -> list[str]:
     """Close and re-open a running node's leaf connections so that its hubs see the creds now on disk.
 
-    Returns the names of the hubs it is connected to again; ServerError names what did not come
+    Returns the names of the hubs it is connected to again ([] when none of its leaf connections was
+    up: each one presents the creds on disk when it connects); ServerError names what did not come
     back within ``timeout`` seconds.  The node's config file is left as it should be either way.
     """
     sup = Supervisor(store, node_id, binary=binary)
     node = sup.node()
-    wanted = len((node.leafnodes or {}).get("remotes") or [])
+    before = leaf_links(sup)
+    # as many as were up: a remote whose hub is down now connects with the new creds when it comes back
+    wanted = min(len((node.leafnodes or {}).get("remotes") or []), len(before))
     if not wanted:
         return []
-    before = leaf_links(sup)
     # both configs are rendered and checked before the first reload: the connections are down only for
     # the second reload and the reconnect
     normal = render_node(store, node_id, binary=binary, node=node)
