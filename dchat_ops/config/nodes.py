@@ -55,6 +55,7 @@ from dchat_ops.hosts import url as host_url
 from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.subjects import split_queue
 
 __all__ = [
     "SYSTEM_IMPORTS",
@@ -345,7 +346,7 @@ def dependent_nodes(store: Store, node_id: str) -> list[str]:
 
 
 def _subscribe_subjects(node: Node) -> list[str]:
-    return [s.split(" ")[0] for s in node.policy.subscribe.allow]
+    return [split_queue(s)[0] for s in node.policy.subscribe.allow]
 
 
 def route_imports(node: Node, leaves: Sequence[Node] = ()) -> Optional[dict]:

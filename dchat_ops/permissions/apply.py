@@ -18,41 +18,34 @@ for a running client without losing messages (see docs/permissions.md).
 route peer holds the node's interest in each newly allowed subject it has subscribers for, and no
 longer holds interest it may not import.  nats-server announces existing subscriptions that a
 reload makes importable (or no longer importable) to one route peer only, so the peers that missed
-it are made to re-learn it (:func:`dchat_ops.runtime.interest.reannounce`); when even that is not
-seen, the node is restarted, and the messages say so.
+it are made to re-learn it; when even that is not seen, the node is restarted, and the messages
+say so (:class:`dchat_ops.runtime.confirm.PeerCheck`).  A leaf node's change also follows to its
+hubs and its leaf connections (:mod:`dchat_ops.runtime.leaf`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
-
-from nats.aio.client import Client
+from typing import Any, Optional
 
 from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
 from dchat_ops.config.node import Node, NodeFile
-from dchat_ops.config.nodes import dependent_nodes, hosted_leaves, render_node, route_imports, run_dir, sync_node_user
-from dchat_ops.errors import ApplyError, DchatOpsError, ServerError
+from dchat_ops.config.nodes import dependent_nodes, hosted_leaves, render_node, run_dir, sync_node_user
+from dchat_ops.errors import ApplyError, DchatOpsError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
-from dchat_ops.runtime.client import close_quietly, probe_subscriptions, run_sync
+from dchat_ops.runtime.client import run_sync
+from dchat_ops.runtime.confirm import PeerCheck, route_change
 from dchat_ops.runtime.interest import (
-    Interest,
-    PeerReader,
     RoutePeer,
-    local_interest,
-    peer_interest,
-    reannounce,
     route_peers,
 )
 from dchat_ops.runtime.leaf import confirm_leaf_interest, relink_leaves
 from dchat_ops.runtime.process import HEALTHZ, http_json
+from dchat_ops.runtime.steps import Steps
 from dchat_ops.runtime.supervisor import Supervisor
-from dchat_ops.subjects import matches, split_queue
 
 __all__ = [
     "ApplyError",
@@ -101,29 +94,6 @@ def user_policy(store: Store, account: str, user: str) -> dict:
         "publish": {"allow": p.pub.allow, "deny": p.pub.deny},
         "subscribe": {"allow": p.sub.allow, "deny": p.sub.deny},
     }
-
-
-_T = TypeVar("_T")
-
-
-class _Steps:
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, float]] = []
-        self.current = ""
-
-    def run(self, name: str, fn, *args, **kw):
-        self.current = name
-        t0 = time.perf_counter()
-        out = fn(*args, **kw)
-        self.steps.append((name, (time.perf_counter() - t0) * 1000))
-        return out
-
-    async def arun(self, name: str, fn: Callable[..., Awaitable[_T]], *args, **kw) -> _T:
-        self.current = name
-        t0 = time.perf_counter()
-        out = await fn(*args, **kw)
-        self.steps.append((name, (time.perf_counter() - t0) * 1000))
-        return out
 
 
 @with_store_lock
@@ -200,7 +170,7 @@ def apply_node_change(
     the node user's JWT and creds when the policy changed them (first, for a leaf node: its leaf
     connections present them).  When the subscribe policy changed, the effect is then confirmed: the
     node user subscribes with its new creds, and every route peer shows the node's new interest
-    (re-announced, or the node restarted, where it does not; see :class:`_PeerCheck`).  A node that
+    (re-announced, or the node restarted, where it does not; see :class:`~dchat_ops.runtime.confirm.PeerCheck`).  A node that
     is not running keeps the written files for its next start.  On any failure every file goes back
     byte for byte, a running node is put back onto the old config, and :class:`ApplyError` names the
     failed step.
@@ -217,7 +187,7 @@ def apply_node_change(
         nf.set(keys, value)
     node = nf.refresh()  # an invalid node file is refused before anything is written
     text = nf.text()
-    change = _route_change(old_node, node, hosted_leaves(store, node))
+    change = route_change(old_node, node, hosted_leaves(store, node))
     # A leaf node's remotes present its user's creds to the hub when they connect: those must be
     # current before the node (re)connects, so they are re-issued first.
     leaf = bool((node.leafnodes or {}).get("remotes"))
@@ -235,7 +205,7 @@ def apply_node_change(
     ):
         tx.remember(p)
     before = read_bytes(conf)
-    steps = _Steps()
+    steps = Steps()
     reissued = restarted = False
     messages: list[str] = []
     try:
@@ -259,7 +229,7 @@ def apply_node_change(
             # last: clients that follow the creds file move over once the node already runs the new policy
             reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
         if running and (changed or reissued) and change.needs_check:
-            check = _PeerCheck(store, sup, node, change, peers, steps, binary=binary)
+            check = PeerCheck(store, sup, node, change, peers, steps, binary=binary)
             restarted = run_sync(lambda: check.run(restarted_already=(changed and mode == "restart")))
             messages.extend(check.messages)
     except Exception as exc:
@@ -291,7 +261,7 @@ def apply_node_change(
 
 
 def _follow_leaf_change(
-    store: Store, old: Node, node: Node, result: NodeChangeResult, steps: _Steps, *, running: bool, binary
+    store: Store, old: Node, node: Node, result: NodeChangeResult, steps: Steps, *, running: bool, binary
 ) -> None:
     """After a leaf node's policy changed: its hubs (and their cluster peers) import its subscribe
     subjects, its leaf connections present the new creds, and the hubs hold its new interest.
@@ -340,256 +310,6 @@ def _follow_leaf_change(
         ) from None
 
 
-# --- confirming a change on the node's route peers ----------------------------------------------------
-
-CONNECT_TIMEOUT = 2.0  # seconds for the node user's connection that tries the new subscriptions
-# Peers get a few round trips (at least SETTLE_MIN_S, at most SETTLE_MAX_S) to show what the reload
-# announced; nats-server announces it to one peer only, so the others would wait in vain: those are
-# re-announced at once (re-announcing a peer that was merely slow costs nothing but its short deny).
-SETTLE_MIN_S = 0.05
-SETTLE_MAX_S = 0.5
-CONFIRM_TIMEOUT = 3.0  # seconds peers get to show the change after a re-announce or a restart (a route
-# that nats-server closed on a re-sent queue subscription reconnects within about a second)
-ROUTES_TIMEOUT = 10.0  # seconds a restarted node gets to be routed again to the peers it had
-REMOVE_BUDGET = 1.5  # seconds of repeated re-announce reloads on one peer to make it drop interest
-
-
-def _imports(node: Node, leaves: Sequence[Node]) -> Optional[list[str]]:
-    perms = route_imports(node, leaves)
-    return None if perms is None else list(perms["import"]["allow"])
-
-
-def _allows(allow: Optional[list[str]], subject: str) -> bool:
-    """Whether route imports ``allow`` (None: everything) let a subscription on ``subject`` be announced.
-
-    nats-server matches the subscription subject as it is written against the allow list
-    (``room.*`` allows a subscription on ``room.>``; ``room.x`` does not allow one on ``room.*``).
-    """
-    return allow is None or any(matches(a, subject) for a in allow)
-
-
-@dataclass
-class _RouteChange:
-    """What a node's change does to the interest it announces over its routes, and what to try."""
-
-    before: Optional[list[str]]  # route import allow list before (None: everything)
-    after: Optional[list[str]]
-    probe: list[str]  # subscribe entries the node user may use now and could not before
-    routes_changed: bool
-
-    @property
-    def needs_check(self) -> bool:
-        return self.routes_changed or bool(self.probe)
-
-    def gained(self, subject: str) -> bool:
-        return _allows(self.after, subject) and not _allows(self.before, subject)
-
-    def lost(self, subject: str) -> bool:
-        return _allows(self.before, subject) and not _allows(self.after, subject)
-
-
-def _route_change(old: Node, new: Node, leaves: Sequence[Node] = ()) -> _RouteChange:
-    """``leaves``: the leaf nodes hosted by the node's cluster, whose subjects it imports too."""
-    deny = [split_queue(d)[0] for d in new.policy.subscribe.deny]
-    probe = [
-        e
-        for e in new.policy.subscribe.allow
-        if e not in old.policy.subscribe.allow and not any(matches(d, split_queue(e)[0]) for d in deny)
-    ]
-    before, after = _imports(old, leaves), _imports(new, leaves)
-    return _RouteChange(before, after, probe, routes_changed=bool(new.cluster) and before != after)
-
-
-@dataclass
-class _Gap:
-    """What one peer does not show yet: interest it misses, interest it should have dropped, or why unread."""
-
-    missing: set[Interest] = field(default_factory=set)
-    stale: set[Interest] = field(default_factory=set)
-    error: str = ""
-
-    def __bool__(self) -> bool:
-        return bool(self.missing or self.stale or self.error)
-
-
-class _PeerCheck:
-    """Confirms a node's change where it takes effect: its user's subscriptions and its route peers.
-
-    1. The node user connects with its new creds and subscribes to each newly allowed entry (this
-       proves the JWT, and announces the interest to every peer when the node had none).
-    2. Every peer the node had routes with must hold the node's interest in each newly importable
-       subject the node has subscriptions on (its /subsz, every account), and none in a subject it
-       may no longer import.  Peers that do not within a few round trips are re-announced
-       (:func:`reannounce`) and checked again within ``CONFIRM_TIMEOUT``.
-    3. Still not: the node is restarted (fresh routes carry exactly what it may import) and checked
-       again; still not, or the node is not routed again to its peers: :class:`DchatOpsError`.
-    """
-
-    def __init__(self, store: Store, sup: Supervisor, node: Node, change: _RouteChange, peers, steps, *, binary=None):
-        self.store = store
-        self.sup = sup
-        self.node = node
-        self.change = change
-        self.peers: list[RoutePeer] = list(peers)
-        self.steps: _Steps = steps
-        self.binary = binary
-        self.reader = PeerReader(store, node.id)
-        self.own_id = ""
-        self.messages: list[str] = []
-        self._probe: Optional[Client] = None
-        self._names = {a.public_key: a.name for a in store.accounts()}
-
-    async def run(self, *, restarted_already: bool = False) -> bool:
-        """True when the node had to be restarted (as a fallback)."""
-        try:
-            if restarted_already:
-                await self.steps.arun("wait for routes", self._wait_routes)
-            if self.change.probe:
-                await self.steps.arun("check the node user's new subscriptions", self._try_subscriptions)
-            if not self.peers:
-                return False
-            self.own_id = (await asyncio.to_thread(route_peers, self.sup.monitor_url))[0]
-            settle = min(SETTLE_MAX_S, SETTLE_MIN_S + 4 * max(p.rtt for p in self.peers))
-            gaps = await self.steps.arun(
-                "confirm on peers", self._settle, CONFIRM_TIMEOUT if restarted_already else settle
-            )
-            if not gaps:
-                return False
-            after = "the restart" if restarted_already else "the reload"
-            fixable = {p: self.reader.node_of(p) for p, g in gaps.items() if not g.error}
-            if all(fixable.get(p) for p in gaps):
-                after += " and a re-announce"
-                names = ", ".join(sorted(str(n) for n in fixable.values()))
-                await self.steps.arun(f"re-announce on peers {names}", self._reannounce, gaps)
-                gaps = await self.steps.arun("confirm on peers after re-announce", self._settle, CONFIRM_TIMEOUT)
-                if not gaps:
-                    return False
-            what = self._describe(gaps)
-            await self._close_probe()
-            await self.steps.arun("restart node (fallback)", asyncio.to_thread, self._restart)
-            await self.steps.arun("wait for routes", self._wait_routes)
-            if self.change.probe:
-                await self._try_subscriptions()
-            self.own_id = (await asyncio.to_thread(route_peers, self.sup.monitor_url))[0]
-            gaps = await self.steps.arun("confirm on peers after restart", self._settle, CONFIRM_TIMEOUT)
-            if gaps:
-                raise ServerError(self._describe(gaps))
-            self.messages.append(
-                f"node {self.node.id}: {what} after {after}, so the node was restarted (its clients were "
-                "disconnected and reconnect) and its peers now hold exactly its interest"
-            )
-            return True
-        finally:
-            await self._close_probe()
-            await self.reader.close()
-
-    async def _try_subscriptions(self) -> None:
-        self._probe = await probe_subscriptions(self.store, self.node, self.change.probe, timeout=CONNECT_TIMEOUT)
-
-    async def _close_probe(self) -> None:
-        if self._probe is not None:
-            await close_quietly(self._probe)
-            self._probe = None
-
-    async def _gaps(self) -> dict[RoutePeer, _Gap]:
-        want: set[Interest] = set()
-        if self.change.routes_changed:
-            local = await asyncio.to_thread(local_interest, self.sup.monitor_url)
-            want = {i for i in local if self.change.gained(i.subject)}
-
-        async def one(peer: RoutePeer) -> _Gap:
-            try:
-                held = await self.reader.read(peer, self.own_id)
-            except DchatOpsError as exc:
-                return _Gap(error=str(exc))
-            return _Gap(want - held, {i for i in held if self.change.lost(i.subject)})
-
-        found = await asyncio.gather(*(one(p) for p in self.peers))
-        return {p: g for p, g in zip(self.peers, found, strict=True) if g}
-
-    async def _settle(self, timeout: float) -> dict[RoutePeer, _Gap]:
-        deadline = time.monotonic() + timeout
-        while True:
-            gaps = await self._gaps()
-            if not gaps or time.monotonic() >= deadline:
-                return gaps
-            await asyncio.sleep(0.02)
-
-    async def _reannounce(self, gaps: dict[RoutePeer, _Gap]) -> None:
-        jobs = []
-        for peer, gap in gaps.items():
-            nid = self.reader.node_of(peer)
-            mon = self.reader.monitor_of(peer)
-            if nid is None or mon is None:
-                continue
-            still_held = self._still_held(mon) if gap.stale else None
-            subjects = {i.subject for i in gap.missing | gap.stale}
-            jobs.append(
-                asyncio.to_thread(
-                    reannounce,
-                    self.store,
-                    nid,
-                    subjects,
-                    still_held=still_held,
-                    budget=REMOVE_BUDGET,
-                    binary=self.binary,
-                )
-            )
-        for out in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(out, DchatOpsError):
-                self.messages.append(str(out))
-            elif isinstance(out, BaseException):
-                raise out
-
-    def _still_held(self, mon: str) -> Callable[[], bool]:
-        own, lost = self.own_id, self.change.lost
-
-        def still_held() -> bool:
-            try:
-                _, held = peer_interest(mon, own)
-            except DchatOpsError:
-                return False
-            return any(lost(i.subject) for i in held)
-
-        return still_held
-
-    def _restart(self) -> None:
-        self.sup.down()
-        self.sup.up()
-        _check_healthy(self.sup)
-
-    async def _wait_routes(self) -> None:
-        want = {p.server_id for p in self.peers}
-        deadline = time.monotonic() + ROUTES_TIMEOUT
-        while True:
-            try:
-                _, now = await asyncio.to_thread(route_peers, self.sup.monitor_url)
-            except DchatOpsError:
-                now = []
-            missing = want - {p.server_id for p in now}
-            if not missing:
-                return
-            if time.monotonic() >= deadline:
-                names = ", ".join(sorted(str(p) for p in self.peers if p.server_id in missing))
-                raise ServerError(f"no route to {names} within {ROUTES_TIMEOUT:g}s")
-            await asyncio.sleep(0.05)
-
-    def _describe(self, gaps: dict[RoutePeer, _Gap]) -> str:
-        def subjects(items: set[Interest]) -> str:
-            return ", ".join(f"{i} ({self._names.get(i.account, i.account[:8])})" for i in sorted(items))
-
-        parts = []
-        for peer, gap in sorted(gaps.items(), key=lambda kv: str(kv[0])):
-            if gap.error:
-                parts.append(f"peer {peer} could not be read ({gap.error})")
-                continue
-            if gap.missing:
-                parts.append(f"peer {peer} does not hold its interest in {subjects(gap.missing)}")
-            if gap.stale:
-                parts.append(f"peer {peer} still holds its interest in {subjects(gap.stale)}")
-        return "; ".join(parts)
-
-
 def _check_healthy(sup) -> None:
 
     code, _ = http_json(sup.monitor_url + HEALTHZ)
@@ -633,7 +353,7 @@ def apply_user_edit(
             spec = admin.UserSpec(pub_allow=edit.after["allow"], pub_deny=edit.after["deny"])
         else:
             spec = admin.UserSpec(sub_allow=edit.after["allow"], sub_deny=edit.after["deny"])
-        steps = _Steps()
+        steps = Steps()
         try:
             issued = steps.run("re-issue user JWT and creds", admin.edit_user, store, account, user, spec)
         except Exception as exc:  # the unit of work puts every file back
