@@ -13,7 +13,8 @@ the subject.  nats-server announces such existing subscriptions to one route pee
 reports "live" only once every peer holds the interest (see docs/permissions.md).
 
 Prints:
-  live_effect_ms: N        2 nodes: command start -> first message on the new subject, live apply
+  live_effect_ms: N        2 nodes: command start (the dchat-ops process, its start included) -> first
+                           message on the new subject, live apply
   live_lost: N             2 nodes: numbered messages lost meanwhile on the already-allowed subject
   restart_effect_ms: N     the same with --restart
   restart_lost: N
@@ -35,8 +36,10 @@ list it in MEASUREMENTS.
 import asyncio
 import shutil
 import statistics
+import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 from _common import work_dir
@@ -58,6 +61,17 @@ MISS_AFTER_S = 1.0
 
 def url(store, nid):
     return f"nats://127.0.0.1:{NodeFile.load(store, nid).node.client_port}"
+
+
+async def cli(store, *args: str) -> None:
+    """Run the dchat-ops command line as a user would (its start included); fails loudly on a bad exit."""
+    exe = Path(sys.executable).with_name("dchat-ops")
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), "--home", str(store.home), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dchat-ops {' '.join(args)} exited {proc.returncode}: {err.decode().strip()}")
 
 
 async def one_run(store, mode: str, k: int) -> tuple[float, int]:
@@ -98,7 +112,7 @@ async def one_run(store, mode: str, k: int) -> tuple[float, int]:
     task = asyncio.get_running_loop().create_task(publisher())
     await asyncio.sleep(0.2)
     t0 = time.perf_counter()
-    await asyncio.to_thread(apply_node_edit, store, "b", "allow-sub", new_subject, mode=mode)
+    await cli(store, "allow-sub", new_subject, "--node", "b", *(["--restart"] if mode == "restart" else []))
     t_first = await asyncio.wait_for(first_new, 30)
     await asyncio.sleep(0.5)
     stop.set()

@@ -11,6 +11,7 @@ from dchat_ops.errors import ConfigError
 from dchat_ops.permissions.apply import ApplyError, apply_node_edit, apply_user_edit
 from dchat_ops.permissions.policy import plan_edit
 from dchat_ops.runtime.client import ManagedClient, connect
+from dchat_ops.runtime.supervisor import Supervisor
 
 
 def url(store, nid):
@@ -183,6 +184,23 @@ async def test_failed_reload_rolls_everything_back(store, supervised):
     await asyncio.sleep(0.1)
     assert any('subscription to "room.x"' in e for e in errors)
     await nc.close()
+
+
+async def test_a_config_the_server_cannot_read_is_judged_by_the_reload_and_rolled_back(store, supervised, monkeypatch):
+    """A live change skips nats-server -t: the reload is the judge, and a refused reload rolls back."""
+    await two_nodes(store, supervised, b_allows=["room.steady"])
+    from dchat_ops.config import server
+
+    conf = store.home / "run" / "b" / "nats-server.conf"
+    before = {p: p.read_bytes() for p in (node_path(store, "b"), conf, store.creds_path("dchat", "chat", "b"))}
+    real = server.render
+    monkeypatch.setattr(server, "render", lambda cfg, header="": real(cfg, header) + "\nthis is { not a config\n")
+    with pytest.raises(ApplyError) as e:
+        apply_node_edit(store, "b", "allow-sub", "room.x")
+    assert "reload node failed" in str(e.value) and "previous config" in str(e.value)
+    monkeypatch.setattr(server, "render", real)
+    assert {p: p.read_bytes() for p in before} == before
+    assert Supervisor(store, "b").status().healthy
 
 
 def url_from_conf(store, nid):

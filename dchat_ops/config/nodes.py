@@ -511,10 +511,12 @@ def render_node(
     node: Optional[Node] = None,
     leaf_remotes_disabled: bool = False,
     route_export_deny: Sequence[str] = (),
+    server_check: bool = True,
 ) -> Path:
     """Check the node (ours and ``nats-server -t``) and write ``run/<id>/nats-server.conf`` atomically.
 
     ``leaf_remotes_disabled``, ``route_export_deny``: see :func:`server_config` (temporary configs).
+    ``server_check=False``: for a running node about to reload it, see :func:`write_and_check`.
     """
     node = node or NodeFile.load(store, node_id).node
     check_port_clashes(store, node)
@@ -532,5 +534,5 @@ def render_node(
     cfg = server_config(store, node, leaf_remotes_disabled=leaf_remotes_disabled, route_export_deny=route_export_deny)
     semantic_check(cfg)
     path = run_dir(store, node.id) / "nats-server.conf"
-    write_and_check(cfg, path, binary=binary, header=f"node {node.id}")
+    write_and_check(cfg, path, binary=binary, header=f"node {node.id}", server_check=server_check)
     return path

@@ -216,7 +216,12 @@ def apply_node_change(
             steps.run("write node config", tx.write, nf.path, text)
         if leaf:
             reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
-        steps.run("render and check config", render_node, store, node_id, binary=binary, node=node)
+        # a live reload judges the config itself (a rejected one is rolled back below): nats-server -t
+        # runs for a node that is stopped or restarted
+        live = running and mode == "live"
+        steps.run(
+            "render and check config", render_node, store, node_id, binary=binary, node=node, server_check=not live
+        )
         changed = text != nf.original_text or read_bytes(conf) != before
         if running and changed and mode == "live":
             steps.run("reload node", sup.reload, render=False)

@@ -58,10 +58,10 @@ def relink_leaves(store: Store, node_id: str, *, binary: Optional[str] = None, t
         return []
     # both configs are rendered and checked before the first reload: the connections are down only for
     # the second reload and the reconnect
-    normal = render_node(store, node_id, binary=binary, node=node)
+    normal = render_node(store, node_id, binary=binary, node=node, server_check=False)
     text = normal.read_text()
     try:
-        render_node(store, node_id, binary=binary, node=node, leaf_remotes_disabled=True)
+        render_node(store, node_id, binary=binary, node=node, leaf_remotes_disabled=True, server_check=False)
         sup.reload(render=False, timeout=timeout)
     finally:
         atomic_write(normal, text, force=True)
