@@ -158,6 +158,24 @@ def test_usage_error_exits_2(tmp_path, capsys):
     assert run_cli(cli, ["--home", str(tmp_path), "describe", "bogus"]) == 2
 
 
+def test_a_malformed_subject_is_a_usage_error(store, capsys):
+    run_cli(cli, ["--home", str(store.home), "node", "add", "k1"])
+    capsys.readouterr()
+    for args in (
+        ["allow-sub", "room..x", "--node", "k1"],
+        ["deny-sub", "a.>.b", "--node", "k1"],
+        ["rm-sub", "ro*m", "--node", "k1"],
+        ["allow-sub", "room.x q.1", "--node", "k1"],
+        ["allow-pub", "room.x q", "--node", "k1"],
+        ["allow-sub", "", "--user", "default"],
+    ):
+        before = snapshot(store.home)
+        assert run_cli(cli, ["--home", str(store.home), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert "invalid subject" in err and "Traceback" not in err
+        assert snapshot(store.home) == before
+
+
 def test_port_out_of_range_is_a_usage_error(store, capsys):
     for opt in (
         "--client-port",

@@ -5,10 +5,11 @@ import asyncio
 import json
 
 import pytest
-from conftest import wait_for
+from conftest import snapshot, wait_for
 
 from dchat_ops.config import nodes
 from dchat_ops.config.node import NodeFile
+from dchat_ops.errors import ConfigError
 from dchat_ops.natsbin import free_port
 from dchat_ops.permissions.apply import apply_node_edit
 from dchat_ops.runtime.client import connect_node
@@ -34,6 +35,27 @@ def test_hubs_import_the_subjects_of_the_leaves_of_their_cluster(store):
         assert "dm.phone" in imports(hub) and "_INBOX_phone.>" in imports(hub)
     assert "dm.phone" not in imports("w1")  # another cluster: gateway interest is not filtered
     assert nodes.dependent_nodes(store, "h2") == []
+
+
+def test_a_queue_group_entry_on_a_leaf_node_is_refused_before_anything_is_written(store):
+    # the hub sends a leaf down plain subjects only: 'orders.* workers' would let nothing through
+    port = free_port()
+    nodes.add_node(store, "hub", cluster=False, leaf_port=port)
+    nodes.add_node(store, "phone", cluster=False, leaf_of=[f"nats-leaf://127.0.0.1:{port}"])
+    before = snapshot(store.home)
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match=r"leaf node.*allow 'orders\.\*' instead"):
+            apply_node_edit(store, "phone", "allow-sub", "orders.* workers", dry_run=dry_run)
+    assert snapshot(store.home) == before
+    assert apply_node_edit(store, "phone", "allow-sub", "orders.*").outcome == "saved"
+    assert apply_node_edit(store, "hub", "allow-sub", "orders.* workers").outcome == "saved"  # not a leaf
+    # an entry already in the file (written by hand) can still be removed, and other edits go through
+    nf = NodeFile.load(store, "phone")
+    nf.add_to_list(("policy", "subscribe", "allow"), "jobs.* w")
+    nf.save()
+    assert apply_node_edit(store, "phone", "allow-sub", "dm.phone").outcome == "saved"
+    assert apply_node_edit(store, "phone", "rm-sub", "jobs.* w").outcome == "saved"
+    assert NodeFile.load(store, "phone").node.policy.subscribe.allow == ["orders.*", "dm.phone"]
 
 
 def test_a_leaf_url_matches_a_hub_by_its_advertised_address(store):

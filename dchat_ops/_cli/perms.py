@@ -6,7 +6,9 @@ import click
 
 from dchat_ops._cli.app import Ctx, cli, pass_ctx
 from dchat_ops._cli.output import emit, json_option
+from dchat_ops.errors import ConfigError
 from dchat_ops.nsc.store import Store
+from dchat_ops.subjects import check_subject
 
 # --- permissions -------------------------------------------------------------------------------------
 
@@ -36,6 +38,10 @@ def _perm_command(action: str, helptext: str):
     def command(c: Ctx, subject, node_id, user, account, restart, dry_run, as_json):
         from dchat_ops.permissions.apply import apply_node_edit, apply_user_edit
 
+        try:  # a malformed subject is a bad value (exit 2), before anything is read
+            check_subject(subject, queue_ok=action.endswith("-sub"))
+        except ConfigError as exc:
+            raise click.BadParameter(f"invalid subject: {exc}", param_hint="SUBJECT") from None
         store = c.store()
         node_id, user = _target(store, node_id, user)
         if user:

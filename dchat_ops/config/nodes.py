@@ -269,6 +269,27 @@ def node_user_spec(node: Node) -> admin.UserSpec:
     )
 
 
+def check_leaf_queue_entries(node: Node, old: Optional[Node] = None) -> None:
+    """ConfigError when leaf node ``node`` allows a subscribe entry with a queue group (``orders.*
+    workers``) that ``old`` (the node before an edit, when given) did not.
+
+    The leaf connection presents the node user's JWT: the leaf server sends the hub its interest
+    only in subjects that JWT allows as plain subjects (queue group or not), and the hub sends down
+    only subjects it allows as plain subjects, so such an entry lets nothing through the connection.
+    """
+    if not (node.leafnodes or {}).get("remotes"):
+        return
+    had = set(old.policy.subscribe.allow) if old is not None and (old.leafnodes or {}).get("remotes") else set()
+    for entry in node.policy.subscribe.allow:
+        if " " in entry and entry not in had:
+            subject = entry.split(" ")[0]
+            raise ConfigError(
+                f"node {node.id} is a leaf node: its hub sends down subjects only, so a queue group in its"
+                f" subscribe allow list ({entry!r}) lets nothing through; allow {subject!r} instead"
+                " (queue subscriptions on the leaf then work)"
+            )
+
+
 def sync_node_user(store: Store, node: Node) -> admin.UserResult:
     """Re-issue the node user's JWT and creds when they differ from the policy (no-op otherwise)."""
     return admin.edit_user(store, node.account, node.user, node_user_spec(node))

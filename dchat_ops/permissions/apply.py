@@ -31,7 +31,14 @@ from typing import Any, Optional
 
 from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
 from dchat_ops.config.node import Node, NodeFile
-from dchat_ops.config.nodes import dependent_nodes, hosted_leaves, render_node, run_dir, sync_node_user
+from dchat_ops.config.nodes import (
+    check_leaf_queue_entries,
+    dependent_nodes,
+    hosted_leaves,
+    render_node,
+    run_dir,
+    sync_node_user,
+)
 from dchat_ops.errors import ApplyError, DchatOpsError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
@@ -115,6 +122,10 @@ def apply_node_edit(
     nf = NodeFile.load(store, node_id)
     rule = getattr(nf.node.policy, direction)
     edit = plan_edit({"allow": rule.allow, "deny": rule.deny}, verb, subject, direction)
+    if edit.changed and direction == "subscribe":  # refused in a dry run too
+        old = nf.node
+        nf.set(("policy", "subscribe", "allow"), edit.after["allow"])
+        check_leaf_queue_entries(nf.refresh(), old)
     if dry_run or not edit.changed:
         preview = node_policy(store, node_id)
         preview[direction] = edit.after
@@ -186,6 +197,7 @@ def apply_node_change(
     for keys, value in edits:
         nf.set(keys, value)
     node = nf.refresh()  # an invalid node file is refused before anything is written
+    check_leaf_queue_entries(node, old_node)
     text = nf.text()
     change = route_change(old_node, node, hosted_leaves(store, node))
     # A leaf node's remotes present its user's creds to the hub when they connect: those must be
