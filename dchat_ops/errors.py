@@ -13,7 +13,8 @@ holds one) is replaced by ``S…(a seed, not shown)`` when the error is made.
     ├── BundleError          a bundle that cannot be opened: wrong secret, damaged, truncated
     ├── StoreError           missing store, unknown entity, invalid name
     │   ├── ExistsError      refusing to overwrite without force
-    │   └── FieldError       a user or role field the server would refuse (field, index, reason)
+    │   ├── FieldError       a user or role field the server would refuse (field, index, reason)
+    │   └── StoreBehindError running servers hold a newer account JWT than the store (pull first)
     ├── ConfigError          a server config that would not start or would misbehave
     │   ├── TLSError         a certificate, key or TLS setting that is missing or unusable
     │   └── SpecError        a provisioning spec that is not valid (file, line, field)
@@ -53,6 +54,7 @@ __all__ = [
     "NKeyError",
     "ServerError",
     "SpecError",
+    "StoreBehindError",
     "StoreError",
     "TLSError",
 ]
@@ -130,6 +132,16 @@ class FieldError(StoreError):
     @property
     def where(self) -> str:
         return self.field if self.index is None else f"{self.field}[{self.index}]"
+
+
+class StoreBehindError(StoreError):
+    """Running servers hold a newer JWT of an account than the store: a change made on the older one
+    would undo what the newer one holds (a revocation made from another home, say).  ``behind`` lists
+    the accounts and servers; ``dchat-ops pull --update`` brings the store up to date."""
+
+    def __init__(self, message: str, *, behind: list[dict] | None = None):
+        super().__init__(message)
+        self.behind = behind or []
 
 
 class ConfigError(DchatOpsError):

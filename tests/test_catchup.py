@@ -261,3 +261,59 @@ async def test_pull_update_refuses_a_jwt_of_another_operator_and_names_its_serve
     assert "refused chat from a:" in out.out and "refused JWTs from: a, b" in out.err
     assert "nothing to update" in out.out
     assert snapshot(store.home / "stores") == before
+
+
+# --- a change made on an older store never undoes a newer one ----------------------------------------------
+
+
+async def test_a_store_behind_the_servers_refuses_to_edit_or_push_until_it_pulls(store, pair, tmp_path, capsys):
+    """Another home (behind: it never saw phone's revocation) revokes someone else: that would re-sign the
+    account without phone's revocation and, pushed, let phone in again.  It is refused, nothing written,
+    until the home pulls; then its revocation keeps phone's."""
+    other = laptop(store, tmp_path)  # restored before phone was revoked
+    # the other home reaches the same cluster through a node of its own, as another machine would
+    nodes.add_node(other, "x", seed_routes=[nodes.route_url(store, "a")])
+    x = Supervisor(other, "x")
+    try:
+        await asyncio.to_thread(x.up)
+        await asyncio.to_thread(run_cli, cli, ["--home", str(store.home), "revoke", "user", "phone"])
+        for nc_url in (url(store, "a"), url(other, "x")):  # the cluster passes the pushed JWT on to x
+            assert await refused(nc_url, creds(store, "phone")) is not None
+        before = snapshot(other.home / "keys")
+        capsys.readouterr()
+        code = await asyncio.to_thread(run_cli, cli, ["--home", str(other.home), "revoke", "user", "default"])
+        err = capsys.readouterr().err
+        assert code == 1 and "the store is behind the running servers" in err and "pull --update" in err
+        assert snapshot(other.home / "keys") == before  # nothing written
+        # a plain push of the older JWT is refused too, per account, and says why
+        report = await asyncio.to_thread(push.push, other, ["chat"])
+        assert not report.ok and any("newer JWT of account chat" in r["message"] for r in report.results)
+        assert await refused(url(store, "a"), creds(store, "phone")) is not None  # still revoked everywhere
+
+        assert await asyncio.to_thread(run_cli, cli, ["--home", str(other.home), "pull", "--update"]) == 0
+        code = await asyncio.to_thread(run_cli, cli, ["--home", str(other.home), "revoke", "user", "default"])
+        assert code == 0
+        for nid in ("a", "b"):
+            assert await refused(url(store, nid), creds(store, "phone")) is not None, nid
+            assert await refused(url(store, nid), creds(store, "default")) is not None, nid
+    finally:
+        x.down()
+
+
+async def test_a_node_of_another_home_catches_up_over_the_cluster_before_up_returns(store, pair, tmp_path, capsys):
+    """x's home never saw phone's revocation and holds none of the cluster's nodes: x asks the cluster
+    through itself once it joined, and takes the newer JWT before node up says it is ready."""
+    other = laptop(store, tmp_path)  # restored before phone was revoked
+    await asyncio.to_thread(run_cli, cli, ["--home", str(store.home), "revoke", "user", "phone"])
+    nodes.add_node(other, "x", seed_routes=[nodes.route_url(store, "a")])
+    try:
+        capsys.readouterr()
+        code = await asyncio.to_thread(run_cli, cli, ["--home", str(other.home), "node", "up", "x", "--json"])
+        reason = await refused(url(other, "x"), creds(store, "phone"))  # right after up returned
+        assert code == 0
+        assert reason is not None and "authorization violation" in reason
+        out = json.loads(capsys.readouterr().out)
+        assert [(c["name"], c["from"]) for c in out["catch_up"]["caught_up"]] == [("chat", ["cluster"])]
+        assert await refused(url(other, "x"), creds(store, "default")) is None
+    finally:
+        Supervisor(other, "x").down()

@@ -281,6 +281,9 @@ def edit_account(
             pub_deny=_split(role_deny_pub),
             sub_deny=_split(role_deny_sub),
         )
+    from dchat_ops.runtime import push
+
+    push.require_current_store(store, [name])  # an edit on an older JWT than a node holds would undo it
     e, changed = admin.edit_account(
         store,
         name,

@@ -196,6 +196,7 @@ def revoke(ctx, all_users, account, at, no_push, as_json):
     store = ctx.obj.store()
     account = account or store.default_account()
     t = _revocation_time(store, account, revoke.ALL_USERS, at)
+    _require_current(store, account)
     revoke.revoke_all(store, account, t)
     _after_revocation(store, account, no_push, as_json, f"revoked every user of {account}")
 
@@ -214,6 +215,13 @@ def _revocation_time(store, account: str, user: str, at: Optional[str]) -> Optio
     if reason:
         raise click.UsageError(reason)
     return t
+
+
+def _require_current(store, account: str) -> None:
+    """Refuse an edit of ``account`` made on an older JWT than a running node holds (nothing is written)."""
+    from dchat_ops.runtime import push
+
+    push.require_current_store(store, [account])
 
 
 def _after_revocation(store, account, no_push, as_json, message):
@@ -254,6 +262,7 @@ def revoke_user_cmd(c: Ctx, name, account, at, no_push, as_json):
     store = c.store()
     account = account or store.default_account()
     t = _revocation_time(store, account, name, at)
+    _require_current(store, account)
     revoke.revoke_user(store, account, name, t)
     _after_revocation(store, account, no_push, as_json, f"revoked {account}/{name}")
 
@@ -270,6 +279,7 @@ def unrevoke(c: Ctx, name, account, no_push, as_json):
 
     store = c.store()
     account = account or store.default_account()
+    _require_current(store, account)
     revoke.unrevoke(store, account, name)
     _after_revocation(store, account, no_push, as_json, f"lifted the revocation of {name} in {account}")
 

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Optional, TypeVar, Union
 
 from dchat_ops._fs import atomic_write
+from dchat_ops._time import format_time
 from dchat_ops.config.node import Node
 from dchat_ops.config.nodes import server_config
-from dchat_ops.errors import DchatOpsError, JWTError, ServerError
+from dchat_ops.errors import DchatOpsError, JWTError, ServerError, StoreBehindError
 from dchat_ops.nsc.admin import check_account_jwt
 from dchat_ops.nsc.claims import OperatorClaims
 from dchat_ops.nsc.jwt import decode_unverified
@@ -45,7 +46,18 @@ from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import NodeTarget, node_target, run_sync
 
-__all__ = ["DEFAULT_TIMEOUT", "STATES", "CatchUp", "catch_up", "confirm_resolver", "resolver_dir", "seed_resolver"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "STATES",
+    "CatchUp",
+    "catch_up",
+    "catch_up_over_cluster",
+    "confirm_resolver",
+    "newer_on_servers",
+    "require_current",
+    "resolver_dir",
+    "seed_resolver",
+]
 
 DEFAULT_TIMEOUT = 3.0  # seconds for each connect and each request to one node
 
@@ -98,6 +110,26 @@ class _Session:
             except Exception:  # the connection is gone already
                 pass
         raise ServerError(f"no answer within {self.timeout:g}s")
+
+    async def all_answers(self, subject: str, payload: bytes = b"", *, wait: float) -> list[bytes]:
+        """Every answer that comes within ``wait`` seconds (every server of the cluster may answer)."""
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        out: list[bytes] = []
+        try:
+            await self.nc.publish(subject, payload, reply=inbox)
+            deadline = time.monotonic() + wait
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    out.append((await sub.next_msg(timeout=left)).data)
+                except Exception:  # nats-py's timeout, or the connection went away
+                    break
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the connection is gone already
+                pass
+        return out
 
 
 _T = TypeVar("_T")
@@ -364,7 +396,7 @@ def seed_resolver(store: Store, node: Node, report: CatchUp) -> None:
                     report.kept.append({"account": key, "name": ent.name, "issued_at": have_iat})
                     report.tokens[key] = have
                     continue
-        atomic_write(path, want)
+        atomic_write(path, want, private=True)  # as nats-server keeps its resolver files: 0600 in 0700
         report.written.append(key)
 
 
@@ -402,3 +434,117 @@ def confirm_resolver(store: Store, node: Node, report: CatchUp, *, timeout: floa
         raise ServerError(
             f"node {node.id} does not hold the newest JWT of account(s) {', '.join(names.get(k, k) for k in short)}"
         )
+
+
+# --- a change made on an older store would undo a newer one ---------------------------------------------
+
+
+def newer_on_servers(
+    store: Store, names: list[str], nodes: list[Node], *, timeout: float = DEFAULT_TIMEOUT
+) -> list[dict]:
+    """The accounts of ``names`` of which one of ``nodes`` (running, full resolver) holds a JWT that
+    verifies and is newer than the store's: ``account``, ``name``, ``server``, ``issued_at``,
+    ``store_issued_at``.  A node that does not answer adds nothing (its row says nothing is known)."""
+    if not nodes or not names:
+        return []
+    op = store.operator()
+    mine = {}
+    for name in names:
+        ent = store.account(name, op.name)
+        mine[ent.public_key] = ent
+    held = _held_by(store, nodes, timeout, [])
+    out = []
+    for key, ent in mine.items():
+        for server, token in sorted(held.get(key, {}).items()):
+            state, iat, _ = _compare(op.claims, key, (ent.token, ent.claims.issued_at), token)
+            if state == "server newer":
+                out.append(
+                    {
+                        "account": key,
+                        "name": ent.name,
+                        "server": server,
+                        "issued_at": iat,
+                        "store_issued_at": ent.claims.issued_at,
+                    }
+                )
+    return out
+
+
+def require_current(store: Store, names: list[str], nodes: list[Node], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Refuse (:class:`StoreBehindError`) when a running server holds a newer JWT of one of ``names``
+    than the store: a change made on the store's older JWT would undo the newer one everywhere."""
+    behind = newer_on_servers(store, names, nodes, timeout=timeout)
+    if not behind:
+        return
+    what = "; ".join(
+        f"{b['server']} holds a JWT of account {b['name']} issued {format_time(b['issued_at'])} "
+        f"(the store's: {format_time(b['store_issued_at'])})"
+        for b in behind
+    )
+    raise StoreBehindError(
+        f"the store is behind the running servers: {what}; a change made here would undo theirs "
+        "(a revocation made from another home, say): run 'dchat-ops pull --update', then make the change again",
+        behind=behind,
+    )
+
+
+# --- a node of this store that joined servers of other stores ----------------------------------------------
+
+CLUSTER_WAIT = 0.3  # seconds to collect the cluster's answers to one account lookup
+
+
+def catch_up_over_cluster(store: Store, node: Node, report: CatchUp, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """After ``node`` started and joined its cluster: ask the cluster, through the node, for each account
+    of the store (``$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP``: every full-resolver server that holds it
+    answers), and send the node the newest JWT that verifies when it is newer than the node's own.
+
+    This reaches peers that are not nodes of this store (another machine's); peers of this store were
+    asked before the start (:func:`catch_up`).  What was taken goes into ``report.caught_up`` with
+    ``from: ["cluster"]``; a node that does not answer is named in ``report.peers``.
+    """
+    op = store.operator()
+    folder = resolver_dir(store, node)
+    accounts = list(store.accounts(op.name))
+
+    async def work(session: _Session) -> list[dict]:
+        taken = []
+        answers = await asyncio.gather(
+            *(
+                session.all_answers(f"$SYS.REQ.ACCOUNT.{ent.public_key}.CLAIMS.LOOKUP", wait=CLUSTER_WAIT)
+                for ent in accounts
+            )
+        )
+        for ent, raws in zip(accounts, answers, strict=True):
+            best: Optional[tuple[int, str]] = None
+            for raw in raws:
+                token = raw.decode(errors="replace").strip()
+                try:
+                    iat = check_account_jwt(op.claims, token, ent.public_key).issued_at
+                except JWTError:
+                    continue  # not this operator's JWT of the account (or not a JWT): never taken
+                if best is None or iat > best[0]:
+                    best = (iat, token)
+            have = _read_jwt(folder / f"{ent.public_key}.jwt") or report.tokens.get(ent.public_key, ent.token)
+            try:
+                have_iat = check_account_jwt(op.claims, have, ent.public_key).issued_at
+            except JWTError:
+                have_iat = 0
+            if best is None or best[0] <= have_iat:
+                continue
+            answer = await session.ask("$SYS.REQ.CLAIMS.UPDATE", best[1].encode())
+            if not (answer.get("data") or {}).get("code") == 200:
+                raise ServerError(f"node {node.id} did not take the newer JWT of account {ent.name}: {answer}")
+            report.tokens[ent.public_key] = best[1]
+            taken.append({"account": ent.public_key, "name": ent.name, "from": ["cluster"], "issued_at": best[0]})
+        return taken
+
+    try:
+        creds = system_creds(store)
+    except DchatOpsError as exc:
+        report.peers.append({"server": "cluster", "ok": False, "message": f"not asked: {exc}"})
+        return
+    [(server, out)] = _on_nodes(store, [node], creds, timeout, work)
+    if isinstance(out, DchatOpsError):
+        report.peers.append({"server": f"cluster (through {server})", "ok": False, "message": _message(out)})
+        return
+    report.caught_up.extend(out)

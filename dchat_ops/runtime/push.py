@@ -40,10 +40,22 @@ from dchat_ops.runtime.held import (
     _newest,
     _on_nodes,
     _Session,
+    newer_on_servers,
+    require_current,
 )
 from dchat_ops.runtime.supervisor import Supervisor
 
-__all__ = ["DEFAULT_TIMEOUT", "STATES", "PullReport", "PushReport", "prune", "pull", "push", "running_nodes"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "STATES",
+    "PullReport",
+    "PushReport",
+    "prune",
+    "pull",
+    "push",
+    "require_current_store",
+    "running_nodes",
+]
 
 
 def running_nodes(store: Store) -> list[Supervisor]:
@@ -100,7 +112,9 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     """Send account JWTs to every running node of the store; report each server's answer.
 
     Each node with the full resolver is asked directly; a node that cannot be reached or does not
-    answer within ``timeout`` gets a row with ``ok`` False that says so.
+    answer within ``timeout`` gets a row with ``ok`` False that says so.  An account of which a
+    server holds a newer JWT than the store's is not sent at all (a row says so): it would undo the
+    newer one, a revocation made from another home for instance.
     """
 
     op = store.operator()
@@ -117,8 +131,20 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
             report.results.append(
                 {"account": ",".join(names), "server": node.server_name, "ok": False, "message": str(exc)}
             )
-    tokens = [(name, store.account(name, op.name).token) for name in names]
     full = _full_nodes(running)
+    # never send a JWT older than one a server holds: it would undo what the newer one holds
+    stale = {b["name"]: b for b in newer_on_servers(store, list(names), full, timeout=timeout)}
+    for name, b in stale.items():
+        report.results.append(
+            {
+                "account": name,
+                "server": b["server"],
+                "ok": False,
+                "message": f"not pushed: this server holds a newer JWT of account {name} than the store "
+                "(run 'dchat-ops pull --update', then make the change again)",
+            }
+        )
+    tokens = [(name, store.account(name, op.name).token) for name in names if name not in stale]
 
     async def update(session: _Session) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -293,3 +319,10 @@ def pull(store: Store, *, update: bool = False, timeout: float = DEFAULT_TIMEOUT
         ]
         report.push = push(store, [u["name"] for u in report.updated], timeout=timeout)
     return report
+
+
+def require_current_store(store: Store, accounts: list[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Before an edit of ``accounts`` that is to be pushed: :class:`~dchat_ops.errors.StoreBehindError`
+    when a running node of the store holds a newer JWT of one of them (nothing is known, and nothing
+    refused, when no node runs)."""
+    require_current(store, accounts, _full_nodes(_running(store)), timeout=timeout)

@@ -125,6 +125,9 @@ class Supervisor:
         ok and it holds those JWTs; otherwise it is stopped again and :class:`ServerError` says why.  A
         memory-resolver node starts from the store only: when peers hold newer JWTs it is not started.
         ``status().data["catch_up"]`` says what was caught up from which peer, and which peers did not answer.
+        A node routed to servers that are not nodes of this store (another machine's) asks them too, through
+        itself, once it has joined (:func:`~dchat_ops.runtime.held.catch_up_over_cluster`): until then, a
+        fraction of a second, it serves the JWTs it started from.
 
         Once healthy, waits up to ``link_wait`` seconds for its routes and leaf connections
         (:meth:`wait_links`); what is still missing then is in the status's warnings.
@@ -164,6 +167,10 @@ class Supervisor:
                 self.down()  # not ready: it must not serve older JWTs than it should
                 raise
         st = self.wait_links(link_wait)
+        mine = {n.server_name for n in read_nodes(self.store).values()}
+        if node.resolver == "full" and set((st.data or {}).get("routes") or []) - mine:
+            # routed to servers of other stores (another machine's nodes): they may hold newer JWTs
+            held.catch_up_over_cluster(self.store, node, caught, timeout=peer_timeout)
         st.data = {**(st.data or {}), "catch_up": caught.to_dict()}
         return st
 
