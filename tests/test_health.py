@@ -157,3 +157,16 @@ def test_a_public_hub_advertises_its_leaf_address(store):
     assert 'listen: "0.0.0.0:7422"\n  advertise: "203.0.113.7:7422"' in conf
     nodes.add_node(store, "lan-hub", leaf_port=free_port())  # a loopback hub advertises nothing
     assert not NodeFile.load(store, "lan-hub").node.leafnodes.get("advertise")
+
+
+def test_a_gateway_that_is_down_is_warned_and_the_warning_goes_once_it_is_up(store, supervised):
+    gw = free_port()
+    nodes.add_node(store, "e1", cluster_name="east", gateway_port=gw)
+    nodes.add_node(store, "w1", cluster_name="west", gateways=[("east", f"nats://127.0.0.1:{gw}")])
+    w1 = supervised("w1")  # east is not running yet
+    st = w1.status().data
+    assert st["links"]["gateways_down"] == ["east"] and not st["links"]["settled"]
+    assert any("no gateway connection to cluster east" in w for w in st["warnings"]), st["warnings"]
+    supervised("e1")
+    assert wait_for(lambda: w1.status().data["links"]["gateways_down"] == [], 15)
+    assert not any("gateway" in w for w in w1.status().data["warnings"])

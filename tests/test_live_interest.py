@@ -204,8 +204,8 @@ async def test_peers_outside_the_store_are_read_over_the_system_account_and_conf
         assert rooms(held) == rooms(held_interest(direct, own))
         assert interest.Interest(chat, "room.pre") in held
 
-        # a peer whose interest cannot be read at all: not confirmed even after a restart, so the
-        # change is refused and rolled back, naming the peer
+        # a peer whose interest cannot be read at all: a restart would not make it answer, so the
+        # change is refused at once (no restart) and rolled back, naming the peer
         async def unreadable(self, peer, from_id):
             if peer.name == "b":
                 raise ServerError("no answer within 2s")
@@ -214,9 +214,11 @@ async def test_peers_outside_the_store_are_read_over_the_system_account_and_conf
         real_read = interest.PeerReader.read
         monkeypatch.setattr(interest.PeerReader, "read", unreadable)
         before = node_path(store, "c").read_bytes()
+        pid = c.pid()
         with pytest.raises(ApplyError) as e:
             await asyncio.to_thread(apply_node_edit, store, "c", "allow-sub", "room.other")
         assert "peer b could not be read" in str(e.value) and "every file was restored" in str(e.value)
+        assert "restart" not in e.value.step and pid == c.pid()  # failed fast: the node was not restarted
         assert node_path(store, "c").read_bytes() == before
         assert "room.other" not in NodeFile.load(store, "c").node.policy.subscribe.allow
         assert c.running()

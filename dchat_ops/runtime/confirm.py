@@ -153,6 +153,9 @@ class PeerCheck:
             )
             if not gaps:
                 return False
+            unread = {p: g for p, g in gaps.items() if g.error}
+            if unread:  # a restart cannot make a peer answer: say so at once, and roll back
+                raise ServerError(self._describe(unread))
             after = "the restart" if restarted_already else "the reload"
             fixable = {p: self.reader.node_of(p) for p, g in gaps.items() if not g.error}
             if all(fixable.get(p) for p in gaps):

@@ -59,6 +59,7 @@ class Links:
     known_to: dict[str, list[str]] = field(default_factory=dict)  # server id -> who said it exists
     seeds: list[str] = field(default_factory=list)
     leaf_remotes_down: list[list[str]] = field(default_factory=list)  # urls of each remote without a connection
+    gateways_down: list[str] = field(default_factory=list)  # configured gateways (names) with no connection out
     unread: list[str] = field(default_factory=list)  # peers whose routes could not be read, and why
     warnings: list[str] = field(default_factory=list)
 
@@ -74,7 +75,7 @@ class Links:
     @property
     def settled(self) -> bool:
         """Every route and leaf connection the node should have is up (as far as could be read)."""
-        return not (self.missing or self.isolated or self.leaf_remotes_down)
+        return not (self.missing or self.isolated or self.leaf_remotes_down or self.gateways_down)
 
     def to_dict(self) -> dict:
         return {
@@ -85,6 +86,7 @@ class Links:
             "seeds": list(self.seeds),
             "isolated": self.isolated,
             "leaf_remotes_down": [list(u) for u in self.leaf_remotes_down],
+            "gateways_down": list(self.gateways_down),
             "unread": list(self.unread),
             "settled": self.settled,
         }
@@ -264,6 +266,12 @@ def _warnings(store: Store, node: Node, links: Links, log_file: Optional[Path]) 
             f"{who}: no leaf connection up to {', '.join(urls) or 'its hub'} "
             "(is the hub running, and reachable from here?)" + (f"; last leafnode error: {err}" if err else "")
         )
+    for name in links.gateways_down:
+        err = last_error(log_file, "gateway")
+        out.append(
+            f"{who}: no gateway connection to cluster {name} (are its gateway nodes running, and reachable "
+            "from here?)" + (f"; last gateway error: {err}" if err else "")
+        )
     if links.unread:
         out.append(f"{who}: could not read which servers these peers know: {'; '.join(links.unread)}")
     return out
@@ -276,12 +284,13 @@ def check_links(
     routez: dict,
     leafz: dict,
     peers: list[Node],
+    gatewayz: Optional[dict] = None,
     log_file: Optional[Path] = None,
     timeout: float = PEER_TIMEOUT,
 ) -> Links:
     """The routes and leaf connections of a running ``node`` against what it was told about.
 
-    ``routez`` and ``leafz`` are the node's own monitoring answers; ``peers`` are the running nodes of
+    ``routez``, ``leafz`` and ``gatewayz`` are the node's own monitoring answers; ``peers`` are the running nodes of
     this store in the same cluster (read on their monitoring ports, each bounded by ``timeout``).
     ``log_file`` lends the last dial error to a warning.
     """
@@ -290,5 +299,8 @@ def check_links(
         _route_links(store, node, links, routez, peers, timeout)
     if node.leafnodes:
         _leaf_links(store, node, links, leafz)
+    if node.gateway and gatewayz is not None:
+        out = (gatewayz.get("outbound_gateways") or {}).keys()
+        links.gateways_down = [g["name"] for g in node.gateway.get("remotes") or [] if g["name"] not in out]
     links.warnings = _warnings(store, node, links, log_file)
     return links

@@ -262,7 +262,13 @@ class Supervisor:
         link_warnings: list[str]
         if rcode == 200 and lcode == 200:
             st.links = check_links(
-                self.store, node, routez=routez, leafz=leafz, peers=self._running_peers(node), log_file=self.log_file
+                self.store,
+                node,
+                routez=routez,
+                leafz=leafz,
+                gatewayz=gatewayz,
+                peers=self._running_peers(node),
+                log_file=self.log_file,
             )
             link_warnings = st.links.warnings
         else:
