@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     "NKeyError": "dchat_ops.errors",
     "ServerError": "dchat_ops.errors",
     "SpecError": "dchat_ops.errors",
+    "StoreBehindError": "dchat_ops.errors",
     "StoreError": "dchat_ops.errors",
     "TLSError": "dchat_ops.errors",
     # identities: keys, claims, JWTs, creds, bundles
@@ -136,6 +137,7 @@ __all__ = [
     "ServerProcess",
     "SpecError",
     "Store",
+    "StoreBehindError",
     "StoreError",
     "Supervisor",
     "TLSError",
@@ -207,6 +209,7 @@ if TYPE_CHECKING:  # the same names for type checkers and editors, which do not 
         NKeyError,
         ServerError,
         SpecError,
+        StoreBehindError,
         StoreError,
         TLSError,
     )
