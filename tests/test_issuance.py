@@ -1,4 +1,4 @@
-"""Issuance makes the same bytes on every path: encode(), issue_user.
+"""Issuance makes the same bytes on every path: encode(), the bulk encoder, issue_user and issue_users.
 
 Claims of every shape are made here with fixed keys and a fixed clock.
 ``tests/fixtures/issuance_golden.json`` holds the tokens and creds these made with the PyJWT-based
@@ -7,14 +7,18 @@ encoder that preceded the compact one: every path must keep making exactly them.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dchat_ops.errors import JWTError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import (
     AccountClaims,
@@ -28,7 +32,8 @@ from dchat_ops.nsc.claims import (
     TimeRange,
     UserClaims,
 )
-from dchat_ops.nsc.jwt import compute_jti, decode, encode, encode_generic
+from dchat_ops.nsc.creds import parse_creds
+from dchat_ops.nsc.jwt import Encoder, compute_jti, decode, encode, encode_generic, verify_chain
 from dchat_ops.nsc.keys import KeyPair
 
 GOLDEN: dict[str, str] = json.loads((Path(__file__).parent / "fixtures" / "issuance_golden.json").read_text())
@@ -217,7 +222,7 @@ def issue(label: str) -> tuple[str, str]:
     return token, creds
 
 
-# --- encode() against the tokens the PyJWT-based encoder made ----------------- ----------------------
+# --- encode() and the bulk encoder against the tokens the PyJWT-based encoder made ----------------------
 
 
 @pytest.mark.parametrize("label", list(SHAPES))
@@ -235,6 +240,41 @@ def test_generic_jwt_is_the_same_as_before():
     assert encode_generic(data, OP, clock=clock) == GOLDEN["generic-delete"]
 
 
+@pytest.mark.parametrize("label", list(SHAPES))
+def test_the_bulk_encoder_makes_what_encode_makes(label):
+    make, signer = SHAPES[label]
+    claims = make()
+    encode_one = Encoder(claims, signer, clock=clock)
+    assert encode_one(claims.subject, claims.name) == GOLDEN[label]
+    assert claims.to_dict() == make().to_dict()  # the template is left as it was
+    # more tokens of the same shape: other subjects and names, the name left out when empty
+    for i, name in enumerate(["", "x", "ünï", "a<b>&c", "\u2028"]):
+        subject = key(claims.SUBJECT_KIND, f"{label}-{i}").public_key
+        claims.subject, claims.name = subject, name
+        token = encode_one(subject, name)
+        assert token == encode(claims.copy(), signer, clock=clock)
+        assert decode(token).jti == compute_jti(decode(token))
+
+
+def test_the_bulk_encoder_falls_back_when_a_shape_cannot_be_cut():
+    u = UserClaims(subject=user("odd").public_key, name="odd")
+    u.extra_top["sub"] = "overridden"  # to_dict() puts it where the subject was
+    expected = encode(u.copy(), ACC, clock=clock)
+    assert Encoder(u, ACC, clock=clock)(u.subject, u.name) == expected
+
+
+def test_the_bulk_encoder_checks_signer_and_subjects():
+    with pytest.raises(JWTError, match="must be signed by an account key"):
+        Encoder(UserClaims(), OP)
+    encode_one = Encoder(UserClaims(), ACC, clock=clock)
+    with pytest.raises(JWTError, match="must be a user key"):
+        encode_one(ACC.public_key, "x")
+    with pytest.raises(JWTError, match="no subject"):
+        encode_one("", "x")
+    with pytest.raises(JWTError, match="subject of the user JWT"):
+        encode_one("u" * 56, "x")
+
+
 # --- issue_user and issue_users -------------------------------------------------------------------------
 
 
@@ -243,3 +283,78 @@ def test_issue_user_makes_the_same_jwt_and_creds_as_before(label):
     token, creds = issue(label)
     assert token == GOLDEN[label]
     assert creds == GOLDEN[label + ":creds"]
+
+
+def _same_as_issue_user(row, signer, spec, scope):
+    """The row of issue_users is what issue_user makes of the same name, spec and user key."""
+    name, public, seed, token, creds = row
+    kp = KeyPair.from_seed(seed)
+    assert kp.public_key == public
+    _, _, want_token, want_creds = admin.issue_user(
+        name, ACC.public_key, signer, spec, scope=scope, user_key=kp, clock=clock
+    )
+    assert token == want_token
+    assert creds == want_creds
+
+
+@pytest.mark.parametrize("label", list(ISSUES))
+def test_issue_users_makes_what_issue_user_makes(label):
+    name, fields, signer, scoped = ISSUES[label]
+    scope = scope_of(signer) if scoped else None
+    names = [name, f"{name}-2", ""]
+    rows = admin.issue_users(
+        names, ACC.public_key, signer, admin.UserSpec(**fields), scope=scope, clock=clock, workers=1
+    )
+    assert [r[0] for r in rows] == names and len({r[1] for r in rows}) == 3
+    for row in rows:
+        _same_as_issue_user(row, signer, admin.UserSpec(**fields), scope)
+
+
+def test_issue_users_with_a_spec_per_user_in_processes(monkeypatch):
+    """Equal specs (distinct objects), other specs and no spec, spread over two processes."""
+    monkeypatch.setattr(admin, "PARALLEL_THRESHOLD", 4)
+    kinds = [{"sub_allow": ["a.>"]}, {"sub_allow": ["b.>"], "tags": ["t"]}, {}, None]
+    specs = [None if f is None else admin.UserSpec(**f) for f in kinds] * 5
+    names = [f"p{i}" for i in range(len(specs))]
+    rows = admin.issue_users(names, ACC.public_key, ACC_SK, specs=specs, clock=clock, workers=2)
+    assert [r[0] for r in rows] == names
+    for row, spec in zip(rows, specs, strict=True):
+        _same_as_issue_user(row, ACC_SK, spec, None)
+
+
+def test_one_iat_for_a_batch_and_a_valid_chain(store):
+    acc = store.account("chat")
+    signer = store.load_key(acc.public_key)
+    rows = admin.issue_users([f"c{i}" for i in range(5)], acc.public_key, signer, workers=1)
+    claims = [verify_chain(store.operator().token, acc.token, row[3]).user for row in rows]
+    assert len({c.issued_at for c in claims}) == 1
+    assert len({c.jti for c in claims}) == 5
+    for row, c in zip(rows, claims, strict=True):
+        assert parse_creds(row[4]).keypair().public_key == c.subject == row[1]
+
+
+def test_a_bad_spec_is_refused_before_any_user_is_made():
+    bad = admin.UserSpec(sub_allow=["a..b"])
+    with pytest.raises(admin.FieldError, match="allow_sub"):
+        admin.issue_users(["x", "y"], ACC.public_key, ACC, bad, workers=1)
+    with pytest.raises(StoreError, match="scoped"):
+        admin.issue_users(["x"], ACC.public_key, SCOPED, admin.UserSpec(subs=1), scope=scope_of(SCOPED), workers=1)
+
+
+# --- what importing the JWT module costs ----------------------------------------------------------------
+
+
+def test_jwt_module_imports_neither_pyjwt_nor_x509():
+    code = (
+        "import json, sys\n"
+        "import dchat_ops.nsc.jwt\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'jwt' or m.startswith(('jwt.', 'cryptography')))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(out.stdout) == []
+
+
+def test_tokens_keep_the_wire_format():
+    h, _p, s = GOLDEN["user-plain"].split(".")
+    assert base64.urlsafe_b64decode(h + "==") == b'{"typ":"JWT","alg":"ed25519-nkey"}'
+    assert len(base64.urlsafe_b64decode(s + "==")) == 64
