@@ -129,3 +129,25 @@ async def test_scoped_role_permissions_are_applied_by_the_server(store, servers)
     await asyncio.sleep(0.1)
     assert any('subscription to "private.x"' in e for e in errors), errors
     await nc.close()
+
+
+async def test_users_issued_in_bulk_are_accepted_with_their_permissions(store, servers):
+    """add_users goes through the bulk encoder; here signed by an account signing key (issuer_account)."""
+    admin.edit_account(store, "chat", add_signing_key=True)
+    spec = admin.UserSpec(pub_allow=["chat.>"], sub_allow=["chat.>"], tags=["bulk"])
+    admin.add_users(store, "chat", ["bulk1", "bulk2"], spec, workers=1)
+    user = store.user("chat", "bulk1").claims
+    assert user.issuer_account == store.account("chat").public_key != user.issuer
+    url, _ = servers.standalone(store)
+    errors: list[str] = []
+    reader = await connect(url, store.creds_path("dchat", "chat", "bulk1"), errors=errors)
+    writer = await connect(url, store.creds_path("dchat", "chat", "bulk2"))
+    sub = await reader.subscribe("chat.room")
+    await reader.subscribe("other.room")
+    await reader.flush()
+    await writer.publish("chat.room", b"from bulk")
+    assert (await sub.next_msg(timeout=2)).data == b"from bulk"
+    await asyncio.sleep(0.1)
+    assert any('subscription to "other.room"' in e for e in errors), errors
+    await reader.close()
+    await writer.close()

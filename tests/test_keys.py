@@ -74,3 +74,48 @@ def test_curve_keys_agree_on_a_shared_secret_and_cannot_sign():
     assert s1 == s2
     with pytest.raises(NKeyError):
         a.sign(b"x")
+
+
+def test_base32_is_the_standard_librarys_for_every_length():
+    import base64
+    import os
+
+    from dchat_ops.nsc.keys import _b32decode, _b32encode, _b32encode_many
+
+    for n in range(0, 72):
+        raws = [os.urandom(n) for _ in range(70)] + [b"\0" * n, b"\xff" * n]
+        want = [base64.b32encode(r).decode().rstrip("=") for r in raws]
+        assert [_b32encode(r) for r in raws] == want, n
+        assert _b32encode_many(raws) == want, n
+        for text, raw in zip(want[:3], raws, strict=False):
+            if text:
+                assert _b32decode(text, "x") == raw, n
+    assert _b32encode_many([]) == [] and _b32encode_many([b"ab", b"abc"]) == ["MFRA", "MFRGG"]
+
+
+@pytest.mark.parametrize("bad", ["", "A", "ABC", "ABCDEF", "abcd", "AB1D", "AB=D"])
+def test_base32_decoding_refuses_what_is_not_base32(bad):
+    from dchat_ops.nsc.keys import _b32decode
+
+    with pytest.raises(NKeyError, match="not valid base32"):
+        _b32decode(bad, "value")
+
+
+def test_bulk_keys_are_key_pairs_of_their_kind():
+    from dchat_ops.nsc.keys import fresh_keys
+
+    publics, seeds = fresh_keys("user", 70)
+    assert len(set(publics)) == 70
+    for public, seed in zip(publics, seeds, strict=True):
+        theirs = nkeys.from_seed(seed.encode())
+        assert theirs.public_key.decode() == public == KeyPair.from_seed(seed, "user").public_key
+    with pytest.raises(NKeyError, match="curve"):
+        fresh_keys("curve", 1)
+
+
+def test_signatures_of_a_wrong_length_do_not_verify():
+    kp = KeyPair.generate("account")
+    sig = kp.sign(b"m")
+    assert kp.verify(b"m", sig) and PublicKey(kp.public_key).verify(b"m", sig)
+    for bad in (b"", sig[:63], sig + b"\0", bytes(64)):
+        assert not kp.verify(b"m", bad) and not PublicKey(kp.public_key).verify(b"m", bad)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -32,8 +32,8 @@ from dchat_ops.nsc.claims import (
     jetstream_field,
 )
 from dchat_ops.nsc.creds import format_creds
-from dchat_ops.nsc.jwt import Clock, decode, encode, verify_chain
-from dchat_ops.nsc.keys import KeyPair
+from dchat_ops.nsc.jwt import Clock, Encoder, decode, encode, verify_chain
+from dchat_ops.nsc.keys import KeyPair, fresh_keys
 from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec, check_limit, check_tags, check_time
 from dchat_ops.nsc.spec import dedupe as _dedupe
 from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
@@ -124,7 +124,18 @@ def issue_user(
 ) -> tuple[KeyPair, UserClaims, str, str]:
     """Make a user in memory: (key pair, claims, JWT, creds text).  Nothing is written."""
     kp = user_key or KeyPair.generate("user")
-    u = UserClaims(subject=kp.public_key, name=name)
+    u = _user_template(account_public_key, signer, spec, scope)
+    u.subject, u.name = kp.public_key, name
+    token = encode(u, signer, clock=clock)
+    return kp, u, token, format_creds(token, kp.seed)
+
+
+def _user_template(
+    account_public_key: str, signer: KeyPair, spec: Optional[UserSpec], scope: Optional[ScopedSigningKey]
+) -> UserClaims:
+    """The claims of a user of ``spec`` signed by ``signer``, but for its subject and name (the spec is
+    validated here)."""
+    u = UserClaims()
     if scope is not None:
         if spec is not None and spec.has_permissions_or_limits():
             raise StoreError(
@@ -136,8 +147,19 @@ def issue_user(
         spec.apply(u)
     if signer.public_key != account_public_key:
         u.issuer_account = account_public_key
-    token = encode(u, signer, clock=clock)
-    return kp, u, token, format_creds(token, kp.seed)
+    return u
+
+
+def _spec_key(spec: Optional[UserSpec]) -> Hashable:
+    """Equal specs, equal keys: a batch validates and renders each distinct spec once."""
+    if spec is None:
+        return None
+    key = tuple(tuple(v) if isinstance(v, list) else v for v in vars(spec).values())
+    try:
+        hash(key)
+    except TypeError:  # e.g. lists inside a list: this spec object alone
+        return ("id", id(spec))
+    return key
 
 
 # (name, public key, seed, JWT, creds); seed and creds are None when the worker wrote them itself
@@ -148,33 +170,55 @@ _ChunkArgs = tuple[
     str,
     list[tuple[str, Optional[UserSpec]]],
     Optional[ScopedSigningKey],
-    Optional[int],
+    int,
     Optional[tuple[str, str, str]],
 ]
+
+
+_BATCH = 256  # users made together: key pairs, then JWTs (see keys.fresh_keys, jwt.Encoder.many)
 
 
 def _issue_chunk(args: _ChunkArgs) -> list[IssuedUser]:
     """Worker for :func:`issue_users`: (name, public key, seed, JWT, creds) for each (name, spec).
 
-    With ``write_to`` = (store home, operator, account), the worker writes each user's seed, JWT and
-    creds itself (atomic renames, flushed later by the caller) and returns seed and creds as None.
+    Each distinct spec is validated and rendered once (:class:`~dchat_ops.nsc.jwt.Encoder`); per user
+    there remain a key pair, the jti, one signature and the creds text, made for up to ``_BATCH`` users
+    at a time.  With ``write_to`` = (store home, operator, account), the worker writes each user's seed,
+    JWT and creds itself (atomic renames, flushed later by the caller) and returns seed and creds as None.
     """
-    signer_seed, account_public_key, items, scope, now, write_to = args
+    signer_seed, account_public_key, items, scope, iat, write_to = args
     signer = KeyPair.from_seed(signer_seed)
-    clock = (lambda: now) if now is not None else None
+    encoders: dict[Hashable, Encoder] = {}
     store = Store(write_to[0]) if write_to else None
     out: list[IssuedUser] = []
 
+    def encoder_for(spec: Optional[UserSpec]) -> Encoder:
+        key = _spec_key(spec)
+        enc = encoders.get(key)
+        if enc is None:
+            template = _user_template(account_public_key, signer, spec, scope)
+            enc = encoders[key] = Encoder(template, signer, clock=lambda: iat)
+        return enc
+
     with deferred_sync(flush=False):
-        for name, spec in items:
-            kp, _, token, creds = issue_user(name, account_public_key, signer, spec, scope=scope, clock=clock)
-            if store is not None and write_to is not None:
-                store.save_seed(kp.public_key, kp.seed, force=True)
-                store.write_user(write_to[1], write_to[2], name, token)
-                store.write_creds(write_to[1], write_to[2], name, creds, force=True)
-                out.append((name, kp.public_key, None, token, None))
-            else:
-                out.append((name, kp.public_key, kp.seed, token, creds))
+        i = 0
+        while i < len(items):
+            spec = items[i][1]
+            j = i + 1  # items[i:j]: users of one spec, at most _BATCH
+            while j < len(items) and j - i < _BATCH and (items[j][1] is spec or items[j][1] == spec):
+                j += 1
+            names = [name for name, _ in items[i:j]]
+            publics, seeds = fresh_keys("user", j - i)
+            tokens = encoder_for(spec).many(publics, names)
+            for name, public, seed, token in zip(names, publics, seeds, tokens, strict=True):
+                if store is not None and write_to is not None:
+                    store.save_seed(public, seed, force=True)
+                    store.write_user(write_to[1], write_to[2], name, token)
+                    store.write_creds(write_to[1], write_to[2], name, format_creds(token, seed), force=True)
+                    out.append((name, public, None, token, None))
+                else:
+                    out.append((name, public, seed, token, format_creds(token, seed)))
+            i = j
     return out
 
 
@@ -195,7 +239,8 @@ def issue_users(
 ) -> list[IssuedUser]:
     """Make many users in memory: (name, public key, seed, JWT, creds) each, in the order of ``names``.
 
-    ``spec`` applies to every user, or ``specs`` gives one per name.  Large batches are spread over
+    ``spec`` applies to every user, or ``specs`` gives one per name; each distinct spec is validated once.
+    Every JWT of the batch has the same ``iat``: the clock's second at the start.  Large batches are spread over
     processes (one per core by default); ``workers=1`` keeps it in this process.  Nothing is written,
     unless ``write_to`` = (store home, operator, account): then each process writes its users' files
     (without flushing them: the caller runs ``os.sync()``) and rows carry no seed or creds.
@@ -203,7 +248,7 @@ def issue_users(
     if specs is not None and len(specs) != len(names):
         raise StoreError("issue_users: one spec per name")
     items = list(zip(names, specs if specs is not None else [spec] * len(names), strict=False))
-    now = int(clock()) if clock else None
+    now = int((clock or time.time)())  # one iat for the batch
     workers = workers or (os.cpu_count() or 1)
     if workers <= 1 or len(items) < PARALLEL_THRESHOLD:
         return _issue_chunk((signer.seed, account_public_key, items, scope, now, write_to))

@@ -46,7 +46,14 @@ def format_decorated_seed(seed: str) -> str:
 
 def format_creds(user_jwt: str, seed: str) -> str:
     """The standard creds text for a user JWT and its seed (a secret)."""
+    if seed[:2] == "SU":  # the layout below, filled in at once (once per user in bulk issuance)
+        return f"{_USER_JWT_BEGIN}{user_jwt}{_USER_JWT_END}{seed}{_USER_SEED_END}"
     return format_decorated_jwt(user_jwt, "USER") + format_decorated_seed(seed)
+
+
+_USER_JWT_BEGIN, _USER_JWT_END = format_decorated_jwt("\0", "USER").split("\0")
+_SEED_BEGIN, _USER_SEED_END = format_decorated_seed("SU\0").split("SU\0")
+_USER_JWT_END += _SEED_BEGIN
 
 
 @dataclass(frozen=True)

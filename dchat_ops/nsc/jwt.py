@@ -1,8 +1,8 @@
 """NATS JWT v2: encoding, verified decoding, the Go-compatible ``jti``, and chain verification.
 
-Tokens are signed through PyJWT with an ``ed25519-nkey`` algorithm registered on a private
-``PyJWS`` instance: header ``{"typ":"JWT","alg":"ed25519-nkey"}``, base64url without padding,
-the signature made by the issuer's nkey over ``header.payload``.
+A token is ``header.payload.signature``, each base64url without padding: the header
+``{"typ":"JWT","alg":"ed25519-nkey"}``, the claims as Go's ``encoding/json`` writes them, and the
+issuer's Ed25519 signature over ``header.payload`` (see :mod:`dchat_ops.nsc.keys`).
 
     >>> op = KeyPair.generate("operator")
     >>> token = encode(OperatorClaims(subject=op.public_key, name="demo"), op)
@@ -10,6 +10,8 @@ the signature made by the issuer's nkey over ``header.payload``.
     'demo'
 
 :func:`decode` always verifies the signature against the issuer named in the token.
+:class:`Encoder` signs many tokens that differ only in subject and name (bulk issuance), rendering
+the rest of the JSON once; its tokens are byte for byte those :func:`encode` makes.
 :func:`verify_chain` checks operator -> account -> user (signing keys, ``issuer_account``,
 scoped keys, strict signing key usage, expiry, revocation) and raises a
 :class:`~dchat_ops.errors.ChainError` naming the link that failed.
@@ -18,18 +20,16 @@ scoped keys, strict signing key usage, expiry, revocation) and raises a
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, Optional, TypeVar, overload
-
-import jwt as pyjwt
-from jwt.algorithms import Algorithm
-from jwt.api_jws import PyJWS
-from jwt.types import JWKDict
+from json.encoder import encode_basestring as _json_string  # json.dumps' own (C) string encoder
+from typing import Any, Optional, TypeVar, overload
 
 from dchat_ops.errors import ChainError, JWTError, NKeyError
 from dchat_ops.nsc.claims import (
@@ -40,12 +40,13 @@ from dchat_ops.nsc.claims import (
     UserClaims,
     claims_class_for,
 )
-from dchat_ops.nsc.keys import KeyPair, PublicKey, kind_of_public
+from dchat_ops.nsc.keys import KeyPair, PublicKey, _b32encode, _b32encode_many, kind_of_public
 
 __all__ = [
     "ALGORITHM",
     "ChainResult",
     "Clock",
+    "Encoder",
     "compute_jti",
     "decode",
     "decode_unverified",
@@ -65,48 +66,20 @@ _GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u202
 _GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
 
 
-class _NkeyAlgorithm(Algorithm):
-    """PyJWT algorithm ``ed25519-nkey``: keys are :class:`KeyPair` (sign) or public nkey text (verify)."""
-
-    def prepare_key(self, key: Any) -> Any:
-        if isinstance(key, KeyPair):
-            return key
-        if isinstance(key, str):
-            return PublicKey(key)
-        raise JWTError("an ed25519-nkey key must be a KeyPair or a public nkey")
-
-    def sign(self, msg: bytes, key: Any) -> bytes:
-        signer: KeyPair = key  # what prepare_key made of the signing key
-        return signer.sign(msg)
-
-    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
-        verifier: KeyPair | PublicKey = key  # what prepare_key made of the verifying key
-        try:
-            return verifier.verify(msg, sig)
-        except NKeyError:
-            return False
-
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: bool = False) -> NoReturn:  # pragma: no cover - not used by NATS
-        raise NotImplementedError
-
-    @staticmethod
-    def from_jwk(jwk: str | JWKDict) -> NoReturn:  # pragma: no cover - not used by NATS
-        raise NotImplementedError
-
-
-_JWS = PyJWS(algorithms=[])
-_JWS.register_algorithm(ALGORITHM, _NkeyAlgorithm())
-
 _C = TypeVar("_C", bound=Claims)
+
+_HEADER = b"eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ"  # base64url of {"typ":"JWT","alg":"ed25519-nkey"}
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64url(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 def _sign(payload: bytes, signer: KeyPair) -> str:
-    """``header.payload.signature`` signed by ``signer`` through the registered ``ed25519-nkey`` algorithm."""
-    # PyJWS.encode's annotation lists only PyJWT's own key types; a registered algorithm is handed
-    # the key as given, and _NkeyAlgorithm takes a KeyPair.
-    key: Any = signer
-    return _JWS.encode(payload, key, algorithm=ALGORITHM, headers={"typ": "JWT"}, sort_headers=False)
+    """``header.payload.signature`` of the JSON ``payload``, signed by ``signer``."""
+    signing_input = _HEADER + b"." + _b64url(payload)
+    return (signing_input + b"." + _b64url(signer.sign(signing_input))).decode("ascii")
 
 
 def go_json(obj: Any) -> str:
@@ -128,10 +101,7 @@ def compute_jti(claims: Claims | dict[str, Any]) -> str:
     else:
         std = {k: claims[k] for k in ("aud", "exp", "jti", "iat", "iss", "name", "nbf", "sub") if claims.get(k)}
     std.pop("jti", None)
-    h = _SHA512_256.copy()
-    h.update(go_json(std).encode("utf-8"))
-    digest = h.digest()
-    return base64.b32encode(digest).decode("ascii").rstrip("=")
+    return _b32encode(_sha512_256(go_json(std).encode("utf-8")))
 
 
 _SHA512_256 = hashlib.new("sha512_256")  # copied per use: cheaper than a fresh lookup
@@ -173,7 +143,120 @@ def encode_generic(data: dict[str, Any], signer: KeyPair, *, clock: Optional[Clo
     return _sign(go_json(claims).encode("utf-8"), signer)
 
 
-def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:
+class Encoder:
+    """Many tokens of one shape, for bulk issuance: copies of ``template`` with other subjects and names.
+
+    Each token is what :func:`encode` makes of a copy of ``template`` with that subject and name, byte
+    for byte; the JSON of everything else is rendered once, here, and ``iat`` is now (from ``clock``)
+    for every token.  The signer's kind is checked here, each subject's shape per token.
+
+        >>> tokens = Encoder(UserClaims(), account_key).many([user_key1, user_key2], ["ann", "bob"])
+    """
+
+    def __init__(self, template: Claims, signer: KeyPair, *, clock: Optional[Clock] = None):
+        _check_signer_kind(template, signer, check_subject=False)
+        self._template = template.copy()
+        self._signer = signer
+        self._iat = _now(clock)
+        self._letter = _SUBJECT_LETTER[template.SUBJECT_KIND]
+        self._named = _Layout.of(template, signer, self._iat, named=True)
+        self._unnamed = _Layout.of(template, signer, self._iat, named=False)
+
+    def __call__(self, subject: str, name: str) -> str:
+        return self.many([subject], [name])[0]
+
+    def many(self, subjects: list[str], names: list[str]) -> list[str]:
+        """The tokens for ``subjects`` and ``names`` (one name per subject; an empty name is left out)."""
+        if len(subjects) != len(names):
+            raise JWTError("one name per subject")
+        letter, shape = self._letter, _B32_TEXT.match
+        for subject in subjects:
+            if len(subject) != 56 or subject[0] != letter or not shape(subject):
+                self._encode_in_full(subject, "")  # raises the error encode() raises
+        if self._named is None or self._unnamed is None:  # a shape the layout cannot cut
+            return [self._encode_in_full(s, n) for s, n in zip(subjects, names, strict=True)]
+        j0, j1, j2 = self._named.jti_parts
+        p0, p1, p2, p3 = self._named.payload_parts
+        u0, u1 = self._unnamed.jti_parts
+        q0, q1, q2 = self._unnamed.payload_parts
+        quoted = [_json_name(n) for n in names]
+        pairs = list(zip(subjects, quoted, strict=True))
+        jtis = _b32encode_many(
+            [_sha512_256((f"{j0}{n}{j1}{s}{j2}" if n else f"{u0}{s}{u1}").encode()) for s, n in pairs]
+        )
+        payloads = [
+            (f"{p0}{jti}{p1}{n}{p2}{s}{p3}" if n else f"{q0}{jti}{q1}{s}{q2}").encode()
+            for (s, n), jti in zip(pairs, jtis, strict=True)
+        ]
+        header, sign = _HEADER + b".", self._signer.sign
+        signing_inputs = [header + _b64url(p) for p in payloads]
+        return [(si + b"." + _b64url(sign(si))).decode("ascii") for si in signing_inputs]
+
+    def _encode_in_full(self, subject: str, name: str) -> str:
+        claims = self._template.copy()
+        claims.subject, claims.name = subject, name
+        return encode(claims, self._signer, clock=lambda: self._iat)
+
+
+def _json_name(name: str) -> str:
+    """The JSON string of a name as :func:`go_json` writes it inside a document; "" for no name."""
+    if not name:
+        return ""
+    text: str = _json_string(name)
+    if _GO_ESCAPE_RE.search(text):
+        text = _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], text)
+    return text
+
+
+def _sha512_256(data: bytes) -> bytes:
+    h = _SHA512_256.copy()
+    h.update(data)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The JSON of a template's jti input and payload, cut where the jti, name and subject go."""
+
+    jti_parts: tuple[str, ...]
+    payload_parts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, template: Claims, signer: KeyPair, iat: int, *, named: bool) -> Optional[_Layout]:
+        """The layout for names (``named``) or for no name; None when the rendered JSON does not hold each
+        mark once and in the order jti, name, subject (e.g. ``extra_top`` overriding a standard claim)."""
+        tag = os.urandom(8).hex()
+        marks = {"jti": f"jti{tag}", "name": f"name{tag}", "sub": f"sub{tag}"}
+        claims = template.copy()
+        claims.issuer, claims.issued_at = signer.public_key, iat
+        claims.jti, claims.subject, claims.name = marks["jti"], marks["sub"], marks["name"] if named else ""
+        payload = go_json(claims.to_dict())
+        claims.jti = ""
+        jti_input = go_json(claims.standard_claims())
+        # the name goes in as a JSON string: its mark is cut out with the quotes around it
+        cut_at = {"jti": marks["jti"], "name": f'"{marks["name"]}"', "sub": marks["sub"]}
+        order = ("name", "sub") if named else ("sub",)
+        jti_parts = cls._cut(jti_input, [cut_at[k] for k in order])
+        payload_parts = cls._cut(payload, [cut_at[k] for k in ("jti", *order)])
+        if jti_parts is None or payload_parts is None:
+            return None
+        return cls(jti_parts, payload_parts)
+
+    @staticmethod
+    def _cut(text: str, marks: list[str]) -> Optional[tuple[str, ...]]:
+        """``text`` cut at each of ``marks`` (each once, in this order), or None."""
+        if any(text.count(mark) != 1 for mark in marks):
+            return None
+        parts = []
+        for mark in marks:
+            before, found, text = text.partition(mark)
+            if not found:
+                return None
+            parts.append(before)
+        return (*parts, text)
+
+
+def _check_signer_kind(claims: Claims, signer: KeyPair, *, check_subject: bool = True) -> None:
     want = {
         OperatorClaims: "operator",
         AccountClaims: "operator",
@@ -182,6 +265,8 @@ def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:
     }.get(type(claims))
     if want and signer.kind != want:
         raise JWTError(f"a {claims.TYPE} JWT must be signed by an {want} key, not a {signer.kind} key")
+    if not check_subject:
+        return
     subject = claims.subject
     if not subject:
         raise JWTError(f"the {claims.TYPE} JWT has no subject")
@@ -194,7 +279,8 @@ def _check_signer_kind(claims: Claims, signer: KeyPair) -> None:
         raise JWTError(f"the subject of a {claims.TYPE} JWT must be a {claims.SUBJECT_KIND} key, not {got}")
 
 
-def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(header, payload, token without surrounding blanks) of a token, its signature not checked yet."""
     if not isinstance(token, str):
         raise JWTError("a JWT must be text")
     token = token.strip()
@@ -208,12 +294,23 @@ def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise JWTError("malformed JWT: header or payload is not base64url JSON") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise JWTError("malformed JWT: header and payload must be JSON objects")
-    return header, payload
+    return header, payload, token
+
+
+def _verify_signature(token: str, issuer: str) -> None:
+    """Check the signature of ``token`` (well formed: three base64url segments) against ``issuer``."""
+    signing_input, _, sig = token.rpartition(".")
+    try:
+        signature = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    except (ValueError, binascii.Error):
+        raise JWTError("malformed JWT: the signature is not base64url") from None
+    if not PublicKey(issuer).verify(signing_input.encode("ascii"), signature):
+        raise JWTError("JWT signature does not verify against its issuer")
 
 
 def decode_unverified(token: str) -> Claims:
     """Parse a token WITHOUT checking its signature.  Only for showing what a bad token says."""
-    _, payload = _segments(token)
+    _, payload, _ = _segments(token)
     return claims_class_for(payload).from_dict(payload)
 
 
@@ -230,9 +327,10 @@ def decode(token: str, expected: type[Claims] | None = None) -> Claims:
 
     With ``expected``, refuse a token of another claim type.  Raises :class:`JWTError`.
     """
-    header, payload = _segments(token)
-    if header.get("typ", "JWT").upper() != "JWT":
-        raise JWTError(f"not a JWT: typ is {header.get('typ')!r}")
+    header, payload, token = _segments(token)
+    typ = header.get("typ", "JWT")
+    if not isinstance(typ, str) or typ.upper() != "JWT":
+        raise JWTError(f"not a JWT: typ is {typ!r}")
     alg = header.get("alg")
     if alg != ALGORITHM:
         if alg == "ed25519":
@@ -247,12 +345,7 @@ def decode(token: str, expected: type[Claims] | None = None) -> Claims:
         raise JWTError("the JWT's issuer is not a public nkey") from None
     if issuer_kind not in ("operator", "account"):
         raise JWTError(f"the JWT's issuer is a {issuer_kind} key; only operators and accounts issue JWTs")
-    try:
-        _JWS.decode_complete(token.strip(), key=issuer, algorithms=[ALGORITHM])
-    except pyjwt.InvalidSignatureError:
-        raise JWTError("JWT signature does not verify against its issuer") from None
-    except pyjwt.PyJWTError as exc:
-        raise JWTError(f"malformed JWT: {exc}") from None
+    _verify_signature(token, issuer)
     cls = claims_class_for(payload)
     if expected is not None and cls is not expected:
         raise JWTError(f"expected a {expected.TYPE} JWT, got a {cls.TYPE} JWT")

@@ -11,8 +11,10 @@ whose first letter tells the kind (``O`` operator, ``A`` account, ``U`` user, ``
     >>> KeyPair.from_seed(kp.seed).public_key == kp.public_key
     True
 
-Signing uses the ``cryptography`` package (OpenSSL), so bulk issuance is fast.  A key pair's
-``repr`` never shows the seed.
+Ed25519 runs in libsodium through PyNaCl (the fastest Ed25519 at hand: key generation, signing and
+verifying); curve keys are X25519 keys of the ``cryptography`` package, imported when one is made.
+Base32 goes through big-integer arithmetic and ``bytes.translate`` rather than the standard
+library's per-5-byte Python loop.  A key pair's ``repr`` never shows the seed.
 """
 
 from __future__ import annotations
@@ -20,26 +22,25 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.asymmetric.x25519 import (
-    X25519PrivateKey,
-    X25519PublicKey,
-)
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError
 
 from dchat_ops.errors import NKeyError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 __all__ = [
     "KINDS",
     "KeyPair",
     "PublicKey",
     "check_public_key",
+    "fresh_keys",
     "is_public_key",
     "kind_of_public",
     "kind_of_seed",
@@ -71,17 +72,105 @@ def _crc16(data: bytes) -> int:
     return binascii.crc_hqx(data, 0)
 
 
+# --- base32 (RFC 4648 alphabet, no padding) -----------------------------------------------------------
+#
+# The standard library's base32 is a Python loop over 5-byte groups.  Here up to 40 bytes are one
+# integer: six mask-and-shift steps move each 5-bit group into its own byte (``_SPREAD``), and
+# ``bytes.translate`` maps those bytes to letters; decoding runs the same steps backwards.  Longer
+# input (only the 67-byte private key form) goes through the standard library.
+
+_B32_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_B32_LETTERS = bytes(_B32_ALPHABET[i & 31] for i in range(256))  # 5-bit value -> letter
+_B32_VALUES = bytes(_B32_ALPHABET.find(bytes([i])) & 0xFF for i in range(256))  # letter -> 5-bit value
+_SLOTS = 64  # 5-bit groups one integer holds: 40 bytes
+
+
+def _spread_steps(slots: int) -> list[tuple[int, int, int]]:
+    """(keep mask, move mask, shift) per step: group ``i`` (bits 5i..5i+4) ends in byte ``i`` (bits 8i..8i+4)."""
+    steps = []
+    block = slots
+    while block > 1:
+        half = block // 2
+        keep = move = 0
+        for i in range(slots // block):
+            base = i * block * 8
+            keep |= ((1 << half * 5) - 1) << base
+            move |= ((1 << half * 5) - 1) << (base + half * 5)
+        steps.append((keep, move, half * 3))
+        block = half
+    return steps
+
+
+_SPREAD = _spread_steps(_SLOTS)
+_GATHER = _SPREAD[::-1]
+
+
 def _b32encode(raw: bytes) -> str:
-    return base64.b32encode(raw).decode("ascii").rstrip("=")
+    n = len(raw)
+    if n > _SLOTS * 5 // 8:
+        return base64.b32encode(raw).decode("ascii").rstrip("=")
+    pad = -n % 5
+    groups = (n + pad) * 8 // 5
+    x = int.from_bytes(raw, "big") << pad * 8
+    for keep, move, shift in _SPREAD:
+        x = (x & keep) | ((x & move) << shift)
+    start = _SLOTS - groups
+    return x.to_bytes(_SLOTS, "big")[start : start + (n * 8 + 4) // 5].translate(_B32_LETTERS).decode("ascii")
+
+
+_BATCH = 64  # values per integer in _b32encode_many
+
+
+@functools.lru_cache(maxsize=1)
+def _wide_spread() -> list[tuple[int, int, int]]:
+    """``_SPREAD`` for ``_BATCH`` values side by side, ``_SLOTS`` bytes apart."""
+    wide = []
+    for keep, move, shift in _SPREAD:
+        k = m = 0
+        for i in range(_BATCH):
+            k |= keep << i * _SLOTS * 8
+            m |= move << i * _SLOTS * 8
+        wide.append((k, m, shift))
+    return wide
+
+
+def _b32encode_many(raws: list[bytes]) -> list[str]:
+    """``[_b32encode(r) for r in raws]`` for values of one length, ``_BATCH`` of them per integer."""
+    if not raws:
+        return []
+    n = len(raws[0])
+    if n > _SLOTS * 5 // 8 or any(len(r) != n for r in raws):
+        return [_b32encode(r) for r in raws]
+    pad = -n % 5
+    head, tail = b"\0" * (_SLOTS - n - pad), b"\0" * pad
+    start, chars = _SLOTS - (n + pad) * 8 // 5, (n * 8 + 4) // 5
+    steps = _wide_spread()
+    out: list[str] = []
+    for i in range(0, len(raws), _BATCH):
+        part = raws[i : i + _BATCH]
+        x = int.from_bytes(head + (tail + head).join(part) + tail, "big")
+        for keep, move, shift in steps:
+            x = (x & keep) | ((x & move) << shift)
+        text = x.to_bytes(_SLOTS * len(part), "big").translate(_B32_LETTERS).decode("ascii")
+        out += [text[j : j + chars] for j in range(start, start + len(text), _SLOTS)]
+    return out
 
 
 def _b32decode(text: str, what: str) -> bytes:
+    """Base32 text without padding -> bytes (bits past the last whole byte are dropped, as the standard
+    library drops them); NKeyError when it is not base32."""
     if not text or not _B32.match(text):
         raise NKeyError(f"{what} is not valid base32 text")
-    try:
-        return base64.b32decode(text + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError):
-        raise NKeyError(f"{what} is not valid base32 text") from None
+    n = len(text)
+    if n % 8 in (1, 3, 6):  # no whole byte ends there: what the standard library calls bad padding
+        raise NKeyError(f"{what} is not valid base32 text")
+    if n > _SLOTS:
+        return base64.b32decode(text + "=" * (-n % 8))
+    chars = n + -n % 8
+    x = int.from_bytes(text.encode("ascii").translate(_B32_VALUES), "big") << (chars - n) * 8
+    for keep, move, shift in _GATHER:
+        x = (x & keep) | ((x >> shift) & move)
+    return x.to_bytes(chars * 5 // 8, "big")[: n * 5 // 8]
 
 
 def _with_crc(raw: bytes) -> bytes:
@@ -114,6 +203,12 @@ def _decode_public(text: str) -> tuple[str, bytes]:
     """Return (kind, 32 raw bytes) of an encoded public key, or raise NKeyError."""
     if not isinstance(text, str) or len(text) != 56:
         raise NKeyError("not a public nkey: expected 56 characters")
+    return _decode_public_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_public_text(text: str) -> tuple[str, bytes]:
+    """:func:`_decode_public` of 56 characters; cached: the same issuers come again with every token they signed."""
     body = _check_crc(_b32decode(text, "public nkey"), "public nkey")
     kind = _KIND_BY_PREFIX.get(body[0])
     if kind is None or len(body) != 33:
@@ -135,11 +230,31 @@ def _decode_seed(text: str) -> tuple[str, bytes]:
     return kind, body[2:]
 
 
-def _encode_seed(kind: str, raw: bytes) -> str:
+def _seed_prefix(kind: str) -> bytes:
     prefix = _PREFIXES[kind]
-    b1 = _PREFIX_SEED | (prefix >> 5)
-    b2 = (prefix & 31) << 3
-    return _b32encode(_with_crc(bytes([b1, b2]) + raw))
+    return bytes([_PREFIX_SEED | (prefix >> 5), (prefix & 31) << 3])
+
+
+def _encode_seed(kind: str, raw: bytes) -> str:
+    return _b32encode(_with_crc(_seed_prefix(kind) + raw))
+
+
+def fresh_keys(kind: str, count: int) -> tuple[list[str], list[str]]:
+    """``count`` new random key pairs of an Ed25519 ``kind`` as (public keys, seeds), text, without
+    :class:`KeyPair` objects: what bulk issuance needs of its users' keys.  The seeds are secrets."""
+    kind = _kind_name(kind)
+    if kind == "curve":
+        raise NKeyError("fresh_keys makes Ed25519 keys; use KeyPair.generate('curve') for a curve key")
+    pool = os.urandom(32 * count)
+    raws = [pool[i : i + 32] for i in range(0, 32 * count, 32)]
+    prefix, seed_prefix = bytes([_PREFIXES[kind]]), _seed_prefix(kind)
+    publics = [prefix + crypto_sign_seed_keypair(raw)[0] for raw in raws]
+    seeds = [seed_prefix + raw for raw in raws]
+    crc = binascii.crc_hqx
+    return (
+        _b32encode_many([b + crc(b, 0).to_bytes(2, "little") for b in publics]),
+        _b32encode_many([b + crc(b, 0).to_bytes(2, "little") for b in seeds]),
+    )
 
 
 def kind_of_public(text: str) -> str:
@@ -179,12 +294,22 @@ def looks_like_seed(text: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _ed25519_public(text: str) -> Ed25519PublicKey:
-    """The verifying key behind a public nkey (cached: the same keys verify again and again)."""
+def _verifying_key(text: str) -> bytes:
+    """The 32 raw bytes of the Ed25519 key behind a public nkey (cached: the same keys verify again and again)."""
     kind, raw = _decode_public(text)
     if kind == "curve":
         raise NKeyError("curve (X) keys cannot verify signatures")
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return raw
+
+
+def _verify(raw_public: bytes, data: bytes, signature: bytes) -> bool:
+    if len(signature) != 64:
+        return False
+    try:
+        crypto_sign_open(signature + data, raw_public)
+    except BadSignatureError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -201,11 +326,7 @@ class PublicKey:
         return kind_of_public(self.text)
 
     def verify(self, data: bytes, signature: bytes) -> bool:
-        try:
-            _ed25519_public(self.text).verify(signature, data)
-            return True
-        except InvalidSignature:
-            return False
+        return _verify(_verifying_key(self.text), data, signature)
 
 
 class KeyPair:
@@ -215,7 +336,7 @@ class KeyPair:
     messages (see :meth:`x25519_private`).
     """
 
-    __slots__ = ("_private", "_public_text", "_raw_seed", "_seed_text", "kind")
+    __slots__ = ("_curve", "_public_raw", "_public_text", "_raw_seed", "_secret", "_seed_text", "kind")
 
     def __init__(self, kind: str, raw_seed: bytes):
         kind = _kind_name(kind)
@@ -224,20 +345,21 @@ class KeyPair:
         self.kind = kind
         self._raw_seed = bytes(raw_seed)
         self._seed_text: str | None = None
-        self._private: Ed25519PrivateKey | X25519PrivateKey
+        self._curve: X25519PrivateKey | None = None
+        self._secret = b""  # libsodium's 64-byte Ed25519 secret key (seed + public key)
         if kind == "curve":
-            self._private = X25519PrivateKey.from_private_bytes(self._raw_seed)
+            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+            self._curve = X25519PrivateKey.from_private_bytes(self._raw_seed)
+            self._public_raw = self._curve.public_key().public_bytes_raw()
         else:
-            self._private = Ed25519PrivateKey.from_private_bytes(self._raw_seed)
-        pub = self._private.public_key().public_bytes_raw()
-        self._public_text = _encode_public(kind, pub)
+            self._public_raw, self._secret = crypto_sign_seed_keypair(self._raw_seed)
+        self._public_text = _encode_public(kind, self._public_raw)
 
     # construction -------------------------------------------------------------------------
     @classmethod
     def generate(cls, kind: str) -> KeyPair:
         """A fresh random key pair of ``kind`` (operator, account, user, server, cluster, curve)."""
-        import os
-
         return cls(kind, os.urandom(32))
 
     @classmethod
@@ -271,26 +393,28 @@ class KeyPair:
         """The encoded 64-byte private key (``P...``), as nkeys prints it.  A secret."""
         if self.kind == "curve":
             raise NKeyError("curve keys have no Ed25519 private key form")
-        _, pub = _decode_public(self._public_text)
-        return _b32encode(_with_crc(bytes([_PREFIX_PRIVATE]) + self._raw_seed + pub))
+        return _b32encode(_with_crc(bytes([_PREFIX_PRIVATE]) + self._raw_seed + self._public_raw))
 
     # operations -----------------------------------------------------------------------------
     def sign(self, data: bytes) -> bytes:
-        if not isinstance(self._private, Ed25519PrivateKey):
+        """The 64-byte Ed25519 signature of ``data``."""
+        if not self._secret:
             raise NKeyError("curve (X) keys cannot sign")
-        return self._private.sign(data)
+        return crypto_sign(data, self._secret)[:64]
 
     def verify(self, data: bytes, signature: bytes) -> bool:
-        return PublicKey(self._public_text).verify(data, signature)
+        if not self._secret:
+            raise NKeyError("curve (X) keys cannot verify signatures")
+        return _verify(self._public_raw, data, signature)
 
     def x25519_private(self) -> X25519PrivateKey:
         """The X25519 private key of a curve key pair, for sealing and opening messages."""
-        if not isinstance(self._private, X25519PrivateKey):
+        if self._curve is None:
             raise NKeyError("only curve (X) keys are X25519 keys")
-        return self._private
+        return self._curve
 
     def raw_public(self) -> bytes:
-        return _decode_public(self._public_text)[1]
+        return self._public_raw
 
     def __repr__(self) -> str:
         return f"KeyPair(kind={self.kind!r}, public_key={self._public_text!r})"
@@ -304,5 +428,7 @@ class KeyPair:
 
 def x25519_public(public_key: str) -> X25519PublicKey:
     """The X25519 public key behind an encoded curve public key (``X...``)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
     check_public_key(public_key, "curve")
     return X25519PublicKey.from_public_bytes(_decode_public(public_key)[1])
