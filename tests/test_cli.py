@@ -270,3 +270,107 @@ def test_starting_the_cli_imports_no_command_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "['dchat_ops._cli.app', 'dchat_ops._cli.main', 'dchat_ops._cli.output']"
+
+
+def test_command_help_table_matches_the_commands():
+    """The one-line help ``--help`` lists without importing the commands is theirs, word for word."""
+    import importlib
+
+    import click
+
+    from dchat_ops._cli.app import COMMAND_HELP, COMMAND_MODULES
+
+    for mod in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"dchat_ops._cli.{mod}")
+    assert set(COMMAND_HELP) == set(COMMAND_MODULES)
+    for name, command in cli.commands.items():
+        assert COMMAND_HELP[name] == command.get_short_help_str(limit=10_000), name
+    for width in (50, 80, 200):  # click shortens the help to the width: the table's listing does it alike
+        ctx = click.Context(cli, info_name="dchat-ops")
+        ours, clicks = click.HelpFormatter(width=width), click.HelpFormatter(width=width)
+        cli.format_commands(ctx, ours)
+        click.Group.format_commands(cli, ctx, clicks)
+        assert ours.getvalue() == clicks.getvalue()
+        assert ours.getvalue().count("\n") > len(COMMAND_HELP)
+
+
+def test_copies_of_library_values_in_the_cli_match_the_library():
+    """The few library values the command modules repeat, so that their help imports no library."""
+    from dchat_ops._cli import identity, tls
+    from dchat_ops.config import pki
+    from dchat_ops.nsc import admin
+
+    assert (identity.DEFAULT_OPERATOR, identity.DEFAULT_ACCOUNT, identity.DEFAULT_USER) == (
+        admin.DEFAULT_OPERATOR,
+        admin.DEFAULT_ACCOUNT,
+        admin.DEFAULT_USER,
+    )
+    assert tls.CERT_KINDS == pki.KINDS
+
+
+# What neither a command's --help nor list needs: the library beyond the store, and the heavy dependencies.
+_HEAVY = ("dchat_ops.config", "dchat_ops.runtime", "dchat_ops.permissions", "dchat_ops.provision", "dchat_ops.chat")
+_HEAVY += ("dchat_ops.verify", "dchat_ops.nsc.admin", "nats", "jinja2", "ruamel")
+
+
+def _imported_after(args: list[str], env: dict | None = None) -> tuple[list[str], str]:
+    """Run the command line on ``args`` in a fresh interpreter; the modules it imported, and its output."""
+    code = (
+        "import sys, json; from dchat_ops._cli.main import cli; from dchat_ops._cli.output import run_cli\n"
+        f"args = {args!r}\n"
+        "runs = args if args and isinstance(args[0], list) else [args]\n"
+        "codes = [run_cli(cli, a) for a in runs]\n"
+        "print(json.dumps({'codes': codes, 'modules': sorted(sys.modules)}), file=sys.stderr)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+    report = json.loads(p.stderr.strip().splitlines()[-1])
+    assert set(report["codes"]) == {0}, p.stderr
+    return report["modules"], p.stdout
+
+
+def _heavy(modules: list[str], heavy: tuple[str, ...] = _HEAVY) -> list[str]:
+    return [m for m in modules if any(m == h or m.startswith(h + ".") for h in heavy)]
+
+
+def test_top_level_help_imports_no_command_module():
+    modules, out = _imported_after(["--help"])
+    assert "list" in out and "allow-sub" in out
+    assert [m for m in modules if m.startswith("dchat_ops.")] == [
+        "dchat_ops._cli",
+        "dchat_ops._cli.app",
+        "dchat_ops._cli.main",
+        "dchat_ops._cli.output",
+        "dchat_ops.errors",
+    ]
+
+
+def test_every_command_help_imports_no_library():
+    """--help of every group, command and subcommand: their modules import click and the CLI's own helpers only."""
+    import importlib
+
+    import click
+
+    from dchat_ops._cli.app import COMMAND_MODULES
+
+    for mod in set(COMMAND_MODULES.values()):
+        importlib.import_module(f"dchat_ops._cli.{mod}")
+    paths: list[list[str]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        paths.append([*path, "--help"])
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    for name, command in cli.commands.items():
+        walk(command, [name])
+    modules, out = _imported_after(paths)
+    assert out.count("Usage: ") == len(paths) > len(cli.commands)
+    assert _heavy(modules, (*_HEAVY, "dchat_ops.nsc", "jwt", "cryptography", "nacl", "nkeys")) == []
+
+
+def test_list_imports_only_what_reading_the_store_needs(store):
+    modules, out = _imported_after(["list"], env={"DCHAT_OPS_HOME": str(store.home)})
+    assert "account chat" in out
+    assert _heavy(modules) == []

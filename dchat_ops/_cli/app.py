@@ -52,8 +52,46 @@ COMMAND_MODULES = {
 }
 
 
+# The one-line help of each top-level command, so that ``dchat-ops --help`` lists them without importing
+# a command module.  tests/test_cli.py checks it against the commands' own help.
+COMMAND_HELP = {
+    "add": "Add an account or a user.",
+    "allow-pub": "Allow publishing to SUBJECT.",
+    "allow-sub": "Allow subscribing to SUBJECT (a node: live, with rollback on failure).",
+    "apply": "Make the store and node configs what the spec says; a second apply changes nothing.",
+    "chat": "A plain terminal chat client on a node: rooms, sealed direct and group messages, history.",
+    "deny-pub": "Deny publishing to SUBJECT.",
+    "deny-sub": "Deny subscribing to SUBJECT.",
+    "describe": "Show an operator, account or user by name, or any JWT or creds file (the seed is never shown).",
+    "edit": "Change an operator, account or user (and re-sign it).",
+    "export": "Export creds or keys to an encrypted bundle (or nsc's plain formats).",
+    "generate": "Generate creds files and server configs.",
+    "import": "Import a bundle, or plain .creds / .nk / .jwt files or folders: verified, then all or nothing.",
+    "init": "Create an operator, the system account and user, an application account and its first user.",
+    "list": "List the operator, its accounts and their users.",
+    "node": "Node configs and supervised nats-server processes.",
+    "perms": "Show permissions.",
+    "plan": "Show what applying the spec would create, change, re-issue or revoke (and drift).",
+    "pull": "Compare the account JWTs the running servers hold with the store, per account and server.",
+    "push": "Send account JWTs to the running nodes over the system account; report per server.",
+    "revocations": "Show revocations.",
+    "revoke": "Revoke a user (revoke user NAME) or every user (revoke --all-users).",
+    "rm": "Remove an account (its JWTs and creds; seeds stay in the keystore).",
+    "rm-pub": "Remove SUBJECT from the publish allow and deny lists.",
+    "rm-sub": "Remove SUBJECT from the subscribe allow and deny lists.",
+    "spec": "Specs for provisioning.",
+    "tls": "TLS for every link: the store's CA, node certificates, and which links of a node use them.",
+    "unrevoke": "Lift a revocation (NAME, a public key, or '*' for --all-users).",
+    "validate": "Check every signature, chain, expiry, key and creds file in the store.",
+    "verify": "Build a throw-away network on loopback and prove it works against real nats-servers.",
+}
+
+
 class LazyGroup(click.Group):
-    """A group whose commands are registered by their modules, imported on first use."""
+    """A group whose commands are registered by their modules, imported on first use.
+
+    Its help lists the commands from :data:`COMMAND_HELP`, so ``--help`` imports none of them.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMAND_MODULES) | set(self.commands))
@@ -62,6 +100,19 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
             importlib.import_module(f"dchat_ops._cli.{COMMAND_MODULES[cmd_name]}")
         return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click.Group's listing, with a stand-in carrying the table's help for each command in the table
+        # (it shortens the text to the width exactly as the command itself would)
+        commands: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = click.Command(name, help=COMMAND_HELP[name]) if name in COMMAND_HELP else self.commands[name]
+            if not command.hidden:
+                commands.append((name, command))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
 
 
 class Ctx:

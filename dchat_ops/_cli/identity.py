@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,23 +12,32 @@ from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import format_time, parse_duration, parse_expiry
 from dchat_ops.errors import DchatOpsError
-from dchat_ops.nsc import admin
-from dchat_ops.nsc import describe as inspect_
-from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
-from dchat_ops.nsc.store import Entity, Store
+
+if TYPE_CHECKING:
+    from dchat_ops.nsc import admin
+    from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
+    from dchat_ops.nsc.store import Entity, Store
+
+# Each command imports the library when it runs, so that the help of these commands imports none of it;
+# hence this copy of admin.init's defaults (tests/test_cli.py compares them).
+DEFAULT_OPERATOR = "dchat"
+DEFAULT_ACCOUNT = "chat"
+DEFAULT_USER = "default"
 
 # --- init ----------------------------------------------------------------------------------------
 
 
 @cli.command()
-@click.option("--operator", default=admin.DEFAULT_OPERATOR, show_default=True, help="Operator name.")
-@click.option("--account", default=admin.DEFAULT_ACCOUNT, show_default=True, help="Application account name.")
-@click.option("--user", default=admin.DEFAULT_USER, show_default=True, help="First user of the account.")
+@click.option("--operator", default=DEFAULT_OPERATOR, show_default=True, help="Operator name.")
+@click.option("--account", default=DEFAULT_ACCOUNT, show_default=True, help="Application account name.")
+@click.option("--user", default=DEFAULT_USER, show_default=True, help="First user of the account.")
 @click.option("--strict", is_flag=True, help="Sign with signing keys only (strict signing key usage).")
 @json_option
 @pass_ctx
 def init(c: Ctx, operator, account, user, strict, as_json):
     """Create an operator, the system account and user, an application account and its first user."""
+    from dchat_ops.nsc import admin
+
     store = c.store(must_exist=False)
     r = admin.init(store, operator, account, user, strict=strict)
 
@@ -58,6 +68,8 @@ def rm():
 @click.argument("name")
 @pass_ctx
 def rm_account(c: Ctx, name):
+    from dchat_ops.nsc import admin
+
     admin.remove_account(c.store(), name)
     note(f"removed account {name}; run 'dchat-ops push --prune' to remove it from running nodes")
 
@@ -70,6 +82,9 @@ def rm_account(c: Ctx, name):
 @pass_ctx
 def add_account(c: Ctx, name, signing_key, force, as_json):
     """Add an account signed by the operator."""
+    from dchat_ops.nsc import admin
+    from dchat_ops.nsc import describe as inspect_
+
     e = admin.add_account(c.store(), name, signing_key=signing_key, force=force)
     emit(as_json, inspect_.describe_claims(e.claims), f"added account {name} ({e.public_key})")
 
@@ -111,6 +126,8 @@ def user_options(f):
 
 
 def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
+    from dchat_ops.nsc import admin
+
     now = admin.now(store)
     both = _split(kw["allow_pubsub"])
 
@@ -152,6 +169,8 @@ def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
 @pass_ctx
 def add_user(c: Ctx, name, account, role, signing_key, force, as_json, **kw):
     """Add a user, its seed and its creds file."""
+    from dchat_ops.nsc import admin
+
     store = c.store()
     account = account or store.default_account()
     r = admin.add_user(
@@ -185,6 +204,8 @@ def edit():
 @pass_ctx
 def edit_user(c: Ctx, name, account, rm, rm_tag, rm_conn_type, rm_source_network, rm_times, as_json, **kw):
     """Add to or remove from a user's permissions and limits; re-issue its JWT and creds."""
+    from dchat_ops.nsc import admin
+
     store = c.store()
     account = account or store.default_account()
     both = _split(kw["allow_pubsub"])
@@ -270,6 +291,9 @@ def edit_account(
     as_json,
 ):
     """Change an account's limits, JetStream, signing keys and roles; re-sign it."""
+    from dchat_ops.nsc import admin
+    from dchat_ops.nsc import describe as inspect_
+
     store = c.store()
     role_spec = None
     if not role and (role_allow_pub or role_allow_sub or role_deny_pub or role_deny_sub):
@@ -327,6 +351,9 @@ def edit_account(
 @pass_ctx
 def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, system_account, tag, as_json):
     """Change the operator's signing keys, strict mode, URLs or system account."""
+    from dchat_ops.nsc import admin
+    from dchat_ops.nsc import describe as inspect_
+
     e, changed = admin.edit_operator(
         c.store(),
         add_signing_key=add_sk,
@@ -397,6 +424,8 @@ def _describe_lines(d: dict) -> list[str]:
 @pass_ctx
 def describe(c: Ctx, kind, name, account, as_json):
     """Show an operator, account or user by name, or any JWT or creds file (the seed is never shown)."""
+    from dchat_ops.nsc import describe as inspect_
+
     if kind == "file":
         if not name:
             raise click.UsageError("describe file needs a path")
@@ -422,6 +451,8 @@ def describe(c: Ctx, kind, name, account, as_json):
 @pass_ctx
 def list_(c: Ctx, as_json):
     """List the operator, its accounts and their users."""
+    from dchat_ops.nsc import describe as inspect_
+
     tree = inspect_.list_store(c.store())
 
     def human():
@@ -440,6 +471,8 @@ def list_(c: Ctx, as_json):
 @pass_ctx
 def validate(c: Ctx, as_json):
     """Check every signature, chain, expiry, key and creds file in the store."""
+    from dchat_ops.nsc import describe as inspect_
+
     store = c.store()
     findings = inspect_.validate_store(store)
     errors = [f for f in findings if f.level == "error"]
@@ -470,6 +503,8 @@ def generate():
 @pass_ctx
 def generate_creds(c: Ctx, account, name, output, force):
     """Write a user's creds file (JWT + seed), checked against the chain."""
+    from dchat_ops.nsc import admin
+
     store = c.store()
     account = account or store.default_account()
     text = admin.generate_creds(store, account, name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import sys
@@ -25,6 +24,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 def emit(as_json: bool, data: Any, human: Callable[[], Iterable[str]] | Iterable[str] | str | None = None) -> None:
     """Print ``data`` as JSON, or the human lines."""
     if as_json:
+        import json
+
         click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
         return
     if human is None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from dchat_ops._cli.app import Ctx, cli, pass_ctx
 from dchat_ops._cli.output import emit, json_option
 from dchat_ops.errors import ConfigError
-from dchat_ops.nsc.store import Store
 from dchat_ops.subjects import check_subject
+
+if TYPE_CHECKING:
+    from dchat_ops.nsc.store import Store
 
 # --- permissions -------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """``dchat-ops tls ...``: the store's certificate authority, node certificates, TLS on a node's links.
 
-The group is registered by main.py (``cli.add_command(tls)``); it reads the store from the
-``Ctx`` object main.py puts in ``ctx.obj``.  No key material is ever printed.
+Importing this module registers the group on ``cli``; it reads the store from the ``Ctx`` object the
+root group puts in ``ctx.obj``.  No key material is ever printed.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import click
 
 from dchat_ops._cli.app import cli
 from dchat_ops._cli.output import emit, json_option, note
-from dchat_ops.config import pki
-from dchat_ops.config import tls as node_tls
-from dchat_ops.runtime.supervisor import reload_running
 
 __all__ = ["tls"]
+
+# Each command imports the library when it runs, so that the help of these commands imports none of it
+# (nor cryptography); hence this copy of pki.KINDS (tests/test_cli.py compares them).
+CERT_KINDS = ("server", "client", "route")
 
 
 def _store():
@@ -32,6 +33,7 @@ def _split(values) -> list[str]:
 
 def _warn_nodes(store, node_ids) -> None:
     """Loud warnings (stderr) for the nodes among ``node_ids`` that run with tls.insecure or bad certs."""
+    from dchat_ops.config import tls as node_tls
     from dchat_ops.config.node import NodeFile
     from dchat_ops.errors import DchatOpsError
 
@@ -72,6 +74,8 @@ def tls():
 @json_option
 def init_ca(days, force, as_json):
     """Create the store's certificate authority under <home>/pki/."""
+    from dchat_ops.config import pki
+
     r = pki.init_ca(_store(), days=days, force=force)
     verb = "created" if r["created"] else "kept the existing"
     emit(
@@ -89,13 +93,15 @@ def init_ca(days, force, as_json):
 
 
 @tls.command("issue")
-@click.argument("kind", type=click.Choice(list(pki.KINDS)))
+@click.argument("kind", type=click.Choice(CERT_KINDS))
 @click.option("--node", "node_id", required=True, help="The node the certificate is for.")
 @click.option("--san", multiple=True, help="Extra host name or IP address (repeatable, or a comma list).")
 @click.option("--days", type=int, default=397, show_default=True, help="Validity in days.")
 @json_option
 def issue(kind, node_id, san, days, as_json):
     """Issue (or replace) a node's server, client or route certificate, signed by the store's CA."""
+    from dchat_ops.config import pki
+
     store = _store()
     r = pki.issue(store, node_id, kind, _split(san), days)
     emit(
@@ -114,6 +120,8 @@ def issue(kind, node_id, san, days, as_json):
 @json_option
 def list_(as_json):
     """List the CA and every node certificate; expired and soon-expiring ones are marked."""
+    from dchat_ops.config import pki
+
     certs = pki.list_certs(_store())
 
     def human():
@@ -142,6 +150,9 @@ def list_(as_json):
 @json_option
 def renew(node_id: Optional[str], days, no_reload, as_json):
     """Re-issue existing certificates (same names, new keys), then reload the running nodes live."""
+    from dchat_ops.config import pki
+    from dchat_ops.runtime.supervisor import reload_running
+
     store = _store()
     renewed = pki.renew(store, node_id, days=days)
     ids = [d["node"] for d in renewed]
@@ -190,6 +201,8 @@ def enable(node_id, client, client_verify, route, gateway, leafnode, websocket, 
     Missing certificates are issued.  The node file keeps its comments.  Restart the node (or
     reload it for the client port) to apply; routes only form between nodes that agree on TLS.
     """
+    from dchat_ops.config import tls as node_tls
+
     store = _store()
     links = [
         name

@@ -14,7 +14,6 @@ from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import format_time, parse_expiry
 from dchat_ops.errors import DchatOpsError
-from dchat_ops.nsc import admin
 
 # --- export / import / revocation / push --------------------------------------------------------------
 
@@ -203,7 +202,7 @@ def revoke(ctx, all_users, account, at, no_push, as_json):
 
 def _revocation_time(store, account: str, user: str, at: Optional[str]) -> Optional[int]:
     """``--at`` as Unix seconds (None or 0: now); a time that would revoke nothing is a bad value (exit 2)."""
-    from dchat_ops.nsc import revoke
+    from dchat_ops.nsc import admin, revoke
 
     if not at:
         return None
