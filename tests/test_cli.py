@@ -337,13 +337,14 @@ def _heavy(modules: list[str], heavy: tuple[str, ...] = _HEAVY) -> list[str]:
 def test_top_level_help_imports_no_command_module():
     modules, out = _imported_after(["--help"])
     assert "list" in out and "allow-sub" in out
-    assert [m for m in modules if m.startswith("dchat_ops.")] == [
+    ours = {m for m in modules if m.startswith("dchat_ops.")}
+    assert ours <= {
         "dchat_ops._cli",
         "dchat_ops._cli.app",
         "dchat_ops._cli.main",
         "dchat_ops._cli.output",
         "dchat_ops.errors",
-    ]
+    }
 
 
 def test_every_command_help_imports_no_library():
