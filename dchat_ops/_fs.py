@@ -28,6 +28,7 @@ __all__ = [
     "deferred_sync",
     "ensure_dir",
     "read_bytes",
+    "read_file",
     "store_lock",
     "with_store_lock",
 ]
@@ -71,8 +72,10 @@ _KNOWN_DIRS: dict[str, bool] = {}  # folder -> made private by us (folders this 
 
 
 def _ensure_parent(parent: str, private: bool) -> None:
+    """Make ``parent`` (0700 when ``private``) unless this process saw it already.  A folder removed
+    since is made again when its temporary file cannot be created (see :func:`atomic_write`)."""
     known = _KNOWN_DIRS.get(parent)
-    if known is not None and (known or not private) and os.path.isdir(parent):
+    if known is not None and (known or not private):
         return
     ensure_dir(Path(parent), private=private, tighten=False)
     _KNOWN_DIRS[parent] = private
@@ -95,8 +98,7 @@ def atomic_write(
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
-        with open(target, "rb") as f:
-            current = f.read()
+        current: bytes | None = read_file(target)[0]
     except FileNotFoundError:
         current = None
     except OSError as exc:
@@ -120,6 +122,10 @@ def atomic_write(
                 break
             except FileExistsError:
                 continue
+            except FileNotFoundError:  # the folder was removed since this process saw it: make it again
+                if _KNOWN_DIRS.pop(parent or ".", None) is None:
+                    raise
+                _ensure_parent(parent or ".", private)
         else:
             raise DchatOpsError(f"cannot write {target}: no free temporary name")
         try:
@@ -168,6 +174,23 @@ class deferred_sync:
             if self.flush:
                 os.sync()
         return False
+
+
+def read_file(path: str | os.PathLike[str]) -> tuple[bytes, int]:
+    """(bytes, permission bits) of a file, with plain system calls (many small files: a JWT, creds):
+    OSError (FileNotFoundError...) as ``open`` raises it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        parts = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            parts.append(chunk)
+    finally:
+        os.close(fd)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), mode
 
 
 def read_bytes(path: Path) -> bytes | None:

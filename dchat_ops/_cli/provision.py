@@ -55,7 +55,8 @@ def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
     from dchat_ops import provision
 
     store = c.store(must_exist=False)
-    spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store) if store.exists() else None)
+    # the validated spec is kept for the next apply also when this one makes the store
+    spec = provision.load_spec(Path(spec_file), cache_dir=provision.spec_cache_dir(store))
     progress = None
     if sys.stderr.isatty() and not as_json:
 

@@ -64,10 +64,14 @@ class Creds:
     seed: str
 
     def keypair(self) -> KeyPair:
-        try:
-            return KeyPair.from_seed(self.seed, "user")
-        except NKeyError as exc:
-            raise CredsError(f"creds seed: {exc}") from None
+        kp: KeyPair | None = self.__dict__.get("_keypair")  # made once: parse_creds checks the seed with it
+        if kp is None:
+            try:
+                kp = KeyPair.from_seed(self.seed, "user")
+            except NKeyError as exc:
+                raise CredsError(f"creds seed: {exc}") from None
+            object.__setattr__(self, "_keypair", kp)
+        return kp
 
     def __repr__(self) -> str:
         return f"Creds(jwt={self.jwt[:16]}..., seed=<hidden>)"

@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from dchat_ops._fs import read_file
 from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
@@ -26,11 +30,12 @@ from dchat_ops.nsc.claims import (
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import Clock, compute_jti, decode, decode_unverified, verify_chain
 from dchat_ops.nsc.spec import check_limit
-from dchat_ops.nsc.store import Entity, Store
+from dchat_ops.nsc.store import Entity, Store, check_name
 
 __all__ = ["Finding", "describe_claims", "describe_file", "describe_token", "list_store", "validate_store"]
 
 EXPIRY_WARNING_S = 7 * 24 * 3600
+_T = TypeVar("_T")
 
 
 def _iso(t: int) -> str:
@@ -89,29 +94,98 @@ def describe_file(path: Path) -> dict[str, Any]:
     return describe_token(text.strip())
 
 
-def list_store(store: Store) -> dict[str, Any]:
-    """The operator, its accounts and their users, as a tree of names and public keys."""
+def list_store(store: Store, *, workers: int | None = None) -> dict[str, Any]:
+    """The operator, its accounts and their users, as a tree of names and public keys.
+
+    Each user's JWT is read and its signature verified (a user whose JWT does not verify is listed
+    with its error); many users are spread over processes (``workers``, one per core by default).
+    """
     op = store.operator()
     system_account = op.claims.system_account
     accounts: list[dict[str, Any]] = []
     out: dict[str, Any] = {"operator": {"name": op.name, "public_key": op.public_key}, "accounts": accounts}
     for acc in store.accounts(op.name):
-        users: list[dict[str, str]] = []
-        for u in store.user_names(acc.name, op.name):
-            try:
-                ue = store.user(acc.name, u, op.name)
-                users.append({"name": u, "public_key": ue.public_key})
-            except StoreError as exc:
-                users.append({"name": scrub_seeds(u), "error": str(exc)})
+        names = store.user_names(acc.name, op.name)
         accounts.append(
             {
                 "name": acc.name,
                 "public_key": acc.public_key,
                 "system": acc.public_key == system_account,
-                "users": users,
+                "users": _per_user(_list_users, _Job(store, op.name, acc, names), workers),
             }
         )
     return out
+
+
+@dataclass
+class _Job:
+    """What a pass over an account's users needs: given to forked processes as they start (not pickled)."""
+
+    store: Store
+    op_name: str
+    acc: Entity[AccountClaims]
+    names: list[str]
+    opc: OperatorClaims | None = None
+    clock: Clock | None = None
+    now: int = 0
+
+
+# Below this many users a pass runs in the calling process; above, in one process per core.
+PARALLEL_USERS = 4000
+_JOB: _Job | None = None  # the job of a pool's processes (set before they are forked)
+
+
+def _per_user(fn: Callable[[_Job, int, int], list[_T]], job: _Job, workers: int | None) -> list[_T]:
+    """``fn(job, start, end)`` over the users ``job.names[start:end]``, in order: spread over forked
+    processes when there are many."""
+    global _JOB
+    n = len(job.names)
+    workers = workers or (os.cpu_count() or 1)
+    if workers <= 1 or n < PARALLEL_USERS or "fork" not in multiprocessing.get_all_start_methods():
+        return fn(job, 0, n)
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-n // (workers * 16))
+    bounds = [(i, min(i + size, n)) for i in range(0, n, size)]
+    _JOB = job
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = pool.map(_run_part, [fn] * len(bounds), bounds)
+            return [row for part in parts for row in part]
+    finally:
+        _JOB = None
+
+
+def _run_part(fn: Callable[[_Job, int, int], list[_T]], bounds: tuple[int, int]) -> list[_T]:
+    assert _JOB is not None
+    return fn(_JOB, *bounds)
+
+
+def _list_users(job: _Job, start: int, end: int) -> list[dict[str, str]]:
+    store, op_name, acc = job.store, job.op_name, job.acc
+    users: list[dict[str, str]] = []
+    folder = ""
+    for u in job.names[start:end]:
+        try:
+            folder = folder or os.fspath(store.user_jwt_path(op_name, acc.name, u).parent)
+            users.append({"name": u, "public_key": _read_user(folder, u).subject})
+        except StoreError as exc:
+            users.append({"name": scrub_seeds(u), "error": str(exc)})
+    return users
+
+
+def _read_user(folder: str, name: str) -> UserClaims:
+    """A user's JWT, read and verified (as :meth:`Store.user` does, without its checks of the account and
+    its cache); StoreError says what is wrong."""
+    path = f"{folder}/{check_name(name, 'user name')}.jwt"
+    try:
+        token = read_file(path)[0].decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        raise StoreError(f"no user named {name!r} in the store") from None
+    try:
+        return decode(token, UserClaims)
+    except JWTError as exc:
+        raise StoreError(f"{path}: {exc}") from None
 
 
 @dataclass
@@ -124,8 +198,11 @@ class Finding:
         return dict(self.__dict__)
 
 
-def validate_store(store: Store, clock: Clock | None = None) -> list[Finding]:
-    """Check every signature, chain link, expiry, key and creds file of the current operator."""
+def validate_store(store: Store, clock: Clock | None = None, *, workers: int | None = None) -> list[Finding]:
+    """Check every signature, chain link, expiry, key and creds file of the current operator.
+
+    Many users are checked in several processes (``workers``, one per core by default).
+    """
     clock = clock or store.clock
     now = int((clock or time.time)())
     out: list[Finding] = []
@@ -167,11 +244,8 @@ def validate_store(store: Store, clock: Clock | None = None) -> list[Finding]:
         out.extend(Finding("error", alabel, m) for m in _limit_problems(accc))
         if acc.public_key == opc.system_account and accc.limits.jetstream.enabled():
             out.append(Finding("error", alabel, "the system account must not have JetStream limits"))
-        for uname in store.user_names(name, op.name):
-            try:
-                out.extend(_validate_user(store, op.name, opc, acc, accc, uname, clock, now))
-            except StoreError as exc:  # a file name the store refuses (a seed as a name): say so, never show it
-                out.append(Finding("error", scrub_seeds(f"user {name}/{uname}"), str(exc)))
+        job = _Job(store, op.name, acc, store.user_names(name, op.name), opc, clock, now)
+        out.extend(_per_user(_validate_users, job, workers))
     if opc.system_account and opc.system_account not in account_keys:
         out.append(Finding("error", label, f"system account {opc.system_account} is not in the store"))
     return out
@@ -197,23 +271,43 @@ def _expiry_warning(out: list[Finding], label: str, c: Claims, now: int) -> None
         out.append(Finding("warning", label, f"expires soon ({_iso(c.expires)})"))
 
 
+def _validate_users(job: _Job, start: int, end: int) -> list[Finding]:
+    assert job.opc is not None
+    out: list[Finding] = []
+    folders: tuple[str, str] | None = None
+    for uname in job.names[start:end]:
+        try:
+            if folders is None:
+                jwt_path = job.store.user_jwt_path(job.op_name, job.acc.name, uname)
+                folders = (
+                    os.fspath(jwt_path.parent),
+                    os.fspath(job.store.creds_path(job.op_name, job.acc.name, uname).parent),
+                )
+            out.extend(_validate_user(job.store, folders, job.opc, job.acc, uname, job.clock, job.now))
+        except StoreError as exc:  # a file name the store refuses (a seed as a name): say so, never show it
+            out.append(Finding("error", scrub_seeds(f"user {job.acc.name}/{uname}"), str(exc)))
+    return out
+
+
 def _validate_user(
     store: Store,
-    op_name: str,
+    folders: tuple[str, str],
     opc: OperatorClaims,
     acc: Entity[AccountClaims],
-    accc: AccountClaims,
     uname: str,
     clock: Clock | None,
     now: int,
 ) -> list[Finding]:
     out: list[Finding] = []
     ulabel = f"user {acc.name}/{uname}"
-    path = store.user_jwt_path(op_name, acc.name, uname)
-    token = path.read_text().strip()
+    check_name(uname, "user name")
+    try:
+        token = read_file(f"{folders[0]}/{uname}.jwt")[0].decode("utf-8", "replace").strip()
+    except OSError as exc:
+        return [Finding("error", ulabel, f"cannot read its JWT: {exc.strerror}")]
     u: Claims
     try:
-        res = verify_chain(opc, accc, token, clock=clock)
+        res = verify_chain(opc, acc.claims, token, clock=clock)
     except ChainError as exc:
         # revoked or expired is a state the operator chose or let happen, not damage: a warning
         out.append(Finding("warning" if exc.reason in ("revoked", "expired") else "error", ulabel, str(exc)))
@@ -226,23 +320,27 @@ def _validate_user(
             return out
         u = res.user
     _expiry_warning(out, ulabel, u, now)
-    creds_path = store.creds_path(op_name, acc.name, uname)
-    if creds_path.exists():
-        try:
-            creds = parse_creds(creds_path.read_text())
-            if creds.jwt != token:
-                out.append(
-                    Finding(
-                        "warning", ulabel, "creds file holds another JWT than the store; run 'dchat-ops generate creds'"
-                    )
+    try:
+        text, mode = read_file(f"{folders[1]}/{uname}.creds")
+    except FileNotFoundError:
+        if not store.has_key(u.subject):
+            out.append(Finding("warning", ulabel, "neither a creds file nor the user seed is held"))
+        return out
+    except OSError as exc:
+        out.append(Finding("error", ulabel, f"cannot read its creds file: {exc.strerror}"))
+        return out
+    try:
+        creds = parse_creds(text)
+        if creds.jwt != token:
+            out.append(
+                Finding(
+                    "warning", ulabel, "creds file holds another JWT than the store; run 'dchat-ops generate creds'"
                 )
-            if creds.keypair().public_key != u.subject:
-                out.append(Finding("error", ulabel, "creds file seed does not belong to the user"))
-        except CredsError as exc:
-            out.append(Finding("error", ulabel, f"creds file: {exc}"))
-        mode = creds_path.stat().st_mode & 0o777
-        if mode & 0o077:
-            out.append(Finding("error", ulabel, f"creds file is readable by others (mode {mode:o})"))
-    elif not store.has_key(u.subject):
-        out.append(Finding("warning", ulabel, "neither a creds file nor the user seed is held"))
+            )
+        if creds.keypair().public_key != u.subject:
+            out.append(Finding("error", ulabel, "creds file seed does not belong to the user"))
+    except CredsError as exc:
+        out.append(Finding("error", ulabel, f"creds file: {exc}"))
+    if mode & 0o077:
+        out.append(Finding("error", ulabel, f"creds file is readable by others (mode {mode:o})"))
     return out

@@ -55,6 +55,8 @@ __all__ = ["Entity", "Store", "check_name", "default_home", "operator_signer", "
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _KIND_DIR = {"operator": "O", "account": "A", "user": "U", "server": "N", "cluster": "C", "curve": "X"}
+# the shape of a public nkey (its first letter is its kind's keystore folder); the CRC is not checked
+_PUBLIC_SHAPE = re.compile(r"^[OAUNCX][A-Z2-7]{55}$")
 
 # The keystore root's .gitignore, as nsc writes it.
 _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.creds\n"
@@ -104,6 +106,7 @@ class Store:
         self._decoded: dict[str, Claims] = {}  # token -> verified claims
         self._keystore_ready = False
         self._tx: Optional[FileTransaction] = None
+        self._folders: dict[tuple[str, str, str], str] = {}  # ("users" | "creds" | "keys", operator, account) -> folder
 
     # layout ---------------------------------------------------------------------------------------
     @property
@@ -148,6 +151,25 @@ class Store:
     def key_path(self, public_key: str) -> Path:
         kind = kind_of_public(public_key)
         return self.keys_dir / _KIND_DIR[kind] / public_key[1:3] / f"{public_key}.nk"
+
+    def _folder(self, what: str, operator: str, account: str) -> str:
+        """An account's users folder (``what`` = "users") or creds folder ("creds"), or the keystore's
+        seeds folder ("keys"), as text.
+
+        Bulk writes (thousands of users of one account) name the folder once; each user's file name is
+        the checked user name in it.
+        """
+        key = (what, operator, account)
+        folder = self._folders.get(key)
+        if folder is None:
+            if what == "users":
+                folder = os.fspath(self.account_dir(operator, account) / "users")
+            elif what == "creds":
+                folder = os.fspath(self.creds_path(operator, account, "x").parent)
+            else:
+                folder = os.fspath(self.keys_dir)
+            self._folders[key] = folder
+        return folder
 
     # context -------------------------------------------------------------------------------------
     @property
@@ -213,9 +235,12 @@ class Store:
         return path
 
     def save_seed(self, public_key: str, seed: str, *, force: bool = False) -> Path:
-        """Keep a seed whose public key is already known (bulk paths: no key derivation).  The caller vouches
-        that ``seed`` belongs to ``public_key``."""
-        path = self.key_path(public_key)
+        """Keep a seed whose public key is already known (bulk paths: no key derivation, and only the
+        key's shape is checked).  The caller vouches that ``seed`` belongs to ``public_key``."""
+        if not isinstance(public_key, str) or not _PUBLIC_SHAPE.match(public_key):
+            path = self.key_path(public_key)  # raises the error that says what is wrong with it
+        else:
+            path = Path(f"{self._folder('keys', '', '')}/{public_key[0]}/{public_key[1:3]}/{public_key}.nk")
         if not self._keystore_ready:
             self._ensure_keystore()
         self._write(path, seed, private=True, force=force)
@@ -293,9 +318,10 @@ class Store:
     def user_names(self, account: str, operator: Optional[str] = None) -> list[str]:
         op = operator or self.current_operator()
         d = self.account_dir(op, account) / "users"
-        if not d.is_dir():
+        try:
+            return sorted(n[:-4] for n in os.listdir(d) if n.endswith(".jwt") and len(n) > 4)
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(p.stem for p in d.glob("*.jwt"))
 
     def accounts(self, operator: Optional[str] = None) -> Iterator[Entity[AccountClaims]]:
         op = operator or self.current_operator()
@@ -335,7 +361,7 @@ class Store:
         return path
 
     def write_user(self, operator: str, account: str, name: str, token: str) -> Path:
-        path = self.user_jwt_path(operator, account, name)
+        path = Path(f"{self._folder('users', operator, account)}/{check_name(name, 'user name')}.jwt")
         self._write(path, token)
         return path
 
@@ -343,7 +369,7 @@ class Store:
         if not self._keystore_ready:
             self._ensure_keystore()
             ensure_dir(self.creds_dir, private=True)
-        path = self.creds_path(operator, account, user)
+        path = Path(f"{self._folder('creds', operator, account)}/{check_name(user, 'user name')}.creds")
         self._write(path, text, private=True, force=force)
         return path
 

@@ -38,7 +38,7 @@ from dchat_ops.provision.plan import (
     spec_uses_tls,
 )
 from dchat_ops.provision.schema import Spec
-from dchat_ops.provision.state import write_state
+from dchat_ops.provision.state import UserState, fingerprint, sha, write_state
 
 __all__ = ["ApplyResult", "NodeOutcome", "apply"]
 
@@ -90,18 +90,19 @@ def apply(
     result = ApplyResult(p)
     if not p.has_changes:
         if p.state_stale:
-            write_state(store, spec)
+            write_state(store, spec, p.user_state)
         return result
     with deferred_sync():
         _apply_operator(store, spec, p)
         _apply_accounts(store, spec, p)
-        _issue(store, p, workers, progress)
+        users = dict(p.user_state)
+        _issue(store, p, users, workers, progress)
         result.written_users = len(p.users_to_issue)
         op_name = store.current_operator()
         for acc_name, name in p.users_to_revoke:
             revoke.revoke_user(store, acc_name, name)
             store.remove_user(op_name, acc_name, name)
-        write_state(store, spec)
+        write_state(store, spec, users)
     _apply_nodes(store, spec, p, result)
     return result
 
@@ -150,7 +151,8 @@ def _apply_accounts(store: Store, spec: Spec, p: Plan) -> None:
             admin.resign_account(store, store.operator(), e, desired)
 
 
-def _issue(store: Store, p: Plan, workers, progress) -> None:
+def _issue(store: Store, p: Plan, users: UserState, workers, progress) -> None:
+    """Issue the plan's users; the state entry of each goes to ``users``."""
     op = store.operator()
     groups: dict[tuple[str, str], list[UserStep]] = {}
     for step in p.users_to_issue:
@@ -163,10 +165,11 @@ def _issue(store: Store, p: Plan, workers, progress) -> None:
         # users that exist keep their key: only their JWT and creds are made anew
         for step in steps:
             if step.exists:
-                _reissue_existing(store, op.name, acc, step.name, step.spec, signer, scope)
+                token = _reissue_existing(store, op.name, acc, step.name, step.spec, signer, scope)
+                users[f"{acc_name}/{step.name}"] = {"spec": fingerprint(step.item), "jwt": sha(token)}
                 done += 1
         fresh = [s for s in steps if not s.exists]
-        # the issuing processes write the files themselves; one flush at the end of apply
+        # the issuing processes write the files themselves; one flush once they are done
         rows = admin.issue_users(
             [s.name for s in fresh],
             acc.public_key,
@@ -177,6 +180,8 @@ def _issue(store: Store, p: Plan, workers, progress) -> None:
             workers=workers,
             write_to=(str(store.home), op.name, acc_name),
         )
+        for step, row in zip(fresh, rows, strict=True):
+            users[f"{acc_name}/{step.name}"] = {"spec": fingerprint(step.item), "jwt": sha(row[3])}
         done += len(rows)
         if progress:
             progress(done, total)
@@ -186,7 +191,7 @@ def _issue(store: Store, p: Plan, workers, progress) -> None:
         progress(total, total)
 
 
-def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: UserSpec, signer: KeyPair, scope) -> None:
+def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: UserSpec, signer: KeyPair, scope) -> str:
     old = store.user(acc.name, name, op_name).claims
     u = UserClaims(subject=old.subject, name=name)
     if scope is not None:
@@ -198,6 +203,7 @@ def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: UserSpec
     store.write_user(op_name, acc.name, name, token)
     if store.has_key(u.subject):
         store.write_creds(op_name, acc.name, name, format_creds(token, store.load_key(u.subject).seed), force=True)
+    return token
 
 
 def _ensure_certificates(store: Store, node_id: str, edits: list) -> None:

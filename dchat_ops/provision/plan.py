@@ -9,9 +9,11 @@ cannot be known before it runs: the keys of accounts and the ports of nodes it c
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dchat_ops._fs import read_file
 from dchat_ops.config.node import NodeFile, list_nodes, node_path
 from dchat_ops.config.pki import ca_paths
 from dchat_ops.errors import ConfigError, StoreError
@@ -20,7 +22,7 @@ from dchat_ops.hosts import url as host_url
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
 from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
-from dchat_ops.nsc.store import Store
+from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.permissions.apply import NodeEdit
 from dchat_ops.provision.schema import Spec, SpecError, node_user_clash
 from dchat_ops.provision.state import fingerprint, load_state, sha
@@ -53,8 +55,9 @@ class UserStep:
     account: str
     name: str
     role: str  # "" for none
-    spec: UserSpec
+    spec: UserSpec  # may be shared with other steps: read, never changed
     exists: bool  # re-issue with the same key, or a new user
+    item: dict = field(default_factory=dict)  # the spec's user (its fingerprint goes to the state)
 
 
 @dataclass
@@ -75,7 +78,8 @@ class Plan:
     users_to_issue: list[UserStep] = field(default_factory=list)
     users_to_revoke: list[tuple[str, str]] = field(default_factory=list)
     nodes: list[NodeStep] = field(default_factory=list)  # every node of the spec, changed or not
-    state_stale: bool = False  # some users were compared the slow way: record their fingerprints
+    state_stale: bool = False  # the state does not say what plan found: write it even when nothing changed
+    user_state: dict[str, dict[str, str]] = field(default_factory=dict)  # the state entries of unchanged users
 
     @property
     def has_changes(self) -> bool:
@@ -263,56 +267,8 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.changes.append(Change("update", "account", a["name"], "limits, keys, exports or imports"))
             resolved = all(i["account"] in account_keys for i in a.get("imports", []))
             p.accounts.append(AccountStep(a["name"], False, a, desired if resolved else None, missing_roles))
-    users_state = state.get("users", {})
+    users_state = _plan_users(store, spec, p, state, existing_accounts, now)
     node_users = {(n.get("account") or "", n["id"]) for n in spec.nodes}
-    for a in spec.accounts:
-        acc_name = a["name"]
-        new_account = acc_name not in existing_accounts
-        for u in a.get("users", []):
-            key = f"{acc_name}/{u['name']}"
-            if new_account:
-                p.users_to_issue.append(UserStep(acc_name, u["name"], u.get("role", ""), user_spec(u, now), False))
-                p.changes.append(Change("create", "user", key))
-                continue
-            jwt_path = store.user_jwt_path(op_name, acc_name, u["name"])
-            try:
-                token = jwt_path.read_text().strip()
-            except FileNotFoundError:
-                p.users_to_issue.append(UserStep(acc_name, u["name"], u.get("role", ""), user_spec(u, now), False))
-                p.changes.append(Change("create", "user", key))
-                continue
-            fp = fingerprint(u)
-            st = users_state.get(key)
-            if st and st.get("spec") == fp and st.get("jwt") == sha(token):
-                p.unchanged += 1
-                continue
-            want = user_spec(u, now)
-            step = UserStep(acc_name, u["name"], u.get("role", ""), want, exists=True)
-            # compare the JWT with what the spec wants
-            try:
-                claims = store.user(acc_name, u["name"]).claims
-            except StoreError:
-                claims = None
-            want_nats, want_exp = _desired_nats(want, "role" in u)
-            role_ok = True
-            if claims is not None and "role" in u:
-                scope = existing_accounts[acc_name].claims.signing_key_map().get(claims.issuer)
-                role_ok = scope is not None and scope.role == u["role"]
-            have = None if claims is None else {k: v for k, v in claims.nats_dict().items() if k != "issuer_account"}
-            if claims is not None and have == want_nats and claims.expires == want_exp and role_ok:
-                p.unchanged += 1
-                p.state_stale = True
-                continue
-            drift = bool(st and st.get("spec") == fp)
-            p.users_to_issue.append(step)
-            p.changes.append(
-                Change(
-                    "drift" if drift else "reissue",
-                    "user",
-                    key,
-                    "changed outside the spec; apply restores it" if drift else "permissions or limits changed",
-                )
-            )
     in_spec = {f"{a['name']}/{u['name']}" for a in spec.accounts for u in a.get("users", [])}
     for key in sorted(users_state):
         acc_name, name = key.split("/", 1)
@@ -327,6 +283,95 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
     _plan_nodes(store, spec, p)
     return p
+
+
+def _plan_users(
+    store: Store, spec: Spec, p: Plan, state: dict, existing_accounts: dict, now: int
+) -> dict[str, dict[str, str]]:
+    """The users of the spec: new ones to create, changed ones to re-issue (or restore), the rest
+    unchanged (their state entries kept in ``p.user_state``).  Returns the state's users.
+
+    An unchanged user costs one read of its JWT: its hash is compared with the one apply recorded,
+    and its spec with the recorded fingerprint (not even computed when the spec is the one applied
+    last).  Only a user whose hashes differ is decoded and compared field by field.
+    """
+    users_state = state.get("users")
+    if not isinstance(users_state, dict):
+        users_state = {}
+    same_spec = bool(spec.key) and state.get("spec_key") == spec.key
+    if users_state and not same_spec:
+        p.state_stale = True  # record the key of this spec, so that the next plan of it is the fast one
+    specs: dict[tuple, UserSpec] = {}  # users with the same fields share one (read-only) UserSpec
+    op_name = spec.operator.get("name", admin.DEFAULT_OPERATOR)
+    for a in spec.accounts:
+        acc_name = a["name"]
+        new_account = acc_name not in existing_accounts
+        users_dir = "" if new_account else os.fspath(store.user_jwt_path(op_name, acc_name, "x").parent)
+        for u in a.get("users", []):
+            name = u["name"]
+            key = f"{acc_name}/{name}"
+            token = None if new_account else _read_token(f"{users_dir}/{check_name(name, 'user name')}.jwt")
+            if token is None:
+                p.users_to_issue.append(
+                    UserStep(acc_name, name, u.get("role", ""), _user_spec(specs, u, now), False, u)
+                )
+                p.changes.append(Change("create", "user", key))
+                continue
+            st = users_state.get(key)
+            jwt_sha = sha(token)
+            fp = st.get("spec") if (same_spec and isinstance(st, dict)) else fingerprint(u)
+            if isinstance(st, dict) and st.get("spec") == fp and st.get("jwt") == jwt_sha:
+                p.unchanged += 1
+                p.user_state[key] = st
+                continue
+            want = _user_spec(specs, u, now)
+            # compare the JWT with what the spec wants
+            try:
+                claims = store.user(acc_name, name).claims
+            except StoreError:
+                claims = None
+            want_nats, want_exp = _desired_nats(want, "role" in u)
+            role_ok = True
+            if claims is not None and "role" in u:
+                scope = existing_accounts[acc_name].claims.signing_key_map().get(claims.issuer)
+                role_ok = scope is not None and scope.role == u["role"]
+            have = None if claims is None else {k: v for k, v in claims.nats_dict().items() if k != "issuer_account"}
+            if claims is not None and have == want_nats and claims.expires == want_exp and role_ok:
+                p.unchanged += 1
+                p.user_state[key] = {"spec": fingerprint(u), "jwt": jwt_sha}
+                p.state_stale = True
+                continue
+            drift = isinstance(st, dict) and st.get("spec") == fingerprint(u)
+            p.users_to_issue.append(UserStep(acc_name, name, u.get("role", ""), want, True, u))
+            p.changes.append(
+                Change(
+                    "drift" if drift else "reissue",
+                    "user",
+                    key,
+                    "changed outside the spec; apply restores it" if drift else "permissions or limits changed",
+                )
+            )
+    return users_state
+
+
+def _read_token(path: str) -> Optional[str]:
+    """The text of a JWT file (stripped), None when there is none."""
+    try:
+        return read_file(path)[0].decode("utf-8", "replace").strip()
+    except FileNotFoundError:
+        return None
+
+
+def _user_spec(specs: dict[tuple, UserSpec], u: dict, now: int) -> UserSpec:
+    """:func:`user_spec`, made once for users whose fields (all but the name) are the same."""
+    try:
+        key = tuple((k, type(v), tuple(v) if isinstance(v, list) else v) for k, v in u.items() if k != "name")
+        hit = specs.get(key)
+    except TypeError:  # a value that cannot be a key
+        return user_spec(u, now)
+    if hit is None:
+        hit = specs[key] = user_spec(u, now)
+    return hit
 
 
 def _node_account(store: Store, spec: Spec, n: dict, create_operator: bool) -> str:

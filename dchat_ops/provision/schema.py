@@ -27,6 +27,7 @@ from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
 from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.provision._yaml import load_yaml
 from dchat_ops.subjects import check_subject
 
 __all__ = ["Spec", "SpecError", "load_spec", "node_user_clash", "parse_spec", "spec_cache_dir"]
@@ -202,6 +203,9 @@ class _Checker:
         return self.value(parent, key, where, fields[key])
 
     def env(self, parent, key, where: str, text: str) -> str:
+        if "${" not in text:
+            return text
+
         def sub(m):
             v = os.environ.get(m.group(1))
             if v is None:
@@ -217,6 +221,7 @@ class Spec:
     data: dict
     production: bool = False
     text: str = ""
+    key: str = ""  # the text's and its environment values' hash: the same key, the same validated data
 
     def where(self, *keys: Any) -> str:
         """``file:line`` of the item at ``keys`` (e.g. ``"nodes", 0, "id"``); ``file`` when not known."""
@@ -274,17 +279,18 @@ def _cache_key(text: str) -> str:
 
 def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional[Path] = None) -> Spec:
     """Parse and validate a spec; SpecError names the file, line and field of the first problem."""
-    cache_file = Path(cache_dir) / f"{_cache_key(text)}.json" if cache_dir else None
+    key = _cache_key(text)
+    cache_file = Path(cache_dir) / f"{key}.json" if cache_dir else None
     if cache_file is not None:
         try:
             data = json.loads(cache_file.read_text())
-            return Spec(path, data, bool(data.get("production", False)), text)
+            return Spec(path, data, bool(data.get("production", False)), text, key)
         except (OSError, ValueError):
             pass
-    # fast path: the C-backed safe loader, no line numbers; on a problem, validate again on the
-    # round-trip document (slow) only to say on which line it is
+    # fast path: the safe loader's document built from the C parser's events, no line numbers; on a
+    # problem, validate again on the round-trip document (slow) only to say on which line it is
     try:
-        doc = YAML(typ="safe").load(text)
+        doc = load_yaml(text)
         data = _validate(doc, path)
     except (SpecError, YAMLError):
         try:
@@ -297,7 +303,7 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
         data = _validate(rt, path)
     if cache_file is not None:
         atomic_write(cache_file, json.dumps(data, default=str), private=True)
-    return Spec(path, data, bool(data.get("production", False)), text)
+    return Spec(path, data, bool(data.get("production", False)), text, key)
 
 
 def _validate(doc, path: Path) -> dict:
@@ -331,6 +337,7 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
         if a["name"] in names:
             ck.fail(adoc, "name", f"accounts[{i}].name", f"duplicate account {a['name']!r}")
         names.add(a["name"])
+        checked: set = set()  # field sets already checked: users that share permissions are checked once
         roles = set()
         for j, r in enumerate(a.get("signing_keys") or []):
             rdoc = adoc["signing_keys"][j]
@@ -363,7 +370,7 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
                         f"{where}.{own[0]}",
                         "a user of a signing key role takes its permissions from the role",
                     )
-            _check_fields(ck, udoc, u, where, USER_FIELDS)
+            _check_fields(ck, udoc, u, where, USER_FIELDS, checked)
         for j, imp in enumerate(a.get("imports") or []):
             for k in ("account", "subject"):
                 if k not in imp:
@@ -431,11 +438,24 @@ def node_user_clash(node_id: str, account: str) -> str:
     )
 
 
-def _check_fields(ck: _Checker, doc, item: dict, where: str, known: dict) -> None:
-    """Check a user's or role's fields with the library's own validators (nsc.spec)."""
+def _check_fields(ck: _Checker, doc, item: dict, where: str, known: dict, checked: Optional[set] = None) -> None:
+    """Check a user's or role's fields with the library's own validators (nsc.spec).
+
+    ``checked``: the same fields (same values, same order) found valid before are not checked again.
+    """
     fields = {k: v for k, v in item.items() if k in known}
+    seen_key = None
+    if checked is not None:
+        seen_key = tuple((k, type(v), tuple(v) if isinstance(v, list) else v) for k, v in fields.items())
+        try:
+            if seen_key in checked:
+                return
+        except TypeError:  # a value that cannot be a key: checked every time
+            seen_key = None
     try:
         UserSpec.from_fields(fields, now=int(time.time()), known=known)
+        if checked is not None and seen_key is not None:
+            checked.add(seen_key)
     except FieldError as exc:
         node: Any = doc
         key: Any = exc.field if exc.field in item else None

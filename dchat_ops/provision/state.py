@@ -1,6 +1,11 @@
 """What apply remembers in ``<home>/provision-state.json``: a fingerprint of each user's spec and of
-the JWT it wrote.  An unchanged re-apply compares fingerprints and reads no JWT twice; a JWT that no
-longer matches what apply wrote is reported as drift."""
+the JWT it wrote, and the key of the spec it applied.
+
+An unchanged re-apply reads each user's JWT once to compare it with the fingerprint (a JWT that no
+longer matches what apply wrote is reported as drift); it compares the users' spec fingerprints only
+when the spec is not the one applied last.  Apply writes the state from what it knows (the entries
+plan confirmed, the JWTs it has just made): it reads no JWT again to write it.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from dchat_ops._fs import atomic_write
-from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.provision.schema import Spec
 
-__all__ = ["fingerprint", "load_state", "sha", "state_path", "write_state"]
+__all__ = ["UserState", "fingerprint", "load_state", "sha", "state_path", "write_state"]
+
+# "<account>/<user>" -> {"spec": fingerprint of the spec's user item, "jwt": sha of the JWT apply wrote}
+UserState = dict[str, dict[str, str]]
 
 
 def state_path(store: Store) -> Path:
@@ -37,16 +44,7 @@ def load_state(store: Store) -> dict:
         return {}
 
 
-def write_state(store: Store, spec: Spec) -> None:
-    op_name = spec.operator.get("name", admin.DEFAULT_OPERATOR)
-    users = {}
-    for a in spec.accounts:
-        for u in a.get("users", []):
-            key = f"{a['name']}/{u['name']}"
-            try:
-                token = store.user_jwt_path(op_name, a["name"], u["name"]).read_text().strip()
-            except FileNotFoundError:
-                continue
-            users[key] = {"spec": fingerprint(u), "jwt": sha(token)}
-    state = {"spec": str(spec.path), "users": users}
+def write_state(store: Store, spec: Spec, users: UserState) -> None:
+    """Record ``users`` (an entry for each user of the spec) as applied from ``spec``."""
+    state = {"spec": str(spec.path), "spec_key": spec.key, "users": users}
     atomic_write(state_path(store), json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n")
