@@ -286,3 +286,27 @@ def test_a_folder_removed_after_a_write_is_made_again_by_the_next(tmp_path):
     assert (folder / "b.creds").read_text() == "two"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and stat.S_IMODE((tmp_path / "creds").stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / "b.creds").stat().st_mode) == 0o600
+
+
+def test_users_removed_from_the_spec_are_revoked_in_one_resigning_of_their_account(tmp_path, monkeypatch):
+    store = Store(tmp_path / "home")
+    provision.apply(store, _spec(tmp_path, spec_text(n=30)))
+    keys = {f"u{i}": store.user("chat", f"u{i}").public_key for i in range(30)}
+    writes = []
+    real = Store.write_account
+
+    def counted(self, *a, **k):
+        writes.append(a[1])
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Store, "write_account", counted)
+    smaller = _spec(tmp_path, spec_text(n=3), "v2.yaml")
+    assert [c.action for c in provision.plan(store, smaller).changes] == ["revoke"] * 27
+    provision.apply(store, smaller)
+    assert writes == ["chat"]
+    revoked = store.account("chat").claims.revocations
+    assert {k for n, k in keys.items() if n not in ("u0", "u1", "u2")} <= set(revoked)
+    assert not {keys["u0"], keys["u1"], keys["u2"]} & set(revoked)
+    assert store.user_names("chat") == ["u0", "u1", "u2", "visitor"]
+    assert not store.creds_path("dchat", "chat", "u29").exists()
+    assert not provision.plan(store, smaller).has_changes

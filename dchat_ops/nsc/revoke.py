@@ -21,7 +21,16 @@ from dchat_ops.nsc.jwt import encode
 from dchat_ops.nsc.keys import KeyPair, is_public_key
 from dchat_ops.nsc.store import Entity, Store
 
-__all__ = ["ALL_USERS", "list_revocations", "revoke_all", "revoke_user", "system_creds", "uncovered", "unrevoke"]
+__all__ = [
+    "ALL_USERS",
+    "list_revocations",
+    "revoke_all",
+    "revoke_user",
+    "revoke_users",
+    "system_creds",
+    "uncovered",
+    "unrevoke",
+]
 
 ALL_USERS = "*"
 
@@ -106,6 +115,24 @@ def revoke_user(store: Store, account: str, user: str, at: Optional[int] = None)
         _refuse_uncovered(store, account, user, at)
         key = _user_key(store, account, user)
         revocations[key] = at if at else max(now(store), _issued_at(store, account, user))
+
+    return _edit_revocations(store, account, change)
+
+
+def revoke_users(store: Store, account: str, users: list[str]) -> Entity[AccountClaims]:
+    """Revoke every JWT of each of ``users`` (names in the store, or public keys) issued until now, in one
+    re-signing of the account: what :func:`revoke_user` does for one, for thousands at the cost of one.
+    Returns the account."""
+
+    def change(revocations: dict[str, int]) -> None:
+        t = now(store)
+        for user in users:
+            if is_public_key(user, "user"):
+                key, iat = user, _issued_at(store, account, user)
+            else:
+                claims = store.user(account, user).claims
+                key, iat = claims.subject, claims.issued_at
+            revocations[key] = max(t, iat)
 
     return _edit_revocations(store, account, change)
 

@@ -98,10 +98,7 @@ def apply(
         users = dict(p.user_state)
         _issue(store, p, users, workers, progress)
         result.written_users = len(p.users_to_issue)
-        op_name = store.current_operator()
-        for acc_name, name in p.users_to_revoke:
-            revoke.revoke_user(store, acc_name, name)
-            store.remove_user(op_name, acc_name, name)
+        _revoke(store, p)
         write_state(store, spec, users)
     _apply_nodes(store, spec, p, result)
     return result
@@ -189,6 +186,20 @@ def _issue(store: Store, p: Plan, users: UserState, workers, progress) -> None:
             os.sync()
     if progress and total:
         progress(total, total)
+
+
+def _revoke(store: Store, p: Plan) -> None:
+    """Revoke the users removed from the spec and remove their files: per account, one re-signing of the
+    account JWT for all of them, and all or nothing."""
+    op_name = store.current_operator()
+    by_account: dict[str, list[str]] = {}
+    for acc_name, name in p.users_to_revoke:
+        by_account.setdefault(acc_name, []).append(name)
+    for acc_name, names in by_account.items():
+        with store.transaction():
+            revoke.revoke_users(store, acc_name, names)
+            for name in names:
+                store.remove_user(op_name, acc_name, name)
 
 
 def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: UserSpec, signer: KeyPair, scope) -> str:
