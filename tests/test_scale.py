@@ -310,3 +310,19 @@ def test_users_removed_from_the_spec_are_revoked_in_one_resigning_of_their_accou
     assert store.user_names("chat") == ["u0", "u1", "u2", "visitor"]
     assert not store.creds_path("dchat", "chat", "u29").exists()
     assert not provision.plan(store, smaller).has_changes
+
+
+def test_users_reissued_by_a_changed_spec_keep_their_keys_and_get_newer_jwts(tmp_path):
+    store = Store(tmp_path / "home")
+    provision.apply(store, _spec(tmp_path, spec_text(n=8)))
+    before = {f"u{i}": store.user("chat", f"u{i}").claims for i in range(8)}
+    changed = _spec(tmp_path, spec_text(n=8).replace('"room.>"]', '"room.>", "extra.>"]'), "v2.yaml")
+    assert [c.action for c in provision.plan(store, changed).changes] == ["reissue"] * 8
+    provision.apply(Store(tmp_path / "home"), changed)
+    for name, old in before.items():
+        new = store.user("chat", name).claims
+        assert new.subject == old.subject and new.issued_at > old.issued_at
+        assert new.permissions.pub.allow == ["room.>", "extra.>"]
+        creds = parse_creds(store.creds_path("dchat", "chat", name).read_text())
+        assert creds.jwt == store.user("chat", name).token and creds.keypair().public_key == old.subject
+    assert not provision.plan(store, changed).has_changes

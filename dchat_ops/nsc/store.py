@@ -150,7 +150,7 @@ class Store:
 
     def key_path(self, public_key: str) -> Path:
         kind = kind_of_public(public_key)
-        return self.keys_dir / _KIND_DIR[kind] / public_key[1:3] / f"{public_key}.nk"
+        return Path(f"{self._folder('keys', '', '')}/{_KIND_DIR[kind]}/{public_key[1:3]}/{public_key}.nk")
 
     def _folder(self, what: str, operator: str, account: str) -> str:
         """An account's users folder (``what`` = "users") or creds folder ("creds"), or the keystore's
@@ -277,7 +277,8 @@ class Store:
 
     # JWTs --------------------------------------------------------------------------------------
     def _read_entity(self, kind: str, name: str, path: Path, cls: type[C]) -> Entity[C]:
-        """Read and verify a JWT file (a token already verified by this store is not verified again)."""
+        """Read and verify a JWT file (an operator or account token already verified by this store is not
+        verified again; users, read by the thousand and rarely twice, are not kept)."""
         try:
             token = path.read_text().strip()
         except FileNotFoundError:
@@ -289,9 +290,7 @@ class Store:
             claims = decode(token, cls)
         except JWTError as exc:
             raise StoreError(f"{path}: {exc}") from None
-        if len(self._decoded) > 256:
-            self._decoded.clear()
-        self._decoded[token] = claims.copy()
+        self._remember_token(token, claims)
         return Entity(kind, name, token, claims, path)
 
     def operator(self, name: Optional[str] = None) -> Entity[OperatorClaims]:
@@ -429,6 +428,8 @@ class Store:
         return token
 
     def _remember_token(self, token: str, claims: Claims) -> None:
+        if isinstance(claims, UserClaims):
+            return
         if len(self._decoded) > 256:
             self._decoded.clear()
         self._decoded[token] = claims.copy()

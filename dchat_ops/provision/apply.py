@@ -24,7 +24,6 @@ from dchat_ops.nsc import admin, revoke
 from dchat_ops.nsc.claims import ScopedSigningKey, UserClaims
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.keys import KeyPair
-from dchat_ops.nsc.spec import UserSpec
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_change
 from dchat_ops.provision.plan import (
@@ -162,7 +161,7 @@ def _issue(store: Store, p: Plan, users: UserState, workers, progress) -> None:
         # users that exist keep their key: only their JWT and creds are made anew
         for step in steps:
             if step.exists:
-                token = _reissue_existing(store, op.name, acc, step.name, step.spec, signer, scope)
+                token = _reissue_existing(store, op.name, acc, step, signer, scope)
                 users[f"{acc_name}/{step.name}"] = {"spec": fingerprint(step.item), "jwt": sha(token)}
                 done += 1
         fresh = [s for s in steps if not s.exists]
@@ -202,18 +201,23 @@ def _revoke(store: Store, p: Plan) -> None:
                 store.remove_user(op_name, acc_name, name)
 
 
-def _reissue_existing(store: Store, op_name: str, acc, name: str, spec: UserSpec, signer: KeyPair, scope) -> str:
-    old = store.user(acc.name, name, op_name).claims
-    u = UserClaims(subject=old.subject, name=name)
+def _reissue_existing(store: Store, op_name: str, acc, step: UserStep, signer: KeyPair, scope) -> str:
+    """A new JWT and creds for a user that keeps its key; returns the JWT."""
+    if step.current is not None:
+        subject, issued_at = step.current
+    else:
+        old = store.user(acc.name, step.name, op_name).claims
+        subject, issued_at = old.subject, old.issued_at
+    u = UserClaims(subject=subject, name=step.name)
     if scope is not None:
         u.limits.clear_for_scope()
-    spec.apply(u)
+    step.spec.apply(u)
     if signer.public_key != acc.public_key:
         u.issuer_account = acc.public_key
-    token = store.sign(u, signer, replaces=old.issued_at)  # iat after the version it replaces
-    store.write_user(op_name, acc.name, name, token)
-    if store.has_key(u.subject):
-        store.write_creds(op_name, acc.name, name, format_creds(token, store.load_key(u.subject).seed), force=True)
+    token = store.sign(u, signer, replaces=issued_at)  # iat after the version it replaces
+    store.write_user(op_name, acc.name, step.name, token)
+    if store.has_key(subject):
+        store.write_creds(op_name, acc.name, step.name, format_creds(token, store.load_key(subject).seed), force=True)
     return token
 
 

@@ -16,11 +16,12 @@ from typing import Optional
 from dchat_ops._fs import read_file
 from dchat_ops.config.node import NodeFile, list_nodes, node_path
 from dchat_ops.config.pki import ca_paths
-from dchat_ops.errors import ConfigError, StoreError
+from dchat_ops.errors import ConfigError, JWTError, StoreError
 from dchat_ops.hosts import dial_host
 from dchat_ops.hosts import url as host_url
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
+from dchat_ops.nsc.jwt import decode
 from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.permissions.apply import NodeEdit
@@ -58,6 +59,7 @@ class UserStep:
     spec: UserSpec  # may be shared with other steps: read, never changed
     exists: bool  # re-issue with the same key, or a new user
     item: dict = field(default_factory=dict)  # the spec's user (its fingerprint goes to the state)
+    current: Optional[tuple[str, int]] = None  # (public key, iat) of its JWT in the store, as plan verified it
 
 
 @dataclass
@@ -325,10 +327,10 @@ def _plan_users(
                 p.user_state[key] = st
                 continue
             want = _user_spec(specs, u, now)
-            # compare the JWT with what the spec wants
+            # compare the JWT with what the spec wants (one that does not verify is issued anew)
             try:
-                claims = store.user(acc_name, name).claims
-            except StoreError:
+                claims: Optional[UserClaims] = decode(token, UserClaims)
+            except JWTError:
                 claims = None
             want_nats, want_exp = _desired_nats(want, "role" in u)
             role_ok = True
@@ -342,7 +344,8 @@ def _plan_users(
                 p.state_stale = True
                 continue
             drift = isinstance(st, dict) and st.get("spec") == fingerprint(u)
-            p.users_to_issue.append(UserStep(acc_name, name, u.get("role", ""), want, True, u))
+            current = None if claims is None else (claims.subject, claims.issued_at)
+            p.users_to_issue.append(UserStep(acc_name, name, u.get("role", ""), want, True, u, current))
             p.changes.append(
                 Change(
                     "drift" if drift else "reissue",
