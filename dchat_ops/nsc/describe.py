@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -141,9 +140,13 @@ def _per_user(fn: Callable[[_Job, int, int], list[_T]], job: _Job, workers: int 
     global _JOB
     n = len(job.names)
     workers = workers or (os.cpu_count() or 1)
-    if workers <= 1 or n < PARALLEL_USERS or "fork" not in multiprocessing.get_all_start_methods():
+    if workers <= 1 or n < PARALLEL_USERS:
         return fn(job, 0, n)
+    import multiprocessing  # here: a small store's list or validate starts without it
     from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return fn(job, 0, n)
 
     size = -(-n // (workers * 16))
     bounds = [(i, min(i + size, n)) for i in range(0, n, size)]
