@@ -146,7 +146,8 @@ async def test_users_issued_in_bulk_are_accepted_with_their_permissions(store, s
     await reader.subscribe("other.room")
     await reader.flush()
     await writer.publish("chat.room", b"from bulk")
-    assert (await sub.next_msg(timeout=2)).data == b"from bulk"
+    await writer.flush()
+    assert (await sub.next_msg(timeout=5)).data == b"from bulk"
     await asyncio.sleep(0.1)
     assert any('subscription to "other.room"' in e for e in errors), errors
     await reader.close()
