@@ -167,6 +167,7 @@ def test_a_gateway_that_is_down_is_warned_and_the_warning_goes_once_it_is_up(sto
     st = w1.status().data
     assert st["links"]["gateways_down"] == ["east"] and not st["links"]["settled"]
     assert any("no gateway connection to cluster east" in w for w in st["warnings"]), st["warnings"]
+    assert "healthy but no gateway to east" in run(store, "node", "status", "w1").output
     supervised("e1")
     assert wait_for(lambda: w1.status().data["links"]["gateways_down"] == [], 15)
     assert not any("gateway" in w for w in w1.status().data["warnings"])

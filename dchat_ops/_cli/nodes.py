@@ -193,6 +193,8 @@ def _status_lines(d: dict) -> list[str]:
         gist.append("no route to " + ", ".join(links["missing"]))
     if links.get("leaf_remotes_down"):
         gist.append("leaf connection down")
+    if links.get("gateways_down"):
+        gist.append("no gateway to " + ", ".join(links["gateways_down"]))
     state = "healthy" if d["healthy"] else "NOT healthy"
     if gist:
         state += " but " + "; ".join(gist)
