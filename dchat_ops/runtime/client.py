@@ -69,8 +69,9 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         return pool.submit(lambda: asyncio.run(make())).result()
 
 
-async def _abandon(nc: Client) -> None:
-    """Close a connection that did not come up, without waiting on a server that does not answer."""
+async def close_quietly(nc: Client) -> None:
+    """Close a connection without waiting more than a second on a server that went away (or a
+    connection that never came up)."""
     try:
         await asyncio.wait_for(nc.close(), 1)
     except Exception:  # already closed, or the socket is gone: nothing left to release
@@ -128,7 +129,7 @@ async def connect(
             await task
         except BaseException:  # cancelled, or it failed while being cancelled: the reason is in ``seen``
             pass
-    await _abandon(nc)
+    await close_quietly(nc)
     last = next((e for e in reversed(seen) if not isinstance(e, _NO_REASON)), seen[-1] if seen else None)
     if last is None or isinstance(last, _TIMEOUTS):
         raise ServerError(f"no answer from {url} within {timeout:g}s")
@@ -467,8 +468,3 @@ async def probe_subscriptions(
         await close_quietly(nc)
         raise ServerError(f"node {node.id}: its user cannot subscribe with its new creds: {'; '.join(refused)}")
     return nc
-
-
-async def close_quietly(nc: Client) -> None:
-    """Close a connection without waiting more than a second on a server that went away."""
-    await _abandon(nc)

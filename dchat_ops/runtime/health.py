@@ -33,7 +33,7 @@ from dchat_ops.errors import DchatOpsError
 from dchat_ops.hosts import dial_host
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import node_target, run_sync, system_routez
+from dchat_ops.runtime.client import close_quietly, node_target, run_sync, system_routez
 from dchat_ops.runtime.process import http_json
 
 __all__ = ["Links", "ask_routez", "check_links", "last_error"]
@@ -159,10 +159,7 @@ def ask_routez(store: Store, node: Node, want: set[str], timeout: float = PEER_T
                 *(system_routez(nc, sid, timeout=timeout) for sid in ids), return_exceptions=True
             )
         finally:
-            try:
-                await asyncio.wait_for(nc.close(), 1)
-            except Exception:  # a server that went away: the socket is dropped anyway
-                pass
+            await close_quietly(nc)
         return {sid: a for sid, a in zip(ids, answers, strict=True) if isinstance(a, dict)}
 
     try:

@@ -44,7 +44,7 @@ from dchat_ops.nsc.claims import OperatorClaims
 from dchat_ops.nsc.jwt import decode_unverified
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import NodeTarget, node_target, run_sync
+from dchat_ops.runtime.client import NodeTarget, close_quietly, node_target, run_sync
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -150,10 +150,7 @@ async def _on_node(
     except Exception as exc:  # the connection failed under us: name the node, never a traceback
         return ServerError(f"{type(exc).__name__}: {exc}")
     finally:
-        try:
-            await asyncio.wait_for(nc.close(), 1)
-        except Exception:  # a stopped server: the socket is dropped anyway
-            pass
+        await close_quietly(nc)
 
 
 def _on_nodes(
@@ -319,9 +316,6 @@ class CatchUp:
     replaced: list[dict] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)  # account keys whose resolver file was written
-
-    def silent_peers(self) -> list[str]:
-        return [r["server"] for r in self.peers if not r["ok"]]
 
     def to_dict(self) -> dict:
         return {

@@ -33,7 +33,7 @@ from dchat_ops.config.nodes import monitor_url, render_node
 from dchat_ops.errors import ConfigError, DchatOpsError, ServerError
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime.client import node_target, system_routez
+from dchat_ops.runtime.client import close_quietly, node_target, system_routez
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import Supervisor
 
@@ -216,10 +216,7 @@ class PeerReader:
 
     async def close(self) -> None:
         if self._sys is not None:
-            try:
-                await asyncio.wait_for(self._sys.close(), 1)
-            except Exception:  # already gone with its server: nothing to release
-                pass
+            await close_quietly(self._sys)
             self._sys = None
 
 

@@ -22,7 +22,7 @@ from typing import Optional
 
 from dchat_ops._fs import atomic_write
 from dchat_ops.config.node import Node
-from dchat_ops.config.nodes import dependent_nodes, monitor_url, render_node
+from dchat_ops.config.nodes import dependent_nodes, render_node
 from dchat_ops.errors import ServerError
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import close_quietly, probe_subscriptions, run_sync
@@ -82,7 +82,7 @@ def relink_leaves(store: Store, node_id: str, *, binary: Optional[str] = None, t
 def hub_leaf_interest(store: Store, hub_id: str, leaf_server_name: str) -> Optional[set[str]]:
     """The subjects hub ``hub_id`` holds from the leaf connection(s) of ``leaf_server_name``; None when
     no such leaf is connected to it."""
-    code, leafz = http_json(monitor_url(Supervisor(store, hub_id).node()) + "/leafz?subs=1")
+    code, leafz = http_json(Supervisor(store, hub_id).monitor_url + "/leafz?subs=1")
     if code != 200:
         raise ServerError(f"node {hub_id}: monitoring did not answer /leafz")
     found: Optional[set[str]] = None
@@ -140,7 +140,7 @@ async def _hubs_holding(store: Store, leaf: Node, wanted: set[str], deadline: fl
 
 async def _peers_holding(store: Store, hub: str, account: str, wanted: set[str], deadline: float) -> None:
     """Wait until every route peer of ``hub`` holds ``wanted`` (in ``account``) from it."""
-    own_id, peers = await asyncio.to_thread(route_peers, monitor_url(Supervisor(store, hub).node()))
+    own_id, peers = await asyncio.to_thread(route_peers, Supervisor(store, hub).monitor_url)
     reader = PeerReader(store, hub)
     try:
         while True:
