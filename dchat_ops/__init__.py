@@ -2,7 +2,7 @@
 
 The library is the product; the ``dchat-ops`` command line is a thin layer over it.  What a Python
 user needs is importable from here; the names resolve on first use, so ``import dchat_ops`` stays
-cheap (no cryptography, nats or jinja2 until something asks for them).
+cheap (no cryptography or nats until something asks for them).
 
     import dchat_ops
 

@@ -57,6 +57,8 @@ async def test_subscriber_refused_before_and_served_after_allow_sub(store, super
         if got:
             break
     assert got and set(got) == {b"after"}
+    # the refused subscription's messages pass at once on the new connection; the swap ends after
+    await asyncio.wait_for(sub_client.swapped.wait(), 5)
     assert sub_client.swaps == 1
     await pub.close()
     await sub_client.close()

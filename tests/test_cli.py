@@ -266,7 +266,7 @@ def test_starting_the_cli_imports_no_command_module():
 
     code = (
         "import sys; from dchat_ops._cli.main import cli; "
-        "print(sorted(m for m in sys.modules if m.startswith('dchat_ops._cli.') or m in ('jinja2', 'nats')))"
+        "print(sorted(m for m in sys.modules if m.startswith('dchat_ops._cli.') or m in ('ruamel.yaml', 'nats')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "['dchat_ops._cli.app', 'dchat_ops._cli.main', 'dchat_ops._cli.output']"
@@ -310,7 +310,7 @@ def test_copies_of_library_values_in_the_cli_match_the_library():
 
 # What neither a command's --help nor list needs: the library beyond the store, and the heavy dependencies.
 _HEAVY = ("dchat_ops.config", "dchat_ops.runtime", "dchat_ops.permissions", "dchat_ops.provision", "dchat_ops.chat")
-_HEAVY += ("dchat_ops.verify", "dchat_ops.nsc.admin", "nats", "jinja2", "ruamel", "multiprocessing", "concurrent")
+_HEAVY += ("dchat_ops.verify", "dchat_ops.nsc.admin", "nats", "ruamel", "multiprocessing", "concurrent")
 
 
 def _imported_after(args: list[str], env: dict | None = None) -> tuple[list[str], str]:

@@ -1,4 +1,4 @@
-"""Rendering nats-server configs from ``config/templates/`` with jinja2, and checking them before use.
+"""Rendering nats-server configs, and checking them before use.
 
 :class:`ServerConfig` is everything one server needs; :func:`render` turns it into the text of a
 nats-server config; :func:`semantic_check` makes the checks ``nats-server -t`` does not make
@@ -15,11 +15,8 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Optional
-
-import jinja2
 
 from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import ConfigError
@@ -46,7 +43,7 @@ class Resolver:
 
 @dataclass
 class ServerConfig:
-    """One nats-server in operator mode.  Optional sections are plain dicts (see the template)."""
+    """One nats-server in operator mode.  Optional sections are plain dicts (see :func:`render`)."""
 
     server_name: str
     operator_jwt: str
@@ -88,37 +85,139 @@ def _tls_block(tls: dict, indent: int = 2) -> str:
     return "\n".join(lines)
 
 
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(_load_template),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.ChainableUndefined,  # optional keys of section dicts read as empty
-        autoescape=False,
-    )
-    env.filters["q"] = _q
-    env.globals["tls_block"] = _tls_block
-    env.globals["host_port"] = host_port
-    return env
-
-
-def _load_template(name: str) -> str:
-    try:
-        return resources.files("dchat_ops.config").joinpath("templates").joinpath(name).read_text()
-    except (FileNotFoundError, ModuleNotFoundError):
-        raise ConfigError(f"template {name} is missing from the installation") from None
-
-
-_ENV: Optional[jinja2.Environment] = None
-
-
 def render(cfg: ServerConfig, header: str = "") -> str:
     """The text of a nats-server config for ``cfg``."""
-    global _ENV
-    if _ENV is None:
-        _ENV = _env()
-    return _ENV.get_template("server.conf.j2").render(c=cfg, header=header)
+    out = [
+        f"# nats-server configuration rendered by dchat-ops{' -- ' + header if header else ''}",
+        "# Do not edit by hand: change the node config and run dchat-ops again.",
+        f"server_name: {_q(cfg.server_name)}",
+        f"host: {_q(cfg.host)}",
+        f"port: {cfg.port}",
+    ]
+    if cfg.http_port:
+        out.append(f"http: {_q(host_port(cfg.http_host, cfg.http_port))}")
+    if cfg.max_payload:
+        out.append(f"max_payload: {cfg.max_payload}")
+    if cfg.tls:
+        out += ["tls {", _tls_block(cfg.tls), "}"]
+    out += [
+        "",
+        "# operator mode: clients authenticate with JWTs signed by this operator's accounts",
+        f"operator: {_q(cfg.operator_jwt)}",
+        f"system_account: {_q(cfg.system_account)}",
+    ]
+    res = cfg.resolver
+    if res.type == "memory":
+        out.append("resolver: MEMORY")
+    else:
+        out += [
+            "resolver {",
+            "  type: full",
+            f"  dir: {_q(res.dir)}",
+            f"  allow_delete: {str(res.allow_delete).lower()}",
+            f"  interval: {_q(res.interval)}",
+            "}",
+        ]
+    out.append("resolver_preload {")
+    out += [f"  {key}: {_q(token)}" for key, token in res.preload.items()]
+    out.append("}")
+    if cfg.jetstream:
+        js = cfg.jetstream
+        out += ["", "jetstream {", f"  store_dir: {_q(js.get('store_dir'))}"]
+        if js.get("max_memory"):
+            out.append(f"  max_memory_store: {js['max_memory']}")
+        if js.get("max_file"):
+            out.append(f"  max_file_store: {js['max_file']}")
+        out.append("}")
+    if cfg.cluster:
+        out += ["", *_cluster_block(cfg.cluster)]
+    if cfg.gateway:
+        out += ["", *_gateway_block(cfg.gateway)]
+    if cfg.leafnodes:
+        out += ["", *_leafnodes_block(cfg.leafnodes)]
+    if cfg.websocket:
+        ws = cfg.websocket
+        out += ["", "websocket {", f"  listen: {_q(ws.get('listen'))}"]
+        out += ["  tls {", _tls_block(ws["tls"], 4), "  }"] if ws.get("tls") else ["  no_tls: true"]
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _qlist(values) -> str:
+    return ", ".join(_q(v) for v in values)
+
+
+def _nested_tls(section: dict, indent: int) -> list[str]:
+    if not section.get("tls"):
+        return []
+    pad = " " * (indent - 2)
+    return [f"{pad}tls {{", _tls_block(section["tls"], indent), f"{pad}}}"]
+
+
+def _cluster_block(cl: dict) -> list[str]:
+    out = ["cluster {", f"  name: {_q(cl.get('name'))}", f"  listen: {_q(cl.get('listen'))}"]
+    if cl.get("advertise"):
+        out.append(f"  advertise: {_q(cl['advertise'])}")
+    if cl.get("no_advertise"):
+        out.append("  no_advertise: true")
+    if cl.get("connect_retries") is not None:
+        out.append(f"  connect_retries: {cl['connect_retries']}")
+    out.append("  routes: [")
+    out += [f"    {_q(r)}" for r in cl.get("routes") or ()]
+    out.append("  ]")
+    perms = cl.get("permissions")
+    if perms:
+        out += [
+            "  # which subjects flow into this node from the cluster (import) and out of it (export)",
+            "  permissions {",
+        ]
+        for direction in ("import", "export"):
+            rules = perms.get(direction)
+            if not rules:
+                continue
+            out.append(f"    {direction} {{")
+            out += [f"      {part}: [{_qlist(rules[part])}]" for part in ("allow", "deny") if rules.get(part)]
+            out.append("    }")
+        out.append("  }")
+    out += _nested_tls(cl, 4)
+    out.append("}")
+    return out
+
+
+def _gateway_block(gw: dict) -> list[str]:
+    out = ["gateway {", f"  name: {_q(gw.get('name'))}", f"  listen: {_q(gw.get('listen'))}"]
+    if gw.get("advertise"):
+        out.append(f"  advertise: {_q(gw['advertise'])}")
+    out.append("  gateways: [")
+    out += [f"    {{ name: {_q(g['name'])}, urls: [{_qlist(g['urls'])}] }}" for g in gw.get("gateways") or ()]
+    out.append("  ]")
+    out += _nested_tls(gw, 4)
+    out.append("}")
+    return out
+
+
+def _leafnodes_block(lf: dict) -> list[str]:
+    out = ["leafnodes {"]
+    if lf.get("listen"):
+        out.append(f"  listen: {_q(lf['listen'])}")
+    if lf.get("advertise"):
+        out.append(f"  advertise: {_q(lf['advertise'])}")
+    if lf.get("remotes"):
+        out.append("  remotes: [")
+        for r in lf["remotes"]:
+            out += ["    {", f"      urls: [{_qlist(r['urls'])}]"]
+            if r.get("credentials"):
+                out.append(f"      credentials: {_q(r['credentials'])}")
+            if r.get("account"):
+                out.append(f"      account: {_q(r['account'])}")
+            if r.get("disabled"):
+                out.append("      disabled: true")
+            out += _nested_tls(r, 8)
+            out.append("    }")
+        out.append("  ]")
+    out += _nested_tls(lf, 4)
+    out.append("}")
+    return out
 
 
 def semantic_check(cfg: ServerConfig) -> None:

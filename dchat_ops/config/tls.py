@@ -20,15 +20,6 @@ from collections.abc import Iterable
 from typing import Any, Optional
 
 from dchat_ops.config.node import NodeFile
-from dchat_ops.config.pki import (
-    ca_paths,
-    cert_paths,
-    client_ssl_context,
-    describe_cert,
-    issue,
-    load_ca,
-    read_cert,
-)
 from dchat_ops.errors import TLSError
 from dchat_ops.nsc.store import Store
 
@@ -51,6 +42,14 @@ INSECURE_WARNING = (
     "tls.insecure is on: the certificates (chain and host name) of the routes, gateways and "
     "leafnode hubs this node dials are NOT verified. Development only, never in production."
 )
+
+
+def _pki():
+    """:mod:`dchat_ops.config.pki`, imported at first use: it loads cryptography's X.509 (about 30 ms),
+    which only a node that uses TLS needs, and rendering any node comes through here."""
+    from dchat_ops.config import pki
+
+    return pki
 
 
 # --- node settings -> server config ------------------------------------------------------------------------
@@ -132,12 +131,12 @@ def tls_sections(store: Store, node) -> dict[str, dict]:
     if not any(flags[link] for link in LINKS):
         return {}
     _check_links(node, flags)
-    _key, ca_crt = ca_paths(store)
+    _key, ca_crt = _pki().ca_paths(store)
     if not ca_crt.is_file():
         raise TLSError(f"node {node.id} uses TLS but the store has no CA: run 'dchat-ops tls init-ca'")
     files: dict[str, tuple[str, str]] = {}
     for kind in required_kinds(node):
-        kpath, cpath = cert_paths(store, node.id, kind)
+        kpath, cpath = _pki().cert_paths(store, node.id, kind)
         for p in (cpath, kpath):
             if not p.is_file():
                 raise TLSError(f"node {node.id}: {p} is missing: run 'dchat-ops tls issue {kind} --node {node.id}'")
@@ -208,11 +207,11 @@ def tls_warnings(node, store: Optional[Store] = None) -> list[str]:
             out.append(f"WARNING: node {node.id}: tls.insecure is on but no route, gateway or leafnode TLS is")
     if store is not None:
         for kind in required_kinds(node):
-            _k, cpath = cert_paths(store, node.id, kind)
+            _k, cpath = _pki().cert_paths(store, node.id, kind)
             if not cpath.is_file():
                 continue
             try:
-                d = describe_cert(store, read_cert(cpath), cpath, node.id, kind)
+                d = _pki().describe_cert(store, _pki().read_cert(cpath), cpath, node.id, kind)
             except TLSError as exc:
                 out.append(f"WARNING: node {node.id}: {exc}")
                 continue
@@ -271,12 +270,12 @@ def enable(
     node = nf.refresh()
     _check_links(node, tls_flags(node))
     if links:
-        load_ca(store)
+        _pki().load_ca(store)
     issued = []
     for kind in required_kinds(node):
-        kpath, cpath = cert_paths(store, node.id, kind)
+        kpath, cpath = _pki().cert_paths(store, node.id, kind)
         if not (kpath.is_file() and cpath.is_file()):
-            issued.append(issue(store, node.id, kind, sans, days, node=node))
+            issued.append(_pki().issue(store, node.id, kind, sans, days, node=node))
     tls_sections(store, node)  # every file in place before the node file says so
     changed = nf.save()
     return {
@@ -298,8 +297,8 @@ def client_tls_for(store: Store, node) -> Optional[ssl.SSLContext]:
     if not flags["client"]:
         return None
     if flags["client"] != "verify":
-        return client_ssl_context(store)
-    kpath, cpath = cert_paths(store, node.id, "client")
+        return _pki().client_ssl_context(store)
+    kpath, cpath = _pki().cert_paths(store, node.id, "client")
     if not (kpath.is_file() and cpath.is_file()):
-        issue(store, node.id, "client", node=node)
-    return client_ssl_context(store, node_id=node.id, kind="client")
+        _pki().issue(store, node.id, "client", node=node)
+    return _pki().client_ssl_context(store, node_id=node.id, kind="client")

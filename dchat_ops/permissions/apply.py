@@ -26,11 +26,11 @@ hubs and its leaf connections (:mod:`dchat_ops.runtime.leaf`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
-from dchat_ops.config.node import Node, NodeFile
+from dchat_ops.config.node import Node, NodeFile, Policy, Rule
 from dchat_ops.config.nodes import (
     check_leaf_queue_entries,
     dependent_nodes,
@@ -124,8 +124,8 @@ def apply_node_edit(
     edit = plan_edit({"allow": rule.allow, "deny": rule.deny}, verb, subject, direction)
     if edit.changed and direction == "subscribe":  # refused in a dry run too
         old = nf.node
-        nf.set(("policy", "subscribe", "allow"), edit.after["allow"])
-        check_leaf_queue_entries(nf.refresh(), old)
+        after = replace(old, policy=Policy(old.policy.publish, Rule(edit.after["allow"], edit.after["deny"])))
+        check_leaf_queue_entries(after, old)
     if dry_run or not edit.changed:
         preview = node_policy(store, node_id)
         preview[direction] = edit.after
@@ -240,11 +240,12 @@ def apply_node_change(
         elif running and changed:
             steps.run("stop node", sup.down)
             steps.run("start node", sup.up)
+        if not leaf:
+            # once the node runs the new policy (its reload or start is confirmed), so that clients
+            # following the creds file move over at once; a failed health check still rolls them back
+            reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
         if running and changed:
             steps.run("check health", _check_healthy, sup)
-        if not leaf:
-            # last: clients that follow the creds file move over once the node already runs the new policy
-            reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
         if running and (changed or reissued) and change.needs_check:
             check = PeerCheck(store, sup, node, change, peers, steps, binary=binary)
             restarted = run_sync(lambda: check.run(restarted_already=(changed and mode == "restart")))

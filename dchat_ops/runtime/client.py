@@ -21,20 +21,22 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union
-
-from nats.aio.client import Client, RawCredentials
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.errors import NoServersError
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 from dchat_ops.config import nodes
 from dchat_ops.config.node import Node, NodeFile, inbox_prefix
 from dchat_ops.config.tls import client_tls_for
 from dchat_ops.errors import DchatOpsError, ServerError
+from dchat_ops.nsc.claims import UserClaims
 from dchat_ops.nsc.creds import parse_creds
+from dchat_ops.nsc.jwt import decode_unverified
 from dchat_ops.nsc.store import Store
-from dchat_ops.subjects import split_queue
+from dchat_ops.subjects import matches, split_queue
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -53,7 +55,6 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 5.0  # seconds a connect may take, the TLS handshake and the server's first PONG included
 _TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
-_NO_REASON = (NoServersError,)  # nats-py's last word after the real reason was reported
 _T = TypeVar("_T")
 
 
@@ -106,6 +107,11 @@ async def connect(
         if isinstance(e, ssl.SSLError) or not isinstance(e, (OSError, *_TIMEOUTS)):
             fatal.set()
 
+    # nats-py is imported at the first connect, not with this module: it costs about 40 ms (most of
+    # it JetStream code), which would come before the first step of every command that changes a node
+    from nats.aio.client import Client, RawCredentials
+    from nats.errors import NoServersError  # nats-py's last word after the real reason was reported
+
     creds = RawCredentials(creds_text) if creds_text is not None else str(creds_path)
     if tls is not None:
         kw["tls"] = tls
@@ -130,7 +136,7 @@ async def connect(
         except BaseException:  # cancelled, or it failed while being cancelled: the reason is in ``seen``
             pass
     await close_quietly(nc)
-    last = next((e for e in reversed(seen) if not isinstance(e, _NO_REASON)), seen[-1] if seen else None)
+    last = next((e for e in reversed(seen) if not isinstance(e, NoServersError)), seen[-1] if seen else None)
     if last is None or isinstance(last, _TIMEOUTS):
         raise ServerError(f"no answer from {url} within {timeout:g}s")
     reason = f"TLS: {last}" if isinstance(last, ssl.SSLError) else (str(last) or type(last).__name__)
@@ -278,6 +284,30 @@ def _fingerprint(msg) -> str:
     return h.hexdigest()
 
 
+def _refused_by(token: str) -> Callable[[ManagedSubscription], bool]:
+    """Which subscriptions the server refused to a connection with the user JWT ``token``: a plain
+    subscription to a literal subject that no plain entry of a non-empty subscribe allow list
+    matches, or that a deny entry matches.  Anything less certain counts as allowed."""
+    try:
+        claims = decode_unverified(token)
+    except (DchatOpsError, ValueError):
+        return lambda ms: False
+    if not isinstance(claims, UserClaims):
+        return lambda ms: False
+    perms = claims.permissions.sub
+    allow = [e for e in perms.allow if " " not in e]
+    deny = [e for e in perms.deny if " " not in e]
+
+    def refused(ms: ManagedSubscription) -> bool:
+        if ms.queue or "*" in ms.subject.split(".") or ">" in ms.subject.split("."):
+            return False
+        if any(matches(e, ms.subject) for e in deny):
+            return True
+        return bool(perms.allow) and not any(matches(e, ms.subject) for e in allow)
+
+    return refused
+
+
 class ManagedClient:
     """A connection through a creds file that follows the file.
 
@@ -300,7 +330,7 @@ class ManagedClient:
         creds_path: Path,
         *,
         inbox_prefix: Optional[str] = None,
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.01,
         name: str = "dchat-ops",
         **connect_kw,
     ):
@@ -318,6 +348,7 @@ class ManagedClient:
         self.duplicates_dropped = 0
         self._subs: list[ManagedSubscription] = []
         self._jwt = ""
+        self._stamp = (0, 0, 0)  # the creds file as last seen: inode, size, modification time
         self._watch: Optional[asyncio.Task] = None
         self._lock = asyncio.Lock()
         self._closing = False
@@ -343,6 +374,7 @@ class ManagedClient:
         return self.nc
 
     async def start(self) -> ManagedClient:
+        self._stamp = self._creds_stamp()
         self._jwt = self._read_jwt()
         self.nc = await self._connect()
         self._watch = asyncio.get_running_loop().create_task(self._watch_creds())
@@ -367,23 +399,41 @@ class ManagedClient:
         seconds: Any = timeout
         await self._client().flush(timeout=seconds)
 
+    def _creds_stamp(self) -> tuple[int, int, int]:
+        try:
+            st = self.creds_path.stat()
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     async def _watch_creds(self) -> None:
         while not self._closing:
             await asyncio.sleep(self.poll_interval)
+            # a stat per poll; the file is read when it was replaced or changed (creds are written
+            # by rename, so a new file is a new inode)
+            stamp = self._creds_stamp()
+            if stamp == self._stamp:
+                continue
+            self._stamp = stamp
             jwt = self._read_jwt()
             if jwt and jwt != self._jwt:
                 try:
                     await asyncio.wait_for(self.swap(), 10)
                 except Exception as exc:  # keep the old connection; the next poll tries again
                     self.errors.append(f"credential swap failed: {type(exc).__name__}: {exc}")
+                    self._stamp = (0, 0, 0)
 
     async def swap(self) -> None:
         """Move to a new connection with the creds file's current content (make before break)."""
         async with self._lock:
-            self._jwt = self._read_jwt()
+            old_jwt, jwt = self._jwt, self._read_jwt()
+            refused = _refused_by(old_jwt)
             new = await self._connect()
+            self._jwt = jwt
             old = self._client()
             for ms in self._subs:
+                if refused(ms):  # the old connection delivers none of it: nothing to hold back or drop twice
+                    continue
                 ms._seen_old = Counter()
                 ms._queued = []
                 ms._incoming = new
@@ -395,8 +445,7 @@ class ManagedClient:
             self.nc = new
             await old.drain()
             for ms in self._subs:
-                seen, queued = ms._seen_old, ms._queued
-                assert seen is not None and queued is not None  # set by the loop above, under the lock
+                seen, queued = ms._seen_old or Counter(), ms._queued or []
                 ms._seen_old = ms._queued = ms._incoming = None
                 ms.sub = ms._new_sub
                 for msg in queued:

@@ -16,9 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Optional
 
 from dchat_ops.config.node import Node
 from dchat_ops.config.nodes import route_imports
@@ -37,6 +35,9 @@ from dchat_ops.runtime.interest import (
 from dchat_ops.runtime.steps import Steps
 from dchat_ops.runtime.supervisor import Supervisor
 from dchat_ops.subjects import matches, split_queue
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["PeerCheck", "RouteChange", "route_change"]
 

@@ -23,9 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Optional
-
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Optional
 
 from dchat_ops._fs import atomic_write, read_bytes
 from dchat_ops.config.node import Node, NodeFile, list_nodes
@@ -36,6 +34,9 @@ from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import close_quietly, node_target, system_routez
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = [
     "Interest",

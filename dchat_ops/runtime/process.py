@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
+from urllib.parse import urlsplit
 
 from dchat_ops.errors import ServerError
 from dchat_ops.natsbin import find_nats_server
@@ -32,17 +32,38 @@ HEALTHZ = "/healthz?js-enabled-only=true"
 
 
 def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
-    """GET a monitoring endpoint: (status, JSON body).  Status 0 when nothing answers."""
+    """GET a monitoring endpoint (``http://host:port/path``): (status, JSON body).  Status 0 when
+    nothing answers within ``timeout`` seconds, or the answer is not HTTP.
+
+    A plain HTTP/1.0 request on a socket: the monitoring port of a node is plain HTTP and answers
+    JSON, and this is asked on every step of a live change, so it skips ``urllib`` (about 7 ms to
+    import, and it would send a loopback request through any proxy the environment names).
+    """
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    deadline = time.monotonic() + timeout
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
+        if parts.scheme != "http" or not parts.hostname:
+            return 0, {}
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+            request = f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n\r\n"
+            sock.sendall(request.encode("ascii"))
+            chunks = []
+            while True:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        version, status = head.split(b" ", 2)[:2]
+        if not version.startswith(b"HTTP/"):
+            return 0, {}
         try:
-            body = json.loads(e.read() or b"{}")
+            return int(status), json.loads(body or b"{}")
         except ValueError:
-            body = {}
-        return e.code, body
-    except (urllib.error.URLError, OSError, ValueError):
+            return int(status), {}
+    except (OSError, ValueError, UnicodeError):
         return 0, {}
 
 
