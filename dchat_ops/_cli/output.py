@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -49,31 +48,8 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
     sys.exit(code)
 
 
-# asyncio's SSL transport logs this warning when a TLS peer closes and the protocol (nats-py's) returns
-# True from eof_received(): it is harmless, and printed after every successful command on a TLS port.
-ASYNCIO_SSL_EOF = "returning true from eof_received() has no effect when using ssl"
-
-
-class QuietSslEof(logging.Filter):
-    """Drops asyncio's harmless SSL eof_received warning, and only that record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            return record.getMessage() != ASYNCIO_SSL_EOF
-        except Exception:  # a record whose message cannot be formatted is not ours to hide
-            return True
-
-
-def quiet_asyncio_ssl_eof() -> None:
-    """Install :class:`QuietSslEof` on the ``asyncio`` logger (once)."""
-    logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, QuietSslEof) for f in logger.filters):
-        logger.addFilter(QuietSslEof())
-
-
 def run_cli(cli: click.Command, args=None) -> int:
     """Run ``cli`` so that expected failures are one line and a non-zero exit, never a traceback."""
-    quiet_asyncio_ssl_eof()
     try:
         rv = cli.main(args=args, prog_name="dchat-ops", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK

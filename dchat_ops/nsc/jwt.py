@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
@@ -104,7 +103,7 @@ def compute_jti(claims: Claims | dict[str, Any]) -> str:
     return _b32encode(_sha512_256(go_json(std).encode("utf-8")))
 
 
-_SHA512_256 = hashlib.new("sha512_256")  # copied per use: cheaper than a fresh lookup
+_SHA512_256: list[Any] = []  # hashlib's SHA-512/256, made at the first use and copied per use after
 
 
 def _now(clock: Optional[Clock]) -> int:
@@ -209,9 +208,15 @@ def _json_name(name: str) -> str:
 
 
 def _sha512_256(data: bytes) -> bytes:
-    h = _SHA512_256.copy()
+    if not _SHA512_256:
+        # hashlib loads OpenSSL (2-3 ms): only JWTs encoded or jti-checked need it, not every reader
+        import hashlib
+
+        _SHA512_256.append(hashlib.new("sha512_256"))
+    h = _SHA512_256[0].copy()
     h.update(data)
-    return h.digest()
+    digest: bytes = h.digest()
+    return digest
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -185,6 +184,8 @@ def check_time_zone(name: str, tz: Any) -> str:
     if not isinstance(tz, str):
         raise FieldError(name, "must be text")
     if tz:
+        import zoneinfo  # here: its time zone database paths cost about 2 ms, and few specs name a zone
+
         try:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

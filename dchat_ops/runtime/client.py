@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import ssl
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -56,6 +57,28 @@ __all__ = [
 DEFAULT_TIMEOUT = 5.0  # seconds a connect may take, the TLS handshake and the server's first PONG included
 _TIMEOUTS = (asyncio.TimeoutError, TimeoutError)
 _T = TypeVar("_T")
+
+
+# asyncio's SSL transport logs this warning when a TLS peer closes and the protocol (nats-py's) returns
+# True from eof_received(): it is harmless, and would be printed after every connection to a TLS port
+ASYNCIO_SSL_EOF = "returning true from eof_received() has no effect when using ssl"
+
+
+class QuietSslEof(logging.Filter):
+    """Drops asyncio's harmless SSL eof_received warning, and only that record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            return record.getMessage() != ASYNCIO_SSL_EOF
+        except Exception:  # a record whose message cannot be formatted is not ours to hide
+            return True
+
+
+def quiet_asyncio_ssl_eof() -> None:
+    """Install :class:`QuietSslEof` on the ``asyncio`` logger (once); :func:`connect` does."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, QuietSslEof) for f in logger.filters):
+        logger.addFilter(QuietSslEof())
 
 
 def run_sync(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
@@ -112,6 +135,7 @@ async def connect(
     from nats.aio.client import Client, RawCredentials
     from nats.errors import NoServersError  # nats-py's last word after the real reason was reported
 
+    quiet_asyncio_ssl_eof()
     creds = RawCredentials(creds_text) if creds_text is not None else str(creds_path)
     if tls is not None:
         kw["tls"] = tls
