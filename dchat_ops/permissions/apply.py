@@ -66,6 +66,7 @@ __all__ = [
     "apply_node_edit",
     "apply_user_edit",
     "node_policy",
+    "push_superseded",
     "user_policy",
 ]
 
@@ -289,7 +290,7 @@ def apply_node_change(
         _follow_leaf_change(store, old_node, node, result, steps, running=running, binary=binary)
     if issued is not None and issued.revoked_at:
         # last, once the new creds are in force (and a leaf's connections present them)
-        _push_revocation(
+        push_superseded(
             store, node.account, issued, steps, result.messages, f"the change is in force on node {node_id}"
         )
     return result
@@ -306,12 +307,25 @@ def _takes_away(store: Store, account: str, user: str, spec: admin.UserSpec) -> 
     return bool(taken_away(current, new))
 
 
-def _push_revocation(
-    store: Store, account: str, issued: admin.UserResult, steps: Steps, messages: list[str], in_force: str
-) -> None:
-    """After a re-issue that took something away: push the account (its revocation of the user's earlier
-    JWTs) to every running node, and say what happened; :class:`ApplyError` when a server did not take it."""
+def push_superseded(
+    store: Store,
+    account: str,
+    issued: admin.UserResult,
+    steps: Optional[Steps] = None,
+    messages: Optional[list[str]] = None,
+    in_force: str = "",
+) -> list[str]:
+    """After a re-issue that took something away (``issued.revoked_at``): push the account, with its
+    revocation of the user's earlier JWTs, to every running node; returns ``messages`` with what happened.
+
+    Clients that follow the creds file get a moment to move over first
+    (:func:`~dchat_ops.runtime.push.push_revocation`).  :class:`ApplyError` when a server did not take it
+    (the revocation stays in the store: ``dchat-ops push`` sends it again).
+    """
+    steps = steps if steps is not None else Steps()
+    messages = messages if messages is not None else []
     user = issued.entity.name
+    in_force = in_force or f"user {account}/{user} is re-issued"
     messages.append(f"user {user}: its JWTs issued before this one are revoked ({'; '.join(issued.taken_away)})")
     what = f"{in_force}, and the revocation of the earlier JWTs of user {user} is in the store, but"
     try:
@@ -330,7 +344,7 @@ def _push_revocation(
             "no node is running: nodes take the revocation from the store when they start "
             "(or run 'dchat-ops push' for servers started elsewhere)"
         )
-        return
+        return messages
     for nid, n in lingering.items():
         messages.append(f"node {nid}: {n} connection(s) still presenting the superseded JWT were closed")
     if not report.ok:
@@ -341,6 +355,7 @@ def _push_revocation(
     messages.append(
         f"revocation pushed: {len({r['server'] for r in report.results})} running server(s) hold the new account JWT"
     )
+    return messages
 
 
 def _follow_leaf_change(
@@ -448,5 +463,5 @@ def apply_user_edit(
         *issued.warnings,
     ]
     if issued.revoked_at:
-        _push_revocation(store, account, issued, steps, messages, f"user {account}/{user} is re-issued")
+        push_superseded(store, account, issued, steps, messages)
     return ApplyResult(f"{account}/{user}", edit, "saved", user_policy(store, account, user), steps.steps, messages)
