@@ -324,3 +324,46 @@ async def test_a_user_deny_sub_revokes_its_copied_creds_everywhere(store, three)
     assert supersede.taken_away(claims_of(old), store.user("chat", "alice").claims) == [
         "room.secret is denied (subscribe)"
     ]
+
+
+# --- provisioning ----------------------------------------------------------------------------------------
+
+
+def _spec(alice_sub: str) -> str:
+    return f"""\
+version: 1
+operator: {{name: dchat}}
+accounts:
+  - name: chat
+    users:
+      - {{name: alice, allow_sub: {alice_sub}}}
+      - {{name: bob, allow_sub: ["chat.>"]}}
+"""
+
+
+def test_a_spec_that_narrows_a_user_revokes_its_earlier_jwts(tmp_path):
+    from dchat_ops import provision
+
+    store = Store(tmp_path / "home")
+    provision.apply(store, provision.parse_spec(_spec('["chat.>", "room.x"]')))
+    old = store.user("chat", "alice").claims.issued_at
+    account = store.account("chat").token
+    provision.apply(store, provision.parse_spec(_spec('["chat.>", "room.x", "room.y"]')))  # widening
+    assert store.account("chat").token == account
+
+    narrower = provision.parse_spec(_spec('["chat.>"]'))
+    p = provision.plan(store, narrower)
+    assert [(c.action, c.name, c.detail) for c in p.changes] == [
+        (
+            "reissue",
+            "chat/alice",
+            "permissions or limits changed; its earlier JWTs are revoked "
+            "(room.x no longer allowed (subscribe); room.y no longer allowed (subscribe))",
+        )
+    ]
+    provision.apply(store, narrower)
+    new = store.user("chat", "alice")
+    acc = store.account("chat").claims
+    assert acc.revocations == {new.public_key: new.claims.issued_at - 1}
+    assert acc.is_revoked(new.public_key, old) and not acc.is_revoked(new.public_key, new.claims.issued_at)
+    assert not provision.plan(store, narrower).has_changes
