@@ -332,6 +332,31 @@ async def test_a_user_deny_sub_revokes_its_copied_creds_everywhere(store, three)
     ]
 
 
+def test_a_removal_that_fails_after_the_reissue_puts_the_account_back_too(store, supervised, monkeypatch):
+    from dchat_ops.config import nodes
+    from dchat_ops.permissions import apply as apply_mod
+    from dchat_ops.permissions.apply import ApplyError
+
+    nodes.add_node(store, "a")
+    apply_node_edit(store, "a", "allow-sub", "room.x")  # saved for the start
+    supervised("a")
+    before = {**snapshot(store.stores_dir), **snapshot(store.creds_dir)}
+
+    written = []
+
+    async def fail(self, **_kw):  # runs after the re-issue wrote the JWT, the creds and the revocation
+        written.append(Store(store.home).account("chat").claims.revocations)
+        raise RuntimeError("the peers could not be read")
+
+    monkeypatch.setattr(apply_mod.PeerCheck, "run", fail)
+    with pytest.raises(ApplyError) as e:
+        apply_node_edit(store, "a", "deny-sub", "room.x")
+    assert "every file was restored" in str(e.value)
+    assert written and written[0]  # the revocation was written, then put back with the rest
+    assert {**snapshot(store.stores_dir), **snapshot(store.creds_dir)} == before  # user JWT, creds and account
+    assert store.account("chat").claims.revocations == {}
+
+
 # --- provisioning ----------------------------------------------------------------------------------------
 
 
