@@ -286,13 +286,24 @@ def apply_node_change(
         outcome = "saved"
         messages.append(f"node {node_id} is not running: the change is saved and applies at its next start")
     result = NodeChangeResult(node_id, outcome, steps.steps, messages)
+    failure: Optional[ApplyError] = None
     if follow and leaf and outcome != "unchanged" and old_node.policy != node.policy:
-        _follow_leaf_change(store, old_node, node, result, steps, running=running, binary=binary)
+        try:
+            _follow_leaf_change(store, old_node, node, result, steps, running=running, binary=binary)
+        except ApplyError as exc:  # the change is in force: its revocation is pushed all the same
+            failure = exc
     if issued is not None and issued.revoked_at:
         # last, once the new creds are in force (and a leaf's connections present them)
-        push_superseded(
-            store, node.account, issued, steps, result.messages, f"the change is in force on node {node_id}"
-        )
+        try:
+            push_superseded(
+                store, node.account, issued, steps, result.messages, f"the change is in force on node {node_id}"
+            )
+        except ApplyError as exc:
+            if failure is None:
+                raise
+            failure = ApplyError(f"{failure}; and {exc}", node=node_id, step=failure.step)
+    if failure is not None:
+        raise failure
     return result
 
 
