@@ -45,6 +45,9 @@ from dchat_ops.runtime.supervisor import chain
         ({"allow": [], "deny": ["a.>"]}, {"deny": ["a.>", "a.x"]}, []),  # already denied by a.>
         ({"allow": []}, {"allow": ["a.x"]}, ["only a.x allowed (before: everything not denied)"]),
         ({"allow": ["a.*"]}, {"allow": ["a.* q"]}, ["a.* no longer allowed"]),
+        ({"allow": [">"]}, {"allow": []}, []),  # both allow everything
+        ({"allow": []}, {"allow": [">", "a.x"]}, []),
+        ({"allow": [">"]}, {"allow": ["a.>"]}, ["only a.> allowed (before: everything not denied)"]),
     ],
 )
 def test_what_a_change_of_the_lists_takes_away(before, after, expected):

@@ -135,6 +135,11 @@ def _holds(entries: list[str], entry: str) -> bool:
     return False
 
 
+def _all(allow: list[str]) -> bool:
+    """An allow list that allows every subject: none at all, or one with a plain ``>``."""
+    return not allow or ">" in allow
+
+
 def taken_away(before: dict[str, list[str]], after: dict[str, list[str]]) -> list[str]:
     """What ``after`` (an allow / deny pair) no longer allows that ``before`` did, one phrase each; empty
     when nothing is taken away (the lists only grew what they allow, or did not change).
@@ -147,9 +152,11 @@ def taken_away(before: dict[str, list[str]], after: dict[str, list[str]]) -> lis
     b_allow, a_allow = list(before.get("allow") or []), list(after.get("allow") or [])
     b_deny, a_deny = list(before.get("deny") or []), list(after.get("deny") or [])
     out: list[str] = []
-    if a_allow and not b_allow:
+    if _all(a_allow):
+        pass
+    elif _all(b_allow):
         out.append(f"only {', '.join(a_allow)} allowed (before: everything not denied)")
-    elif a_allow:
+    else:
         out.extend(f"{e} no longer allowed" for e in b_allow if not _holds(a_allow, e))
     out.extend(f"{d} is denied" for d in a_deny if not _holds(b_deny, d))
     return out
