@@ -141,7 +141,10 @@ async def test_allow_sub_on_a_leaf_reaches_it_from_every_hub_and_across_the_gate
     # the leaf's client kept its subscription across the leaf reconnect (a restart reconnects it too)
     assert await reaches(store, sub, everywhere, f"dm.{mode}") == dict.fromkeys(everywhere, True)
 
-    await asyncio.to_thread(apply_node_edit, store, "phone", "rm-sub", f"dm.{mode}", mode=mode)
+    r = await asyncio.to_thread(apply_node_edit, store, "phone", "rm-sub", f"dm.{mode}", mode=mode)
+    # a removal revokes the leaf user's earlier JWTs: pushed once its leaf connections present the new one
+    assert any(m.startswith("revocation pushed") for m in r.messages), r.messages
+    assert not any("were closed" in m for m in r.messages), r.messages
     for _ in range(100):  # a restart disconnected the client: the check below means something once it is back
         if on_phone.is_connected:
             break

@@ -225,10 +225,22 @@ def edit_user(c: Ctx, name, account, rm, rm_tag, rm_conn_type, rm_source_network
         clear_times=rm_times,
     )
     r = admin.edit_user(store, account, name, _spec(store, kw, for_edit=True), changes)
-    msg = f"user {account}/{name} re-issued" if r.changed else f"user {account}/{name} unchanged"
-    emit(as_json, r.to_dict(), msg)
+    lines = [f"user {account}/{name} re-issued" if r.changed else f"user {account}/{name} unchanged"]
+    failure = None
+    if r.revoked_at:  # it took something away: its earlier JWTs are revoked, and the account is pushed
+        from dchat_ops.permissions.apply import push_superseded
+
+        messages: list[str] = []
+        try:
+            push_superseded(store, account, r, messages=messages)
+        except DchatOpsError as exc:
+            failure = exc
+        lines += [f"  {m}" for m in messages]
+    emit(as_json, {**r.to_dict(), "messages": lines[1:]}, lines)
     for w in r.warnings:
         note(f"warning: {w}")
+    if failure is not None:
+        raise failure
 
 
 def _limit_kw(**kw) -> dict:

@@ -37,6 +37,7 @@ from dchat_ops.nsc.keys import KeyPair, fresh_keys
 from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec, check_limit, check_tags, check_time
 from dchat_ops.nsc.spec import dedupe as _dedupe
 from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
+from dchat_ops.nsc.supersede import retire, taken_away
 
 __all__ = [
     "FieldError",
@@ -91,6 +92,11 @@ class UserResult:
     creds_path: str
     changed: bool = True
     warnings: list[str] = field(default_factory=list)  # for a person: e.g. a revoked user re-issued
+    # a re-issue that took something away: what, the revocation time of the user's earlier JWTs in the
+    # account, and the JWT it replaced (whose connections the revocation closes)
+    taken_away: list[str] = field(default_factory=list)
+    revoked_at: int = 0
+    superseded: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         c = self.entity.claims
@@ -103,6 +109,8 @@ class UserResult:
             "creds_path": self.creds_path,
             "changed": self.changed,
             "warnings": list(self.warnings),
+            "taken_away": list(self.taken_away),
+            "revoked_at": self.revoked_at,
         }
 
 
@@ -519,30 +527,58 @@ def edit_user(
 
     ``spec`` sets fields outright; ``changes`` adds to and removes from the current lists.
 
+    A change that takes something away (:func:`dchat_ops.nsc.supersede.taken_away`: a subject denied or
+    no longer allowed, a lower limit, ...) also revokes the JWTs of the user issued before the new one,
+    in the same unit of work: the account JWT is re-signed with the revocation (``revoked_at``), so a
+    copy of the old creds loses what was taken away wherever the account JWT reaches (pushing it to
+    running servers is :mod:`dchat_ops.runtime.push`).  A change that only adds revokes nothing.
+
     As in nsc, a revocation covers JWTs issued until its time, so re-issuing a revoked user makes a JWT
     the revocation does not cover: the user is back in.  That is done, and said in ``warnings``.
     """
-    with store.edit_user(account, name) as claims:
-        acc = store.account(account)
-        was_revoked = acc.claims.is_revoked(claims.subject, claims.issued_at)
-        if changes is not None:
-            spec = changes.to_spec(claims, spec)
-        spec = spec or UserSpec()
-        before = claims.nats_dict(), claims.expires, claims.not_before
-        scope = acc.claims.signing_key_map().get(claims.issuer)
-        if scope is not None and spec.has_permissions_or_limits():
-            raise StoreError(f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead")
-        spec.apply(claims)
-        changed = (claims.nats_dict(), claims.expires, claims.not_before) != before
-    op_name = store.current_operator()
-    user = store.user(account, name, op_name)
+    with store.transaction():
+        prev = store.user(account, name)
+        old = prev.claims
+        with store.edit_user(account, name) as claims:
+            acc = store.account(account)
+            if changes is not None:
+                spec = changes.to_spec(claims, spec)
+            spec = spec or UserSpec()
+            before = claims.nats_dict(), claims.expires, claims.not_before
+            scope = acc.claims.signing_key_map().get(claims.issuer)
+            if scope is not None and spec.has_permissions_or_limits():
+                raise StoreError(
+                    f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead"
+                )
+            spec.apply(claims)
+            changed = (claims.nats_dict(), claims.expires, claims.not_before) != before
+        op_name = store.current_operator()
+        user = store.user(account, name, op_name)
+        removed = taken_away(old, user.claims) if changed else []
+        revoked_at = 0
+        if removed:
+            with store.edit_account(account, op_name) as acc_claims:
+                revoked_at = retire(acc_claims, user.public_key, user.claims.issued_at)
     warnings = []
-    if changed and was_revoked and not acc.claims.is_revoked(user.public_key, user.claims.issued_at):
+    was_revoked = acc.claims.is_revoked(old.subject, old.issued_at)
+    if (
+        changed
+        and was_revoked
+        and not store.account(account, op_name).claims.is_revoked(user.public_key, user.claims.issued_at)
+    ):
         warnings.append(
             f"user {name} was revoked; the re-issued JWT is not covered by that revocation "
             f"(revoke it again with 'dchat-ops revoke user {name}')"
         )
-    return UserResult(user, str(store.creds_path(op_name, account, name)), changed, warnings)
+    return UserResult(
+        user,
+        str(store.creds_path(op_name, account, name)),
+        changed,
+        warnings,
+        taken_away=removed,
+        revoked_at=revoked_at,
+        superseded=prev.token if revoked_at else "",
+    )
 
 
 def resign_account(

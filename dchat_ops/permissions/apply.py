@@ -35,13 +35,15 @@ from dchat_ops.config.nodes import (
     check_leaf_queue_entries,
     dependent_nodes,
     hosted_leaves,
+    node_user_spec,
     render_node,
     run_dir,
     sync_node_user,
 )
-from dchat_ops.errors import ApplyError, DchatOpsError
+from dchat_ops.errors import ApplyError, DchatOpsError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
+from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
 from dchat_ops.runtime.client import run_sync
 from dchat_ops.runtime.confirm import PeerCheck, route_change
@@ -51,6 +53,7 @@ from dchat_ops.runtime.interest import (
 )
 from dchat_ops.runtime.leaf import confirm_leaf_interest, relink_leaves
 from dchat_ops.runtime.process import HEALTHZ, http_json
+from dchat_ops.runtime.push import push_revocation, require_current_store
 from dchat_ops.runtime.steps import Steps
 from dchat_ops.runtime.supervisor import Supervisor
 
@@ -63,6 +66,7 @@ __all__ = [
     "apply_node_edit",
     "apply_user_edit",
     "node_policy",
+    "push_superseded",
     "user_policy",
 ]
 
@@ -204,6 +208,12 @@ def apply_node_change(
     # current before the node (re)connects, so they are re-issued first.
     leaf = bool((node.leafnodes or {}).get("remotes"))
 
+    # a change that takes something away from the node user also revokes its earlier JWT in the account,
+    # which is then pushed: refused up front when a running server holds a newer account JWT (it would
+    # not take this one)
+    if _takes_away(store, node.account, node.user, node_user_spec(node)):
+        require_current_store(store, [node.account])
+
     sup = Supervisor(store, node_id, binary=binary)
     running = sup.running()
     op = store.current_operator()
@@ -213,12 +223,14 @@ def apply_node_change(
         nf.path,
         store.user_jwt_path(op, node.account, node.user),
         store.creds_path(op, node.account, node.user),
+        store.account_jwt_path(op, node.account),
         conf,
     ):
         tx.remember(p)
     before = read_bytes(conf)
     steps = Steps()
     reissued = restarted = False
+    issued: Optional[admin.UserResult] = None
     messages: list[str] = []
     try:
         peers: list[RoutePeer] = []
@@ -227,7 +239,8 @@ def apply_node_change(
         if text != nf.original_text:
             steps.run("write node config", tx.write, nf.path, text)
         if leaf:
-            reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
+            issued = steps.run("re-issue user JWT and creds", sync_node_user, store, node)
+            reissued = issued.changed
         # a live reload judges the config itself (a rejected one is rolled back below): nats-server -t
         # runs for a node that is stopped or restarted
         live = running and mode == "live"
@@ -243,7 +256,8 @@ def apply_node_change(
         if not leaf:
             # once the node runs the new policy (its reload or start is confirmed), so that clients
             # following the creds file move over at once; a failed health check still rolls them back
-            reissued = steps.run("re-issue user JWT and creds", sync_node_user, store, node).changed
+            issued = steps.run("re-issue user JWT and creds", sync_node_user, store, node)
+            reissued = issued.changed
         if running and changed:
             steps.run("check health", _check_healthy, sup)
         if running and (changed or reissued) and change.needs_check:
@@ -273,9 +287,87 @@ def apply_node_change(
         outcome = "saved"
         messages.append(f"node {node_id} is not running: the change is saved and applies at its next start")
     result = NodeChangeResult(node_id, outcome, steps.steps, messages)
+    failure: Optional[ApplyError] = None
     if follow and leaf and outcome != "unchanged" and old_node.policy != node.policy:
-        _follow_leaf_change(store, old_node, node, result, steps, running=running, binary=binary)
+        try:
+            _follow_leaf_change(store, old_node, node, result, steps, running=running, binary=binary)
+        except ApplyError as exc:  # the change is in force: its revocation is pushed all the same
+            failure = exc
+    if issued is not None and issued.revoked_at:
+        # last, once the new creds are in force (and a leaf's connections present them)
+        try:
+            push_superseded(
+                store, node.account, issued, steps, result.messages, f"the change is in force on node {node_id}"
+            )
+        except ApplyError as exc:
+            if failure is None:
+                raise
+            failure = ApplyError(f"{failure}; and {exc}", node=node_id, step=failure.step)
+    if failure is not None:
+        raise failure
     return result
+
+
+def _takes_away(store: Store, account: str, user: str, spec: admin.UserSpec) -> bool:
+    """True when re-issuing ``user`` with ``spec`` would take something away (and so revoke its JWT)."""
+    try:
+        current = store.user(account, user).claims
+    except StoreError:
+        return False  # a user to be made, or one whose JWT cannot be read: nothing to revoke
+    new = current.copy()
+    spec.apply(new)
+    return bool(taken_away(current, new))
+
+
+def push_superseded(
+    store: Store,
+    account: str,
+    issued: admin.UserResult,
+    steps: Optional[Steps] = None,
+    messages: Optional[list[str]] = None,
+    in_force: str = "",
+) -> list[str]:
+    """After a re-issue that took something away (``issued.revoked_at``): push the account, with its
+    revocation of the user's earlier JWTs, to every running node; returns ``messages`` with what happened.
+
+    Clients that follow the creds file get a moment to move over first
+    (:func:`~dchat_ops.runtime.push.push_revocation`).  :class:`ApplyError` when a server did not take it
+    (the revocation stays in the store: ``dchat-ops push`` sends it again).
+    """
+    steps = steps if steps is not None else Steps()
+    messages = messages if messages is not None else []
+    user = issued.entity.name
+    in_force = in_force or f"user {account}/{user} is re-issued"
+    messages.append(f"user {user}: its JWTs issued before this one are revoked ({'; '.join(issued.taken_away)})")
+    what = f"{in_force}, and the revocation of the earlier JWTs of user {user} is in the store, but"
+    try:
+        report, lingering = steps.run(
+            "push the revocation of the superseded JWT",
+            push_revocation,
+            store,
+            account,
+            issued.entity.public_key,
+            issued.superseded,
+        )
+    except DchatOpsError as exc:
+        raise ApplyError(f"{what} pushing it failed: {exc}; run 'dchat-ops push'", step=steps.current) from None
+    if report is None:
+        messages.append(
+            "no node is running: nodes take the revocation from the store when they start "
+            "(or run 'dchat-ops push' for servers started elsewhere)"
+        )
+        return messages
+    for nid, n in lingering.items():
+        messages.append(f"node {nid}: {n} connection(s) still presenting the superseded JWT were closed")
+    if not report.ok:
+        failed = ", ".join(report.failed_servers()) or "none answered"
+        raise ApplyError(
+            f"{what} not every server took it (not confirmed: {failed}); run 'dchat-ops push'", step=steps.current
+        )
+    messages.append(
+        f"revocation pushed: {len({r['server'] for r in report.results})} running server(s) hold the new account JWT"
+    )
+    return messages
 
 
 def _follow_leaf_change(
@@ -371,19 +463,17 @@ def apply_user_edit(
             spec = admin.UserSpec(pub_allow=edit.after["allow"], pub_deny=edit.after["deny"])
         else:
             spec = admin.UserSpec(sub_allow=edit.after["allow"], sub_deny=edit.after["deny"])
+        if _takes_away(store, account, user, spec):
+            require_current_store(store, [account])  # the revocation is pushed: see apply_node_change
         steps = Steps()
         try:
             issued = steps.run("re-issue user JWT and creds", admin.edit_user, store, account, user, spec)
         except Exception as exc:  # the unit of work puts every file back
             raise ApplyError(f"{steps.current} failed: {exc}; every file was restored") from None
-    return ApplyResult(
-        f"{account}/{user}",
-        edit,
-        "saved",
-        user_policy(store, account, user),
-        steps.steps,
-        [
-            "connected clients of this user get the new permissions when they reconnect with the new creds",
-            *issued.warnings,
-        ],
-    )
+    messages = [
+        "connected clients of this user get the new permissions when they reconnect with the new creds",
+        *issued.warnings,
+    ]
+    if issued.revoked_at:
+        push_superseded(store, account, issued, steps, messages)
+    return ApplyResult(f"{account}/{user}", edit, "saved", user_policy(store, account, user), steps.steps, messages)

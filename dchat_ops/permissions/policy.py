@@ -11,6 +11,12 @@ user JWT all share one set of rules:
 
     >>> plan_edit({"allow": ["chat.>"], "deny": []}, "allow", "chat.room").notes
     ['chat.room is already covered by chat.> in the allow list']
+
+Whether a change of the lists takes something away (and so must retire the JWT it replaces) is
+:func:`taken_away`:
+
+    >>> taken_away({"allow": ["chat.>"], "deny": []}, {"allow": ["chat.>"], "deny": ["chat.secret"]})
+    ['chat.secret is denied']
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 from dchat_ops.errors import ConfigError
 from dchat_ops.subjects import check_subject, covering, covers, split_queue
 
-__all__ = ["ACTIONS", "Edit", "parse_action", "plan_edit"]
+__all__ = ["ACTIONS", "Edit", "parse_action", "plan_edit", "taken_away"]
 
 # command name -> (direction, verb)
 ACTIONS = {
@@ -116,3 +122,41 @@ def _deny_cover(deny: list[str], entry: str) -> str | None:
         if covers(split_queue(d)[0], subj):
             return d
     return None
+
+
+def _holds(entries: list[str], entry: str) -> bool:
+    """True when one of ``entries`` is ``entry`` or covers it: its subject covers ``entry``'s and it names
+    no queue group or the same one (a plain entry applies to every queue group)."""
+    subj, queue = split_queue(entry)
+    for e in entries:
+        es, eq = split_queue(e)
+        if e == entry or (eq in ("", queue) and covers(es, subj)):
+            return True
+    return False
+
+
+def _all(allow: list[str]) -> bool:
+    """An allow list that allows every subject: none at all, or one with a plain ``>``."""
+    return not allow or ">" in allow
+
+
+def taken_away(before: dict[str, list[str]], after: dict[str, list[str]]) -> list[str]:
+    """What ``after`` (an allow / deny pair) no longer allows that ``before`` did, one phrase each; empty
+    when nothing is taken away (the lists only grew what they allow, or did not change).
+
+    Taken away: an allow list where there was none (no allow list allows everything), an allow entry
+    that no entry of the new allow list covers, and a deny entry that no old deny entry covers.  The
+    comparison is by entries, not by what is published: a deny of a subject nothing allowed still
+    counts (it costs a revocation, nothing else).
+    """
+    b_allow, a_allow = list(before.get("allow") or []), list(after.get("allow") or [])
+    b_deny, a_deny = list(before.get("deny") or []), list(after.get("deny") or [])
+    out: list[str] = []
+    if _all(a_allow):
+        pass
+    elif _all(b_allow):
+        out.append(f"only {', '.join(a_allow)} allowed (before: everything not denied)")
+    else:
+        out.extend(f"{e} no longer allowed" for e in b_allow if not _holds(a_allow, e))
+    out.extend(f"{d} is denied" for d in a_deny if not _holds(b_deny, d))
+    return out

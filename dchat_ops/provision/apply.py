@@ -25,6 +25,7 @@ from dchat_ops.nsc.claims import ScopedSigningKey, UserClaims
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store
+from dchat_ops.nsc.supersede import retire
 from dchat_ops.permissions.apply import apply_node_change
 from dchat_ops.provision.plan import (
     Plan,
@@ -160,10 +161,22 @@ def _issue(store: Store, p: Plan, users: UserState, workers, progress) -> None:
         signer, scope = admin.user_signer(store, op.claims, acc.claims, role or None)
         # users that exist keep their key: only their JWT and creds are made anew
         for step in steps:
-            if step.exists:
-                token = _reissue_existing(store, op.name, acc, step, signer, scope)
+            if step.exists and not step.taken_away:
+                token, _ = _reissue_existing(store, op.name, acc, step, signer, scope)
                 users[f"{acc_name}/{step.name}"] = {"spec": fingerprint(step.item), "jwt": sha(token)}
                 done += 1
+        narrowed = [s for s in steps if s.exists and s.taken_away]
+        if narrowed:
+            # a re-issue that takes something away revokes the user's earlier JWTs: the new JWTs and
+            # creds and the account's revocations are one unit of work
+            with store.transaction():
+                issued = [(step, *_reissue_existing(store, op.name, acc, step, signer, scope)) for step in narrowed]
+                with store.edit_account(acc_name, op.name) as claims:
+                    for step, _, iat in issued:
+                        retire(claims, store.user(acc_name, step.name, op.name).public_key, iat)
+            for step, token, _ in issued:
+                users[f"{acc_name}/{step.name}"] = {"spec": fingerprint(step.item), "jwt": sha(token)}
+            done += len(issued)
         fresh = [s for s in steps if not s.exists]
         # the issuing processes write the files themselves; one flush once they are done
         rows = admin.issue_users(
@@ -201,8 +214,8 @@ def _revoke(store: Store, p: Plan) -> None:
                 store.remove_user(op_name, acc_name, name)
 
 
-def _reissue_existing(store: Store, op_name: str, acc, step: UserStep, signer: KeyPair, scope) -> str:
-    """A new JWT and creds for a user that keeps its key; returns the JWT."""
+def _reissue_existing(store: Store, op_name: str, acc, step: UserStep, signer: KeyPair, scope) -> tuple[str, int]:
+    """A new JWT and creds for a user that keeps its key; returns the JWT and its ``iat``."""
     if step.current is not None:
         subject, issued_at = step.current
     else:
@@ -218,7 +231,7 @@ def _reissue_existing(store: Store, op_name: str, acc, step: UserStep, signer: K
     store.write_user(op_name, acc.name, step.name, token)
     if store.has_key(subject):
         store.write_creds(op_name, acc.name, step.name, format_creds(token, store.load_key(subject).seed), force=True)
-    return token
+    return token, u.issued_at
 
 
 def _ensure_certificates(store: Store, node_id: str, edits: list) -> None:

@@ -24,6 +24,7 @@ from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey
 from dchat_ops.nsc.jwt import decode
 from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
 from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.apply import NodeEdit
 from dchat_ops.provision.schema import Spec, SpecError, node_user_clash
 from dchat_ops.provision.state import fingerprint, load_state, sha
@@ -60,6 +61,7 @@ class UserStep:
     exists: bool  # re-issue with the same key, or a new user
     item: dict = field(default_factory=dict)  # the spec's user (its fingerprint goes to the state)
     current: Optional[tuple[str, int]] = None  # (public key, iat) of its JWT in the store, as plan verified it
+    taken_away: list[str] = field(default_factory=list)  # what the re-issue takes away: its earlier JWTs are revoked
 
 
 @dataclass
@@ -117,12 +119,12 @@ def role_template(r: dict) -> UserPermissionLimits:
     return u.limits
 
 
-def _desired_nats(spec: UserSpec, scoped: bool) -> tuple[dict, int]:
+def _desired_claims(spec: UserSpec, scoped: bool) -> UserClaims:
     u = UserClaims(subject="", name="")
     if scoped:
         u.limits.clear_for_scope()
     spec.apply(u)
-    return u.nats_dict(), u.expires
+    return u
 
 
 def account_desired(spec_acc: dict, existing, account_keys: dict[str, str]) -> tuple[AccountClaims, list[str]]:
@@ -332,7 +334,8 @@ def _plan_users(
                 claims: Optional[UserClaims] = decode(token, UserClaims)
             except JWTError:
                 claims = None
-            want_nats, want_exp = _desired_nats(want, "role" in u)
+            desired = _desired_claims(want, "role" in u)
+            want_nats, want_exp = desired.nats_dict(), desired.expires
             role_ok = True
             if claims is not None and "role" in u:
                 scope = existing_accounts[acc_name].claims.signing_key_map().get(claims.issuer)
@@ -345,15 +348,13 @@ def _plan_users(
                 continue
             drift = isinstance(st, dict) and st.get("spec") == fingerprint(u)
             current = None if claims is None else (claims.subject, claims.issued_at)
-            p.users_to_issue.append(UserStep(acc_name, name, u.get("role", ""), want, True, u, current))
-            p.changes.append(
-                Change(
-                    "drift" if drift else "reissue",
-                    "user",
-                    key,
-                    "changed outside the spec; apply restores it" if drift else "permissions or limits changed",
-                )
-            )
+            # what the new JWT takes away: apply then revokes the user's earlier JWTs
+            removed = [] if claims is None else taken_away(claims, desired)
+            p.users_to_issue.append(UserStep(acc_name, name, u.get("role", ""), want, True, u, current, removed))
+            detail = "changed outside the spec; apply restores it" if drift else "permissions or limits changed"
+            if removed:
+                detail += f"; its earlier JWTs are revoked ({'; '.join(removed)})"
+            p.changes.append(Change("drift" if drift else "reissue", "user", key, detail))
     return users_state
 
 

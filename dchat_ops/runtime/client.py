@@ -337,7 +337,10 @@ class ManagedClient:
 
     When the JWT in the creds file changes (``allow-sub`` re-issued it), the client opens a new
     connection with the new creds, subscribes everything there, then drains the old connection:
-    make before break, so no connection is dropped and nothing published meanwhile is lost.
+    make before break, so no connection is dropped and nothing published meanwhile is lost.  A
+    change that takes something away also revokes the old JWT; its push waits (briefly) for such
+    clients to move over, and should the server close the old connection first, the client moves
+    over all the same (what was published meanwhile on that connection is lost).
     Messages that reach both connections during the overlap are delivered once (recognised by
     subject, payload and headers, so identical payloads sent within the overlap count as one:
     chat envelopes carry unique ids).  Subscriptions the old credentials refused come alive on
@@ -448,26 +451,40 @@ class ManagedClient:
                     self._stamp = (0, 0, 0)
 
     async def swap(self) -> None:
-        """Move to a new connection with the creds file's current content (make before break)."""
+        """Move to a new connection with the creds file's current content (make before break).
+
+        Also when the old connection is closed already: a permission removal revokes the JWT it
+        presented, and nats-server then closes it (nats-py does not reconnect after that).
+        """
         async with self._lock:
             old_jwt, jwt = self._jwt, self._read_jwt()
             refused = _refused_by(old_jwt)
             new = await self._connect()
-            self._jwt = jwt
             old = self._client()
-            for ms in self._subs:
-                if refused(ms):  # the old connection delivers none of it: nothing to hold back or drop twice
-                    continue
-                ms._seen_old = Counter()
-                ms._queued = []
-                ms._incoming = new
-            for ms in self._subs:
-                ms._new_sub = await new.subscribe(ms.subject, queue=ms.queue, cb=ms.handler(new))
-            await new.flush()
-            # let the new interest reach the other nodes before the old one goes away
-            await asyncio.sleep(0.05)
+            try:
+                for ms in self._subs:
+                    if refused(ms):  # the old connection delivers none of it: nothing to hold back or drop twice
+                        continue
+                    ms._seen_old = Counter()
+                    ms._queued = []
+                    ms._incoming = new
+                for ms in self._subs:
+                    ms._new_sub = await new.subscribe(ms.subject, queue=ms.queue, cb=ms.handler(new))
+                await new.flush()
+                # let the new interest reach the other nodes before the old one goes away
+                await asyncio.sleep(0.05)
+            except BaseException:  # stay on the old connection; the next poll tries again
+                for ms in self._subs:
+                    ms._seen_old = ms._queued = ms._incoming = ms._new_sub = None
+                await close_quietly(new)
+                raise
+            self._jwt = jwt  # only once moved: a failed swap is tried again at the next poll
             self.nc = new
-            await old.drain()
+            if not old.is_closed:
+                try:
+                    await old.drain()
+                except Exception:  # closed meanwhile (its JWT revoked): nothing left to drain
+                    pass
             for ms in self._subs:
                 seen, queued = ms._seen_old or Counter(), ms._queued or []
                 ms._seen_old = ms._queued = ms._incoming = None

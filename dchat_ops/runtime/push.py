@@ -19,6 +19,8 @@ What the servers hold and how a node starts from the newest JWTs: :mod:`dchat_op
 
 from __future__ import annotations
 
+import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -43,6 +45,7 @@ from dchat_ops.runtime.held import (
     newer_on_servers,
     require_current,
 )
+from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.supervisor import Supervisor
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "prune",
     "pull",
     "push",
+    "push_revocation",
     "require_current_store",
     "running_nodes",
 ]
@@ -185,6 +189,53 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
                     {"account": ",".join(names), "server": node.server_name, "ok": False, "message": str(exc)}
                 )
     return report
+
+
+SWAP_GRACE = 2.0  # seconds clients that follow their creds file get to move off a superseded JWT
+
+
+def _presenting(running: list[tuple[Supervisor, Node]], user_key: str, tokens: set[str]) -> dict[str, int]:
+    """Per running node: how many open client connections of ``user_key`` present one of ``tokens``
+    (its ``/connz`` with ``auth``; a node that does not answer counts none)."""
+    query = urllib.parse.urlencode({"auth": "true", "user": user_key, "limit": 4096})
+    out = {}
+    for sup, node in running:
+        code, body = http_json(f"{sup.monitor_url}/connz?{query}")
+        conns = body.get("connections") if code == 200 else None
+        n = sum(1 for c in conns or [] if isinstance(c, dict) and c.get("jwt") in tokens)
+        if n:
+            out[node.id] = n
+    return out
+
+
+def push_revocation(
+    store: Store,
+    account: str,
+    user_key: str,
+    superseded: str,
+    *,
+    grace: float = SWAP_GRACE,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Optional[PushReport], dict[str, int]]:
+    """Push ``account`` after a re-issue revoked the user's earlier JWT ``superseded``; returns the push
+    report (None when no node runs) and, per node, the connections that still presented the superseded
+    JWT when it was pushed (the revocation closed them).
+
+    nats-server closes every connection presenting a revoked JWT when the account update arrives, and
+    nats-py does not reconnect after that.  So clients that follow their creds file
+    (:class:`~dchat_ops.runtime.client.ManagedClient`) first get up to ``grace`` seconds to move to the
+    new creds: the push waits until no running node shows a connection of the user with the superseded
+    JWT, or the grace is over.
+    """
+    running = _running(store)
+    if not running:
+        return None, {}
+    deadline = time.monotonic() + grace
+    lingering = _presenting(running, user_key, {superseded})
+    while lingering and time.monotonic() < deadline:
+        time.sleep(0.05)
+        lingering = _presenting(running, user_key, {superseded})
+    return push(store, [account], timeout=timeout), lingering
 
 
 def prune(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> PushReport:
