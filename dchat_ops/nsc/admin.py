@@ -19,7 +19,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from dchat_ops._fs import deferred_sync
+from dchat_ops._fs import deferred_sync, die_with_parent, journal_new_files, untracked
 from dchat_ops.errors import ExistsError, JWTError, StoreError
 from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS as _ACCOUNT_LIMITS
 from dchat_ops.nsc.claims import JETSTREAM_LIMIT_KEYS as _JS_LIMITS
@@ -56,6 +56,7 @@ __all__ = [
     "generate_creds",
     "init",
     "issue_user",
+    "journal_user_files",
     "issue_users",
     "operator_signer",
     "remove_account",
@@ -200,7 +201,8 @@ def _issue_chunk(args: _ChunkArgs) -> list[IssuedUser]:
             enc = encoders[key] = Encoder(template, signer, clock=lambda: iat)
         return enc
 
-    with deferred_sync(flush=False):
+    keys_folder = os.fspath(store.keys_dir) if store is not None else ""
+    with deferred_sync(flush=False), untracked():  # the caller journaled the JWTs and creds as new files
         i = 0
         while i < len(items):
             spec = items[i][1]
@@ -209,6 +211,10 @@ def _issue_chunk(args: _ChunkArgs) -> list[IssuedUser]:
                 j += 1
             names = [name for name, _ in items[i:j]]
             publics, seeds = fresh_keys("user", j - i)
+            if store is not None:  # the seeds' files, named only now, into the journal of the change under way
+                journal_new_files(
+                    str(store.home), keys_folder, [f"{p[0]}/{p[1:3]}/{p}.nk" for p in publics]
+                )
             tokens = encoder_for(spec).many(publics, names)
             for name, public, seed, token in zip(names, publics, seeds, tokens, strict=True):
                 if store is not None and write_to is not None:
@@ -258,9 +264,26 @@ def issue_users(
     size = -(-len(items) // (workers * 4))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent) as pool:
         parts = pool.map(_issue_chunk, [(signer.seed, account_public_key, c, scope, now, write_to) for c in chunks])
         return [row for part in parts for row in part]
+
+
+def journal_user_files(store: Store, operator: str, account: str, names: list[str], *, replaced: bool) -> None:
+    """Journal the JWT and creds files of ``names`` before a bulk step writes them: as new files in two
+    entries (no file read), or, with ``replaced``, the ones that exist by content."""
+    tx = store.current_transaction()
+    if tx is None or not names:
+        return
+    jwt_dir = store.user_jwt_path(operator, account, names[0]).parent
+    creds_dir = store.creds_path(operator, account, names[0]).parent
+    new = list(names)
+    if replaced:
+        existing = {n for n in names if (jwt_dir / f"{n}.jwt").exists() or (creds_dir / f"{n}.creds").exists()}
+        tx.remember_many(p for n in existing for p in (jwt_dir / f"{n}.jwt", creds_dir / f"{n}.creds"))
+        new = [n for n in names if n not in existing]
+    tx.expect_new(jwt_dir, [f"{n}.jwt" for n in new])
+    tx.expect_new(creds_dir, [f"{n}.creds" for n in new])
 
 
 # --- store operations ------------------------------------------------------------------------------
@@ -468,9 +491,10 @@ def add_users(
     """Add many users with the same permissions in one go; returns their public keys.
 
     All names are checked before anything is written; files are replaced atomically and flushed
-    to disk once at the end.
+    to disk once at the end.  All or nothing, also across a kill (one unit of work; new files are
+    journaled by name, replaced ones by content).
     """
-    with store.lock():
+    with store.transaction():
         return _add_users(store, account, names, spec, role, force, workers)
 
 
@@ -498,6 +522,7 @@ def _add_users(
     signer, scope = user_signer(store, op.claims, acc.claims, role)
     if scope is not None and spec is not None and spec.has_permissions_or_limits():
         raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role")
+    journal_user_files(store, op.name, account, names, replaced=force)
     rows = issue_users(
         list(names),
         acc.public_key,
