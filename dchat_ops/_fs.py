@@ -48,6 +48,7 @@ __all__ = [
     "read_bytes",
     "read_file",
     "recover",
+    "recover_store",
     "store_lock",
     "sweep_temps",
     "unit_of_work",
@@ -464,9 +465,7 @@ def recover(home: Path) -> list[Path]:
         raise DchatOpsError(f"cannot read the journal of an interrupted change {journal}: {exc.strerror}") from None
     problems = _restore(entries)
     if problems:
-        raise DchatOpsError(
-            f"cannot roll back the interrupted change recorded in {journal}: {'; '.join(problems[:3])}"
-        )
+        raise DchatOpsError(f"cannot roll back the interrupted change recorded in {journal}: {'; '.join(problems[:3])}")
     _unlink_durably(journal)
     return [p for p, _, _ in entries]
 
@@ -640,6 +639,21 @@ class store_lock:
         return False
 
 
+def recover_store(home: Path) -> tuple[list[Path], list[Path]]:
+    """Take the store lock on ``home`` and finish what killed commands left: roll back an unfinished
+    change and remove temporary files of dead processes.  Returns (files put back, temporary files removed)."""
+    home = Path(os.path.realpath(os.fspath(home)))
+    if not home.is_dir():
+        return [], []
+    _SETTLED.pop(str(home), None)
+    with store_lock(home):
+        rolled, removed = _SETTLED.pop(str(home), ([], []))  # what taking the lock finished already
+        return rolled + recover(home), removed + sweep_temps(home)
+
+
+_SETTLED: dict[str, tuple[list[Path], list[Path]]] = {}  # home -> what taking its lock rolled back and removed
+
+
 HOLDER_NAME = ".lock-holder"  # <home>/.lock-holder: the pid of the process holding the store lock
 
 
@@ -651,8 +665,7 @@ def _settle(home: str) -> None:
     holder = os.path.join(home, HOLDER_NAME)
     died = os.path.exists(holder)
     if died or os.path.exists(os.path.join(home, JOURNAL_NAME)):
-        recover(Path(home))
-        sweep_temps(Path(home))
+        _SETTLED[home] = (recover(Path(home)), sweep_temps(Path(home)))
     fd = os.open(holder, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         os.write(fd, str(os.getpid()).encode())

@@ -56,8 +56,8 @@ __all__ = [
     "generate_creds",
     "init",
     "issue_user",
-    "journal_user_files",
     "issue_users",
+    "journal_user_files",
     "operator_signer",
     "remove_account",
     "resign_account",
@@ -212,9 +212,7 @@ def _issue_chunk(args: _ChunkArgs) -> list[IssuedUser]:
             names = [name for name, _ in items[i:j]]
             publics, seeds = fresh_keys("user", j - i)
             if store is not None:  # the seeds' files, named only now, into the journal of the change under way
-                journal_new_files(
-                    str(store.home), keys_folder, [f"{p[0]}/{p[1:3]}/{p}.nk" for p in publics]
-                )
+                journal_new_files(str(store.home), keys_folder, [f"{p[0]}/{p[1:3]}/{p}.nk" for p in publics])
             tokens = encoder_for(spec).many(publics, names)
             for name, public, seed, token in zip(names, publics, seeds, tokens, strict=True):
                 if store is not None and write_to is not None:
@@ -319,7 +317,10 @@ def init(
 ) -> InitResult:
     """Create an operator, its system account and user, an application account and its first user.
 
-    ``user=None`` makes no first user.  On a store that already has an operator, nothing is changed and ``created`` is False.
+    ``user=None`` makes no first user.  On a store that already has an operator, only what an init left
+    out is made (a store made before changes were journaled, or with files removed by hand: see
+    :func:`_complete_init`); when nothing is, nothing is changed and ``created`` is False.  All in one
+    unit of work: a kill in it is rolled back by the next command, and running init again does it all.
     """
     for n, what in (
         (operator, "operator name"),
@@ -348,7 +349,18 @@ def _init(
     existing = store.operator_names()
     if existing:
         op = store.current_operator()
+        done = _complete_init(store, op, account, user, system_account, system_user, strict, user_spec)
         ctx = store.context()
+        if done:
+            return InitResult(
+                True,
+                op,
+                system_account,
+                ctx.get("account", ""),
+                user,
+                system_user,
+                message=f"completed the store of operator {op}: added {', '.join(done)}",
+            )
         return InitResult(
             False,
             op,
@@ -401,6 +413,55 @@ def _init(
         creds,
         message=f"created operator {operator} with accounts {system_account} (system) and {account}",
     )
+
+
+def _complete_init(
+    store: Store,
+    op_name: str,
+    account: str,
+    user: Optional[str],
+    system_account: str,
+    system_user: str,
+    strict: bool,
+    user_spec: Optional[UserSpec],
+) -> list[str]:
+    """What an init left out of a store that has its operator (a store made before changes were
+    journaled, or files removed by hand): the system account, the application account and their first
+    users, and the creds of users whose seed is held.  Only what is missing is made; returns what was."""
+    done: list[str] = []
+    op = store.operator(op_name)
+    accounts = {e.public_key: e.name for e in store.accounts(op_name)}
+    sys_key = op.claims.system_account
+    if sys_key and sys_key not in accounts and store.has_key(sys_key) and system_account not in accounts.values():
+        claims = AccountClaims(subject=sys_key, name=system_account)
+        store.write_account(op_name, system_account, store.sign(claims, operator_signer(store, op.claims)))
+        accounts[sys_key] = system_account
+        done.append(f"system account {system_account}")
+    apps = [n for k, n in accounts.items() if k != sys_key]
+    if not apps and account not in accounts.values():
+        _new_account(store, account, op, signing_key=strict)
+        store.set_context(operator=op_name, account=account)
+        apps = [account]
+        done.append(f"account {account}")
+    sys_name = accounts.get(sys_key)
+    wanted = [(sys_name, system_user, None)] if sys_name else []
+    # the first user, when the store holds no user but (at most) the system user: an init stopped there
+    others = [n for n in accounts.values() if n != sys_name and store.user_names(n, op_name)]
+    if user and account in apps and not others:
+        wanted.append((account, user, user_spec))
+    for acc_name, uname, spec in wanted:
+        names = store.user_names(acc_name, op_name)
+        if not names:  # (a creds file left without its JWT is replaced)
+            add_user(store, acc_name, uname, spec, force=True)
+            done.append(f"user {acc_name}/{uname}")
+            continue
+        if uname in names and not store.creds_path(op_name, acc_name, uname).exists():
+            ent = store.user(acc_name, uname, op_name)
+            if store.has_key(ent.public_key):
+                text = format_creds(ent.token, store.load_key(ent.public_key).seed)
+                store.write_creds(op_name, acc_name, uname, text)
+                done.append(f"creds of {acc_name}/{uname}")
+    return done
 
 
 def add_account(store: Store, name: str, *, signing_key: bool = False, force: bool = False) -> Entity[AccountClaims]:

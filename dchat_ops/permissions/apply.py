@@ -35,8 +35,8 @@ from dchat_ops.config.nodes import (
     check_leaf_queue_entries,
     dependent_nodes,
     hosted_leaves,
-    render_node,
     node_user_spec,
+    render_node,
     run_dir,
     server_config,
     sync_node_user,
@@ -66,6 +66,7 @@ __all__ = [
     "apply_node_edit",
     "apply_user_edit",
     "node_behind",
+    "node_findings",
     "node_policy",
     "user_policy",
 ]
@@ -130,7 +131,7 @@ def apply_node_edit(
         old = nf.node
         nf.set(("policy", "subscribe", "allow"), edit.after["allow"])
         check_leaf_queue_entries(nf.refresh(), old)
-    if not dry_run and not edit.changed and node_behind(store, node_id, binary=binary):
+    if not dry_run and not edit.changed and any(lv == "error" for lv, _ in node_behind(store, node_id, binary=binary)):
         # the node file has it, but the running node or the node user does not (hand edits, a change
         # cut short): apply what the file says
         r = apply_node_change(store, node_id, mode=mode, binary=binary)
@@ -149,35 +150,62 @@ def apply_node_edit(
     return ApplyResult(node_id, edit, r.outcome, node_policy(store, node_id), r.steps, r.messages)
 
 
-def node_behind(store: Store, node_id: str, *, binary: Optional[str] = None) -> list[str]:
-    """What of node ``node_id`` lags behind its node file (empty when nothing does): its user's JWT or
-    creds, its rendered config, the config the running server loaded.  Each item names the repair."""
+def node_behind(store: Store, node_id: str, *, binary: Optional[str] = None) -> list[tuple[str, str]]:
+    """What of node ``node_id`` lags behind its node file, as (level, what) pairs (empty when nothing
+    does): its user's JWT or creds, its rendered config, the config the running server loaded (errors),
+    a rendered config of a stopped node that its next start renders anew (a warning)."""
     node = NodeFile.load(store, node_id).node
     out = []
     try:
         user = store.user(node.account, node.user)
     except DchatOpsError as exc:
-        return [f"its user: {exc}"]
+        return [("error", f"its user: {exc}")]
     want = user.claims.copy()
     node_user_spec(node).apply(want)
     if want.nats_dict() != user.claims.nats_dict():
-        out.append(f"the JWT of its user {node.account}/{node.user} does not carry the node's policy")
+        out.append(("error", f"the JWT of its user {node.account}/{node.user} does not carry the node's policy"))
     else:
         op = store.current_operator()
         creds = read_bytes(store.creds_path(op, node.account, node.user))
         if creds is not None and user.token.encode() not in creds:
-            out.append(f"the creds of its user {node.account}/{node.user} hold another JWT than the store")
+            out.append(("error", f"the creds of its user {node.account}/{node.user} hold another JWT than the store"))
     sup = Supervisor(store, node_id, binary=binary)
+    behind = sup.config_behind()
+    if behind:
+        out.append(("error", "the running server loaded its config before its config files were last written"))
     written = read_bytes(sup.config_path)
-    try:
-        text = render(server_config(store, node), f"node {node.id}")
-    except DchatOpsError as exc:
-        out.append(f"its config does not render: {exc}")
-    else:
-        if written is not None and written.decode("utf-8", "replace") != text:
-            out.append("its rendered config is not what its node file says")
-    if sup.config_behind():
-        out.append("the running server loaded its config before the config files were last written")
+    if written is not None:
+        try:
+            text = render(server_config(store, node), f"node {node.id}")
+        except DchatOpsError as exc:
+            out.append(("error", f"its config does not render: {exc}"))
+        else:
+            if _without_jwts(written.decode("utf-8", "replace")) != _without_jwts(text):
+                # a stopped node renders its config anew when it starts
+                level = "warning" if behind is None else "error"
+                out.append((level, "its rendered config is not what its node file says now"))
+    return out
+
+
+def _without_jwts(text: str) -> list[str]:
+    """A rendered config's lines but those of preloaded account JWTs (which follow the store's accounts:
+    a revocation changes them, and reaches a running server by push, not by its config)."""
+    return [ln for ln in text.splitlines() if "eyJ" not in ln]
+
+
+def node_findings(store: Store) -> list[tuple[str, str, str]]:
+    """(level, entity, message) for every node whose user, config or running server lags behind its node
+    file (see :func:`node_behind`), each naming the command that repairs it."""
+    from dchat_ops.config.node import list_nodes
+
+    out = []
+    for nid in list_nodes(store):
+        try:
+            items = node_behind(store, nid)
+        except DchatOpsError as exc:
+            out.append(("error", f"node {nid}", str(exc)))
+            continue
+        out.extend((level, f"node {nid}", f"{what}; run 'dchat-ops node sync {nid}'") for level, what in items)
     return out
 
 
