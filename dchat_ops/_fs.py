@@ -45,6 +45,7 @@ __all__ = [
     "ensure_dir",
     "find_temps",
     "journal_new_files",
+    "process_gone",
     "read_bytes",
     "read_file",
     "recover",
@@ -470,25 +471,43 @@ def recover(home: Path) -> list[Path]:
     return [p for p, _, _ in entries]
 
 
-def _pid_alive(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs (none, or one that exited and waits to be reaped)."""
+    if pid == os.getpid():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
-def find_temps(home: Path) -> Iterator[tuple[Path, int]]:
-    """The temporary files of atomic writes under ``home``: (path, pid of the process that made it)."""
-    stack = [os.fspath(home)]
+# the folders of the store proper: large (a file or three per user), and written under the store lock only
+_STORE_FOLDERS = ("stores", "keys")
+
+
+def find_temps(home: Path, *, light: bool = False) -> Iterator[tuple[Path, int]]:
+    """The temporary files of atomic writes under ``home``: (path, pid of the process that made it).
+
+    ``light``: not in the store's JWT and key folders (written under the store lock only, so a temporary
+    file there comes with a dead lock holder), nor in JetStream data (the server's own files).
+    """
+    top = os.fspath(home)
+    stack = [top]
     while stack:
         d = stack.pop()
         try:
             with os.scandir(d) as it:
                 for e in it:
                     if e.is_dir(follow_symlinks=False):
+                        if light and ((d == top and e.name in _STORE_FOLDERS) or e.name == "jetstream"):
+                            continue
                         stack.append(e.path)
                     elif e.name.startswith("."):
                         m = _TEMP.match(e.name)
@@ -498,11 +517,12 @@ def find_temps(home: Path) -> Iterator[tuple[Path, int]]:
             continue
 
 
-def sweep_temps(home: Path) -> list[Path]:
-    """Remove the temporary files under ``home`` whose process is gone (killed while writing); returns them."""
+def sweep_temps(home: Path, *, light: bool = False) -> list[Path]:
+    """Remove the temporary files under ``home`` whose process is gone (killed while writing); returns them.
+    ``light``: see :func:`find_temps`."""
     gone = []
-    for path, pid in find_temps(home):
-        if pid != os.getpid() and not _pid_alive(pid):
+    for path, pid in find_temps(home, light=light):
+        if process_gone(pid):
             try:
                 os.unlink(path)
                 gone.append(path)
@@ -661,11 +681,14 @@ def _settle(home: str) -> None:
     """Just after the lock was taken: finish what a killed holder left.  The holder of the lock keeps its
     pid in ``.lock-holder`` and removes that file when it lets go: a file found there means its holder
     died holding the lock.  Then (and whenever a journal is there) the journal is rolled back and the
-    temporary files of dead processes are removed."""
+    temporary files of dead processes are removed; otherwise only outside the store's JWT and key folders
+    (see :func:`find_temps`)."""
     holder = os.path.join(home, HOLDER_NAME)
     died = os.path.exists(holder)
     if died or os.path.exists(os.path.join(home, JOURNAL_NAME)):
         _SETTLED[home] = (recover(Path(home)), sweep_temps(Path(home)))
+    else:  # writes made without the lock (a spec's cache, a rendered config) may have been cut short too
+        sweep_temps(Path(home), light=True)
     fd = os.open(holder, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         os.write(fd, str(os.getpid()).encode())

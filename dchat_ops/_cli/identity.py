@@ -540,10 +540,11 @@ def generate_creds(c: Ctx, account, name, output, force):
         return
     if output:
         path = Path(output)
-    else:
+        changed = atomic_write(path, text, private=True, force=force)
+    else:  # the store's own creds file follows the store's JWT: written under the store lock
         path = store.creds_path(store.current_operator(), account, name)
-        force = True  # the store's own creds file follows the store's JWT
-    changed = atomic_write(path, text, private=True, force=force)
+        with store.transaction():
+            changed = atomic_write(path, text, private=True, force=True)
     note(f"{'wrote' if changed else 'unchanged'} {path}")
 
 

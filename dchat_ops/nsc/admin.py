@@ -444,7 +444,7 @@ def _complete_init(
         apps = [account]
         done.append(f"account {account}")
     sys_name = accounts.get(sys_key)
-    wanted = [(sys_name, system_user, None)] if sys_name else []
+    wanted: list[tuple[str, str, Optional[UserSpec]]] = [(sys_name, system_user, None)] if sys_name else []
     # the first user, when the store holds no user but (at most) the system user: an init stopped there
     others = [n for n in accounts.values() if n != sys_name and store.user_names(n, op_name)]
     if user and account in apps and not others:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dchat_ops._fs import JOURNAL_NAME, find_temps, read_file
+from dchat_ops._fs import JOURNAL_NAME, find_temps, process_gone, read_file
 from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
@@ -277,7 +277,7 @@ def leftovers(store: Store) -> list[Finding]:
                 "run 'dchat-ops recover' to roll it back, then run that command again",
             )
         )
-    temps = sorted(str(p.relative_to(home)) for p, pid in find_temps(home) if not _alive(pid))
+    temps = sorted(str(p.relative_to(home)) for p, pid in find_temps(home) if process_gone(pid))
     for rel in temps[:20]:
         out.append(
             Finding("error", "store", f"temporary file {rel} of a process that is gone; run 'dchat-ops recover'")
@@ -285,18 +285,6 @@ def leftovers(store: Store) -> list[Finding]:
     if len(temps) > 20:
         out.append(Finding("error", "store", f"{len(temps) - 20} more such temporary files"))
     return out
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _limit_problems(c: AccountClaims) -> list[str]:
