@@ -262,10 +262,10 @@ class FileTransaction:
     """
 
     def __init__(self, journal: Optional[Path] = None) -> None:
-        self._saved: dict[Path, tuple[bytes | None, int | None]] = {}
+        self._saved: list[tuple[Path, bytes | None, int | None]] = []  # without a journal: what was remembered
         self.journal = Path(journal) if journal is not None else None
         self._root = os.fspath(self.journal.parent) if self.journal is not None else ""
-        self._seen: set[str] = set()  # journaled: the paths remembered (their bytes are in the journal)
+        self._seen: set[str] = set()  # the paths remembered since the start or the last savepoint
         self._fd: Optional[int] = None
 
     # the journal ---------------------------------------------------------------------------------
@@ -281,9 +281,10 @@ class FileTransaction:
             entries = [{"journal": 1, "pid": os.getpid()}, *entries]
         _append_lines(self._fd, entries)
 
-    @property
-    def offset(self) -> int:
-        """A savepoint: :meth:`rollback` with it puts back only what was remembered after it."""
+    def savepoint(self) -> int:
+        """A point to roll back to: :meth:`rollback` with it puts back what changed after it (each file as it
+        was at the savepoint), and leaves what changed before."""
+        self._seen.clear()  # a file changed again after here is remembered again, as it is now
         if self.journal is None:
             return len(self._saved)
         return 0 if self._fd is None else os.fstat(self._fd).st_size
@@ -295,24 +296,20 @@ class FileTransaction:
         """Remember several files (journaled: in one entry and one flush)."""
         entries = []
         for path in paths:
-            if self.journal is None:
-                path = Path(path)
-                if path not in self._saved:
-                    try:
-                        data, mode = read_file(path)
-                        self._saved[path] = (data, mode)
-                    except FileNotFoundError:
-                        self._saved[path] = (None, None)
-                continue
             key = os.fspath(path)
             if key in self._seen:
                 continue
             self._seen.add(key)
             try:
                 data, mode = read_file(key)
-                entries.append({"p": self._rel(key), "d": base64.b64encode(data).decode(), "m": mode})
             except FileNotFoundError:
+                data, mode = None, None
+            if self.journal is None:
+                self._saved.append((Path(key), data, mode))
+            elif data is None:
                 entries.append({"p": self._rel(key), "d": None})
+            else:
+                entries.append({"p": self._rel(key), "d": base64.b64encode(data).decode(), "m": mode})
         if entries:
             self._append(entries)
 
@@ -320,8 +317,7 @@ class FileTransaction:
         """Note that the files ``folder/<name>`` do not exist and are about to be made (one journal entry:
         a bulk step journals its new files without reading or listing each one)."""
         if self.journal is None:
-            for n in names:
-                self._saved.setdefault(Path(folder) / n, (None, None))
+            self._saved.extend((Path(folder) / n, None, None) for n in names)
         elif names:
             self._append([{"n": self._rel(os.fspath(folder)), "f": names}])
 
@@ -339,21 +335,21 @@ class FileTransaction:
     @property
     def paths(self) -> list[Path]:
         if self.journal is not None:
-            return [Path(p) for p in self._seen]
-        return list(self._saved)
+            return [p for p, _, _ in _read_journal(self.journal, self._root)] if self._fd is not None else []
+        return list(dict.fromkeys(p for p, _, _ in self._saved))
 
     def rollback(self, since: int = 0) -> list[str]:
         """Restore every file remembered (after the savepoint ``since``); returns the problems met
         (empty when all went back).  The journal stays until :meth:`commit` or the end of the block."""
         if self.journal is None:
-            items = list(self._saved.items())[since:]
-            return _restore([(p, d, m) for p, (d, m) in items])
+            return _restore(self._saved[since:])
         if self._fd is None:
             return []
         return _restore(_read_journal(self.journal, self._root, since))
 
     def commit(self) -> None:
         self._saved.clear()
+        self._seen.clear()
         self._close(delete=True)
 
     def _close(self, delete: bool) -> None:
@@ -377,6 +373,7 @@ class FileTransaction:
         if exc_type is not None:
             problems = self.rollback()
             self._saved.clear()
+            self._seen.clear()
             self._close(delete=not problems)  # a journal that could not be played back stays for the next try
         else:
             self.commit()

@@ -368,3 +368,69 @@ def test_cli_apply_killed_then_run_again_leaves_a_whole_store(tmp_path, kill):
 
             shutil.rmtree(home)
     assert killed >= (1 if kill == "time" else 3)
+
+
+# --- the journal itself -------------------------------------------------------------------------------------
+
+
+def test_a_journal_left_by_a_killed_process_puts_every_file_back(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "a.txt").write_text("one")
+    os.chmod(home / "a.txt", 0o640)
+    (home / "gone.nk").write_text("SUSEED")
+    os.chmod(home / "gone.nk", 0o600)
+
+    def change():
+        with _fs.unit_of_work(home) as tx:
+            tx.write(home / "a.txt", "two")
+            tx.delete(home / "gone.nk")
+            tx.expect_new(home / "new", ["x.jwt", "y.jwt"])
+            for n in ("x.jwt", "y.jwt"):
+                _fs.atomic_write(home / "new" / n, "token")
+            tx.write(home / "b.txt", "new")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    assert crash(change)
+    journal = home / _fs.JOURNAL_NAME
+    assert journal.exists() and journal.stat().st_mode & 0o777 == 0o600
+    with open(journal, "ab") as f:
+        f.write(b'{"p": "a.txt", "d"')  # a line cut short: the change it was to cover was not made
+    with _fs.store_lock(home):  # the next command
+        pass
+    assert (home / "a.txt").read_text() == "one" and (home / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert (home / "gone.nk").read_text() == "SUSEED" and (home / "gone.nk").stat().st_mode & 0o777 == 0o600
+    assert not (home / "b.txt").exists() and not list((home / "new").iterdir())
+    assert not journal.exists() and not (home / _fs.HOLDER_NAME).exists()
+
+
+def test_a_savepoint_puts_back_only_what_came_after_it(tmp_path):
+    home = tmp_path / "home"
+    with _fs.unit_of_work(home) as tx:
+        tx.write(home / "a", "a1")
+        mark = tx.savepoint()
+        tx.write(home / "b", "b1")
+        tx.write(home / "a", "a2")
+        assert tx.rollback(mark) == []
+        assert (home / "a").read_text() == "a1" and not (home / "b").exists()
+    assert (home / "a").read_text() == "a1" and not (home / _fs.JOURNAL_NAME).exists()
+
+
+def test_temporary_files_end_like_their_target_and_the_next_command_removes_them(store):
+    import fnmatch
+
+    home = store.home
+    assert crash(lambda: admin.add_user(Store(home), "chat", "carol"), at="1:temp")  # the seed, not yet renamed
+    (temp, pid), *_ = list(_fs.find_temps(home))
+    assert temp.name.startswith(f".tmp-{pid}-") and fnmatch.fnmatch(temp.name, "*.nk")  # keys/.gitignore: **/*.nk
+    assert temp.stat().st_mode & 0o777 == 0o600
+    assert "carol" not in Store(home).user_names("chat")
+    found = [f.message for f in validate_store(Store(home)) if f.level == "error"]
+    assert any(temp.name in m and "dchat-ops recover" in m for m in found), found
+    # a temporary file of a live process is left alone
+    live = temp.parent / f".tmp-{os.getpid()}-0-x.nk"
+    live.write_text("")
+    admin.add_user(Store(home), "chat", "carol")
+    assert not temp.exists() and live.exists()
+    live.unlink()
+    assert_whole(home)

@@ -283,7 +283,7 @@ def apply_node_change(
     # reload is confirmed and the node user re-issued; within an outer one, a failure puts back this
     # node's files only.
     with store.transaction() as tx:
-        savepoint = tx.offset
+        savepoint = tx.savepoint()
         tx.remember_many(
             [
                 nf.path,
