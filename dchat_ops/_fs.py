@@ -273,7 +273,7 @@ class FileTransaction:
         root = self._root + os.sep
         return path[len(root) :] if path.startswith(root) else path
 
-    def _append(self, entries: list[dict]) -> None:
+    def _append(self, entries: list[dict[str, object]]) -> None:
         assert self.journal is not None
         if self._fd is None:
             fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, PRIVATE_FILE)
@@ -294,7 +294,7 @@ class FileTransaction:
 
     def remember_many(self, paths: Iterable[Path]) -> None:
         """Remember several files (journaled: in one entry and one flush)."""
-        entries = []
+        entries: list[dict[str, object]] = []
         for path in paths:
             key = os.fspath(path)
             if key in self._seen:
@@ -380,7 +380,7 @@ class FileTransaction:
         return False
 
 
-def _append_lines(fd: int, entries: list[dict]) -> None:
+def _append_lines(fd: int, entries: list[dict[str, object]]) -> None:
     data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries).encode()
     view = memoryview(data)
     while view:  # one write for a small entry: concurrent appenders (bulk workers) never interleave
