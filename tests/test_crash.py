@@ -434,3 +434,29 @@ def test_temporary_files_end_like_their_target_and_the_next_command_removes_them
     assert not temp.exists() and live.exists()
     live.unlink()
     assert_whole(home)
+
+
+def test_rm_account_killed_half_way_puts_the_account_back(store):
+    admin.add_account(store, "temp")
+    admin.add_users(store, "temp", [f"t{i}" for i in range(5)], workers=1)
+    home = store.home
+
+    def remove_killed_at_the_fourth_file():
+        unlink, count = Path.unlink, [0]
+
+        def counting(self, *a, **kw):
+            count[0] += 1
+            if count[0] == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return unlink(self, *a, **kw)
+
+        Path.unlink = counting  # in the child only
+        admin.remove_account(Store(home), "temp")
+
+    assert crash(remove_killed_at_the_fourth_file)
+    assert "temp" not in Store(home).account_names() or len(Store(home).user_names("temp")) < 5
+    _fs.recover_store(home)
+    s = assert_whole(home)
+    assert "temp" in s.account_names() and len(s.user_names("temp")) == 5
+    admin.remove_account(Store(home), "temp")
+    assert "temp" not in assert_whole(home).account_names()

@@ -467,12 +467,12 @@ def renew(store: Store, node_id: Optional[str] = None, *, days: int = 397) -> li
     """Re-issue the existing certificates (of one node, or all) with the same names and a new key: all of
     them or none (one unit of work; a kill is rolled back by the next command, and running it again
     renews them all)."""
-    files = _node_cert_files(store, node_id)
-    if node_id is not None and not files:
-        raise TLSError(f"node {node_id} has no certificates to renew: issue them with 'dchat-ops tls issue'")
-    load_ca(store)  # fail before touching anything when there is no CA
-    out = []
     with store.transaction():  # every certificate or none, also across a kill
+        files = _node_cert_files(store, node_id)
+        if node_id is not None and not files:
+            raise TLSError(f"node {node_id} has no certificates to renew: issue them with 'dchat-ops tls issue'")
+        load_ca(store)  # fail before touching anything when there is no CA
+        out = []
         for nid, kind, _kpath, cpath in files:
             try:
                 names = _sans_of(read_cert(cpath))
@@ -481,7 +481,7 @@ def renew(store: Store, node_id: Optional[str] = None, *, days: int = 397) -> li
             if not names:  # unreadable or nameless: fall back to the node's current names
                 names = node_sans(NodeFile.load(store, nid).node)
             out.append(_sign(store, nid, kind, names, days, None))
-    return out
+        return out
 
 
 def client_ssl_context(store: Store, *, node_id: Optional[str] = None, kind: str = "client") -> ssl.SSLContext:

@@ -489,13 +489,18 @@ def remove_account(store: Store, name: str) -> None:
     """Remove an account's JWTs (its users' too) and creds from the store; seeds stay in the keystore."""
     import shutil
 
-    with store.lock():
+    with store.transaction() as tx:  # every file goes back if it is cut short (kill included)
         op = store.operator()
         acc = store.account(name, op.name)
         if acc.public_key == op.claims.system_account:
             raise StoreError("the system account cannot be removed")
-        shutil.rmtree(store.account_dir(op.name, name))
-        shutil.rmtree(store.creds_dir / op.name / name, ignore_errors=True)
+        folders = [store.account_dir(op.name, name), store.creds_dir / op.name / name]
+        files = [p for d in folders if d.is_dir() for p in sorted(d.rglob("*")) if not p.is_dir()]
+        tx.remember_many(files)
+        for p in files:
+            p.unlink()
+        for d in folders:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def add_user(
