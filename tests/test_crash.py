@@ -169,9 +169,18 @@ def test_bulk_add_users_in_worker_processes_killed_by_time(store, monkeypatch):
     monkeypatch.setattr(admin, "PARALLEL_THRESHOLD", 50)
     home = store.home
     names = [f"w{i}" for i in range(600)]
+
+    def add():
+        admin.add_users(Store(home), "chat", names, workers=2)
+
+    t0 = time.monotonic()
+    assert not crash(add)  # once to the end: how long the whole takes here
+    took = time.monotonic() - t0
+    for n in names:
+        Store(home).remove_user("dchat", "chat", n)
     killed = 0
-    for after in (0.05, 0.15, 0.3):
-        killed += crash(lambda: admin.add_users(Store(home), "chat", names, workers=2), after=after)
+    for share in (0.2, 0.5, 0.8):  # kills spread over the command's run
+        killed += crash(add, after=took * share)
         wait_unlocked(home)  # the workers died with the killed command: nothing holds the lock
         admin.add_users(Store(home), "chat", names, workers=2)
         s = assert_whole(home)
@@ -347,13 +356,16 @@ def _finish(p: subprocess.Popen) -> tuple[int, str]:
 def test_cli_apply_killed_then_run_again_leaves_a_whole_store(tmp_path, kill):
     spec = _spec(tmp_path, 30)
     home = tmp_path / "home"
+    t0 = time.monotonic()
+    assert _finish(_cli(tmp_path / "probe", "apply", "-f", str(spec)))[0] == 0
+    took = time.monotonic() - t0  # the whole command, start included: kills are spread over it
     killed = 0
-    for i, when in enumerate((0.4, 0.8, 1.2) if kill == "time" else ("9", "25:temp", "60")):
-        env = {"DCHAT_OPS_TEST_CRASH_AT_WRITE": when} if kill == "hook" else None
+    for i, when in enumerate((0.3, 0.6, 0.9) if kill == "time" else ("9", "25:temp", "60")):
+        env = {"DCHAT_OPS_TEST_CRASH_AT_WRITE": str(when)} if kill == "hook" else None
         p = _cli(home, "apply", "-f", str(spec), env=env)
         if kill == "time":
             try:
-                p.wait(timeout=float(when))
+                p.wait(timeout=took * float(when))
             except subprocess.TimeoutExpired:
                 p.send_signal(signal.SIGKILL)  # the child we started, by its pid
         code, text = _finish(p)
