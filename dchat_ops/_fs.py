@@ -275,11 +275,19 @@ class FileTransaction:
 
     def _append(self, entries: list[dict[str, object]]) -> None:
         assert self.journal is not None
-        if self._fd is None:
-            fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, PRIVATE_FILE)
-            self._fd = fd
-            entries = [{"journal": 1, "pid": os.getpid()}, *entries]
-        _append_lines(self._fd, entries)
+        try:
+            if self._fd is None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+                try:
+                    fd = os.open(self.journal, flags, PRIVATE_FILE)
+                except FileExistsError:  # one an earlier change could not play back: it goes first
+                    recover(self.journal.parent)
+                    fd = os.open(self.journal, flags, PRIVATE_FILE)
+                self._fd = fd
+                entries = [{"journal": 1, "pid": os.getpid()}, *entries]
+            _append_lines(self._fd, entries)
+        except OSError as exc:
+            raise DchatOpsError(f"cannot write the journal {self.journal}: {exc.strerror}") from None
 
     def savepoint(self) -> int:
         """A point to roll back to: :meth:`rollback` with it puts back what changed after it (each file as it

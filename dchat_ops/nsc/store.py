@@ -18,7 +18,8 @@ The home folder is a :class:`~dchat_ops.home.Home` (resolved once; see there for
 
 Every read-modify-write of the store is one unit of work: it holds the store lock, loads, hands
 out a copy of the claims, and on success re-signs and writes; on an error inside it nothing is
-written.  A re-signed JWT always gets an ``iat`` after the one it replaces (hence a new ``jti``),
+written, and a kill inside it is rolled back by the next command that takes the store lock (the unit
+of work is journaled: see :func:`dchat_ops._fs.unit_of_work` and docs/crash-safety.md).  A re-signed JWT always gets an ``iat`` after the one it replaces (hence a new ``jti``),
 also within the same second, so a server that holds the older one takes the newer.
 
     with store.edit_account("chat") as claims:
