@@ -4,7 +4,7 @@ import stat
 import pytest
 from conftest import snapshot
 
-from dchat_ops._fs import FileTransaction, atomic_write
+from dchat_ops._fs import FileTransaction, atomic_write, find_temps
 from dchat_ops.errors import ExistsError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.creds import parse_creds
@@ -51,7 +51,7 @@ def test_secrets_are_private(store):
             if parent == store.home:
                 break
             assert mode(parent) == 0o700, parent
-    assert not list(store.home.rglob("*.tmp"))
+    assert not list(find_temps(store.home))
 
 
 def test_creds_match_the_store_and_the_chain(store):

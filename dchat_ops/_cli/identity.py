@@ -487,6 +487,10 @@ def validate(c: Ctx, as_json):
 
     store = c.store()
     findings = inspect_.validate_store(store)
+    if store.nodes_dir.is_dir() and any(store.nodes_dir.glob("*.yaml")):
+        from dchat_ops.permissions.apply import node_findings
+
+        findings += [inspect_.Finding(*f) for f in node_findings(store)]
     errors = [f for f in findings if f.level == "error"]
     emit(
         as_json,
@@ -497,6 +501,29 @@ def validate(c: Ctx, as_json):
         ),
     )
     return 1 if errors else 0
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def recover(c: Ctx, as_json):
+    """Roll back a change a killed command left unfinished, and remove its temporary files."""
+    from dchat_ops._fs import recover_store
+
+    rolled_back, removed = recover_store(c.store(must_exist=False).home)
+    emit(
+        as_json,
+        {"rolled_back": [str(p) for p in rolled_back], "removed_temporary_files": [str(p) for p in removed]},
+        lambda: (
+            [
+                f"rolled back {len(rolled_back)} file(s) of an interrupted change"
+                if rolled_back
+                else "no interrupted change"
+            ]
+            + [f"removed {p}" for p in removed]
+            + (["run the interrupted command again to finish it"] if rolled_back else [])
+        ),
+    )
 
 
 # --- generate ----------------------------------------------------------------------------------------------
@@ -525,10 +552,11 @@ def generate_creds(c: Ctx, account, name, output, force):
         return
     if output:
         path = Path(output)
-    else:
+        changed = atomic_write(path, text, private=True, force=force)
+    else:  # the store's own creds file follows the store's JWT: written under the store lock
         path = store.creds_path(store.current_operator(), account, name)
-        force = True  # the store's own creds file follows the store's JWT
-    changed = atomic_write(path, text, private=True, force=force)
+        with store.transaction():
+            changed = atomic_write(path, text, private=True, force=True)
     note(f"{'wrote' if changed else 'unchanged'} {path}")
 
 

@@ -295,6 +295,19 @@ def node_reload(c: Ctx, node_id, as_json):
     )
 
 
+@node.command("sync")
+@click.argument("node_id")
+@click.option("--restart", is_flag=True, help="Restart a running node instead of reloading it.")
+@json_option
+@pass_ctx
+def node_sync(c: Ctx, node_id, restart, as_json):
+    """Bring the node's user JWT and creds, its rendered config and the running server in line with its node file."""
+    from dchat_ops.permissions.apply import apply_node_change
+
+    r = apply_node_change(c.store(), node_id, mode="restart" if restart else "live")
+    emit(as_json, r.to_dict(), [f"node {node_id}: {r.outcome}", *r.messages])
+
+
 @node.command("logs")
 @click.argument("node_id")
 @click.option("-n", "--lines", type=int, default=50, show_default=True)

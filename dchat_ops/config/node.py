@@ -82,7 +82,7 @@ def node_path(store: Store, node_id: str) -> Path:
 def list_nodes(store: Store) -> list[str]:
     if not store.nodes_dir.is_dir():
         return []
-    return sorted(p.stem for p in store.nodes_dir.glob("*.yaml"))
+    return sorted(p.stem for p in store.nodes_dir.glob("*.yaml") if not p.name.startswith(".tmp-"))
 
 
 _PARSED: dict[Path, tuple[str, Node]] = {}  # path -> (text, node) of the last parse of that file here

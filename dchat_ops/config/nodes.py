@@ -249,9 +249,9 @@ def add_node(
     user_path = store.user_jwt_path(store.current_operator(), account, node_id)
     if user_path.exists() and not force:
         raise ExistsError(f"user {node_id} already exists in account {account}; use --force to reuse the name")
-    # write the user first: a failure leaves no node file pointing at a missing user
-    r = admin.add_user(store, account, node_id, node_user_spec(node), force=force)
-    nf.save()
+    with store.transaction():  # the user and the node file: both or neither, also across a kill
+        r = admin.add_user(store, account, node_id, node_user_spec(node), force=force)
+        store.write_file(path, nf.text())
     return AddNodeResult(node, path, messages, r.creds_path)
 
 

@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from dchat_ops._fs import atomic_write
 from dchat_ops.config.node import NodeFile
 from dchat_ops.errors import TLSError
 from dchat_ops.hosts import host_of, is_ip, is_wildcard
@@ -182,7 +181,13 @@ def init_ca(store: Store, *, days: int = 3650, force: bool = False) -> dict:
 
     An existing CA is kept (``created: False``) unless ``force``: a new CA invalidates every
     certificate issued by the old one, so every node certificate must then be re-issued.
+    Key and certificate are written in one unit of work (both or neither, also across a kill).
     """
+    with store.transaction():
+        return _init_ca(store, days, force)
+
+
+def _init_ca(store: Store, days: int, force: bool) -> dict:
     if not 0 < days <= 36500:
         raise TLSError("a CA is valid for 1 to 36500 days")
     key_path, crt_path = ca_paths(store)
@@ -229,8 +234,8 @@ def init_ca(store: Store, *, days: int = 3650, force: bool = False) -> dict:
         .sign(key, hashes.SHA256())
     )
     # the key first: a certificate without its key would look like a usable CA
-    atomic_write(key_path, _key_pem(key), private=True)
-    atomic_write(crt_path, _cert_pem(cert))
+    store.write_file(key_path, _key_pem(key), private=True)
+    store.write_file(crt_path, _cert_pem(cert))
     return {**describe_cert(store, cert, crt_path, None, "ca"), "created": True, "key_path": str(key_path)}
 
 
@@ -337,8 +342,8 @@ def _sign(
         .sign(ca_key, hashes.SHA256())
     )
     key_path, crt_path = cert_paths(store, node_id, kind)
-    atomic_write(key_path, _key_pem(key), private=True)
-    atomic_write(crt_path, _cert_pem(cert))
+    store.write_file(key_path, _key_pem(key), private=True)
+    store.write_file(crt_path, _cert_pem(cert))
     return {**describe_cert(store, cert, crt_path, node_id, kind, ca_cert), "key_path": str(key_path)}
 
 
@@ -365,7 +370,8 @@ def issue(
         s = str(s).strip()
         if s and s not in names:
             names.append(s)
-    return _sign(store, node_id, kind, names, days, not_before)
+    with store.transaction():  # key and certificate: both or neither
+        return _sign(store, node_id, kind, names, days, not_before)
 
 
 def describe_cert(
@@ -458,21 +464,24 @@ def list_certs(store: Store) -> list[dict]:
 
 
 def renew(store: Store, node_id: Optional[str] = None, *, days: int = 397) -> list[dict]:
-    """Re-issue the existing certificates (of one node, or all) with the same names and a new key."""
-    files = _node_cert_files(store, node_id)
-    if node_id is not None and not files:
-        raise TLSError(f"node {node_id} has no certificates to renew: issue them with 'dchat-ops tls issue'")
-    load_ca(store)  # fail before touching anything when there is no CA
-    out = []
-    for nid, kind, _kpath, cpath in files:
-        try:
-            names = _sans_of(read_cert(cpath))
-        except TLSError:
-            names = []
-        if not names:  # unreadable or nameless: fall back to the node's current names
-            names = node_sans(NodeFile.load(store, nid).node)
-        out.append(_sign(store, nid, kind, names, days, None))
-    return out
+    """Re-issue the existing certificates (of one node, or all) with the same names and a new key: all of
+    them or none (one unit of work; a kill is rolled back by the next command, and running it again
+    renews them all)."""
+    with store.transaction():  # every certificate or none, also across a kill
+        files = _node_cert_files(store, node_id)
+        if node_id is not None and not files:
+            raise TLSError(f"node {node_id} has no certificates to renew: issue them with 'dchat-ops tls issue'")
+        load_ca(store)  # fail before touching anything when there is no CA
+        out = []
+        for nid, kind, _kpath, cpath in files:
+            try:
+                names = _sans_of(read_cert(cpath))
+            except TLSError:
+                names = []
+            if not names:  # unreadable or nameless: fall back to the node's current names
+                names = node_sans(NodeFile.load(store, nid).node)
+            out.append(_sign(store, nid, kind, names, days, None))
+        return out
 
 
 def client_ssl_context(store: Store, *, node_id: Optional[str] = None, kind: str = "client") -> ssl.SSLContext:

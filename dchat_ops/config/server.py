@@ -323,7 +323,8 @@ def write_and_check(
     # a probe of its own, in the same folder (relative paths read the same) and with the same suffix:
     # two processes checking the same config at once (push and allow-sub) never share one
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".check{path.suffix}", dir=path.parent)
+        # named like an atomic write's temporary file, so that the next command removes it after a kill
+        fd, name = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-0-", suffix=f".check{path.suffix}", dir=path.parent)
     except OSError as exc:
         raise ConfigError(f"cannot write a probe beside {path}: {exc.strerror}") from None
     probe = Path(name)

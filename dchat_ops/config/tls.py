@@ -272,12 +272,13 @@ def enable(
     if links:
         _pki().load_ca(store)
     issued = []
-    for kind in required_kinds(node):
-        kpath, cpath = _pki().cert_paths(store, node.id, kind)
-        if not (kpath.is_file() and cpath.is_file()):
-            issued.append(_pki().issue(store, node.id, kind, sans, days, node=node))
-    tls_sections(store, node)  # every file in place before the node file says so
-    changed = nf.save()
+    with store.transaction() as tx:  # certificates and node file: all or nothing, also across a kill
+        for kind in required_kinds(node):
+            kpath, cpath = _pki().cert_paths(store, node.id, kind)
+            if not (kpath.is_file() and cpath.is_file()):
+                issued.append(_pki().issue(store, node.id, kind, sans, days, node=node))
+        tls_sections(store, node)  # every file in place before the node file says so
+        changed = tx.write(nf.path, nf.text())
     return {
         "node": node.id,
         "tls": mapping,

@@ -19,7 +19,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from dchat_ops._fs import deferred_sync
+from dchat_ops._fs import deferred_sync, die_with_parent, journal_new_files, untracked
 from dchat_ops.errors import ExistsError, JWTError, StoreError
 from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS as _ACCOUNT_LIMITS
 from dchat_ops.nsc.claims import JETSTREAM_LIMIT_KEYS as _JS_LIMITS
@@ -58,6 +58,7 @@ __all__ = [
     "init",
     "issue_user",
     "issue_users",
+    "journal_user_files",
     "operator_signer",
     "remove_account",
     "resign_account",
@@ -208,7 +209,8 @@ def _issue_chunk(args: _ChunkArgs) -> list[IssuedUser]:
             enc = encoders[key] = Encoder(template, signer, clock=lambda: iat)
         return enc
 
-    with deferred_sync(flush=False):
+    keys_folder = os.fspath(store.keys_dir) if store is not None else ""
+    with deferred_sync(flush=False), untracked():  # the caller journaled the JWTs and creds as new files
         i = 0
         while i < len(items):
             spec = items[i][1]
@@ -217,6 +219,8 @@ def _issue_chunk(args: _ChunkArgs) -> list[IssuedUser]:
                 j += 1
             names = [name for name, _ in items[i:j]]
             publics, seeds = fresh_keys("user", j - i)
+            if store is not None:  # the seeds' files, named only now, into the journal of the change under way
+                journal_new_files(str(store.home), keys_folder, [f"{p[0]}/{p[1:3]}/{p}.nk" for p in publics])
             tokens = encoder_for(spec).many(publics, names)
             for name, public, seed, token in zip(names, publics, seeds, tokens, strict=True):
                 if store is not None and write_to is not None:
@@ -266,9 +270,26 @@ def issue_users(
     size = -(-len(items) // (workers * 4))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent) as pool:
         parts = pool.map(_issue_chunk, [(signer.seed, account_public_key, c, scope, now, write_to) for c in chunks])
         return [row for part in parts for row in part]
+
+
+def journal_user_files(store: Store, operator: str, account: str, names: list[str], *, replaced: bool) -> None:
+    """Journal the JWT and creds files of ``names`` before a bulk step writes them: as new files in two
+    entries (no file read), or, with ``replaced``, the ones that exist by content."""
+    tx = store.current_transaction()
+    if tx is None or not names:
+        return
+    jwt_dir = store.user_jwt_path(operator, account, names[0]).parent
+    creds_dir = store.creds_path(operator, account, names[0]).parent
+    new = list(names)
+    if replaced:
+        existing = {n for n in names if (jwt_dir / f"{n}.jwt").exists() or (creds_dir / f"{n}.creds").exists()}
+        tx.remember_many(p for n in existing for p in (jwt_dir / f"{n}.jwt", creds_dir / f"{n}.creds"))
+        new = [n for n in names if n not in existing]
+    tx.expect_new(jwt_dir, [f"{n}.jwt" for n in new])
+    tx.expect_new(creds_dir, [f"{n}.creds" for n in new])
 
 
 # --- store operations ------------------------------------------------------------------------------
@@ -304,7 +325,10 @@ def init(
 ) -> InitResult:
     """Create an operator, its system account and user, an application account and its first user.
 
-    ``user=None`` makes no first user.  On a store that already has an operator, nothing is changed and ``created`` is False.
+    ``user=None`` makes no first user.  On a store that already has an operator, only what an init left
+    out is made (a store made before changes were journaled, or with files removed by hand: see
+    :func:`_complete_init`); when nothing is, nothing is changed and ``created`` is False.  All in one
+    unit of work: a kill in it is rolled back by the next command, and running init again does it all.
     """
     for n, what in (
         (operator, "operator name"),
@@ -333,7 +357,18 @@ def _init(
     existing = store.operator_names()
     if existing:
         op = store.current_operator()
+        done = _complete_init(store, op, account, user, system_account, system_user, strict, user_spec)
         ctx = store.context()
+        if done:
+            return InitResult(
+                True,
+                op,
+                system_account,
+                ctx.get("account", ""),
+                user,
+                system_user,
+                message=f"completed the store of operator {op}: added {', '.join(done)}",
+            )
         return InitResult(
             False,
             op,
@@ -388,6 +423,55 @@ def _init(
     )
 
 
+def _complete_init(
+    store: Store,
+    op_name: str,
+    account: str,
+    user: Optional[str],
+    system_account: str,
+    system_user: str,
+    strict: bool,
+    user_spec: Optional[UserSpec],
+) -> list[str]:
+    """What an init left out of a store that has its operator (a store made before changes were
+    journaled, or files removed by hand): the system account, the application account and their first
+    users, and the creds of users whose seed is held.  Only what is missing is made; returns what was."""
+    done: list[str] = []
+    op = store.operator(op_name)
+    accounts = {e.public_key: e.name for e in store.accounts(op_name)}
+    sys_key = op.claims.system_account
+    if sys_key and sys_key not in accounts and store.has_key(sys_key) and system_account not in accounts.values():
+        claims = AccountClaims(subject=sys_key, name=system_account)
+        store.write_account(op_name, system_account, store.sign(claims, operator_signer(store, op.claims)))
+        accounts[sys_key] = system_account
+        done.append(f"system account {system_account}")
+    apps = [n for k, n in accounts.items() if k != sys_key]
+    if not apps and account not in accounts.values():
+        _new_account(store, account, op, signing_key=strict)
+        store.set_context(operator=op_name, account=account)
+        apps = [account]
+        done.append(f"account {account}")
+    sys_name = accounts.get(sys_key)
+    wanted: list[tuple[str, str, Optional[UserSpec]]] = [(sys_name, system_user, None)] if sys_name else []
+    # the first user, when the store holds no user but (at most) the system user: an init stopped there
+    others = [n for n in accounts.values() if n != sys_name and store.user_names(n, op_name)]
+    if user and account in apps and not others:
+        wanted.append((account, user, user_spec))
+    for acc_name, uname, spec in wanted:
+        names = store.user_names(acc_name, op_name)
+        if not names:  # (a creds file left without its JWT is replaced)
+            add_user(store, acc_name, uname, spec, force=True)
+            done.append(f"user {acc_name}/{uname}")
+            continue
+        if uname in names and not store.creds_path(op_name, acc_name, uname).exists():
+            ent = store.user(acc_name, uname, op_name)
+            if store.has_key(ent.public_key):
+                text = format_creds(ent.token, store.load_key(ent.public_key).seed)
+                store.write_creds(op_name, acc_name, uname, text)
+                done.append(f"creds of {acc_name}/{uname}")
+    return done
+
+
 def add_account(store: Store, name: str, *, signing_key: bool = False, force: bool = False) -> Entity[AccountClaims]:
     """Add an account signed by the operator (with an account signing key when ``signing_key``)."""
     check_name(name, "account name")
@@ -413,13 +497,18 @@ def remove_account(store: Store, name: str) -> None:
     """Remove an account's JWTs (its users' too) and creds from the store; seeds stay in the keystore."""
     import shutil
 
-    with store.lock():
+    with store.transaction() as tx:  # every file goes back if it is cut short (kill included)
         op = store.operator()
         acc = store.account(name, op.name)
         if acc.public_key == op.claims.system_account:
             raise StoreError("the system account cannot be removed")
-        shutil.rmtree(store.account_dir(op.name, name))
-        shutil.rmtree(store.creds_dir / op.name / name, ignore_errors=True)
+        folders = [store.account_dir(op.name, name), store.creds_dir / op.name / name]
+        files = [p for d in folders if d.is_dir() for p in sorted(d.rglob("*")) if not p.is_dir()]
+        tx.remember_many(files)
+        for p in files:
+            p.unlink()
+        for d in folders:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def add_user(
@@ -476,9 +565,10 @@ def add_users(
     """Add many users with the same permissions in one go; returns their public keys.
 
     All names are checked before anything is written; files are replaced atomically and flushed
-    to disk once at the end.
+    to disk once at the end.  All or nothing, also across a kill (one unit of work; new files are
+    journaled by name, replaced ones by content).
     """
-    with store.lock():
+    with store.transaction():
         return _add_users(store, account, names, spec, role, force, workers)
 
 
@@ -506,6 +596,7 @@ def _add_users(
     signer, scope = user_signer(store, op.claims, acc.claims, role)
     if scope is not None and spec is not None and spec.has_permissions_or_limits():
         raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role")
+    journal_user_files(store, op.name, account, names, replaced=force)
     rows = issue_users(
         list(names),
         acc.public_key,

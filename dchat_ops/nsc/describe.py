@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dchat_ops._fs import read_file
+from dchat_ops._fs import JOURNAL_NAME, find_temps, process_gone, read_file
 from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
@@ -31,7 +31,15 @@ from dchat_ops.nsc.jwt import Clock, compute_jti, decode, decode_unverified, ver
 from dchat_ops.nsc.spec import check_limit
 from dchat_ops.nsc.store import Entity, Store, check_name
 
-__all__ = ["Finding", "describe_claims", "describe_file", "describe_token", "list_store", "validate_store"]
+__all__ = [
+    "Finding",
+    "describe_claims",
+    "describe_file",
+    "describe_token",
+    "leftovers",
+    "list_store",
+    "validate_store",
+]
 
 EXPIRY_WARNING_S = 7 * 24 * 3600
 _T = TypeVar("_T")
@@ -202,13 +210,14 @@ class Finding:
 
 
 def validate_store(store: Store, clock: Clock | None = None, *, workers: int | None = None) -> list[Finding]:
-    """Check every signature, chain link, expiry, key and creds file of the current operator.
+    """Check every signature, chain link, expiry, key and creds file of the current operator, and what a
+    killed command leaves (:func:`leftovers`).  Each finding that can be repaired names the command.
 
     Many users are checked in several processes (``workers``, one per core by default).
     """
     clock = clock or store.clock
     now = int((clock or time.time)())
-    out: list[Finding] = []
+    out: list[Finding] = leftovers(store)
     try:
         op = store.operator()
         opc = op.claims
@@ -251,6 +260,30 @@ def validate_store(store: Store, clock: Clock | None = None, *, workers: int | N
         out.extend(_per_user(_validate_users, job, workers))
     if opc.system_account and opc.system_account not in account_keys:
         out.append(Finding("error", label, f"system account {opc.system_account} is not in the store"))
+    return out
+
+
+def leftovers(store: Store) -> list[Finding]:
+    """What a killed command leaves: the journal of an unfinished change, and temporary files of
+    processes that are gone.  Both are cleared by the next command that changes the store."""
+    out = []
+    home = store.home
+    if (home / JOURNAL_NAME).exists():
+        out.append(
+            Finding(
+                "error",
+                "store",
+                f"a change was interrupted and not rolled back yet ({home / JOURNAL_NAME}); "
+                "run 'dchat-ops recover' to roll it back, then run that command again",
+            )
+        )
+    temps = sorted(str(p.relative_to(home)) for p, pid in find_temps(home) if process_gone(pid))
+    for rel in temps[:20]:
+        out.append(
+            Finding("error", "store", f"temporary file {rel} of a process that is gone; run 'dchat-ops recover'")
+        )
+    if len(temps) > 20:
+        out.append(Finding("error", "store", f"{len(temps) - 20} more such temporary files"))
     return out
 
 
@@ -323,11 +356,14 @@ def _validate_user(
             return out
         u = res.user
     _expiry_warning(out, ulabel, u, now)
+    repair = f"run 'dchat-ops generate creds -a {acc.name} -u {uname}'"
     try:
         text, mode = read_file(f"{folders[1]}/{uname}.creds")
     except FileNotFoundError:
         if not store.has_key(u.subject):
             out.append(Finding("warning", ulabel, "neither a creds file nor the user seed is held"))
+        else:
+            out.append(Finding("error", ulabel, f"no creds file, though its seed is held; {repair}"))
         return out
     except OSError as exc:
         out.append(Finding("error", ulabel, f"cannot read its creds file: {exc.strerror}"))
@@ -335,11 +371,7 @@ def _validate_user(
     try:
         creds = parse_creds(text)
         if creds.jwt != token:
-            out.append(
-                Finding(
-                    "warning", ulabel, "creds file holds another JWT than the store; run 'dchat-ops generate creds'"
-                )
-            )
+            out.append(Finding("error", ulabel, f"creds file holds another JWT than the store; {repair}"))
         if creds.keypair().public_key != u.subject:
             out.append(Finding("error", ulabel, "creds file seed does not belong to the user"))
     except CredsError as exc:

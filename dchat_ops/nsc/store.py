@@ -18,7 +18,8 @@ The home folder is a :class:`~dchat_ops.home.Home` (resolved once; see there for
 
 Every read-modify-write of the store is one unit of work: it holds the store lock, loads, hands
 out a copy of the claims, and on success re-signs and writes; on an error inside it nothing is
-written.  A re-signed JWT always gets an ``iat`` after the one it replaces (hence a new ``jti``),
+written, and a kill inside it is rolled back by the next command that takes the store lock (the unit
+of work is journaled: see :func:`dchat_ops._fs.unit_of_work` and docs/crash-safety.md).  A re-signed JWT always gets an ``iat`` after the one it replaces (hence a new ``jti``),
 also within the same second, so a server that holds the older one takes the newer.
 
     with store.edit_account("chat") as claims:
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Optional, TypeVar, Union
 
-from dchat_ops._fs import FileTransaction, atomic_write, ensure_dir, store_lock
+from dchat_ops._fs import FileTransaction, active_transaction, atomic_write, ensure_dir, store_lock, unit_of_work
 from dchat_ops.errors import SEED_PATTERN, JWTError, NKeyError, StoreError
 from dchat_ops.home import Home, default_home
 from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, ScopedSigningKey, UserClaims
@@ -60,6 +61,7 @@ _PUBLIC_SHAPE = re.compile(r"^[OAUNCX][A-Z2-7]{55}$")
 
 # The keystore root's .gitignore, as nsc writes it.
 _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.creds\n"
+# (temporary files of atomic writes end like their target, .tmp-<pid>-<n>-<name>.nk: these patterns cover them)
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -105,7 +107,7 @@ class Store:
         self._key_cache: dict[str, KeyPair] = {}
         self._decoded: dict[str, Claims] = {}  # token -> verified claims
         self._keystore_ready = False
-        self._tx: Optional[FileTransaction] = None
+        self._home_key = str(self.home)  # resolved: the key of its unit of work (see _fs.unit_of_work)
         self._folders: dict[tuple[str, str, str], str] = {}  # ("users" | "creds" | "keys", operator, account) -> folder
 
     # layout ---------------------------------------------------------------------------------------
@@ -318,7 +320,8 @@ class Store:
         op = operator or self.current_operator()
         d = self.account_dir(op, account) / "users"
         try:
-            return sorted(n[:-4] for n in os.listdir(d) if n.endswith(".jwt") and len(n) > 4)
+            # a temporary file of a write under way (.tmp-<pid>-<n>-<name>.jwt) is not a user
+            return sorted(n[:-4] for n in os.listdir(d) if n.endswith(".jwt") and len(n) > 4 and n[:5] != ".tmp-")
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -338,10 +341,16 @@ class Store:
         raise StoreError(f"no account named {name_or_key!r} in the store")
 
     # writing: inside a unit of work, every file written is remembered and put back on an error ----
-    def _write(self, path: Path, data: str, *, private: bool = False, force: bool = True) -> None:
-        if self._tx is not None:
-            self._tx.remember(path)
+    def _write(self, path: Path, data: str | bytes, *, private: bool = False, force: bool = True) -> None:
+        tx = active_transaction(self._home_key)
+        if tx is not None:
+            tx.remember(path)
         atomic_write(path, data, private=private, force=force)
+
+    def write_file(self, path: Path, data: str | bytes, *, private: bool = False) -> None:
+        """Write any file of the home (a certificate, a state file) atomically, inside the unit of work
+        under way when there is one (so that it is put back with the rest)."""
+        self._write(path, data, private=private)
 
     def write_operator(self, name: str, token: str) -> Path:
         d = self.operator_dir(name)
@@ -393,26 +402,24 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[FileTransaction]:
-        """Hold the store lock; every file the store writes inside is put back if the block raises.
+        """Hold the store lock; every file the store writes inside is put back if the block raises, and
+        also when the process is killed in it: the change is journaled in ``<home>/.journal`` and the
+        next process that takes the store lock rolls it back (see :func:`dchat_ops._fs.unit_of_work`).
 
-        Nested transactions join the outermost one, which decides.
+        Nested transactions (of any Store on the same home, in this process) join the outermost one,
+        which decides.
         """
-        with self.lock():
-            if self._tx is not None:
-                yield self._tx
-                return
-            tx = FileTransaction()
-            self._tx = tx
+        with unit_of_work(self.home) as tx:
             try:
                 yield tx
             except BaseException:
-                self._tx = None
-                tx.rollback()
-                self._key_cache.clear()  # seeds written in the block are gone again
+                self._key_cache.clear()  # seeds written in the block may be gone again
                 self._keystore_ready = False
                 raise
-            self._tx = None
-            tx.commit()
+
+    def current_transaction(self) -> Optional[FileTransaction]:
+        """The unit of work under way on this home in this process (None outside :meth:`transaction`)."""
+        return active_transaction(self._home_key)
 
     def issue_clock(self, replaces: int = 0) -> Clock:
         """The ``iat`` of a JWT signed now: the clock's second, and always after ``replaces`` (the ``iat`` of

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from dchat_ops._fs import FileTransaction, read_bytes, with_store_lock
+from dchat_ops._fs import read_bytes, with_store_lock
 from dchat_ops.config.node import Node, NodeFile, Policy, Rule
 from dchat_ops.config.nodes import (
     check_leaf_queue_entries,
@@ -38,8 +38,10 @@ from dchat_ops.config.nodes import (
     node_user_spec,
     render_node,
     run_dir,
+    server_config,
     sync_node_user,
 )
+from dchat_ops.config.server import render
 from dchat_ops.errors import ApplyError, DchatOpsError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
@@ -65,6 +67,8 @@ __all__ = [
     "apply_node_change",
     "apply_node_edit",
     "apply_user_edit",
+    "node_behind",
+    "node_findings",
     "node_policy",
     "push_superseded",
     "user_policy",
@@ -130,6 +134,11 @@ def apply_node_edit(
         old = nf.node
         after = replace(old, policy=Policy(old.policy.publish, Rule(edit.after["allow"], edit.after["deny"])))
         check_leaf_queue_entries(after, old)
+    if not dry_run and not edit.changed and any(lv == "error" for lv, _ in node_behind(store, node_id, binary=binary)):
+        # the node file has it, but the running node or the node user does not (hand edits, a change
+        # cut short): apply what the file says
+        r = apply_node_change(store, node_id, mode=mode, binary=binary)
+        return ApplyResult(node_id, edit, r.outcome, node_policy(store, node_id), r.steps, r.messages)
     if dry_run or not edit.changed:
         preview = node_policy(store, node_id)
         preview[direction] = edit.after
@@ -142,6 +151,65 @@ def apply_node_edit(
         binary=binary,
     )
     return ApplyResult(node_id, edit, r.outcome, node_policy(store, node_id), r.steps, r.messages)
+
+
+def node_behind(store: Store, node_id: str, *, binary: Optional[str] = None) -> list[tuple[str, str]]:
+    """What of node ``node_id`` lags behind its node file, as (level, what) pairs (empty when nothing
+    does): its user's JWT or creds, its rendered config, the config the running server loaded (errors),
+    a rendered config of a stopped node that its next start renders anew (a warning)."""
+    node = NodeFile.load(store, node_id).node
+    out = []
+    try:
+        user = store.user(node.account, node.user)
+    except DchatOpsError as exc:
+        return [("error", f"its user: {exc}")]
+    want = user.claims.copy()
+    node_user_spec(node).apply(want)
+    if want.nats_dict() != user.claims.nats_dict():
+        out.append(("error", f"the JWT of its user {node.account}/{node.user} does not carry the node's policy"))
+    else:
+        op = store.current_operator()
+        creds = read_bytes(store.creds_path(op, node.account, node.user))
+        if creds is not None and user.token.encode() not in creds:
+            out.append(("error", f"the creds of its user {node.account}/{node.user} hold another JWT than the store"))
+    sup = Supervisor(store, node_id, binary=binary)
+    behind = sup.config_behind()
+    if behind:
+        out.append(("error", "the running server loaded its config before its config files were last written"))
+    written = read_bytes(sup.config_path)
+    if written is not None:
+        try:
+            text = render(server_config(store, node), f"node {node.id}")
+        except DchatOpsError as exc:
+            out.append(("error", f"its config does not render: {exc}"))
+        else:
+            if _without_jwts(written.decode("utf-8", "replace")) != _without_jwts(text):
+                # a stopped node renders its config anew when it starts
+                level = "warning" if behind is None else "error"
+                out.append((level, "its rendered config is not what its node file says now"))
+    return out
+
+
+def _without_jwts(text: str) -> list[str]:
+    """A rendered config's lines but those of preloaded account JWTs (which follow the store's accounts:
+    a revocation changes them, and reaches a running server by push, not by its config)."""
+    return [ln for ln in text.splitlines() if "eyJ" not in ln]
+
+
+def node_findings(store: Store) -> list[tuple[str, str, str]]:
+    """(level, entity, message) for every node whose user, config or running server lags behind its node
+    file (see :func:`node_behind`), each naming the command that repairs it."""
+    from dchat_ops.config.node import list_nodes
+
+    out = []
+    for nid in list_nodes(store):
+        try:
+            items = node_behind(store, nid)
+        except DchatOpsError as exc:
+            out.append(("error", f"node {nid}", str(exc)))
+            continue
+        out.extend((level, f"node {nid}", f"{what}; run 'dchat-ops node sync {nid}'") for level, what in items)
+    return out
 
 
 NodeEdit = tuple[tuple[str, ...], Any]  # (key path in the node file, new value)
@@ -216,66 +284,78 @@ def apply_node_change(
 
     sup = Supervisor(store, node_id, binary=binary)
     running = sup.running()
+    stale = bool(running and sup.config_behind())  # e.g. a change rolled back after its reload: reload again
     op = store.current_operator()
     conf = run_dir(store, node_id) / "nats-server.conf"
-    tx = FileTransaction()
-    for p in (
-        nf.path,
-        store.user_jwt_path(op, node.account, node.user),
-        store.creds_path(op, node.account, node.user),
-        store.account_jwt_path(op, node.account),
-        conf,
-    ):
-        tx.remember(p)
-    before = read_bytes(conf)
-    steps = Steps()
-    reissued = restarted = False
-    issued: Optional[admin.UserResult] = None
-    messages: list[str] = []
-    try:
-        peers: list[RoutePeer] = []
-        if running and change.routes_changed:
-            peers = steps.run("read route peers", lambda: route_peers(sup.monitor_url)[1])
-        if text != nf.original_text:
-            steps.run("write node config", tx.write, nf.path, text)
-        if leaf:
-            issued = steps.run("re-issue user JWT and creds", sync_node_user, store, node)
-            reissued = issued.changed
-        # a live reload judges the config itself (a rejected one is rolled back below): nats-server -t
-        # runs for a node that is stopped or restarted
-        live = running and mode == "live"
-        steps.run(
-            "render and check config", render_node, store, node_id, binary=binary, node=node, server_check=not live
+    # One unit of work (journaled: a kill anywhere in it is rolled back by the next command on the store,
+    # so that running this again applies the change again, reload included).  It stays open until the
+    # reload is confirmed and the node user re-issued; within an outer one, a failure puts back this
+    # node's files only.
+    with store.transaction() as tx:
+        savepoint = tx.savepoint()
+        tx.remember_many(
+            [
+                nf.path,
+                store.user_jwt_path(op, node.account, node.user),
+                store.creds_path(op, node.account, node.user),
+                store.account_jwt_path(op, node.account),
+                conf,
+            ]
         )
-        changed = text != nf.original_text or read_bytes(conf) != before
-        if running and changed and mode == "live":
-            steps.run("reload node", sup.reload, render=False)
-        elif running and changed:
-            steps.run("stop node", sup.down)
-            steps.run("start node", sup.up)
-        if not leaf:
-            # once the node runs the new policy (its reload or start is confirmed), so that clients
-            # following the creds file move over at once; a failed health check still rolls them back
-            issued = steps.run("re-issue user JWT and creds", sync_node_user, store, node)
-            reissued = issued.changed
-        if running and changed:
-            steps.run("check health", _check_healthy, sup)
-        if running and (changed or reissued) and change.needs_check:
-            check = PeerCheck(store, sup, node, change, peers, steps, binary=binary)
-            restarted = run_sync(lambda: check.run(restarted_already=(changed and mode == "restart")))
-            messages.extend(check.messages)
-    except Exception as exc:
-        failed = steps.current
-        problems = tx.rollback()
-        restored = _restore_running(sup, running, mode)
-        detail = str(exc) if isinstance(exc, DchatOpsError) else f"{type(exc).__name__}: {exc}"
-        msg = f"{failed} failed: {detail}; every file was restored"
-        if running:
-            msg += f", and the node {restored}"
-        if problems:
-            msg += f" (could not restore: {'; '.join(problems)})"
-        raise ApplyError(msg, node=node_id, step=failed) from None
-    tx.commit()
+        before = read_bytes(conf)
+        steps = Steps()
+        reissued = restarted = False
+        issued: Optional[admin.UserResult] = None
+        messages: list[str] = []
+        try:
+            peers: list[RoutePeer] = []
+            if running and change.routes_changed:
+                peers = steps.run("read route peers", lambda: route_peers(sup.monitor_url)[1])
+            if text != nf.original_text:
+                steps.run("write node config", tx.write, nf.path, text)
+            if leaf:
+                issued = steps.run("re-issue user JWT and creds", sync_node_user, store, node)
+                reissued = issued.changed
+            # a live reload judges the config itself (a rejected one is rolled back below): nats-server -t
+            # runs for a node that is stopped or restarted
+            live = running and mode == "live"
+            steps.run(
+                "render and check config",
+                render_node,
+                store,
+                node_id,
+                binary=binary,
+                node=node,
+                server_check=not live,
+            )
+            changed = text != nf.original_text or read_bytes(conf) != before or (running and stale)
+            if running and changed and mode == "live":
+                steps.run("reload node", sup.reload, render=False)
+            elif running and changed:
+                steps.run("stop node", sup.down)
+                steps.run("start node", sup.up)
+            if not leaf:
+                # once the node runs the new policy (its reload or start is confirmed), so that clients
+                # following the creds file move over at once; a failed health check still rolls them back
+                issued = steps.run("re-issue user JWT and creds", sync_node_user, store, node)
+                reissued = issued.changed
+            if running and changed:
+                steps.run("check health", _check_healthy, sup)
+            if running and (changed or reissued) and change.needs_check:
+                check = PeerCheck(store, sup, node, change, peers, steps, binary=binary)
+                restarted = run_sync(lambda: check.run(restarted_already=(changed and mode == "restart")))
+                messages.extend(check.messages)
+        except Exception as exc:
+            failed = steps.current
+            problems = tx.rollback(savepoint)
+            restored = _restore_running(sup, running, mode)
+            detail = str(exc) if isinstance(exc, DchatOpsError) else f"{type(exc).__name__}: {exc}"
+            msg = f"{failed} failed: {detail}; every file was restored"
+            if running:
+                msg += f", and the node {restored}"
+            if problems:
+                msg += f" (could not restore: {'; '.join(problems)})"
+            raise ApplyError(msg, node=node_id, step=failed) from None
     if not changed and not reissued:
         outcome = "unchanged"
     elif running and changed:

@@ -92,7 +92,8 @@ def apply(
         if p.state_stale:
             write_state(store, spec, p.user_state)
         return result
-    with deferred_sync():
+    # identities: one unit of work (all or nothing, also across a kill); then each node in its own
+    with deferred_sync(), store.transaction():
         _apply_operator(store, spec, p)
         _apply_accounts(store, spec, p)
         users = dict(p.user_state)
@@ -178,7 +179,8 @@ def _issue(store: Store, p: Plan, users: UserState, workers, progress) -> None:
                 users[f"{acc_name}/{step.name}"] = {"spec": fingerprint(step.item), "jwt": sha(token)}
             done += len(issued)
         fresh = [s for s in steps if not s.exists]
-        # the issuing processes write the files themselves; one flush once they are done
+        # the issuing processes write the files themselves (journaled here as new ones); one flush at the end
+        admin.journal_user_files(store, op.name, acc_name, [s.name for s in fresh], replaced=False)
         rows = admin.issue_users(
             [s.name for s in fresh],
             acc.public_key,

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dchat_ops._fs import atomic_write
 from dchat_ops.nsc.store import Store
 from dchat_ops.provision.schema import Spec
 
@@ -47,4 +46,4 @@ def load_state(store: Store) -> dict:
 def write_state(store: Store, spec: Spec, users: UserState) -> None:
     """Record ``users`` (an entry for each user of the spec) as applied from ``spec``."""
     state = {"spec": str(spec.path), "spec_key": spec.key, "users": users}
-    atomic_write(state_path(store), json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n")
+    store.write_file(state_path(store), json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n")

@@ -221,6 +221,22 @@ class Supervisor:
             time.sleep(0.002 if time.monotonic() - start < 0.2 else 0.01)
         raise ServerError(f"node {self.node_id}: the server did not confirm the reload within {timeout:.0f}s")
 
+    def config_behind(self) -> Optional[bool]:
+        """Whether the running server loaded its config before the config file was last written (so it
+        runs something else than the files say: a change cut short after its reload, a file edited or
+        rolled back since).  None when it is not running or does not answer."""
+        if self.pid() is None:
+            return None
+        status, varz = http_json(self.monitor_url + "/varz")
+        loaded = _iso_ns(str(varz.get("config_load_time") or "")) if status == 200 else None
+        if loaded is None:
+            return None
+        try:
+            written = self.config_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return True
+        return written > loaded
+
     def _reload_error(self, offset: int) -> str:
         try:
             with open(self.log_file, "rb") as f:
@@ -344,6 +360,20 @@ def wait_jetstream_leader(sup: Supervisor, timeout: float = 15.0) -> Optional[st
             return leader
         time.sleep(0.05)
     return None
+
+
+def _iso_ns(text: str) -> Optional[int]:
+    """Nanoseconds since the epoch of a server time (``2026-01-02T03:04:05.123456789Z``); None if unreadable."""
+    import datetime as _dt
+
+    try:
+        whole, _, frac = text.rstrip("Z").partition(".")
+        t = _dt.datetime.fromisoformat(whole).replace(tzinfo=_dt.timezone.utc)
+        if not text.endswith("Z"):  # an offset: parse the whole text (sub-microseconds are dropped)
+            return int(_dt.datetime.fromisoformat(text).timestamp() * 1e9)
+        return int(t.timestamp()) * 1_000_000_000 + int((frac + "000000000")[:9])
+    except ValueError:
+        return None
 
 
 def reload_running(store: Store, node_ids: Iterable[str]) -> list[dict]:
