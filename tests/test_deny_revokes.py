@@ -401,3 +401,38 @@ def test_a_spec_that_narrows_a_user_revokes_its_earlier_jwts(tmp_path):
     assert acc.revocations == {new.public_key: new.claims.issued_at - 1}
     assert acc.is_revoked(new.public_key, old) and not acc.is_revoked(new.public_key, new.claims.issued_at)
     assert not provision.plan(store, narrower).has_changes
+
+
+async def test_a_removal_cut_short_before_its_push_is_found_by_validate_and_finished_by_the_rerun(
+    store, three, monkeypatch
+):
+    from dchat_ops.permissions import apply as apply_mod
+    from dchat_ops.runtime.push import account_findings
+
+    old = node_creds(store, "b")
+
+    class Killed(BaseException):  # what a kill -9 between the store's commit and the push leaves
+        pass
+
+    def killed(*_a, **_kw):
+        raise Killed
+
+    monkeypatch.setattr(apply_mod, "push_revocation", killed)
+    with pytest.raises(Killed):
+        await asyncio.to_thread(apply_node_edit, store, "b", "deny-sub", "room.secret")
+    monkeypatch.undo()
+    assert b"room.secret" in NodeFile.load(store, "b").path.read_bytes()  # the change is in the store...
+    findings = await asyncio.to_thread(account_findings, store)
+    assert [(lv, entity) for lv, entity, _ in findings] == [("error", "account chat")]
+    assert "run 'dchat-ops push'" in findings[0][2]
+    assert await refused(url(store, "a"), creds_text=old) is None  # ...and the old creds still work
+
+    r = await asyncio.to_thread(apply_node_edit, store, "b", "deny-sub", "room.secret")
+    assert r.outcome == "unchanged" and any("pushed" in m for m in r.messages), r.messages
+    assert await asyncio.to_thread(account_findings, store) == []
+    # the push re-rendered every node's config with the new account JWT: that is no lag of a node
+    assert await asyncio.to_thread(apply_mod.node_findings, store) == []
+    for nid in ("a", "b", "c"):
+        assert await refused(url(store, nid), creds_text=old) is not None
+    again = await asyncio.to_thread(apply_node_edit, store, "b", "deny-sub", "room.secret")
+    assert again.outcome == "unchanged" and again.messages == []  # nothing left to push

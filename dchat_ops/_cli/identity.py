@@ -489,8 +489,10 @@ def validate(c: Ctx, as_json):
     findings = inspect_.validate_store(store)
     if store.nodes_dir.is_dir() and any(store.nodes_dir.glob("*.yaml")):
         from dchat_ops.permissions.apply import node_findings
+        from dchat_ops.runtime.push import account_findings
 
         findings += [inspect_.Finding(*f) for f in node_findings(store)]
+        findings += [inspect_.Finding(*f) for f in account_findings(store)]
     errors = [f for f in findings if f.level == "error"]
     emit(
         as_json,

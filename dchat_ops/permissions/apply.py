@@ -55,9 +55,9 @@ from dchat_ops.runtime.interest import (
 )
 from dchat_ops.runtime.leaf import confirm_leaf_interest, relink_leaves
 from dchat_ops.runtime.process import HEALTHZ, http_json
-from dchat_ops.runtime.push import push_revocation, require_current_store
+from dchat_ops.runtime.push import push, push_revocation, require_current_store, servers_behind
 from dchat_ops.runtime.steps import Steps
-from dchat_ops.runtime.supervisor import Supervisor
+from dchat_ops.runtime.supervisor import Supervisor, without_jwts
 
 __all__ = [
     "ApplyError",
@@ -139,10 +139,15 @@ def apply_node_edit(
         # cut short): apply what the file says
         r = apply_node_change(store, node_id, mode=mode, binary=binary)
         return ApplyResult(node_id, edit, r.outcome, node_policy(store, node_id), r.steps, r.messages)
+    if not dry_run and not edit.changed:
+        # the change may be in force with its revocation in the store only (a command cut short)
+        pushed = _push_unpushed_revocation(store, nf.node)
+    else:
+        pushed = []
     if dry_run or not edit.changed:
         preview = node_policy(store, node_id)
         preview[direction] = edit.after
-        return ApplyResult(node_id, edit, "dry-run" if dry_run else "unchanged", preview)
+        return ApplyResult(node_id, edit, "dry-run" if dry_run else "unchanged", preview, messages=pushed)
     r = apply_node_change(
         store,
         node_id,
@@ -151,6 +156,29 @@ def apply_node_edit(
         binary=binary,
     )
     return ApplyResult(node_id, edit, r.outcome, node_policy(store, node_id), r.steps, r.messages)
+
+
+def _push_unpushed_revocation(store: Store, node: Node) -> list[str]:
+    """When the node user was narrowed once (its account revokes some of its JWTs) and a running server
+    holds an older JWT of the account than the store, push it; the messages (empty: nothing to do)."""
+    try:
+        account = store.account(node.account)
+        user_key = store.user(node.account, node.user).public_key
+    except DchatOpsError:
+        return []
+    if user_key not in account.claims.revocations:
+        return []
+    behind = servers_behind(store).get(node.account)
+    if not behind:
+        return []
+    report = push(store, [node.account])
+    if not report.ok:
+        raise ApplyError(
+            f"server(s) {', '.join(behind)} hold an older JWT of account {node.account} than the store "
+            "(a revocation not pushed), and pushing it failed; run 'dchat-ops push'",
+            node=node.id,
+        )
+    return [f"account {node.account}: the revocation in the store was not on server(s) {', '.join(behind)}: pushed"]
 
 
 def node_behind(store: Store, node_id: str, *, binary: Optional[str] = None) -> list[tuple[str, str]]:
@@ -175,7 +203,7 @@ def node_behind(store: Store, node_id: str, *, binary: Optional[str] = None) -> 
     sup = Supervisor(store, node_id, binary=binary)
     behind = sup.config_behind()
     if behind:
-        out.append(("error", "the running server loaded its config before its config files were last written"))
+        out.append(("error", "the running server runs another config than its config file says"))
     written = read_bytes(sup.config_path)
     if written is not None:
         try:
@@ -183,17 +211,11 @@ def node_behind(store: Store, node_id: str, *, binary: Optional[str] = None) -> 
         except DchatOpsError as exc:
             out.append(("error", f"its config does not render: {exc}"))
         else:
-            if _without_jwts(written.decode("utf-8", "replace")) != _without_jwts(text):
+            if without_jwts(written.decode("utf-8", "replace")) != without_jwts(text):
                 # a stopped node renders its config anew when it starts
                 level = "warning" if behind is None else "error"
                 out.append((level, "its rendered config is not what its node file says now"))
     return out
-
-
-def _without_jwts(text: str) -> list[str]:
-    """A rendered config's lines but those of preloaded account JWTs (which follow the store's accounts:
-    a revocation changes them, and reaches a running server by push, not by its config)."""
-    return [ln for ln in text.splitlines() if "eyJ" not in ln]
 
 
 def node_findings(store: Store) -> list[tuple[str, str, str]]:

@@ -53,12 +53,14 @@ __all__ = [
     "STATES",
     "PullReport",
     "PushReport",
+    "account_findings",
     "prune",
     "pull",
     "push",
     "push_revocation",
     "require_current_store",
     "running_nodes",
+    "servers_behind",
 ]
 
 
@@ -377,3 +379,31 @@ def require_current_store(store: Store, accounts: list[str], *, timeout: float =
     when a running node of the store holds a newer JWT of one of them (nothing is known, and nothing
     refused, when no node runs)."""
     require_current(store, accounts, _full_nodes(_running(store)), timeout=timeout)
+
+
+def servers_behind(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, list[str]]:
+    """Account name -> the running servers that hold an older JWT of it than the store: a change (a
+    revocation, say) written into the store but not pushed, for instance by a command killed between
+    the two.  Empty when none is behind, or no node with the full resolver runs."""
+    if not _full_nodes(_running(store)):
+        return {}
+    out: dict[str, list[str]] = {}
+    for row in pull(store, timeout=timeout):
+        behind = [e["server"] for e in row["per_server"] if e["state"] == "store newer"]
+        if behind and row["in_store"]:
+            out[row["name"]] = behind
+    return out
+
+
+def account_findings(store: Store, *, timeout: float = DEFAULT_TIMEOUT) -> list[tuple[str, str, str]]:
+    """(level, entity, message) for every account a running server holds an older JWT of than the store,
+    naming the command that repairs it."""
+    return [
+        (
+            "error",
+            f"account {name}",
+            f"server(s) {', '.join(servers)} hold an older JWT of it than the store (a change or revocation "
+            "not pushed); run 'dchat-ops push'",
+        )
+        for name, servers in sorted(servers_behind(store, timeout=timeout).items())
+    ]

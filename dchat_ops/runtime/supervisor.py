@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from dchat_ops._fs import atomic_write, read_bytes
 from dchat_ops.config import nodes
 from dchat_ops.config.node import Node, NodeFile, read_nodes
 from dchat_ops.config.nodes import render_node, run_dir
@@ -38,7 +39,7 @@ from dchat_ops.runtime.process import (
     stop_pid,
 )
 
-__all__ = ["LINK_WAIT", "NodeStatus", "Supervisor", "chain", "reload_running", "wait_jetstream_leader"]
+__all__ = ["LINK_WAIT", "NodeStatus", "Supervisor", "chain", "reload_running", "wait_jetstream_leader", "without_jwts"]
 
 LINK_WAIT = 2.5  # seconds ``up`` waits for a node's routes and leaf connections before it reports
 
@@ -150,6 +151,7 @@ class Supervisor:
                 "memory-resolver node starts from the store only: run 'dchat-ops pull --update' first"
             )
         self.pid_file.unlink(missing_ok=True)
+        loading = read_bytes(self.config_path)
         srv = ServerProcess.start(
             self.config_path,
             monitor_url=self.monitor_url,
@@ -160,6 +162,7 @@ class Supervisor:
         )
         if srv.popen is not None:
             srv.popen.returncode = 0  # detached: the supervisor tracks it by pid from now on
+        self._note_loaded(loading)
         if node.resolver == "full":
             try:
                 held.confirm_resolver(self.store, node, caught, timeout=peer_timeout)
@@ -207,6 +210,7 @@ class Supervisor:
         if status != 200:
             raise ServerError(f"node {self.node_id}: monitoring did not answer before reload")
         log_size = self.log_file.stat().st_size if self.log_file.exists() else 0
+        loading = read_bytes(self.config_path)
         os.kill(pid, signal.SIGHUP)
         start = time.monotonic()
         deadline = start + timeout
@@ -216,26 +220,43 @@ class Supervisor:
                 raise ServerError(f"node {self.node_id}: reload rejected: {err}")
             status, after = http_json(varz_url)
             if status == 200 and after.get("config_load_time") != before.get("config_load_time"):
+                self._note_loaded(loading)
                 return after
             # a reload takes the server a few milliseconds: asked often at first, then less
             time.sleep(0.002 if time.monotonic() - start < 0.2 else 0.01)
         raise ServerError(f"node {self.node_id}: the server did not confirm the reload within {timeout:.0f}s")
 
+    @property
+    def loaded_copy_path(self) -> Path:
+        """A copy of the config the running server last loaded (written when a start or reload is confirmed)."""
+        return self.dir / "nats-server.conf.loaded"
+
+    def _note_loaded(self, text: Optional[bytes]) -> None:
+        # a record of the server's state, not a store file: never part of a change's rollback
+        if text is not None:
+            atomic_write(self.loaded_copy_path, text, fsync=False)
+
     def config_behind(self) -> Optional[bool]:
-        """Whether the running server loaded its config before the config file was last written (so it
-        runs something else than the files say: a change cut short after its reload, a file edited or
-        rolled back since).  None when it is not running or does not answer."""
+        """Whether the running server runs another config than its config file says (a change cut short
+        after its reload, a file edited or rolled back since).  None when it is not running or does not
+        answer.
+
+        The file is compared with the copy of what the server last loaded, but for the preloaded account
+        JWTs (those follow the store, and reach a running server by push).  Without such a copy (a node
+        started by an older version), by time: the file written after the server loaded its config."""
         if self.pid() is None:
             return None
-        status, varz = http_json(self.monitor_url + "/varz")
-        loaded = _iso_ns(str(varz.get("config_load_time") or "")) if status == 200 else None
-        if loaded is None:
-            return None
-        try:
-            written = self.config_path.stat().st_mtime_ns
-        except FileNotFoundError:
+        current = read_bytes(self.config_path)
+        loaded = read_bytes(self.loaded_copy_path)
+        if current is None:
             return True
-        return written > loaded
+        if loaded is not None:
+            return without_jwts(current.decode("utf-8", "replace")) != without_jwts(loaded.decode("utf-8", "replace"))
+        status, varz = http_json(self.monitor_url + "/varz")
+        loaded_at = _iso_ns(str(varz.get("config_load_time") or "")) if status == 200 else None
+        if loaded_at is None:
+            return None
+        return self.config_path.stat().st_mtime_ns > loaded_at
 
     def _reload_error(self, offset: int) -> str:
         try:
@@ -374,6 +395,12 @@ def _iso_ns(text: str) -> Optional[int]:
         return int(t.timestamp()) * 1_000_000_000 + int((frac + "000000000")[:9])
     except ValueError:
         return None
+
+
+def without_jwts(text: str) -> list[str]:
+    """A rendered config's lines but those of preloaded account JWTs (which follow the store's accounts:
+    a revocation changes them, and reaches a running server by push, not by its config)."""
+    return [ln for ln in text.splitlines() if "eyJ" not in ln]
 
 
 def reload_running(store: Store, node_ids: Iterable[str]) -> list[dict]:
