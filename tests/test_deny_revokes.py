@@ -337,7 +337,6 @@ async def test_a_user_deny_sub_revokes_its_copied_creds_everywhere(store, three)
 
 def test_a_removal_that_fails_after_the_reissue_puts_the_account_back_too(store, supervised, monkeypatch):
     from dchat_ops.config import nodes
-    from dchat_ops.permissions import apply as apply_mod
     from dchat_ops.permissions.apply import ApplyError
 
     nodes.add_node(store, "a")
@@ -351,7 +350,9 @@ def test_a_removal_that_fails_after_the_reissue_puts_the_account_back_too(store,
         written.append(Store(store.home).account("chat").claims.revocations)
         raise RuntimeError("the peers could not be read")
 
-    monkeypatch.setattr(apply_mod.PeerCheck, "run", fail)
+    from dchat_ops.runtime.confirm import PeerCheck
+
+    monkeypatch.setattr(PeerCheck, "run", fail)
     with pytest.raises(ApplyError) as e:
         apply_node_edit(store, "a", "deny-sub", "room.x")
     assert "every file was restored" in str(e.value)
@@ -417,7 +418,7 @@ async def test_a_removal_cut_short_before_its_push_is_found_by_validate_and_fini
     def killed(*_a, **_kw):
         raise Killed
 
-    monkeypatch.setattr(apply_mod, "push_revocation", killed)
+    monkeypatch.setattr("dchat_ops.runtime.push.push_revocation", killed)
     with pytest.raises(Killed):
         await asyncio.to_thread(apply_node_edit, store, "b", "deny-sub", "room.secret")
     monkeypatch.undo()

@@ -191,3 +191,28 @@ def test_the_live_change_path_imports_no_nats_client_or_x509_before_it_connects(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_a_live_allow_sub_reloads_before_it_loads_the_client_library(store, supervised):
+    """The reload of a live change is what people wait on: asyncio, ssl and nats-py come after it."""
+    nodes.add_node(store, "n", cluster=False)
+    supervised("n")
+    code = (
+        "import os, signal, sys, json\n"
+        "seen = []\n"
+        "kill = os.kill\n"
+        "def spy(pid, sig):\n"
+        "    if sig == signal.SIGHUP:\n"
+        "        seen.append([m for m in ('asyncio', 'ssl', 'nats', 'cryptography.x509') if m in sys.modules])\n"
+        "    return kill(pid, sig)\n"
+        "os.kill = spy\n"
+        "from dchat_ops.nsc.store import Store\n"
+        "from dchat_ops.permissions.apply import apply_node_edit\n"
+        f"r = apply_node_edit(Store({str(store.home)!r}), 'n', 'allow-sub', 'room.fast')\n"
+        "print(json.dumps({'outcome': r.outcome, 'seen': seen, 'after': 'asyncio' in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "live"
+    assert result["seen"] == [[]]  # one reload, and nothing heavy loaded before it
+    assert result["after"]  # the confirmation that follows does use the client library

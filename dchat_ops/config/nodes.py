@@ -55,11 +55,12 @@ from dchat_ops.hosts import url as host_url
 from dchat_ops.natsbin import free_port
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store, check_name
-from dchat_ops.subjects import split_queue
+from dchat_ops.subjects import matches, split_queue
 
 __all__ = [
     "SYSTEM_IMPORTS",
     "AddNodeResult",
+    "RouteChange",
     "add_node",
     "check_port_clashes",
     "client_url",
@@ -70,6 +71,7 @@ __all__ = [
     "monitor_url",
     "node_user_spec",
     "render_node",
+    "route_change",
     "route_imports",
     "route_url",
     "run_dir",
@@ -387,6 +389,52 @@ def route_imports(node: Node, leaves: Sequence[Node] = ()) -> Optional[dict]:
     # wildcard subscription would still receive a denied subject; deny is enforced in the user JWT.
     imports = {"allow": list(dict.fromkeys([*allow, f"{inbox_prefix(node.id)}.>", *SYSTEM_IMPORTS, *CHAT_IMPORTS]))}
     return {"import": imports, "export": {}}
+
+
+def _import_allow(node: Node, leaves: Sequence[Node]) -> Optional[list[str]]:
+    perms = route_imports(node, leaves)
+    return None if perms is None else list(perms["import"]["allow"])
+
+
+def _allows(allow: Optional[list[str]], subject: str) -> bool:
+    """Whether route imports ``allow`` (None: everything) let a subscription on ``subject`` be announced.
+
+    nats-server matches the subscription subject as it is written against the allow list
+    (``room.*`` allows a subscription on ``room.>``; ``room.x`` does not allow one on ``room.*``).
+    """
+    return allow is None or any(matches(a, subject) for a in allow)
+
+
+@dataclass
+class RouteChange:
+    """What a node's change does to the interest it announces over its routes, and what to try."""
+
+    before: Optional[list[str]]  # route import allow list before (None: everything)
+    after: Optional[list[str]]
+    probe: list[str]  # subscribe entries the node user may use now and could not before
+    routes_changed: bool
+
+    @property
+    def needs_check(self) -> bool:
+        return self.routes_changed or bool(self.probe)
+
+    def gained(self, subject: str) -> bool:
+        return _allows(self.after, subject) and not _allows(self.before, subject)
+
+    def lost(self, subject: str) -> bool:
+        return _allows(self.before, subject) and not _allows(self.after, subject)
+
+
+def route_change(old: Node, new: Node, leaves: Sequence[Node] = ()) -> RouteChange:
+    """``leaves``: the leaf nodes hosted by the node's cluster, whose subjects it imports too."""
+    deny = [split_queue(d)[0] for d in new.policy.subscribe.deny]
+    probe = [
+        e
+        for e in new.policy.subscribe.allow
+        if e not in old.policy.subscribe.allow and not any(matches(d, split_queue(e)[0]) for d in deny)
+    ]
+    before, after = _import_allow(old, leaves), _import_allow(new, leaves)
+    return RouteChange(before, after, probe, routes_changed=bool(new.cluster) and before != after)
 
 
 def _route_permissions(node: Node, leaves: Sequence[Node], export_deny: Sequence[str]) -> Optional[dict]:

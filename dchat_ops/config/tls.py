@@ -15,13 +15,15 @@ Certificates themselves are :mod:`dchat_ops.config.pki`.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from dchat_ops.config.node import NodeFile
 from dchat_ops.errors import TLSError
 from dchat_ops.nsc.store import Store
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "INSECURE_WARNING",

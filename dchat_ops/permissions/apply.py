@@ -37,6 +37,7 @@ from dchat_ops.config.nodes import (
     hosted_leaves,
     node_user_spec,
     render_node,
+    route_change,
     run_dir,
     server_config,
     sync_node_user,
@@ -47,17 +48,14 @@ from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
-from dchat_ops.runtime.client import run_sync
-from dchat_ops.runtime.confirm import PeerCheck, route_change
-from dchat_ops.runtime.interest import (
-    RoutePeer,
-    route_peers,
-)
-from dchat_ops.runtime.leaf import confirm_leaf_interest, relink_leaves
-from dchat_ops.runtime.process import HEALTHZ, http_json
-from dchat_ops.runtime.push import push, push_revocation, require_current_store, servers_behind
+from dchat_ops.runtime.process import HEALTHZ, RoutePeer, http_json, route_peers
 from dchat_ops.runtime.steps import Steps
 from dchat_ops.runtime.supervisor import Supervisor, without_jwts
+
+# _LAZY: what comes after a reload (the confirmation on the node and its peers, pushes, leaf connections)
+# reaches nodes through the client library (asyncio, nats-py, the system account: about 25 ms to import)
+# and is imported where it is used, so that the reload of a live change, which people wait on, does not
+# wait for those imports (ADR 2).
 
 __all__ = [
     "ApplyError",
@@ -168,6 +166,8 @@ def _push_unpushed_revocation(store: Store, node: Node) -> list[str]:
         return []
     if user_key not in account.claims.revocations:
         return []
+    from dchat_ops.runtime.push import push, servers_behind  # after the reload: see _LAZY
+
     behind = servers_behind(store).get(node.account)
     if not behind:
         return []
@@ -302,6 +302,8 @@ def apply_node_change(
     # which is then pushed: refused up front when a running server holds a newer account JWT (it would
     # not take this one)
     if _takes_away(store, node.account, node.user, node_user_spec(node)):
+        from dchat_ops.runtime.push import require_current_store  # see _LAZY
+
         require_current_store(store, [node.account])
 
     sup = Supervisor(store, node_id, binary=binary)
@@ -364,6 +366,9 @@ def apply_node_change(
             if running and changed:
                 steps.run("check health", _check_healthy, sup)
             if running and (changed or reissued) and change.needs_check:
+                from dchat_ops.runtime.client import run_sync  # after the reload: see _LAZY
+                from dchat_ops.runtime.confirm import PeerCheck
+
                 check = PeerCheck(store, sup, node, change, peers, steps, binary=binary)
                 restarted = run_sync(lambda: check.run(restarted_already=(changed and mode == "restart")))
                 messages.extend(check.messages)
@@ -436,6 +441,8 @@ def push_superseded(
     (:func:`~dchat_ops.runtime.push.push_revocation`).  :class:`ApplyError` when a server did not take it
     (the revocation stays in the store: ``dchat-ops push`` sends it again).
     """
+    from dchat_ops.runtime.push import push_revocation  # see _LAZY
+
     steps = steps if steps is not None else Steps()
     messages = messages if messages is not None else []
     user = issued.entity.name
@@ -481,6 +488,8 @@ def _follow_leaf_change(
     The leaf's own change is already in force when this runs; a failure here names the hub or the
     connection that did not follow, and says so.
     """
+    from dchat_ops.runtime.leaf import confirm_leaf_interest, relink_leaves  # see _LAZY
+
     done = []
     try:
         for hub in steps.run("find hubs", dependent_nodes, store, node.id):
@@ -566,6 +575,8 @@ def apply_user_edit(
         else:
             spec = admin.UserSpec(sub_allow=edit.after["allow"], sub_deny=edit.after["deny"])
         if _takes_away(store, account, user, spec):
+            from dchat_ops.runtime.push import require_current_store  # see _LAZY
+
             require_current_store(store, [account])  # the revocation is pushed: see apply_node_change
         steps = Steps()
         try:

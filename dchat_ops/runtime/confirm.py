@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 from dchat_ops.config.node import Node
-from dchat_ops.config.nodes import route_imports
+from dchat_ops.config.nodes import RouteChange, route_change
 from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import close_quietly, probe_subscriptions
@@ -34,12 +34,11 @@ from dchat_ops.runtime.interest import (
 )
 from dchat_ops.runtime.steps import Steps
 from dchat_ops.runtime.supervisor import Supervisor
-from dchat_ops.subjects import matches, split_queue
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["PeerCheck", "RouteChange", "route_change"]
+__all__ = ["PeerCheck", "RouteChange", "route_change"]  # the last two live in config.nodes
 
 CONNECT_TIMEOUT = 2.0  # seconds for the node user's connection that tries the new subscriptions
 # Peers get a few round trips (at least SETTLE_MIN_S, at most SETTLE_MAX_S) to show what the reload
@@ -51,52 +50,6 @@ CONFIRM_TIMEOUT = 3.0  # seconds peers get to show the change after a re-announc
 # that nats-server closed on a re-sent queue subscription reconnects within about a second)
 ROUTES_TIMEOUT = 10.0  # seconds a restarted node gets to be routed again to the peers it had
 REMOVE_BUDGET = 1.5  # seconds of repeated re-announce reloads on one peer to make it drop interest
-
-
-def _imports(node: Node, leaves: Sequence[Node]) -> Optional[list[str]]:
-    perms = route_imports(node, leaves)
-    return None if perms is None else list(perms["import"]["allow"])
-
-
-def _allows(allow: Optional[list[str]], subject: str) -> bool:
-    """Whether route imports ``allow`` (None: everything) let a subscription on ``subject`` be announced.
-
-    nats-server matches the subscription subject as it is written against the allow list
-    (``room.*`` allows a subscription on ``room.>``; ``room.x`` does not allow one on ``room.*``).
-    """
-    return allow is None or any(matches(a, subject) for a in allow)
-
-
-@dataclass
-class RouteChange:
-    """What a node's change does to the interest it announces over its routes, and what to try."""
-
-    before: Optional[list[str]]  # route import allow list before (None: everything)
-    after: Optional[list[str]]
-    probe: list[str]  # subscribe entries the node user may use now and could not before
-    routes_changed: bool
-
-    @property
-    def needs_check(self) -> bool:
-        return self.routes_changed or bool(self.probe)
-
-    def gained(self, subject: str) -> bool:
-        return _allows(self.after, subject) and not _allows(self.before, subject)
-
-    def lost(self, subject: str) -> bool:
-        return _allows(self.before, subject) and not _allows(self.after, subject)
-
-
-def route_change(old: Node, new: Node, leaves: Sequence[Node] = ()) -> RouteChange:
-    """``leaves``: the leaf nodes hosted by the node's cluster, whose subjects it imports too."""
-    deny = [split_queue(d)[0] for d in new.policy.subscribe.deny]
-    probe = [
-        e
-        for e in new.policy.subscribe.allow
-        if e not in old.policy.subscribe.allow and not any(matches(d, split_queue(e)[0]) for d in deny)
-    ]
-    before, after = _imports(old, leaves), _imports(new, leaves)
-    return RouteChange(before, after, probe, routes_changed=bool(new.cluster) and before != after)
 
 
 @dataclass

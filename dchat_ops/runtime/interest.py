@@ -19,10 +19,9 @@ Why this is needed and what it costs: docs/permissions.md.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from dchat_ops._fs import atomic_write, read_bytes
@@ -32,7 +31,7 @@ from dchat_ops.errors import ConfigError, DchatOpsError, ServerError
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime.client import close_quietly, node_target, system_routez
-from dchat_ops.runtime.process import http_json
+from dchat_ops.runtime.process import RoutePeer, get_json, route_peers
 from dchat_ops.runtime.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -67,48 +66,6 @@ class Interest:
         return f"{self.subject}{' ' + self.queue if self.queue else ''}"
 
 
-@dataclass(frozen=True)
-class RoutePeer:
-    """A server a node has routes with, as the node's /routez names it (``rtt``: the slowest of its
-    routes' round trips, in seconds)."""
-
-    server_id: str
-    name: str
-    rtt: float = field(default=0.0, compare=False)
-
-    def __str__(self) -> str:
-        return self.name or self.server_id
-
-
-def _get(url: str, timeout: float) -> dict:
-    status, body = http_json(url, timeout=timeout)
-    if status != 200:
-        raise ServerError(f"{url} did not answer (status {status})" if status else f"no answer from {url}")
-    return body
-
-
-def route_peers(monitor: str, *, timeout: float = 2.0) -> tuple[str, list[RoutePeer]]:
-    """The node's own server id and the distinct servers it has routes with (pooled routes counted once)."""
-    body = _get(monitor + "/routez", timeout)
-    peers: dict[str, RoutePeer] = {}
-    for r in body.get("routes") or []:
-        rid = r.get("remote_id") or ""
-        if not rid:
-            continue
-        rtt = max(_seconds(r.get("rtt") or ""), peers[rid].rtt if rid in peers else 0.0)
-        peers[rid] = RoutePeer(rid, r.get("remote_name") or "", rtt)
-    return body.get("server_id") or "", sorted(peers.values(), key=lambda p: (p.name, p.server_id))
-
-
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-
-
-def _seconds(duration: str) -> float:
-    """A Go duration as nats-server prints it ("165µs", "1.2ms", "1m3s") in seconds; 0 when unreadable."""
-    return sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(duration))
-
-
 def local_interest(monitor: str, *, timeout: float = 2.0) -> set[Interest]:
     """Every local subscription of the node (its clients', leaf nodes' and internal ones), all accounts.
 
@@ -117,7 +74,7 @@ def local_interest(monitor: str, *, timeout: float = 2.0) -> set[Interest]:
     out: set[Interest] = set()
     offset = 0
     while True:
-        body = _get(f"{monitor}/subsz?subs=1&offset={offset}&limit={_PAGE}", timeout)
+        body = get_json(f"{monitor}/subsz?subs=1&offset={offset}&limit={_PAGE}", timeout)
         page = body.get("subscriptions_list") or []
         for d in page:
             out.add(Interest(d.get("account") or "", d.get("subject") or "", d.get("qgroup") or ""))
@@ -154,7 +111,7 @@ def held_interest(routez: dict, from_id: str) -> set[Interest]:
 
 def peer_interest(monitor: str, from_id: str, *, timeout: float = 2.0) -> tuple[str, set[Interest]]:
     """A peer's own server id and the interest it holds from server ``from_id`` (its monitoring port)."""
-    body = _get(monitor + "/routez?subs=detail", timeout)
+    body = get_json(monitor + "/routez?subs=detail", timeout)
     return body.get("server_id") or "", held_interest(body, from_id)
 
 

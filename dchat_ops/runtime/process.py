@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Optional
 from urllib.parse import urlsplit
@@ -24,7 +25,17 @@ from urllib.parse import urlsplit
 from dchat_ops.errors import ServerError
 from dchat_ops.natsbin import find_nats_server
 
-__all__ = ["HEALTHZ", "ServerProcess", "http_json", "pid_alive", "stop_pid"]
+__all__ = [
+    "HEALTHZ",
+    "RoutePeer",
+    "ServerProcess",
+    "get_json",
+    "go_duration_seconds",
+    "http_json",
+    "pid_alive",
+    "route_peers",
+    "stop_pid",
+]
 
 # Ready to serve clients.  A JetStream node of a cluster reports "still recovering" until a meta
 # leader is elected, which needs its peers: readiness must not wait for them.
@@ -65,6 +76,54 @@ def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
             return int(status), {}
     except (OSError, ValueError, UnicodeError):
         return 0, {}
+
+
+# --- what the monitoring port says about routes ---------------------------------------------------------
+
+
+def get_json(url: str, timeout: float = 2.0) -> dict:
+    """GET a monitoring endpoint that must answer: its JSON body, or :class:`ServerError` naming it."""
+    status, body = http_json(url, timeout=timeout)
+    if status != 200:
+        raise ServerError(f"{url} did not answer (status {status})" if status else f"no answer from {url}")
+    return body
+
+
+@dataclass(frozen=True)
+class RoutePeer:
+    """A server a node has routes with, as the node's /routez names it (``rtt``: the slowest of its
+    routes' round trips, in seconds)."""
+
+    server_id: str
+    name: str
+    rtt: float = field(default=0.0, compare=False)
+
+    def __str__(self) -> str:
+        return self.name or self.server_id
+
+
+def route_peers(monitor: str, *, timeout: float = 2.0) -> tuple[str, list[RoutePeer]]:
+    """The node's own server id and the distinct servers it has routes with (pooled routes counted once).
+
+    Plain HTTP, no client library: a live permission change reads this before its reload."""
+    body = get_json(monitor + "/routez", timeout)
+    peers: dict[str, RoutePeer] = {}
+    for r in body.get("routes") or []:
+        rid = r.get("remote_id") or ""
+        if not rid:
+            continue
+        rtt = max(go_duration_seconds(r.get("rtt") or ""), peers[rid].rtt if rid in peers else 0.0)
+        peers[rid] = RoutePeer(rid, r.get("remote_name") or "", rtt)
+    return body.get("server_id") or "", sorted(peers.values(), key=lambda p: (p.name, p.server_id))
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def go_duration_seconds(duration: str) -> float:
+    """A Go duration as nats-server prints it ("165µs", "1.2ms", "1m3s") in seconds; 0 when unreadable."""
+    return sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(duration))
 
 
 def pid_alive(pid: int) -> bool:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from dchat_ops._fs import atomic_write, read_bytes
 from dchat_ops.config import nodes
@@ -29,8 +29,6 @@ from dchat_ops.config.tls import tls_warnings
 from dchat_ops.errors import DchatOpsError, ServerError
 from dchat_ops.natsbin import port_in_use
 from dchat_ops.nsc.store import Store
-from dchat_ops.runtime import held
-from dchat_ops.runtime.health import Links, check_links
 from dchat_ops.runtime.process import (
     HEALTHZ,
     ServerProcess,
@@ -38,6 +36,9 @@ from dchat_ops.runtime.process import (
     pid_alive,
     stop_pid,
 )
+
+if TYPE_CHECKING:
+    from dchat_ops.runtime.health import Links
 
 __all__ = ["LINK_WAIT", "NodeStatus", "Supervisor", "chain", "reload_running", "wait_jetstream_leader", "without_jwts"]
 
@@ -135,6 +136,10 @@ class Supervisor:
         """
         if self.running():
             return self.status()
+        # asking peers needs the client library (asyncio, nats-py): imported here, where a node starts, so
+        # that a live permission change (which reloads) does not load it before its reload; see ADR 2
+        from dchat_ops.runtime import held
+
         node = self.node()
         self.render()
         for what, port in node.ports():
@@ -300,6 +305,8 @@ class Supervisor:
         }
         link_warnings: list[str]
         if rcode == 200 and lcode == 200:
+            from dchat_ops.runtime.health import check_links  # the client library: see up()
+
             st.links = check_links(
                 self.store,
                 node,
