@@ -122,8 +122,12 @@ def _apply_operator(store: Store, spec: Spec, p: Plan) -> None:
         if strict and not store.operator().claims.signing_keys:
             admin.edit_operator(store, add_signing_key=True)
         admin.edit_operator(store, strict=strict)
+    while len(store.operator().claims.signing_keys) < p.operator.get("plain_signing_keys", 0):
+        admin.edit_operator(store, add_signing_key=True)
     if "service_urls" in p.operator:
         admin.edit_operator(store, service_urls=p.operator["service_urls"])
+    if "account_server_url" in p.operator or "tags" in p.operator:
+        admin.edit_operator(store, account_server_url=p.operator.get("account_server_url"), tags=p.operator.get("tags"))
 
 
 def _apply_accounts(store: Store, spec: Spec, p: Plan) -> None:
@@ -135,9 +139,13 @@ def _apply_accounts(store: Store, spec: Spec, p: Plan) -> None:
     for step in p.accounts:
         e = store.account(step.name)
         if step.desired is not None:
-            desired, missing_roles = step.desired, step.missing_roles
+            desired, missing_roles, missing_plain = step.desired, step.missing_roles, step.missing_plain
         else:  # created now (or importing from one created now): its keys exist only from here on
-            desired, missing_roles = account_desired(step.item, e, keys)
+            desired, missing_roles, missing_plain = account_desired(step.item, e, keys, admin.now(store))
+        for _ in range(missing_plain):
+            kp = KeyPair.generate("account")
+            store.save_key(kp)
+            desired.signing_keys.append(kp.public_key)
         for role in missing_roles:
             kp = KeyPair.generate("account")
             store.save_key(kp)

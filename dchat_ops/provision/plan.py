@@ -14,19 +14,29 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from dchat_ops._fs import read_file
+from dchat_ops._time import parse_duration, parse_expiry
 from dchat_ops.config.node import NodeFile, list_nodes, node_path
 from dchat_ops.config.pki import ca_paths
 from dchat_ops.errors import ConfigError, JWTError, StoreError
 from dchat_ops.hosts import dial_host
 from dchat_ops.hosts import url as host_url
 from dchat_ops.nsc import admin
-from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
+from dchat_ops.nsc.claims import (
+    ACCOUNT_LIMIT_KEYS,
+    AccountClaims,
+    Export,
+    Import,
+    JetStreamLimits,
+    ScopedSigningKey,
+    UserClaims,
+    UserPermissionLimits,
+)
 from dchat_ops.nsc.jwt import decode
-from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
+from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec, dedupe
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.apply import NodeEdit
-from dchat_ops.provision.schema import Spec, SpecError, node_user_clash
+from dchat_ops.provision.schema import EXPORT_FIELDS, IMPORT_FIELDS, JS_FIELDS, Spec, SpecError, node_user_clash
 from dchat_ops.provision.state import fingerprint, load_state, sha
 
 __all__ = ["AccountStep", "Change", "NodeStep", "Plan", "UserStep", "plan", "spec_uses_tls"]
@@ -50,6 +60,7 @@ class AccountStep:
     item: dict  # the spec's account
     desired: Optional[AccountClaims] = None  # None: built once the keys it names exist (created in this apply)
     missing_roles: list[str] = field(default_factory=list)
+    missing_plain: int = 0  # plain signing keys to add
 
 
 @dataclass
@@ -127,32 +138,44 @@ def _desired_claims(spec: UserSpec, scoped: bool) -> UserClaims:
     return u
 
 
-def account_desired(spec_acc: dict, existing, account_keys: dict[str, str]) -> tuple[AccountClaims, list[str]]:
-    """The account claims the spec wants, built on the existing claims (keys and revocations kept)."""
+def account_desired(
+    spec_acc: dict, existing, account_keys: dict[str, str], now: int = 0
+) -> tuple[AccountClaims, list[str], int]:
+    """The account claims the spec wants, built on the existing claims (keys and revocations kept), the
+    roles it has no key for yet, and how many plain signing keys it lacks."""
     claims = existing.claims.copy() if existing else AccountClaims(subject="", name=spec_acc["name"])
     lim = spec_acc.get("limits", {})
     base = AccountClaims(subject="", name="").limits
-    for limit in ("conn", "leaf", "subs", "data", "payload", "imports", "exports", "wildcards"):
+    for limit in (*ACCOUNT_LIMIT_KEYS, "wildcards", "disallow_bearer"):
         setattr(claims.limits, limit, lim.get(limit, getattr(base, limit)))
     js = spec_acc.get("jetstream", {})
-    claims.limits.jetstream.mem_storage = js.get("mem", 0)
-    claims.limits.jetstream.disk_storage = js.get("disk", 0)
-    claims.limits.jetstream.streams = js.get("streams", 0)
-    claims.limits.jetstream.consumer = js.get("consumers", 0)
+    js_base = JetStreamLimits()
+    for k, attr in JS_FIELDS.items():
+        setattr(claims.limits.jetstream, attr, js.get(k, getattr(js_base, attr)))
     claims.exports = [
-        Export(e["subject"], e.get("type", "stream"), name=e.get("name", "")) for e in spec_acc.get("exports", [])
+        Export(
+            e["subject"],
+            e.get("type", "stream"),
+            **{
+                k: (round(parse_duration(e[k]) * 1e9) if k == "response_threshold" else e[k])
+                for k in EXPORT_FIELDS
+                if k in e
+            },
+        )
+        for e in spec_acc.get("exports", [])
     ]
     claims.imports = [
         Import(
             i["subject"],
             account_keys.get(i["account"], ""),
             i.get("type", "stream"),
-            name=i.get("name", ""),
-            local_subject=i.get("local_subject", ""),
+            **{k: i[k] for k in IMPORT_FIELDS if k in i},
         )
         for i in spec_acc.get("imports", [])
     ]
     claims.description = spec_acc.get("description", "")
+    claims.expires = parse_expiry(str(spec_acc["expiry"]), now) if "expiry" in spec_acc else 0
+    claims.tags = dedupe(t.strip().lower() for t in spec_acc.get("tags", []))
     # roles: keep existing scoped keys whose role is still wanted (their template updated), drop the others
     wanted = {r["role"]: r for r in spec_acc.get("signing_keys", [])}
     kept: list = [k for k in claims.signing_keys if isinstance(k, str)]
@@ -165,7 +188,8 @@ def account_desired(spec_acc: dict, existing, account_keys: dict[str, str]) -> t
             have_roles.add(k.role)
     missing_roles = [r for r in wanted if r not in have_roles]
     claims.signing_keys = kept
-    return claims, missing_roles
+    plain = sum(1 for k in kept if isinstance(k, str))
+    return claims, missing_roles, max(0, spec_acc.get("plain_signing_keys", 0) - plain)
 
 
 def route_urls(spec: Spec, n: dict, ports: dict[str, int]) -> Optional[list[str]]:
@@ -258,6 +282,21 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         p.operator["service_urls"] = list(urls)
         if op:
             p.changes.append(Change("update", "operator", op_name, "service URLs"))
+    want_keys = spec.operator.get("plain_signing_keys", 0)
+    if want_keys and (op is None or len(op.claims.signing_keys) < want_keys):
+        p.operator["plain_signing_keys"] = want_keys
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "signing keys"))
+    asu = spec.operator.get("account_server_url", "")
+    if (op and op.claims.account_server_url != asu) or (op is None and asu):
+        p.operator["account_server_url"] = asu
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "account server URL"))
+    tags = dedupe(t.strip().lower() for t in spec.operator.get("tags", []))
+    if (op and list(op.claims.tags) != tags) or (op is None and tags):
+        p.operator["tags"] = tags
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "tags"))
     existing_accounts = {} if p.create_operator else {n: store.account(n) for n in store.account_names()}
     account_keys = {n: e.public_key for n, e in existing_accounts.items()}
     for a in spec.accounts:
@@ -266,11 +305,13 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.changes.append(Change("create", "account", a["name"]))
             p.accounts.append(AccountStep(a["name"], True, a))
             continue
-        desired, missing_roles = account_desired(a, e, account_keys)
-        if desired.to_dict() != e.claims.to_dict() or missing_roles:
+        desired, missing_roles, missing_plain = account_desired(a, e, account_keys, now)
+        if desired.to_dict() != e.claims.to_dict() or missing_roles or missing_plain:
             p.changes.append(Change("update", "account", a["name"], "limits, keys, exports or imports"))
             resolved = all(i["account"] in account_keys for i in a.get("imports", []))
-            p.accounts.append(AccountStep(a["name"], False, a, desired if resolved else None, missing_roles))
+            p.accounts.append(
+                AccountStep(a["name"], False, a, desired if resolved else None, missing_roles, missing_plain)
+            )
     users_state = _plan_users(store, spec, p, state, existing_accounts, now)
     node_users = {(n.get("account") or "", n["id"]) for n in spec.nodes}
     in_spec = {f"{a['name']}/{u['name']}" for a in spec.accounts for u in a.get("users", [])}
@@ -315,6 +356,14 @@ def _plan_users(
             name = u["name"]
             key = f"{acc_name}/{name}"
             token = None if new_account else _read_token(f"{users_dir}/{check_name(name, 'user name')}.jwt")
+            if u.get("revoked"):
+                # a revoked user: nothing to issue; one whose JWT is not revoked (yet) is revoked
+                if token is not None and not _is_revoked(existing_accounts[acc_name].claims, token):
+                    p.users_to_revoke.append((acc_name, name))
+                    p.changes.append(Change("revoke", "user", key, "revoked in the spec"))
+                else:
+                    p.unchanged += 1
+                continue
             if token is None:
                 p.users_to_issue.append(
                     UserStep(acc_name, name, u.get("role", ""), _user_spec(specs, u, now), False, u)
@@ -356,6 +405,14 @@ def _plan_users(
                 detail += f"; its earlier JWTs are revoked ({'; '.join(removed)})"
             p.changes.append(Change("drift" if drift else "reissue", "user", key, detail))
     return users_state
+
+
+def _is_revoked(account: AccountClaims, token: str) -> bool:
+    try:
+        claims = decode(token, UserClaims)
+    except JWTError:
+        return False
+    return account.is_revoked(claims.subject, claims.issued_at)
 
 
 def _read_token(path: str) -> Optional[str]:

@@ -22,15 +22,39 @@ from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
+from dchat_ops._time import parse_duration, parse_expiry
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
-from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
+from dchat_ops.nsc.spec import (
+    INT64_MAX,
+    PERMISSION_FIELDS,
+    ROLE_FIELDS,
+    USER_FIELDS,
+    FieldError,
+    UserSpec,
+    check_limit,
+    check_tags,
+    check_time,
+)
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.provision._yaml import load_yaml
 from dchat_ops.subjects import check_subject
 
-__all__ = ["Spec", "SpecError", "load_spec", "node_user_clash", "parse_spec", "spec_cache_dir"]
+RESPONSE_TYPES = ("Singleton", "Stream", "Chunked")
+
+__all__ = [
+    "EXPORT_FIELDS",
+    "IMPORT_FIELDS",
+    "JS_FIELDS",
+    "RESPONSE_TYPES",
+    "Spec",
+    "SpecError",
+    "load_spec",
+    "node_user_clash",
+    "parse_spec",
+    "spec_cache_dir",
+]
 
 
 # --- the schema -----------------------------------------------------------------------------------
@@ -47,7 +71,12 @@ _SHAPE = {
     "int": "int",
     "bool": "bool",
 }
-_USER = {"name": "name", "role": "name", **{k: _SHAPE[shape] for k, (_, shape) in USER_FIELDS.items()}}
+_USER = {
+    "name": "name",
+    "role": "name",
+    "revoked": "bool",
+    **{k: _SHAPE[shape] for k, (_, shape) in USER_FIELDS.items()},
+}
 _ROLE = {"role": "name", "description": "str", **{k: _SHAPE[shape] for k, (_, shape) in ROLE_FIELDS.items()}}
 _LIMITS = {
     "conn": "limit",
@@ -58,10 +87,35 @@ _LIMITS = {
     "imports": "limit",
     "exports": "limit",
     "wildcards": "bool",
+    "disallow_bearer": "bool",
 }
-_JS = {"mem": "limit", "disk": "limit", "streams": "limit", "consumers": "limit"}
-_EXPORT = {"subject": "subject", "type": "export_type", "name": "str"}
-_IMPORT = {"account": "name", "subject": "subject", "type": "export_type", "local_subject": "subject", "name": "str"}
+# spec name -> JetStreamLimits attribute
+JS_FIELDS = {
+    "mem": "mem_storage",
+    "disk": "disk_storage",
+    "streams": "streams",
+    "consumers": "consumer",
+    "max_ack_pending": "max_ack_pending",
+    "mem_max_stream_bytes": "mem_max_stream_bytes",
+    "disk_max_stream_bytes": "disk_max_stream_bytes",
+    "max_bytes_required": "max_bytes_required",
+}
+_JS = {k: ("bool" if k == "max_bytes_required" else "limit") for k in JS_FIELDS}
+# the optional fields of an export and of an import (spec name = claim attribute) and their kinds
+EXPORT_FIELDS = {
+    "name": "str",
+    "token_req": "bool",
+    "advertise": "bool",
+    "allow_trace": "bool",
+    "response_type": "response_type",
+    "response_threshold": "duration",
+    "account_token_position": "count",
+    "description": "str",
+    "info_url": "str",
+}
+IMPORT_FIELDS = {"name": "str", "local_subject": "subject", "share": "bool", "allow_trace": "bool"}
+_EXPORT = {"subject": "subject", "type": "export_type", **EXPORT_FIELDS}
+_IMPORT = {"account": "name", "subject": "subject", "type": "export_type", **IMPORT_FIELDS}
 _ACCOUNT = {
     "name": "name",
     "limits": ("map", _LIMITS),
@@ -71,6 +125,9 @@ _ACCOUNT = {
     "imports": ("list", _IMPORT),
     "users": ("list", _USER),
     "description": "str",
+    "expiry": "date",
+    "tags": "strings",
+    "plain_signing_keys": "count",
 }
 _RULE = {"allow": "queue_subjects", "deny": "queue_subjects"}
 _POLICY = {"publish": ("map", {"allow": "subjects", "deny": "subjects"}), "subscribe": ("map", _RULE)}
@@ -99,7 +156,15 @@ _NODE = {
         },
     ),
 }
-_OPERATOR = {"name": "name", "strict": "bool", "service_urls": "strings", "system_account": "name"}
+_OPERATOR = {
+    "name": "name",
+    "strict": "bool",
+    "service_urls": "strings",
+    "system_account": "name",
+    "account_server_url": "str",
+    "tags": "strings",
+    "plain_signing_keys": "count",
+}
 _TOP = {
     "version": "int",
     "production": "bool",
@@ -145,7 +210,18 @@ class _Checker:
             return out
         if isinstance(v, str):
             v = self.env(parent, key, where, v)
-        if kind in ("str", "date", "resolver", "export_type", "name", "subject", "host", "advertise"):
+        if kind in (
+            "str",
+            "date",
+            "resolver",
+            "export_type",
+            "name",
+            "subject",
+            "host",
+            "advertise",
+            "duration",
+            "response_type",
+        ):
             if not isinstance(v, str):
                 if (kind == "date" and isinstance(v, (int,))) or (kind == "date" and hasattr(v, "isoformat")):
                     v = v.isoformat() if hasattr(v, "isoformat") else str(v)
@@ -164,6 +240,10 @@ class _Checker:
                     raise ConfigError("must be 'full' or 'memory'")
                 elif kind == "export_type" and v not in ("stream", "service"):
                     raise ConfigError("must be 'stream' or 'service'")
+                elif kind == "response_type" and v not in RESPONSE_TYPES:
+                    raise ConfigError(f"must be one of {', '.join(RESPONSE_TYPES)}")
+                elif kind == "duration":
+                    parse_duration(v)
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
             return v
@@ -171,9 +251,11 @@ class _Checker:
             if not isinstance(v, bool):
                 self.fail(parent, key, where, "must be true or false")
             return v
-        if kind in ("int", "port", "limit"):
+        if kind in ("int", "port", "limit", "count"):
             if isinstance(v, bool) or not isinstance(v, int):
                 self.fail(parent, key, where, "must be a whole number")
+            if kind == "count" and not 0 <= v <= INT64_MAX:
+                self.fail(parent, key, where, f"must be 0 or more (at most {INT64_MAX}), not {v}")
             if kind == "port" and not 0 < v < 65536:
                 self.fail(parent, key, where, f"port {v} is out of range")
             if kind == "limit":
@@ -268,7 +350,7 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
 
 
 # Part of the cache key: raised when the checks change, so a spec validated by older checks is checked again.
-_CHECKS_REVISION = 2
+_CHECKS_REVISION = 3
 
 
 def _cache_key(text: str) -> str:
@@ -337,6 +419,15 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
         if a["name"] in names:
             ck.fail(adoc, "name", f"accounts[{i}].name", f"duplicate account {a['name']!r}")
         names.add(a["name"])
+        try:
+            if "expiry" in a:
+                check_time("expiry", parse_expiry(a["expiry"], int(time.time())))
+            if "tags" in a:
+                check_tags("tags", a["tags"])
+        except FieldError as exc:
+            ck.fail(adoc, exc.field, f"accounts[{i}].{exc.where}", exc.reason)
+        except DchatOpsError as exc:
+            ck.fail(adoc, "expiry", f"accounts[{i}].expiry", str(exc))
         checked: set = set()  # field sets already checked: users that share permissions are checked once
         roles = set()
         for j, r in enumerate(a.get("signing_keys") or []):
