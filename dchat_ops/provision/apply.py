@@ -268,6 +268,7 @@ def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None
                 host=n.get("host", "127.0.0.1"),
                 client_port=n.get("client_port"),
                 monitor_port=n.get("monitor_port"),
+                monitor_host=n.get("monitor_host"),
                 cluster_name=n.get("cluster_name", "dchat"),
                 cluster_port=n.get("cluster_port"),
                 advertise=n.get("advertise"),

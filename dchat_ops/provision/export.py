@@ -60,6 +60,8 @@ def export_spec(store: Store) -> dict:
     for nid in sorted(node_ids):
         n = NodeFile.load(store, nid).node
         nd: dict = {"id": nid, "host": n.host, "client_port": n.client_port, "monitor_port": n.monitor_port}
+        if n.monitor_host:
+            nd["monitor_host"] = n.monitor_host
         if n.cluster:
             nd["cluster_port"] = n.cluster["port"]
             if n.cluster["routes"]:

@@ -213,6 +213,8 @@ def node_edits(spec: Spec, n: dict, nf: NodeFile, cluster_ports: dict[str, int])
     for key in ("client_port", "monitor_port", "host"):
         if key in n and getattr(node, key) != n[key]:
             edits.append(((key,), n[key]))
+    if node.monitor_host != n.get("monitor_host", ""):
+        edits.append((("monitor_host",), n.get("monitor_host", "")))
     pol = n.get("policy", {})
     for direction in ("publish", "subscribe"):
         want = pol.get(direction, {})

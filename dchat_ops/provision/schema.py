@@ -137,6 +137,7 @@ _NODE = {
     "client_port": "port",
     "cluster_port": "port",
     "monitor_port": "port",
+    "monitor_host": "host",
     "cluster_name": "name",
     "routes": "strings",
     "advertise": "advertise",
