@@ -63,6 +63,7 @@ __all__ = [
     "AddNodeResult",
     "RouteChange",
     "add_node",
+    "advertise_on",
     "check_port_clashes",
     "client_url",
     "dependent_nodes",
@@ -71,6 +72,7 @@ __all__ = [
     "monitor_host",
     "monitor_url",
     "node_user_spec",
+    "pick_port",
     "render_node",
     "route_change",
     "route_imports",
@@ -102,6 +104,11 @@ def _used_ports(store: Store, exclude: str = "", host: str = "127.0.0.1") -> set
         if nid != exclude and listeners_overlap(other.host, host):
             used.update(p for _, p in other.ports())
     return used
+
+
+def pick_port(store: Store, node_id: str, host: str = "127.0.0.1", taken: Sequence[int] = ()) -> int:
+    """A free port for a new listener of ``node_id``: used by no other node of the store on that host."""
+    return _pick_port(_used_ports(store, exclude=node_id, host=host) | set(taken), host)
 
 
 def _pick_port(used: set[int], host: str = "127.0.0.1") -> int:
@@ -515,7 +522,7 @@ def server_config(
         port=node.client_port,
         http_host=monitor_host(node),
         http_port=node.monitor_port,
-        client_advertise=_with_port(node.advertise, node.client_port),
+        client_advertise=advertise_on(node.advertise, node.client_port),
         max_payload=node.max_payload or None,
     )
     if node.jetstream is not None:
@@ -577,7 +584,7 @@ def server_config(
     return cfg
 
 
-def _with_port(advertise: str, port: int) -> str:
+def advertise_on(advertise: str, port: int) -> str:
     """``advertise`` as host:port: a bare host takes the listener's port."""
     if not advertise:
         return ""

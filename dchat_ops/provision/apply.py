@@ -34,7 +34,7 @@ from dchat_ops.provision.plan import (
     node_edits,
     plan,
     role_template,
-    spec_cluster_ports,
+    spec_ports,
     spec_uses_tls,
 )
 from dchat_ops.provision.schema import Spec
@@ -262,22 +262,36 @@ def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None
     for step in p.nodes:
         if step.create:
             n = step.item
+            host = n.get("host", "127.0.0.1")
+            given = [x for x in (n.get("client_port"), n.get("monitor_port"), n.get("cluster_port")) if x]
+            listen: dict[str, Optional[int]] = {}
+            for sec in ("gateway", "leafnodes", "websocket"):
+                want = n.get(sec)
+                if want is None or (sec == "leafnodes" and not want.get("port")):
+                    listen[sec] = None
+                    continue
+                listen[sec] = want.get("port") or nodes_mod.pick_port(store, n["id"], host, given)
+                given.append(listen[sec])
             nodes_mod.add_node(
                 store,
                 n["id"],
-                host=n.get("host", "127.0.0.1"),
+                host=host,
                 client_port=n.get("client_port"),
                 monitor_port=n.get("monitor_port"),
                 monitor_host=n.get("monitor_host"),
+                cluster=n.get("cluster", True) is not False,
                 cluster_name=n.get("cluster_name", "dchat"),
                 cluster_port=n.get("cluster_port"),
+                gateway_port=listen["gateway"],
+                leaf_port=listen["leafnodes"],
+                websocket_port=listen["websocket"],
                 advertise=n.get("advertise"),
                 jetstream=bool(n.get("jetstream")),
                 resolver=n.get("resolver", "full"),
                 account=n.get("account"),
                 force=True,
             )
-    ports = spec_cluster_ports(store, spec)
+    ports = spec_ports(store, spec)
     for step in p.nodes:
         edits = step.edits
         if edits is None or step.create:  # the ports of nodes created now are known only now

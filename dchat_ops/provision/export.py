@@ -6,7 +6,7 @@ import io
 
 from ruamel.yaml import YAML
 
-from dchat_ops.config.node import NodeFile, list_nodes
+from dchat_ops.config.node import Node, NodeFile, list_nodes
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS, AccountClaims, AccountLimits, Export, ScopedSigningKey, UserClaims
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, UserSpec, duration_text, time_text
@@ -56,29 +56,63 @@ def export_spec(store: Store) -> dict:
             a["users"] = users
         accounts.append(a)
     out["accounts"] = accounts
-    nodes_out = []
-    for nid in sorted(node_ids):
-        n = NodeFile.load(store, nid).node
-        nd: dict = {"id": nid, "host": n.host, "client_port": n.client_port, "monitor_port": n.monitor_port}
-        if n.monitor_host:
-            nd["monitor_host"] = n.monitor_host
-        if n.cluster:
-            nd["cluster_port"] = n.cluster["port"]
-            if n.cluster["routes"]:
-                nd["routes"] = list(n.cluster["routes"])
-        if n.account:
-            nd["account"] = n.account
-        pol = {}
-        if n.policy.subscribe.allow or n.policy.subscribe.deny:
-            pol["subscribe"] = {"allow": n.policy.subscribe.allow, "deny": n.policy.subscribe.deny}
-        if n.policy.publish.allow != [">"] or n.policy.publish.deny:
-            pol["publish"] = {"allow": n.policy.publish.allow, "deny": n.policy.publish.deny}
-        if pol:
-            nd["policy"] = pol
-        nodes_out.append(nd)
+    nodes_out = [_node_dict(NodeFile.load(store, nid).node) for nid in sorted(node_ids)]
     if nodes_out:
         out["nodes"] = nodes_out
     return out
+
+
+def _node_dict(n: Node) -> dict:
+    """Every setting of a node a spec holds: applied in a new home, its config renders the same."""
+    nd: dict = {"id": n.id, "host": n.host, "client_port": n.client_port, "monitor_port": n.monitor_port}
+    if n.monitor_host:
+        nd["monitor_host"] = n.monitor_host
+    if n.advertise:
+        nd["advertise"] = n.advertise
+    if n.cluster:
+        c = n.cluster
+        if c["name"] != "dchat":
+            nd["cluster_name"] = c["name"]
+        nd["cluster_port"] = c["port"]
+        if c.get("advertise"):
+            nd["cluster_advertise"] = c["advertise"]
+        if c["routes"]:
+            nd["routes"] = list(c["routes"])
+    else:
+        nd["cluster"] = False
+    if n.gateway:
+        g = n.gateway
+        nd["gateway"] = {
+            "port": g["port"],
+            **({"advertise": g["advertise"]} if g.get("advertise") else {}),
+            "remotes": [{"name": r["name"], "urls": list(r["urls"])} for r in g["remotes"]],
+        }
+    if n.leafnodes:
+        lf = n.leafnodes
+        nd["leafnodes"] = {
+            **({"port": lf["port"]} if lf.get("port") else {}),
+            **({"advertise": lf["advertise"]} if lf.get("advertise") else {}),
+            "remotes": [{k: (list(v) if k == "urls" else v) for k, v in r.items() if v} for r in lf["remotes"]],
+        }
+    if n.websocket:
+        w = n.websocket
+        nd["websocket"] = {"port": w["port"], **({"advertise": w["advertise"]} if w.get("advertise") else {})}
+    if n.jetstream is not None:
+        nd["jetstream"] = True
+    if n.resolver != "full":
+        nd["resolver"] = n.resolver
+    if n.account:
+        nd["account"] = n.account
+    pol = {}
+    if n.policy.subscribe.allow or n.policy.subscribe.deny:
+        pol["subscribe"] = {"allow": n.policy.subscribe.allow, "deny": n.policy.subscribe.deny}
+    if n.policy.publish.allow != [">"] or n.policy.publish.deny:
+        pol["publish"] = {"allow": n.policy.publish.allow, "deny": n.policy.publish.deny}
+    if pol:
+        nd["policy"] = pol
+    if n.tls:
+        nd["tls"] = dict(n.tls)
+    return nd
 
 
 def _operator_dict(store: Store, op) -> dict:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from dchat_ops._fs import read_file
 from dchat_ops._time import parse_duration, parse_expiry
 from dchat_ops.config.node import NodeFile, list_nodes, node_path
+from dchat_ops.config.nodes import advertise_on
 from dchat_ops.config.pki import ca_paths
 from dchat_ops.errors import ConfigError, JWTError, StoreError
-from dchat_ops.hosts import dial_host
+from dchat_ops.hosts import dial_host, host_of, host_port, is_wildcard
 from dchat_ops.hosts import url as host_url
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import (
@@ -152,15 +153,19 @@ def account_desired(
     js_base = JetStreamLimits()
     for k, attr in JS_FIELDS.items():
         setattr(claims.limits.jetstream, attr, js.get(k, getattr(js_base, attr)))
+
+    def export_options(e: dict) -> dict[str, Any]:
+        return {
+            k: (round(parse_duration(e[k]) * 1e9) if k == "response_threshold" else e[k])
+            for k in EXPORT_FIELDS
+            if k in e
+        }
+
     claims.exports = [
         Export(
             e["subject"],
             e.get("type", "stream"),
-            **{
-                k: (round(parse_duration(e[k]) * 1e9) if k == "response_threshold" else e[k])
-                for k in EXPORT_FIELDS
-                if k in e
-            },
+            **export_options(e),
         )
         for e in spec_acc.get("exports", [])
     ]
@@ -180,34 +185,87 @@ def account_desired(
     wanted = {r["role"]: r for r in spec_acc.get("signing_keys", [])}
     kept: list = [k for k in claims.signing_keys if isinstance(k, str)]
     have_roles = set()
-    for k in claims.signing_keys:
-        if isinstance(k, ScopedSigningKey) and k.role in wanted:
-            k.template = role_template(wanted[k.role])
-            k.description = wanted[k.role].get("description", "")
-            kept.append(k)
-            have_roles.add(k.role)
+    for sk in claims.signing_keys:
+        if isinstance(sk, ScopedSigningKey) and sk.role in wanted:
+            sk.template = role_template(wanted[sk.role])
+            sk.description = wanted[sk.role].get("description", "")
+            kept.append(sk)
+            have_roles.add(sk.role)
     missing_roles = [r for r in wanted if r not in have_roles]
     claims.signing_keys = kept
     plain = sum(1 for k in kept if isinstance(k, str))
     return claims, missing_roles, max(0, spec_acc.get("plain_signing_keys", 0) - plain)
 
 
-def route_urls(spec: Spec, n: dict, ports: dict[str, int]) -> Optional[list[str]]:
-    """The node's routes as URLs; None while a node it routes to has no cluster port yet."""
-    out = []
-    for r in n.get("routes", []):
-        if "://" in r:
-            out.append(r)
-            continue
-        if r not in ports:
-            return None
-        other = next(x for x in spec.nodes if x["id"] == r)
-        out.append(host_url("nats-route", dial_host(other.get("host", "127.0.0.1")), ports[r]))
+# what a node id in a spec's URL list stands for: (URL scheme, section of the port)
+_LINKS = {"cluster": ("nats-route", "cluster"), "gateway": ("nats", "gateway"), "leaf": ("nats-leaf", "leafnodes")}
+
+SpecPorts = dict[str, dict[str, int]]  # node id -> {"cluster" | "gateway" | "leafnodes": port}
+
+
+def spec_ports(store: Store, spec: Spec) -> SpecPorts:
+    """The cluster, gateway and leafnode ports of the spec's nodes: the spec's, else the node file's."""
+    out: SpecPorts = {}
+    for x in spec.nodes:
+        ports: dict[str, int] = {}
+        if node_path(store, x["id"]).exists():
+            node = NodeFile.load(store, x["id"]).node
+            for sec in ("cluster", "gateway", "leafnodes"):
+                cur = getattr(node, sec)
+                if cur and cur.get("port"):
+                    ports[sec] = cur["port"]
+        if "cluster_port" in x:
+            ports["cluster"] = x["cluster_port"]
+        for sec in ("gateway", "leafnodes"):
+            if (x.get(sec) or {}).get("port"):
+                ports[sec] = x[sec]["port"]
+        out[x["id"]] = ports
     return out
 
 
-def node_edits(spec: Spec, n: dict, nf: NodeFile, cluster_ports: dict[str, int]) -> Optional[list[NodeEdit]]:
-    """(key path, value) pairs that bring the node file to the spec (None: routes not known yet)."""
+def spec_cluster_ports(store: Store, spec: Spec) -> dict[str, int]:
+    return {nid: p["cluster"] for nid, p in spec_ports(store, spec).items() if "cluster" in p}
+
+
+def resolve_urls(spec: Spec, refs: list[str], kind: str, ports: SpecPorts) -> Optional[list[str]]:
+    """URLs for a list of URLs and node ids of the spec; None while a node named has no port yet."""
+    scheme, sec = _LINKS[kind]
+    out = []
+    for r in refs:
+        if "://" in r:
+            out.append(r)
+            continue
+        port = ports.get(r, {}).get(sec)
+        if port is None:
+            return None
+        other = next(x for x in spec.nodes if x["id"] == r)
+        out.append(host_url(scheme, dial_host(other.get("host", "127.0.0.1")), port))
+    return out
+
+
+def route_urls(spec: Spec, n: dict, ports: dict[str, int]) -> Optional[list[str]]:
+    """The node's routes as URLs; None while a node it routes to has no cluster port yet."""
+    return resolve_urls(spec, n.get("routes", []), "cluster", {k: {"cluster": v} for k, v in ports.items()})
+
+
+def _advertise(n: dict, given: Optional[str], port: int, *, whole: bool = False) -> Optional[str]:
+    """The advertise a listener of spec node ``n`` should have: its own (``given``), else the node's
+    ``advertise`` on the listener's port (``whole``: as written when it has a port: the cluster's),
+    else none; None (not compared) for a public node that names none (node add detected one)."""
+    if given:
+        return given
+    adv = n.get("advertise")
+    if adv:
+        if whole and ":" in adv.rsplit("]", 1)[-1]:
+            return adv
+        return host_port(host_of(adv), port)
+    return None if is_wildcard(n.get("host", "127.0.0.1")) else ""
+
+
+def node_edits(spec: Spec, n: dict, nf: NodeFile, ports: SpecPorts | dict) -> Optional[list[NodeEdit]]:
+    """(key path, value) pairs that bring the node file to the spec (None: a port it needs is not known yet)."""
+    if ports and isinstance(next(iter(ports.values())), int):  # the cluster ports only (older callers)
+        ports = {k: {"cluster": v} for k, v in ports.items()}
     node = nf.node
     edits: list[NodeEdit] = []
     for key in ("client_port", "monitor_port", "host"):
@@ -215,6 +273,12 @@ def node_edits(spec: Spec, n: dict, nf: NodeFile, cluster_ports: dict[str, int])
             edits.append(((key,), n[key]))
     if node.monitor_host != n.get("monitor_host", ""):
         edits.append((("monitor_host",), n.get("monitor_host", "")))
+    if node.resolver != n.get("resolver", "full"):
+        edits.append((("resolver",), n.get("resolver", "full")))
+    client_port = n.get("client_port", node.client_port)
+    want_adv = _advertise(n, None, client_port)
+    if want_adv is not None and advertise_on(node.advertise, node.client_port) != want_adv:
+        edits.append((("advertise",), want_adv))
     pol = n.get("policy", {})
     for direction in ("publish", "subscribe"):
         want = pol.get(direction, {})
@@ -224,30 +288,89 @@ def node_edits(spec: Spec, n: dict, nf: NodeFile, cluster_ports: dict[str, int])
             edits.append((("policy", direction, "allow"), want.get("allow", default_allow)))
         if rule.deny != want.get("deny", []):
             edits.append((("policy", direction, "deny"), want.get("deny", [])))
-    if node.cluster and "cluster_port" in n and node.cluster["port"] != n["cluster_port"]:
-        edits.append((("cluster", "port"), n["cluster_port"]))
-    if node.cluster:
-        routes = route_urls(spec, n, cluster_ports)
+    want_js = bool(n.get("jetstream"))
+    if (node.jetstream is not None) != want_js:
+        edits.append((("jetstream",), {"enabled": True} if want_js else None))
+    clustered = n.get("cluster", True) is not False
+    name = n.get("cluster_name", "dchat")
+    if not clustered:
+        if node.cluster:
+            edits.append((("cluster",), None))
+    else:
+        routes = resolve_urls(spec, n.get("routes", []), "cluster", ports)
         if routes is None:
             return None
-        if node.cluster["routes"] != routes:
-            edits.append((("cluster", "routes"), routes))
+        cport = n.get("cluster_port") or (node.cluster or {}).get("port")
+        if cport is None:
+            return None
+        adv = _advertise(n, n.get("cluster_advertise"), cport, whole=True)
+        if not node.cluster:
+            edits.append(
+                (("cluster",), {"name": name, "port": cport, "routes": routes, **({"advertise": adv} if adv else {})})
+            )
+        else:
+            c = node.cluster
+            for key, want in (("name", name), ("port", cport), ("routes", routes), ("advertise", adv)):
+                if want is not None and c.get(key) != want:
+                    edits.append((("cluster", key), want))
+    for sec, _kind in (("gateway", "gateway"), ("leafnodes", "leaf"), ("websocket", "")):
+        want_sec = n.get(sec)
+        have = getattr(node, sec)
+        if want_sec is None:
+            if have:
+                edits.append(((sec,), None))
+            continue
+        # a leafnodes section without a port is a leaf node only (no listener); gateway and websocket
+        # listeners keep the port they were given when created
+        port = want_sec.get("port") if sec == "leafnodes" else want_sec.get("port") or (have or {}).get("port")
+        if port is None and sec != "leafnodes":
+            return None  # picked when the node is created
+        desired: dict = {}
+        if sec == "gateway":
+            desired["name"] = name
+        if port:
+            desired["port"] = port
+            adv = _advertise(n, want_sec.get("advertise"), port)
+            if adv is not None:
+                desired["advertise"] = adv
+        if sec == "gateway":
+            remotes = []
+            for g in want_sec.get("remotes", []):
+                urls = resolve_urls(spec, g["urls"], "gateway", ports)
+                if urls is None:
+                    return None
+                remotes.append({"name": g["name"], "urls": urls})
+            desired["remotes"] = remotes
+        elif sec == "leafnodes":
+            remotes = []
+            for rem in want_sec.get("remotes", []):
+                urls = resolve_urls(spec, rem["urls"], "leaf", ports)
+                if urls is None:
+                    return None
+                remotes.append(
+                    {
+                        "urls": urls,
+                        "account": rem.get("account", ""),
+                        "user": rem.get("user", ""),
+                        "credentials": rem.get("credentials", ""),
+                    }
+                )
+            desired["remotes"] = remotes
+        current = {k: v for k, v in (have or {}).items() if k in desired}
+        if have is None or current != desired or (not port and (have or {}).get("port")):
+            edits.append(((sec,), _section_doc(desired)))
     want_tls = n.get("tls", {})
     if (node.tls or {}) != want_tls:
         edits.append((("tls",), want_tls))
     return edits
 
 
-def spec_cluster_ports(store: Store, spec: Spec) -> dict[str, int]:
-    ports = {}
-    for x in spec.nodes:
-        if "cluster_port" in x:
-            ports[x["id"]] = x["cluster_port"]
-        elif node_path(store, x["id"]).exists():
-            c = NodeFile.load(store, x["id"]).node.cluster
-            if c:
-                ports[x["id"]] = c["port"]
-    return ports
+def _section_doc(desired: dict) -> dict:
+    """A node file section as written: empty advertise, account, user and credentials left out."""
+    out = {k: v for k, v in desired.items() if not (k == "advertise" and not v)}
+    if "remotes" in out and out.get("remotes") and "account" in out["remotes"][0]:
+        out["remotes"] = [{k: v for k, v in r.items() if v or k == "urls"} for r in out["remotes"]]
+    return out
 
 
 # --- plan --------------------------------------------------------------------------------------------
@@ -483,17 +606,20 @@ def _plan_nodes(store: Store, spec: Spec, p: Plan) -> None:
         except ConfigError:
             continue
     for n in spec.nodes:
-        for k in ("client_port", "cluster_port", "monitor_port"):
-            if n.get(k) in taken:
-                raise SpecError(f"{spec.path}: nodes[{n['id']}].{k}: port {n[k]} clashes with {taken[n[k]]}")
-    cluster_ports = spec_cluster_ports(store, spec)
+        for field_name, given in (
+            *((k, n.get(k)) for k in ("client_port", "cluster_port", "monitor_port")),
+            *((f"{sec}.port", (n.get(sec) or {}).get("port")) for sec in ("gateway", "leafnodes", "websocket")),
+        ):
+            if given in taken:
+                raise SpecError(f"{spec.path}: nodes[{n['id']}].{field_name}: port {given} clashes with {taken[given]}")
+    all_ports = spec_ports(store, spec)
     for n in spec.nodes:
         if not node_path(store, n["id"]).exists():
             p.changes.append(Change("create", "node", n["id"]))
             p.nodes.append(NodeStep(n["id"], True, n))
             continue
-        edits = node_edits(spec, n, NodeFile.load(store, n["id"]), cluster_ports)
+        edits = node_edits(spec, n, NodeFile.load(store, n["id"]), all_ports)
         if edits is None or edits:
-            detail = ", ".join(dict.fromkeys(".".join(k[:2]) for k, _ in edits)) if edits else "routes"
+            detail = ", ".join(dict.fromkeys(".".join(k[:2]) for k, _ in edits)) if edits else "ports of nodes it names"
             p.changes.append(Change("update", "node", n["id"], detail))
         p.nodes.append(NodeStep(n["id"], False, n, edits))
