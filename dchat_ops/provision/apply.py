@@ -18,7 +18,7 @@ from dchat_ops._fs import deferred_sync, with_store_lock
 from dchat_ops.config import nodes as nodes_mod
 from dchat_ops.config import pki
 from dchat_ops.config import tls as tls_mod
-from dchat_ops.config.node import NodeFile
+from dchat_ops.config.node import NodeFile, list_nodes
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc import admin, revoke
 from dchat_ops.nsc.claims import ScopedSigningKey, UserClaims
@@ -58,6 +58,11 @@ class ApplyResult:
     plan: Plan
     written_users: int = 0
     nodes: list[NodeOutcome] = field(default_factory=list)
+    error: str = ""  # the failure that rolled the whole apply back
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
 
     @property
     def rolled_back(self) -> list[NodeOutcome]:
@@ -69,6 +74,7 @@ class ApplyResult:
             "changed": self.plan.has_changes,
             "users_written": self.written_users,
             "nodes": [n.to_dict() for n in self.nodes],
+            **({"error": self.error} if self.error else {}),
         }
 
 
@@ -83,26 +89,64 @@ def apply(
 ) -> ApplyResult:
     """Make the store and its nodes what the spec says; a second apply of the same spec changes nothing.
 
-    A node whose change fails is rolled back and reported in ``result.nodes`` (the rest of the
-    apply stands; the next plan shows that node's update again).
+    All or nothing: identities and node files are one unit of work.  When a node's change fails
+    (its config refused, a reload the server rejects), every file the apply wrote is restored, the
+    running nodes it had already changed are reloaded onto their previous config, and the result
+    says so (``result.error``; each node's outcome in ``result.nodes``).
     """
     p = plan(store, spec, keep_removed=keep_removed)
     result = ApplyResult(p)
     if not p.has_changes:
         if p.state_stale:
-            write_state(store, spec, p.user_state)
+            write_state(store, spec, p.user_state, p.accounts_kept)
         return result
-    # identities: one unit of work (all or nothing, also across a kill); then each node in its own
-    with deferred_sync(), store.transaction():
-        _apply_operator(store, spec, p)
-        _apply_accounts(store, spec, p)
-        users = dict(p.user_state)
-        _issue(store, p, users, workers, progress)
-        result.written_users = len(p.users_to_issue)
-        _revoke(store, p)
-        write_state(store, spec, users)
-    _apply_nodes(store, spec, p, result)
+    try:
+        with store.transaction():  # one unit of work (journaled: also across a kill)
+            with deferred_sync():
+                _apply_operator(store, spec, p)
+                _apply_accounts(store, spec, p)
+                users = dict(p.user_state)
+                _issue(store, p, users, workers, progress)
+                result.written_users = len(p.users_to_issue)
+                _revoke(store, p)
+                _remove_accounts(store, p)
+                write_state(store, spec, users, p.accounts_kept)
+            _apply_nodes(store, spec, p, result)
+    except _NodeFailed as failed:
+        result.written_users = 0
+        reloaded = _back_to_files(store)
+        result.error = (
+            f"node {failed.node}: {failed.detail}; the whole apply was rolled back: every file it wrote was restored"
+            + (f", and node(s) {', '.join(reloaded)} reloaded onto their previous config" if reloaded else "")
+        )
     return result
+
+
+class _NodeFailed(Exception):
+    def __init__(self, node: str, detail: str):
+        super().__init__(node, detail)
+        self.node, self.detail = node, detail
+
+
+def _back_to_files(store: Store) -> list[str]:
+    """Reload the running nodes whose config file was restored under them; their ids."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    out = []
+    for nid in list_nodes(store):
+        sup = Supervisor(store, nid)
+        try:
+            if sup.running() and sup.config_behind():
+                sup.reload(render=False)
+                out.append(nid)
+        except DchatOpsError:
+            continue
+    return out
+
+
+def _remove_accounts(store: Store, p: Plan) -> None:
+    for name in p.accounts_to_remove:
+        admin.remove_account(store, name)
 
 
 def _apply_operator(store: Store, spec: Spec, p: Plan) -> None:
@@ -302,6 +346,16 @@ def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None
                 _ensure_certificates(store, step.id, edits)
             r = apply_node_change(store, step.id, edits)
         except DchatOpsError as exc:
+            # all or nothing: the nodes changed before it are put back too, the ones after it not touched
+            for done in result.nodes:
+                if done.outcome != "unchanged":
+                    done.outcome, done.detail = "rolled-back", f"restored: node {step.id} failed"
             result.nodes.append(NodeOutcome(step.id, "rolled-back", str(exc)))
-            continue
+            done_ids = {x.node for x in result.nodes}
+            result.nodes += [
+                NodeOutcome(s.id, "rolled-back", f"not applied: node {step.id} failed")
+                for s in p.nodes
+                if s.id not in done_ids
+            ]
+            raise _NodeFailed(step.id, str(exc)) from None
         result.nodes.append(NodeOutcome(step.id, r.outcome, "; ".join(r.messages)))

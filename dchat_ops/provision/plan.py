@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from dchat_ops._fs import read_file
 from dchat_ops._time import parse_duration, parse_expiry
-from dchat_ops.config.node import NodeFile, list_nodes, node_path
+from dchat_ops.config.node import NodeFile, list_nodes, node_path, read_nodes
 from dchat_ops.config.nodes import advertise_on
 from dchat_ops.config.pki import ca_paths
 from dchat_ops.errors import ConfigError, JWTError, StoreError
@@ -93,6 +93,8 @@ class Plan:
     accounts: list[AccountStep] = field(default_factory=list)
     users_to_issue: list[UserStep] = field(default_factory=list)
     users_to_revoke: list[tuple[str, str]] = field(default_factory=list)
+    accounts_to_remove: list[str] = field(default_factory=list)
+    accounts_kept: list[str] = field(default_factory=list)  # removed from the spec, kept (--keep-removed)
     nodes: list[NodeStep] = field(default_factory=list)  # every node of the spec, changed or not
     state_stale: bool = False  # the state does not say what plan found: write it even when nothing changed
     user_state: dict[str, dict[str, str]] = field(default_factory=dict)  # the state entries of unchanged users
@@ -451,8 +453,47 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         else:
             p.users_to_revoke.append((acc_name, name))
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
+    _plan_removed_accounts(store, spec, p, state, users_state, keep_removed)
     _plan_nodes(store, spec, p)
     return p
+
+
+def _plan_removed_accounts(
+    store: Store, spec: Spec, p: Plan, state: dict, users_state: dict, keep_removed: bool
+) -> None:
+    """Accounts an earlier apply made or managed that the spec no longer names: removed (their users
+    with them), or kept with ``--keep-removed``.  Accounts the spec never managed are left alone."""
+    if p.create_operator:
+        return
+    managed = {a for a in state.get("accounts") or [] if isinstance(a, str)}
+    managed |= {k.split("/", 1)[0] for k in users_state}
+    named = {a["name"] for a in spec.accounts}
+    op = store.operator()
+    system = store.find_account(op.claims.system_account, op.name).name
+    have = set(store.account_names(op.name))
+    gone = sorted(a for a in managed - named if a in have and a != system)
+    if not gone:
+        return
+    for nid, node in read_nodes(store).items():
+        if node.account in gone:
+            raise SpecError(
+                f"{spec.path}: account {node.account!r} is no longer in the spec, but node {nid}'s user is in it: "
+                "keep the account, or remove the node first"
+            )
+    for a in gone:
+        if keep_removed:
+            p.accounts_kept.append(a)
+            p.changes.append(Change("drift", "account", a, "removed from the spec; kept (--keep-removed)"))
+        else:
+            p.accounts_to_remove.append(a)
+            p.changes.append(Change("remove", "account", a, "removed from the spec: its JWT, users and creds go"))
+    # its users go (or stay) with it: not revoked one by one
+    p.users_to_revoke = [(acc, u) for acc, u in p.users_to_revoke if acc not in gone]
+    p.changes = [
+        c
+        for c in p.changes
+        if not (c.kind == "user" and c.action in ("revoke", "drift") and c.name.split("/", 1)[0] in gone)
+    ]
 
 
 def _plan_users(
