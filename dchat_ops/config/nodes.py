@@ -16,6 +16,7 @@ subjects flow into the node from the rest of the cluster).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,8 @@ def _used_ports(store: Store, exclude: str = "", host: str = "127.0.0.1") -> set
     for nid, other in read_nodes(store).items():
         if nid != exclude and listeners_overlap(other.host, host):
             used.update(p for _, p in other.ports())
+        elif nid != exclude:
+            used.add(other.monitor_port)  # monitoring may share loopback with nodes on other hosts
     return used
 
 
@@ -483,9 +486,16 @@ def client_url(node: Node) -> str:
 
 
 def monitor_host(node: Node) -> str:
-    """The host the node's monitoring port listens on: loopback unless its ``monitor_host`` says
-    otherwise, also for a public node (its monitoring endpoints show its connections and accounts)."""
-    return node.monitor_host or LOOPBACK
+    """The host the node's monitoring port listens on: its ``monitor_host`` when set, else the node's
+    host when that is a loopback address, else loopback: also for a public node (the monitoring
+    endpoints show its connections and accounts)."""
+    if node.monitor_host:
+        return node.monitor_host
+    h = dial_host(node.host)
+    try:
+        return h if ipaddress.ip_address(h).is_loopback else LOOPBACK
+    except ValueError:
+        return LOOPBACK
 
 
 def monitor_url(node: Node) -> str:
@@ -595,7 +605,13 @@ def check_port_clashes(store: Store, node: Node) -> None:
     """Refuse a node whose ports clash with another node of this store on the same host."""
     mine = node.ports()
     for other_id, other in read_nodes(store).items():
-        if other_id == node.id or not listeners_overlap(node.host, other.host):
+        if other_id == node.id:
+            continue
+        if other.monitor_port == node.monitor_port and listeners_overlap(monitor_host(node), monitor_host(other)):
+            raise ConfigError(
+                f"node {node.id}: monitor port {node.monitor_port} clashes with the monitor port of node {other_id}"
+            )
+        if not listeners_overlap(node.host, other.host):
             continue
         theirs = {p: what for what, p in other.ports()}
         for what, p in mine:
