@@ -225,10 +225,6 @@ def spec_ports(store: Store, spec: Spec) -> SpecPorts:
     return out
 
 
-def spec_cluster_ports(store: Store, spec: Spec) -> dict[str, int]:
-    return {nid: p["cluster"] for nid, p in spec_ports(store, spec).items() if "cluster" in p}
-
-
 def resolve_urls(spec: Spec, refs: list[str], kind: str, ports: SpecPorts) -> Optional[list[str]]:
     """URLs for a list of URLs and node ids of the spec; None while a node named has no port yet."""
     scheme, sec = _LINKS[kind]
@@ -245,11 +241,6 @@ def resolve_urls(spec: Spec, refs: list[str], kind: str, ports: SpecPorts) -> Op
     return out
 
 
-def route_urls(spec: Spec, n: dict, ports: dict[str, int]) -> Optional[list[str]]:
-    """The node's routes as URLs; None while a node it routes to has no cluster port yet."""
-    return resolve_urls(spec, n.get("routes", []), "cluster", {k: {"cluster": v} for k, v in ports.items()})
-
-
 def _advertise(n: dict, given: Optional[str], port: int, *, whole: bool = False) -> Optional[str]:
     """The advertise a listener of spec node ``n`` should have: its own (``given``), else the node's
     ``advertise`` on the listener's port (``whole``: as written when it has a port: the cluster's),
@@ -264,10 +255,8 @@ def _advertise(n: dict, given: Optional[str], port: int, *, whole: bool = False)
     return None if is_wildcard(n.get("host", "127.0.0.1")) else ""
 
 
-def node_edits(spec: Spec, n: dict, nf: NodeFile, ports: SpecPorts | dict) -> Optional[list[NodeEdit]]:
+def node_edits(spec: Spec, n: dict, nf: NodeFile, ports: SpecPorts) -> Optional[list[NodeEdit]]:
     """(key path, value) pairs that bring the node file to the spec (None: a port it needs is not known yet)."""
-    if ports and isinstance(next(iter(ports.values())), int):  # the cluster ports only (older callers)
-        ports = {k: {"cluster": v} for k, v in ports.items()}
     node = nf.node
     edits: list[NodeEdit] = []
     for key in ("client_port", "monitor_port", "host"):
