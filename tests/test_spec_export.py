@@ -184,6 +184,15 @@ def test_export_then_apply_issues_the_same_claims(tmp_path):
     assert again == want
 
 
+def test_plan_notices_a_changed_start(tmp_path):
+    a = build_store(tmp_path / "a")
+    data = provision.export_spec(a)
+    full = next(u for u in data["accounts"][0]["users"] if u["name"] == "full")
+    full["start"] = "2026-03-01T00:00:00Z"
+    p = provision.plan(a, provision.parse_spec(provision.dump_spec(data), tmp_path / "x.yaml"))
+    assert [(c.action, c.name) for c in p.changes] == [("reissue", "chat/full")]
+
+
 def test_export_keeps_a_user_revoked(tmp_path):
     a = build_store(tmp_path / "a")
     spec = provision.parse_spec(provision.dump_spec(provision.export_spec(a)), tmp_path / "x.yaml")

@@ -539,13 +539,18 @@ def _plan_users(
             except JWTError:
                 claims = None
             desired = _desired_claims(want, "role" in u)
-            want_nats, want_exp = desired.nats_dict(), desired.expires
+            want_nats, want_exp, want_nbf = desired.nats_dict(), desired.expires, desired.not_before
             role_ok = True
             if claims is not None and "role" in u:
                 scope = existing_accounts[acc_name].claims.signing_key_map().get(claims.issuer)
                 role_ok = scope is not None and scope.role == u["role"]
             have = None if claims is None else {k: v for k, v in claims.nats_dict().items() if k != "issuer_account"}
-            if claims is not None and have == want_nats and claims.expires == want_exp and role_ok:
+            if (
+                claims is not None
+                and have == want_nats
+                and (claims.expires, claims.not_before) == (want_exp, want_nbf)
+                and role_ok
+            ):
                 p.unchanged += 1
                 p.user_state[key] = {"spec": fingerprint(u), "jwt": jwt_sha}
                 p.state_stale = True
