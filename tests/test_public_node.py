@@ -91,3 +91,14 @@ def test_ipv6_advertise_without_brackets_refused_by_spec(tmp_path):
     p.write_text('version: 1\nnodes:\n  - {id: n1, host: "::", advertise: "fd00::1"}\n')
     with pytest.raises(provision.SpecError, match=r"s.yaml:3: nodes\[0\].advertise: .*brackets: \[fd00::1\]"):
         provision.load_spec(p)
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--seed-route", "nats-route://a b:6222"), ("--gateway", "asia=http://h:7222"), ("--leaf-of", "nats-leaf://h")],
+)
+def test_bad_urls_are_usage_errors(home, store, capsys, flag, value):
+    code = run_cli(cli, ["--home", str(home), "node", "add", "n1", flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and flag in err, err
+    assert not (store.home / "nodes" / "n1.yaml").exists()

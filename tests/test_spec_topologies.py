@@ -164,3 +164,13 @@ nodes:
     for i in n:
         nodes.render_node(store, i)
     assert not provision.plan(store, provision.load_spec(p)).has_changes
+
+
+def test_plan_refuses_to_move_a_node_to_another_account(homes, tmp_path):
+    a, _, spec = homes
+    data = copy.deepcopy(spec.data)
+    data["accounts"].append({"name": "other"})
+    next(n for n in data["nodes"] if n["id"] == "lone")["account"] = "other"
+    changed = provision.parse_spec(provision.dump_spec(data), tmp_path / "changed.yaml")
+    with pytest.raises(provision.SpecError, match="node lone's user is in account 'chat'"):
+        provision.plan(a, changed)

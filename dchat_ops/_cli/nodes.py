@@ -101,6 +101,18 @@ def node_add(
                 check(value, hint)
             except ConfigError as exc:
                 raise click.BadParameter(str(exc), param_hint=hint) from None
+    from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES, check_url
+
+    for hint, urls, schemes in (
+        ("--seed-route", list(seed_route), ROUTE_SCHEMES),
+        ("--gateway", [u for _, u in _gateways(gateway)], GATEWAY_SCHEMES),
+        ("--leaf-of", list(leaf_of), LEAF_SCHEMES),
+    ):
+        for u in urls:
+            try:
+                check_url(u, schemes, hint)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint=hint) from None
 
     r = nodes.add_node(
         c.store(),

@@ -648,6 +648,15 @@ def _plan_nodes(store: Store, spec: Spec, p: Plan) -> None:
             if given in taken:
                 raise SpecError(f"{spec.path}: nodes[{n['id']}].{field_name}: port {given} clashes with {taken[given]}")
     all_ports = spec_ports(store, spec)
+    for i, n in enumerate(spec.nodes):
+        if n.get("account") and node_path(store, n["id"]).exists():
+            have = NodeFile.load(store, n["id"]).node.account
+            if have and have != n["account"]:
+                raise SpecError(
+                    f"{spec.where('nodes', i, 'account')}: nodes[{i}].account: node {n['id']}'s user is in account "
+                    f"{have!r}, the spec says {n['account']!r}: a node's account does not change (remove the node "
+                    "and apply again to make it anew)"
+                )
     for n in spec.nodes:
         if not node_path(store, n["id"]).exists():
             p.changes.append(Change("create", "node", n["id"]))
