@@ -32,7 +32,7 @@ from dchat_ops.runtime import push
 from dchat_ops.runtime.client import ManagedClient, refused
 from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
 
-__all__ = ["Check", "Report", "run_verify"]
+__all__ = ["Check", "Report", "loopback_spec", "run_spec_verify", "run_verify"]
 
 USERS = ("alice", "bob", "carol")  # one node per user, named after them
 
@@ -278,3 +278,226 @@ async def _start_client(ident, url: str):
 
     # the stream and buckets keep a copy on each of the three nodes
     return await ChatClient(ident, url, replicas=3, max_reconnect_attempts=2, reconnect_time_wait=0.2).start()
+
+
+# --- verify --spec: a spec's topology, brought up on loopback and proven ------------------------------------
+
+_PORT_KEYS = ("client_port", "cluster_port", "monitor_port")
+
+
+def loopback_spec(data: dict) -> dict:
+    """The spec's network moved onto this machine: every node on 127.0.0.1, every port it gives replaced by
+    a free one (URLs that point at a node of the spec follow), no advertised addresses."""
+    from dchat_ops.hosts import host_port
+    from dchat_ops.natsbin import free_port
+
+    out = json.loads(json.dumps(data))
+    moved: dict[int, int] = {}
+    taken: set[int] = set()
+
+    def fresh(old: int) -> int:
+        if old not in moved:
+            p = free_port()
+            while p in taken:
+                p = free_port()
+            taken.add(p)
+            moved[old] = p
+        return moved[old]
+
+    nodes = out.get("nodes") or []
+    for n in nodes:
+        n["host"] = "127.0.0.1"
+        for k in ("advertise", "cluster_advertise", "monitor_host"):
+            n.pop(k, None)
+        for k in _PORT_KEYS:
+            if k in n:
+                n[k] = fresh(n[k])
+        for sec in ("gateway", "leafnodes", "websocket"):
+            if n.get(sec):
+                n[sec].pop("advertise", None)
+                if "port" in n[sec]:
+                    n[sec]["port"] = fresh(n[sec]["port"])
+
+    def follow(u: str) -> str:
+        scheme, sep, rest = u.partition("://")
+        port_text = rest.rsplit(":", 1)[-1].rstrip("/")
+        if sep and port_text.isdigit() and int(port_text) in moved:
+            return f"{scheme}://{host_port('127.0.0.1', moved[int(port_text)])}"
+        return u
+
+    for n in nodes:
+        n["routes"] = [follow(u) for u in n.get("routes") or []] if "routes" in n else n.get("routes")
+        if n.get("routes") is None:
+            n.pop("routes", None)
+        for sec in ("gateway", "leafnodes"):
+            for rem in (n.get(sec) or {}).get("remotes") or []:
+                rem["urls"] = [follow(u) for u in rem["urls"]]
+    return out
+
+
+def run_spec_verify(
+    spec_path: Path,
+    *,
+    keep: bool = False,
+    folder: Optional[Path] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> Report:
+    """Apply the spec in a throw-away home on loopback, start its nodes and prove its topology: clusters
+    meshed, gateways joined, leaf nodes attached, a message from one leaf (or node) to another, and a leaf
+    failing over when its hub stops.  Stops at the first failure."""
+    own = folder is None
+    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="dchat-verify-spec-"))
+    run = _Run(folder, progress)
+    t0 = time.perf_counter()
+    sups: dict = {}
+    try:
+        asyncio.run(_spec_checks(run, Path(spec_path), sups))
+    except _Failed:
+        pass
+    finally:
+        for s in reversed(list(sups.values())):
+            try:
+                s.down()
+            except DchatOpsError:
+                pass
+        run.report.total_ms = (time.perf_counter() - t0) * 1000
+        if own and not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    return run.report
+
+
+def _hub_of(sups: dict, leaf_id: str) -> str:
+    for hid, sup in sups.items():
+        if (
+            hid != leaf_id
+            and sup.running()
+            and any(lf.get("name") == leaf_id for lf in sup.status().data.get("leafnodes") or [])
+        ):
+            return hid
+    return ""
+
+
+def _concrete(entry: str) -> str:
+    """A subject an allow-list entry matches: ``chat.>`` -> ``chat.verify``."""
+    subject = entry.split(" ")[0]
+    return ".".join("verify" if t in ("*", ">") else t for t in subject.split("."))
+
+
+async def _spec_checks(run: _Run, spec_path: Path, sups: dict) -> None:
+    from dchat_ops import provision
+    from dchat_ops.runtime.client import node_target
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    store = Store(run.folder / "home")
+    with run.check("spec: applied on loopback (free ports)") as box:
+        spec = provision.load_spec(spec_path)
+        moved = provision.parse_spec(provision.dump_spec(loopback_spec(spec.data)), run.folder / "spec.yaml")
+        r = provision.apply(store, moved)
+        assert not r.error, r.error
+        nodes = {n["id"]: n for n in moved.nodes}
+        assert nodes, "the spec has no nodes"
+        box[0] = f"{len(nodes)} nodes, {sum(len(a.get('users', [])) for a in moved.accounts)} users"
+
+    with run.check("nodes: every node up and healthy") as box:
+        for nid in nodes:
+            sups[nid] = Supervisor(store, nid)
+            sups[nid].up()
+        healthy = await _wait(lambda: all(s.status().healthy for s in sups.values()), 20)
+        assert healthy, [nid for nid, s in sups.items() if not s.status().healthy]
+        box[0] = ", ".join(nodes)
+
+    clusters: dict[str, list[str]] = {}
+    for nid, n in nodes.items():
+        if n.get("cluster", True) is not False:
+            clusters.setdefault(n.get("cluster_name", "dchat"), []).append(nid)
+    with run.check("clusters: every node routes to the others of its cluster") as box:
+        want = {nid: set(members) - {nid} for members in clusters.values() for nid in members}
+        meshed = await _wait(lambda: all(set(sups[n].status().data["routes"]) == w for n, w in want.items()), 30)
+        assert meshed, {n: sups[n].status().data["routes"] for n in want}
+        box[0] = "; ".join(f"{c}: {', '.join(m)}" for c, m in clusters.items())
+
+    gateways = {
+        nid: {g["name"] for g in n["gateway"].get("remotes") or []} for nid, n in nodes.items() if n.get("gateway")
+    }
+    if gateways:
+        with run.check("gateways: every gateway node joined the clusters it names") as box:
+            joined = await _wait(
+                lambda: all(w <= set(sups[n].status().data["gateways"]) for n, w in gateways.items()), 30
+            )
+            assert joined, {n: sups[n].status().data["gateways"] for n in gateways}
+            box[0] = f"{len(gateways)} gateway nodes"
+
+    leaves = [nid for nid, n in nodes.items() if (n.get("leafnodes") or {}).get("remotes")]
+    if leaves:
+        with run.check("leaf nodes: each attached to a hub") as box:
+            attached = await _wait(lambda: all(_hub_of(sups, leaf) for leaf in leaves), 30)
+            assert attached, [leaf for leaf in leaves if not _hub_of(sups, leaf)]
+            box[0] = ", ".join(f"{leaf} on {_hub_of(sups, leaf)}" for leaf in leaves)
+
+    ends = leaves if len(leaves) >= 2 else list(nodes)
+    # the two ends furthest apart: different clusters of their hubs when there are such
+    src, dst = ends[-1], ends[0]
+    subjects = [e for e in nodes[dst].get("policy", {}).get("subscribe", {}).get("allow", []) if " " not in e]
+
+    async def crosses() -> str:
+        subject = _concrete(subjects[0])
+        got = await _send(store, node_target(store, src), src, node_target(store, dst), dst, subject)
+        assert got, f"nothing published on {src} reached a subscriber on {dst} ({subject})"
+        return subject
+
+    if len(ends) >= 2:
+        with run.check(f"message: {src} -> {dst}") as box:
+            assert subjects, f"node {dst} allows no subject to subscribe to (policy.subscribe.allow)"
+            box[0] = f"{await crosses()} crossed"
+
+        movable = [
+            leaf
+            for leaf in leaves
+            if (hub := _hub_of(sups, leaf)) and any(hub in m and len(m) > 1 for m in clusters.values())
+        ]
+        if movable:
+            leaf = movable[0]
+            with run.check(f"failover: {leaf}'s hub stops, it moves to another") as box:
+                first = _hub_of(sups, leaf)
+                sups[first].down()
+                second = await _wait(lambda: (h := _hub_of(sups, leaf)) and h != first and h, 30)
+                assert second, f"{leaf} did not reconnect to another hub after {first} stopped"
+                if len(ends) >= 2 and leaf in (src, dst):
+                    await crosses()
+                box[0] = f"{first} stopped; {leaf} now on {second}" + (
+                    "; messages cross again" if leaf in (src, dst) else ""
+                )
+
+
+async def _send(store: Store, src_t, src: str, dst_t, dst: str, subject: str) -> bool:
+    """Publish on ``subject`` as ``src``'s node user on ``src``; True when ``dst``'s user, subscribed on ``dst``, gets it."""
+    from dchat_ops.runtime.client import connect
+
+    op = store.current_operator()
+    acc_of = {nid: NodeFile.load(store, nid).node.account for nid in (src, dst)}
+    sub_nc = await connect(
+        dst_t.url,
+        store.creds_path(op, acc_of[dst], dst),
+        inbox_prefix=inbox_prefix(dst),
+        **dst_t.connect_kw(),
+    )
+    pub_nc = await connect(
+        src_t.url,
+        store.creds_path(op, acc_of[src], src),
+        inbox_prefix=inbox_prefix(src),
+        **src_t.connect_kw(),
+    )
+    try:
+        sub = await sub_nc.subscribe(subject)
+        await sub_nc.flush()
+        for _ in range(200):  # interest crosses leaf connections, routes and gateways
+            await pub_nc.publish(subject, b"verify")
+            try:
+                if (await sub.next_msg(timeout=0.1)).data == b"verify":
+                    return True
+            except asyncio.TimeoutError:
+                continue
+        return False
+    finally:
+        await sub_nc.close()
+        await pub_nc.close()

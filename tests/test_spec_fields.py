@@ -93,7 +93,7 @@ def test_invalid_role_field_and_account_limit(tmp_path, capsys):
     with pytest.raises(FieldError, match=r"allow_sub\[1\]: empty token"):
         UserSpec.from_fields({"allow_sub": ["lobby.>", "x..y"]}, now=0, known=ROLE_FIELDS)
     with pytest.raises(FieldError, match="unknown field"):
-        UserSpec.from_fields({"times": []}, now=0, known=ROLE_FIELDS)
+        UserSpec.from_fields({"expiry": "2030-01-01"}, now=0, known=ROLE_FIELDS)  # a role has no expiry
     # a role's user may not carry permissions of its own (resp_ttl, times_location included)
     text = spec_with_user('role: guest\n        times_location: "UTC"')
     path, err = _plan_error(tmp_path, capsys, text)

@@ -35,13 +35,18 @@ def _gateways(values) -> list[tuple[str, str]]:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (0.0.0.0 for a public node).")
 @click.option("--client-port", type=PORT, help="Client port (default: a free port).")
 @click.option("--monitor-port", type=PORT, help="Monitoring port (default: a free port).")
+@click.option(
+    "--monitor-host",
+    help="Where monitoring listens (default 127.0.0.1, also for a public node: it shows connections and accounts).",
+)
 @click.option("--cluster-port", type=PORT, help="Cluster (route) port (default: a free port).")
 @click.option("--cluster-name", default="dchat", show_default=True)
 @click.option("--no-cluster", is_flag=True, help="A node without routes (a leaf or a lone server).")
 @click.option(
     "--advertise",
-    help="host[:port] other nodes should use to reach this one: advertised to the cluster, and to leaf nodes"
-    " with --leaf-port (default: detected when --host is 0.0.0.0).",
+    help="host[:port] others should use to reach this one: advertised to clients, the cluster, gateways, leaf nodes"
+    " and websocket clients, each on its own port (default: detected when --host is 0.0.0.0). An IPv6 address goes"
+    " in brackets: [fd00::1].",
 )
 @click.option("--seed-route", multiple=True, help="nats-route://host:port of any node already in the cluster.")
 @click.option("--gateway", multiple=True, help="NAME=nats://host:port of another cluster's gateway.")
@@ -62,6 +67,7 @@ def node_add(
     host,
     client_port,
     monitor_port,
+    monitor_host,
     cluster_port,
     cluster_name,
     no_cluster,
@@ -81,6 +87,32 @@ def node_add(
 ):
     """Create a node config (default-deny subscribe) and the node's local user."""
     from dchat_ops.config import nodes
+    from dchat_ops.errors import ConfigError
+    from dchat_ops.hosts import check_advertise, check_host
+
+    # a bad address is a usage error (exit 2), found before anything is written
+    for hint, value, check in (
+        ("--host", host, check_host),
+        ("--monitor-host", monitor_host, check_host),
+        ("--advertise", advertise, lambda v, what: check_advertise(v, what, port_required=False)),
+    ):
+        if value:
+            try:
+                check(value, hint)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc), param_hint=hint) from None
+    from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES, check_url
+
+    for hint, urls, schemes in (
+        ("--seed-route", list(seed_route), ROUTE_SCHEMES),
+        ("--gateway", [u for _, u in _gateways(gateway)], GATEWAY_SCHEMES),
+        ("--leaf-of", list(leaf_of), LEAF_SCHEMES),
+    ):
+        for u in urls:
+            try:
+                check_url(u, schemes, hint)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint=hint) from None
 
     r = nodes.add_node(
         c.store(),
@@ -88,6 +120,7 @@ def node_add(
         host=host,
         client_port=client_port,
         monitor_port=monitor_port,
+        monitor_host=monitor_host,
         cluster=not no_cluster,
         cluster_name=cluster_name,
         cluster_port=cluster_port,

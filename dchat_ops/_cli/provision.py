@@ -29,7 +29,11 @@ def _plan_lines(d: dict) -> list[str]:
 
 @cli.command("plan")
 @click.option("-f", "--file", "spec_file", required=True, type=click.Path(dir_okay=False), help="The spec file.")
-@click.option("--keep-removed", is_flag=True, help="Do not revoke users removed from the spec.")
+@click.option(
+    "--keep-removed",
+    is_flag=True,
+    help="Keep users and accounts removed from the spec (default: revoke and remove them).",
+)
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 3 when there are changes, 0 when none.")
 @json_option
 @pass_ctx
@@ -47,7 +51,11 @@ def plan_cmd(c: Ctx, spec_file, keep_removed, detailed_exitcode, as_json):
 
 @cli.command("apply")
 @click.option("-f", "--file", "spec_file", required=True, type=click.Path(dir_okay=False), help="The spec file.")
-@click.option("--keep-removed", is_flag=True, help="Do not revoke users removed from the spec.")
+@click.option(
+    "--keep-removed",
+    is_flag=True,
+    help="Keep users and accounts removed from the spec (default: revoke and remove them).",
+)
 @json_option
 @pass_ctx
 def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
@@ -77,12 +85,12 @@ def apply_cmd(c: Ctx, spec_file, keep_removed, as_json):
         as_json,
         d,
         lambda: (
-            _plan_lines(d) + _node_lines(d)
+            _plan_lines(d) + _node_lines(d) + ([f"error: {d['error']}"] if d.get("error") else [])
             if d["changes"]
             else [f"no changes: the store matches the spec ({d['unchanged']} users unchanged); nothing written"]
         ),
     )
-    return 1 if r.rolled_back else 0
+    return 1 if r.failed or r.rolled_back else 0
 
 
 _NODE_OUTCOMES = {

@@ -54,6 +54,7 @@ _TOP_KEYS = {
     "host",
     "client_port",
     "monitor_port",
+    "monitor_host",
     "advertise",
     "resolver",
     "resolver_allow_delete",
@@ -125,14 +126,15 @@ class Node:
     host: str = "127.0.0.1"
     client_port: int = 4222
     monitor_port: int = 8222
-    advertise: str = ""
+    monitor_host: str = ""  # where monitoring listens: loopback unless set
+    advertise: str = ""  # host[:port] clients are told (client_advertise); the other listeners have their own
     advertise_reason: str = ""
     resolver: str = "full"
     resolver_allow_delete: bool = False
     max_payload: int = 0
     cluster: Optional[dict] = None  # name, host, port, advertise, routes, connect_retries
     jetstream: Optional[dict] = None  # enabled, max_memory, max_file
-    websocket: Optional[dict] = None  # port, host
+    websocket: Optional[dict] = None  # port, host, advertise
     tls: dict = field(default_factory=dict)
     gateway: Optional[dict] = None  # port, host, advertise, remotes: [{name, urls}]
     leafnodes: Optional[dict] = None  # port (hub), remotes: [{url(s), account, user}]
@@ -274,6 +276,7 @@ def parse_node(doc: Any, path: Path) -> Node:
     node.host = r.host(doc, "host", "host", "127.0.0.1")
     node.client_port = r.port(doc, "client_port", "client_port")
     node.monitor_port = r.port(doc, "monitor_port", "monitor_port")
+    node.monitor_host = r.host(doc, "monitor_host", "monitor_host", "")
     node.advertise = r.advertise(doc, "advertise", "advertise", port_required=False)
     node.resolver = str(doc.get("resolver") or "full")
     if node.resolver not in ("full", "memory"):
@@ -310,11 +313,12 @@ def parse_node(doc: Any, path: Path) -> Node:
             "max_file": js.get("max_file"),
             "store_dir": js.get("store_dir"),
         }
-    ws = r.mapping(doc, "websocket", "websocket", {"port", "host"})
+    ws = r.mapping(doc, "websocket", "websocket", {"port", "host", "advertise"})
     if ws is not None:
         node.websocket = {
             "port": r.port(ws, "port", "websocket.port"),
             "host": r.host(ws, "host", "websocket.host", node.host),
+            "advertise": r.advertise(ws, "advertise", "websocket.advertise"),
         }
     tls = r.mapping(doc, "tls", "tls", {"client", "route", "gateway", "leafnode", "websocket", "insecure"})
     node.tls = dict(tls or {})

@@ -16,6 +16,7 @@ subjects flow into the node from the rest of the cluster).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from dchat_ops.config.server import (
 from dchat_ops.config.tls import apply_tls, tls_flags
 from dchat_ops.errors import ConfigError, ExistsError, StoreError
 from dchat_ops.hosts import (
+    LOOPBACK,
     check_advertise,
     check_host,
     choose_advertise,
@@ -62,6 +64,7 @@ __all__ = [
     "AddNodeResult",
     "RouteChange",
     "add_node",
+    "advertise_on",
     "check_port_clashes",
     "client_url",
     "dependent_nodes",
@@ -70,6 +73,7 @@ __all__ = [
     "monitor_host",
     "monitor_url",
     "node_user_spec",
+    "pick_port",
     "render_node",
     "route_change",
     "route_imports",
@@ -100,7 +104,14 @@ def _used_ports(store: Store, exclude: str = "", host: str = "127.0.0.1") -> set
     for nid, other in read_nodes(store).items():
         if nid != exclude and listeners_overlap(other.host, host):
             used.update(p for _, p in other.ports())
+        elif nid != exclude:
+            used.add(other.monitor_port)  # monitoring may share loopback with nodes on other hosts
     return used
+
+
+def pick_port(store: Store, node_id: str, host: str = "127.0.0.1", taken: Sequence[int] = ()) -> int:
+    """A free port for a new listener of ``node_id``: used by no other node of the store on that host."""
+    return _pick_port(_used_ports(store, exclude=node_id, host=host) | set(taken), host)
 
 
 def _pick_port(used: set[int], host: str = "127.0.0.1") -> int:
@@ -145,6 +156,7 @@ def add_node(
     host: str = "127.0.0.1",
     client_port: Optional[int] = None,
     monitor_port: Optional[int] = None,
+    monitor_host: Optional[str] = None,
     cluster: bool = True,
     cluster_name: str = "dchat",
     cluster_port: Optional[int] = None,
@@ -165,6 +177,8 @@ def add_node(
     check_name(node_id, "node id")
     check_name(cluster_name, "cluster name")
     check_host(host, "--host")
+    if monitor_host:
+        check_host(monitor_host, "--monitor-host")
     if advertise:
         check_advertise(advertise, "--advertise", port_required=False)
     store.require()
@@ -210,9 +224,14 @@ def add_node(
         account=account,
         user=node_id,
     )
+    if monitor_host:
+        nf.set(("monitor_host",), monitor_host)
     addr = why = ""
-    if (cluster or leaf_port) and (host in ("0.0.0.0", "::") or advertise):
+    if host in ("0.0.0.0", "::") or advertise:
         addr, why = choose_advertise(local_addresses() if not advertise else [], advertise)
+        # clients are told the same host (on the client port); every other listener below too
+        nf.set(("advertise",), host_port(host_of(addr), client_port))
+        messages.append(f"advertising {host_port(host_of(addr), client_port)} to clients: {why}")
     if cluster:
         cport = cluster_port or _pick_port(used, host)
         cl = {"name": cluster_name, "port": cport, "routes": list(seed_routes)}
@@ -222,10 +241,11 @@ def add_node(
         nf.set(("cluster",), cl)
     if gateways or gateway_port:
         gport = gateway_port or _pick_port(used, host)
-        nf.set(
-            ("gateway",),
-            {"name": cluster_name, "port": gport, "remotes": [{"name": n, "urls": [u]} for n, u in gateways]},
-        )
+        gw: dict = {"name": cluster_name, "port": gport, "remotes": [{"name": n, "urls": [u]} for n, u in gateways]}
+        if addr:
+            gw["advertise"] = host_port(host_of(addr), gport)
+            messages.append(f"advertising {gw['advertise']} to other gateways: {why}")
+        nf.set(("gateway",), gw)
     if leaf_of or leaf_port:
         lf: dict = {}
         if leaf_port:
@@ -239,7 +259,11 @@ def add_node(
     if allow_delete:
         nf.set(("resolver_allow_delete",), True)
     if websocket_port:
-        nf.set(("websocket",), {"port": websocket_port})
+        ws: dict = {"port": websocket_port}
+        if addr:
+            ws["advertise"] = host_port(host_of(addr), websocket_port)
+            messages.append(f"advertising {ws['advertise']} to websocket clients: {why}")
+        nf.set(("websocket",), ws)
     if jetstream:
         nf.set(("jetstream",), {"enabled": True})
         if cluster and not seed_routes:
@@ -462,8 +486,16 @@ def client_url(node: Node) -> str:
 
 
 def monitor_host(node: Node) -> str:
-    """The host the node's monitoring port listens on (loopback unless the node listens elsewhere)."""
-    return "127.0.0.1" if node.host in ("127.0.0.1", "localhost") else node.host
+    """The host the node's monitoring port listens on: its ``monitor_host`` when set, else the node's
+    host when that is a loopback address, else loopback: also for a public node (the monitoring
+    endpoints show its connections and accounts)."""
+    if node.monitor_host:
+        return node.monitor_host
+    h = dial_host(node.host)
+    try:
+        return h if ipaddress.ip_address(h).is_loopback else LOOPBACK
+    except ValueError:
+        return LOOPBACK
 
 
 def monitor_url(node: Node) -> str:
@@ -500,6 +532,7 @@ def server_config(
         port=node.client_port,
         http_host=monitor_host(node),
         http_port=node.monitor_port,
+        client_advertise=advertise_on(node.advertise, node.client_port),
         max_payload=node.max_payload or None,
     )
     if node.jetstream is not None:
@@ -553,16 +586,32 @@ def server_config(
             "remotes": remotes,
         }
     if node.websocket:
-        cfg.websocket = {"listen": host_port(node.websocket["host"], node.websocket["port"])}
+        cfg.websocket = {
+            "listen": host_port(node.websocket["host"], node.websocket["port"]),
+            "advertise": node.websocket.get("advertise"),
+        }
     apply_tls(store, node, cfg)
     return cfg
+
+
+def advertise_on(advertise: str, port: int) -> str:
+    """``advertise`` as host:port: a bare host takes the listener's port."""
+    if not advertise:
+        return ""
+    return advertise if ":" in advertise.rsplit("]", 1)[-1] else host_port(host_of(advertise), port)
 
 
 def check_port_clashes(store: Store, node: Node) -> None:
     """Refuse a node whose ports clash with another node of this store on the same host."""
     mine = node.ports()
     for other_id, other in read_nodes(store).items():
-        if other_id == node.id or not listeners_overlap(node.host, other.host):
+        if other_id == node.id:
+            continue
+        if other.monitor_port == node.monitor_port and listeners_overlap(monitor_host(node), monitor_host(other)):
+            raise ConfigError(
+                f"node {node.id}: monitor port {node.monitor_port} clashes with the monitor port of node {other_id}"
+            )
+        if not listeners_overlap(node.host, other.host):
             continue
         theirs = {p: what for what, p in other.ports()}
         for what, p in mine:

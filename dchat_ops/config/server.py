@@ -53,6 +53,7 @@ class ServerConfig:
     port: int = 4222
     http_host: str = "127.0.0.1"
     http_port: Optional[int] = None
+    client_advertise: str = ""
     max_payload: Optional[int] = None
     jetstream: Optional[dict] = None
     cluster: Optional[dict] = None
@@ -94,6 +95,8 @@ def render(cfg: ServerConfig, header: str = "") -> str:
         f"host: {_q(cfg.host)}",
         f"port: {cfg.port}",
     ]
+    if cfg.client_advertise:
+        out.append(f"client_advertise: {_q(cfg.client_advertise)}")
     if cfg.http_port:
         out.append(f"http: {_q(host_port(cfg.http_host, cfg.http_port))}")
     if cfg.max_payload:
@@ -138,6 +141,8 @@ def render(cfg: ServerConfig, header: str = "") -> str:
     if cfg.websocket:
         ws = cfg.websocket
         out += ["", "websocket {", f"  listen: {_q(ws.get('listen'))}"]
+        if ws.get("advertise"):
+            out.append(f"  advertise: {_q(ws['advertise'])}")
         out += ["  tls {", _tls_block(ws["tls"], 4), "  }"] if ws.get("tls") else ["  no_tls: true"]
         out.append("}")
     return "\n".join(out) + "\n"

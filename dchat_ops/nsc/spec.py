@@ -15,6 +15,7 @@ the JWT, so it is refused here.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -43,7 +44,9 @@ __all__ = [
     "check_times",
     "check_validity",
     "dedupe",
+    "duration_text",
     "parse_time_window",
+    "time_text",
 ]
 
 INT64_MAX = 2**63 - 1
@@ -74,12 +77,10 @@ USER_FIELDS: dict[str, tuple[str, str]] = {
     "start": ("not_before", "time"),
     "tags": ("tags", "texts"),
 }
-# what a scoped signing key's template (a role) may set
-ROLE_FIELDS: dict[str, tuple[str, str]] = {
-    k: USER_FIELDS[k] for k in ("allow_pub", "deny_pub", "allow_sub", "deny_sub", "subs", "data", "payload")
-}
 # fields that a user of a scoped role may not set (the role owns them)
 PERMISSION_FIELDS = tuple(k for k in USER_FIELDS if k not in ("expiry", "start", "tags"))
+# what a scoped signing key's template (a role) may set: every permission and limit of a user
+ROLE_FIELDS: dict[str, tuple[str, str]] = {k: USER_FIELDS[k] for k in PERMISSION_FIELDS}
 _NAME_OF = {attr: name for name, (attr, _) in USER_FIELDS.items()}
 
 
@@ -222,6 +223,21 @@ def dedupe(items: Iterable[str]) -> list[str]:
     return list(seen)
 
 
+def time_text(t: int) -> str:
+    """Unix seconds as a spec writes a time: ``2027-06-30T00:00:00Z``."""
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration_text(seconds: float) -> str:
+    """A duration :func:`~dchat_ops._time.parse_duration` reads back to the same nanoseconds."""
+    ns = round(seconds * 1e9)
+    if ns % 1_000_000_000 == 0:
+        return f"{ns // 1_000_000_000}s"
+    if ns % 1_000_000 == 0:
+        return f"{ns // 1_000_000}ms"
+    return f"{ns / 1e6!r}ms"
+
+
 # --- what to set on a user ------------------------------------------------------------------------------
 
 
@@ -326,7 +342,7 @@ class UserSpec:
         if self.resp_max is not None or self.resp_ttl_s is not None:
             cur = p.resp or ResponsePermission()
             max_ = cur.max if self.resp_max is None else self.resp_max
-            ttl = cur.ttl_ns if self.resp_ttl_s is None else int(self.resp_ttl_s * 1e9)
+            ttl = cur.ttl_ns if self.resp_ttl_s is None else round(self.resp_ttl_s * 1e9)
             p.resp = None if max_ == 0 and self.resp_max == 0 else ResponsePermission(max_, ttl)
         for k in ("subs", "data", "payload"):
             v = getattr(self, k)
@@ -348,6 +364,55 @@ class UserSpec:
             u.not_before = self.not_before
         if self.tags is not None:
             u.tags = dedupe(t.strip().lower() for t in self.tags)
+
+    @classmethod
+    def from_claims(cls, u: UserClaims) -> UserSpec:
+        """Every field of ``u`` (what :meth:`apply` on a fresh user would set to make ``u`` again)."""
+        lim = u.limits
+        p = lim.permissions
+        return cls(
+            pub_allow=list(p.pub.allow),
+            pub_deny=list(p.pub.deny),
+            sub_allow=list(p.sub.allow),
+            sub_deny=list(p.sub.deny),
+            resp_max=None if p.resp is None else p.resp.max,
+            resp_ttl_s=None if p.resp is None or not p.resp.ttl_ns else p.resp.ttl_ns / 1e9,
+            subs=lim.subs,
+            data=lim.data,
+            payload=lim.payload,
+            bearer=lim.bearer_token,
+            connection_types=list(lim.allowed_connection_types),
+            source_networks=list(lim.src),
+            times=[(t.start, t.end) for t in lim.times],
+            times_location=lim.times_location,
+            expires=u.expires,
+            not_before=u.not_before,
+            tags=list(u.tags),
+        )
+
+    def to_fields(self, known: Mapping[str, tuple[str, str]] = USER_FIELDS) -> dict[str, Any]:
+        """The fields as a spec file writes them (``times: ["08:00:00-18:00:00"]``, ``expiry:
+        "2027-06-30T00:00:00Z"``, ``resp_ttl: "1500ms"``), those at their default left out: what
+        :meth:`from_fields` reads back into the same claims."""
+        out: dict[str, Any] = {}
+        for name, (attr, shape) in known.items():
+            v = getattr(self, attr)
+            if v is None or v == [] or v == "" or v is False:
+                continue
+            if shape == "int" and v == -1 and name != "resp_max":
+                continue
+            if shape == "time":
+                if not v:
+                    continue
+                v = time_text(v)
+            elif shape == "duration":
+                v = duration_text(v)
+            elif name == "times":
+                v = [f"{a}-{b}" for a, b in v]
+            elif isinstance(v, list):
+                v = list(v)
+            out[name] = v
+        return out
 
     def has_permissions_or_limits(self) -> bool:
         return any(

@@ -18,7 +18,7 @@ from dchat_ops._fs import deferred_sync, with_store_lock
 from dchat_ops.config import nodes as nodes_mod
 from dchat_ops.config import pki
 from dchat_ops.config import tls as tls_mod
-from dchat_ops.config.node import NodeFile
+from dchat_ops.config.node import NodeFile, list_nodes
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc import admin, revoke
 from dchat_ops.nsc.claims import ScopedSigningKey, UserClaims
@@ -34,7 +34,7 @@ from dchat_ops.provision.plan import (
     node_edits,
     plan,
     role_template,
-    spec_cluster_ports,
+    spec_ports,
     spec_uses_tls,
 )
 from dchat_ops.provision.schema import Spec
@@ -58,6 +58,11 @@ class ApplyResult:
     plan: Plan
     written_users: int = 0
     nodes: list[NodeOutcome] = field(default_factory=list)
+    error: str = ""  # the failure that rolled the whole apply back
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
 
     @property
     def rolled_back(self) -> list[NodeOutcome]:
@@ -69,6 +74,7 @@ class ApplyResult:
             "changed": self.plan.has_changes,
             "users_written": self.written_users,
             "nodes": [n.to_dict() for n in self.nodes],
+            **({"error": self.error} if self.error else {}),
         }
 
 
@@ -83,26 +89,64 @@ def apply(
 ) -> ApplyResult:
     """Make the store and its nodes what the spec says; a second apply of the same spec changes nothing.
 
-    A node whose change fails is rolled back and reported in ``result.nodes`` (the rest of the
-    apply stands; the next plan shows that node's update again).
+    All or nothing: identities and node files are one unit of work.  When a node's change fails
+    (its config refused, a reload the server rejects), every file the apply wrote is restored, the
+    running nodes it had already changed are reloaded onto their previous config, and the result
+    says so (``result.error``; each node's outcome in ``result.nodes``).
     """
     p = plan(store, spec, keep_removed=keep_removed)
     result = ApplyResult(p)
     if not p.has_changes:
         if p.state_stale:
-            write_state(store, spec, p.user_state)
+            write_state(store, spec, p.user_state, p.accounts_kept)
         return result
-    # identities: one unit of work (all or nothing, also across a kill); then each node in its own
-    with deferred_sync(), store.transaction():
-        _apply_operator(store, spec, p)
-        _apply_accounts(store, spec, p)
-        users = dict(p.user_state)
-        _issue(store, p, users, workers, progress)
-        result.written_users = len(p.users_to_issue)
-        _revoke(store, p)
-        write_state(store, spec, users)
-    _apply_nodes(store, spec, p, result)
+    try:
+        with store.transaction():  # one unit of work (journaled: also across a kill)
+            with deferred_sync():
+                _apply_operator(store, spec, p)
+                _apply_accounts(store, spec, p)
+                users = dict(p.user_state)
+                _issue(store, p, users, workers, progress)
+                result.written_users = len(p.users_to_issue)
+                _revoke(store, p)
+                _remove_accounts(store, p)
+                write_state(store, spec, users, p.accounts_kept)
+            _apply_nodes(store, spec, p, result)
+    except _NodeFailed as failed:
+        result.written_users = 0
+        reloaded = _back_to_files(store)
+        result.error = (
+            f"node {failed.node}: {failed.detail}; the whole apply was rolled back: every file it wrote was restored"
+            + (f", and node(s) {', '.join(reloaded)} reloaded onto their previous config" if reloaded else "")
+        )
     return result
+
+
+class _NodeFailed(Exception):
+    def __init__(self, node: str, detail: str):
+        super().__init__(node, detail)
+        self.node, self.detail = node, detail
+
+
+def _back_to_files(store: Store) -> list[str]:
+    """Reload the running nodes whose config file was restored under them; their ids."""
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    out = []
+    for nid in list_nodes(store):
+        sup = Supervisor(store, nid)
+        try:
+            if sup.running() and sup.config_behind():
+                sup.reload(render=False)
+                out.append(nid)
+        except DchatOpsError:
+            continue
+    return out
+
+
+def _remove_accounts(store: Store, p: Plan) -> None:
+    for name in p.accounts_to_remove:
+        admin.remove_account(store, name)
 
 
 def _apply_operator(store: Store, spec: Spec, p: Plan) -> None:
@@ -122,8 +166,12 @@ def _apply_operator(store: Store, spec: Spec, p: Plan) -> None:
         if strict and not store.operator().claims.signing_keys:
             admin.edit_operator(store, add_signing_key=True)
         admin.edit_operator(store, strict=strict)
+    while len(store.operator().claims.signing_keys) < p.operator.get("plain_signing_keys", 0):
+        admin.edit_operator(store, add_signing_key=True)
     if "service_urls" in p.operator:
         admin.edit_operator(store, service_urls=p.operator["service_urls"])
+    if "account_server_url" in p.operator or "tags" in p.operator:
+        admin.edit_operator(store, account_server_url=p.operator.get("account_server_url"), tags=p.operator.get("tags"))
 
 
 def _apply_accounts(store: Store, spec: Spec, p: Plan) -> None:
@@ -135,9 +183,13 @@ def _apply_accounts(store: Store, spec: Spec, p: Plan) -> None:
     for step in p.accounts:
         e = store.account(step.name)
         if step.desired is not None:
-            desired, missing_roles = step.desired, step.missing_roles
+            desired, missing_roles, missing_plain = step.desired, step.missing_roles, step.missing_plain
         else:  # created now (or importing from one created now): its keys exist only from here on
-            desired, missing_roles = account_desired(step.item, e, keys)
+            desired, missing_roles, missing_plain = account_desired(step.item, e, keys, admin.now(store))
+        for _ in range(missing_plain):
+            kp = KeyPair.generate("account")
+            store.save_key(kp)
+            desired.signing_keys.append(kp.public_key)
         for role in missing_roles:
             kp = KeyPair.generate("account")
             store.save_key(kp)
@@ -254,21 +306,36 @@ def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None
     for step in p.nodes:
         if step.create:
             n = step.item
+            host = n.get("host", "127.0.0.1")
+            given = [x for x in (n.get("client_port"), n.get("monitor_port"), n.get("cluster_port")) if x]
+            listen: dict[str, Optional[int]] = {}
+            for sec in ("gateway", "leafnodes", "websocket"):
+                want = n.get(sec)
+                if want is None or (sec == "leafnodes" and not want.get("port")):
+                    listen[sec] = None
+                    continue
+                listen[sec] = want.get("port") or nodes_mod.pick_port(store, n["id"], host, given)
+                given.append(listen[sec])
             nodes_mod.add_node(
                 store,
                 n["id"],
-                host=n.get("host", "127.0.0.1"),
+                host=host,
                 client_port=n.get("client_port"),
                 monitor_port=n.get("monitor_port"),
+                monitor_host=n.get("monitor_host"),
+                cluster=n.get("cluster", True) is not False,
                 cluster_name=n.get("cluster_name", "dchat"),
                 cluster_port=n.get("cluster_port"),
+                gateway_port=listen["gateway"],
+                leaf_port=listen["leafnodes"],
+                websocket_port=listen["websocket"],
                 advertise=n.get("advertise"),
                 jetstream=bool(n.get("jetstream")),
                 resolver=n.get("resolver", "full"),
                 account=n.get("account"),
                 force=True,
             )
-    ports = spec_cluster_ports(store, spec)
+    ports = spec_ports(store, spec)
     for step in p.nodes:
         edits = step.edits
         if edits is None or step.create:  # the ports of nodes created now are known only now
@@ -279,6 +346,16 @@ def _apply_nodes(store: Store, spec: Spec, p: Plan, result: ApplyResult) -> None
                 _ensure_certificates(store, step.id, edits)
             r = apply_node_change(store, step.id, edits)
         except DchatOpsError as exc:
+            # all or nothing: the nodes changed before it are put back too, the ones after it not touched
+            for done in result.nodes:
+                if done.outcome != "unchanged":
+                    done.outcome, done.detail = "rolled-back", f"restored: node {step.id} failed"
             result.nodes.append(NodeOutcome(step.id, "rolled-back", str(exc)))
-            continue
+            done_ids = {x.node for x in result.nodes}
+            result.nodes += [
+                NodeOutcome(s.id, "rolled-back", f"not applied: node {step.id} failed")
+                for s in p.nodes
+                if s.id not in done_ids
+            ]
+            raise _NodeFailed(step.id, str(exc)) from None
         result.nodes.append(NodeOutcome(step.id, r.outcome, "; ".join(r.messages)))

@@ -11,22 +11,33 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from dchat_ops._fs import read_file
-from dchat_ops.config.node import NodeFile, list_nodes, node_path
+from dchat_ops._time import parse_duration, parse_expiry
+from dchat_ops.config.node import NodeFile, list_nodes, node_path, read_nodes
+from dchat_ops.config.nodes import advertise_on
 from dchat_ops.config.pki import ca_paths
 from dchat_ops.errors import ConfigError, JWTError, StoreError
-from dchat_ops.hosts import dial_host
+from dchat_ops.hosts import dial_host, host_of, host_port, is_wildcard
 from dchat_ops.hosts import url as host_url
 from dchat_ops.nsc import admin
-from dchat_ops.nsc.claims import AccountClaims, Export, Import, ScopedSigningKey, UserClaims, UserPermissionLimits
+from dchat_ops.nsc.claims import (
+    ACCOUNT_LIMIT_KEYS,
+    AccountClaims,
+    Export,
+    Import,
+    JetStreamLimits,
+    ScopedSigningKey,
+    UserClaims,
+    UserPermissionLimits,
+)
 from dchat_ops.nsc.jwt import decode
-from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec
+from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec, dedupe
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.apply import NodeEdit
-from dchat_ops.provision.schema import Spec, SpecError, node_user_clash
+from dchat_ops.provision.schema import EXPORT_FIELDS, IMPORT_FIELDS, JS_FIELDS, Spec, SpecError, node_user_clash
 from dchat_ops.provision.state import fingerprint, load_state, sha
 
 __all__ = ["AccountStep", "Change", "NodeStep", "Plan", "UserStep", "plan", "spec_uses_tls"]
@@ -50,6 +61,7 @@ class AccountStep:
     item: dict  # the spec's account
     desired: Optional[AccountClaims] = None  # None: built once the keys it names exist (created in this apply)
     missing_roles: list[str] = field(default_factory=list)
+    missing_plain: int = 0  # plain signing keys to add
 
 
 @dataclass
@@ -81,6 +93,8 @@ class Plan:
     accounts: list[AccountStep] = field(default_factory=list)
     users_to_issue: list[UserStep] = field(default_factory=list)
     users_to_revoke: list[tuple[str, str]] = field(default_factory=list)
+    accounts_to_remove: list[str] = field(default_factory=list)
+    accounts_kept: list[str] = field(default_factory=list)  # removed from the spec, kept (--keep-removed)
     nodes: list[NodeStep] = field(default_factory=list)  # every node of the spec, changed or not
     state_stale: bool = False  # the state does not say what plan found: write it even when nothing changed
     user_state: dict[str, dict[str, str]] = field(default_factory=dict)  # the state entries of unchanged users
@@ -127,68 +141,135 @@ def _desired_claims(spec: UserSpec, scoped: bool) -> UserClaims:
     return u
 
 
-def account_desired(spec_acc: dict, existing, account_keys: dict[str, str]) -> tuple[AccountClaims, list[str]]:
-    """The account claims the spec wants, built on the existing claims (keys and revocations kept)."""
+def account_desired(
+    spec_acc: dict, existing, account_keys: dict[str, str], now: int = 0
+) -> tuple[AccountClaims, list[str], int]:
+    """The account claims the spec wants, built on the existing claims (keys and revocations kept), the
+    roles it has no key for yet, and how many plain signing keys it lacks."""
     claims = existing.claims.copy() if existing else AccountClaims(subject="", name=spec_acc["name"])
     lim = spec_acc.get("limits", {})
     base = AccountClaims(subject="", name="").limits
-    for limit in ("conn", "leaf", "subs", "data", "payload", "imports", "exports", "wildcards"):
+    for limit in (*ACCOUNT_LIMIT_KEYS, "wildcards", "disallow_bearer"):
         setattr(claims.limits, limit, lim.get(limit, getattr(base, limit)))
     js = spec_acc.get("jetstream", {})
-    claims.limits.jetstream.mem_storage = js.get("mem", 0)
-    claims.limits.jetstream.disk_storage = js.get("disk", 0)
-    claims.limits.jetstream.streams = js.get("streams", 0)
-    claims.limits.jetstream.consumer = js.get("consumers", 0)
+    js_base = JetStreamLimits()
+    for k, attr in JS_FIELDS.items():
+        setattr(claims.limits.jetstream, attr, js.get(k, getattr(js_base, attr)))
+
+    def export_options(e: dict) -> dict[str, Any]:
+        return {
+            k: (round(parse_duration(e[k]) * 1e9) if k == "response_threshold" else e[k])
+            for k in EXPORT_FIELDS
+            if k in e
+        }
+
     claims.exports = [
-        Export(e["subject"], e.get("type", "stream"), name=e.get("name", "")) for e in spec_acc.get("exports", [])
+        Export(
+            e["subject"],
+            e.get("type", "stream"),
+            **export_options(e),
+        )
+        for e in spec_acc.get("exports", [])
     ]
     claims.imports = [
         Import(
             i["subject"],
             account_keys.get(i["account"], ""),
             i.get("type", "stream"),
-            name=i.get("name", ""),
-            local_subject=i.get("local_subject", ""),
+            **{k: i[k] for k in IMPORT_FIELDS if k in i},
         )
         for i in spec_acc.get("imports", [])
     ]
     claims.description = spec_acc.get("description", "")
+    claims.expires = parse_expiry(str(spec_acc["expiry"]), now) if "expiry" in spec_acc else 0
+    claims.tags = dedupe(t.strip().lower() for t in spec_acc.get("tags", []))
     # roles: keep existing scoped keys whose role is still wanted (their template updated), drop the others
     wanted = {r["role"]: r for r in spec_acc.get("signing_keys", [])}
     kept: list = [k for k in claims.signing_keys if isinstance(k, str)]
     have_roles = set()
-    for k in claims.signing_keys:
-        if isinstance(k, ScopedSigningKey) and k.role in wanted:
-            k.template = role_template(wanted[k.role])
-            k.description = wanted[k.role].get("description", "")
-            kept.append(k)
-            have_roles.add(k.role)
+    for sk in claims.signing_keys:
+        if isinstance(sk, ScopedSigningKey) and sk.role in wanted:
+            sk.template = role_template(wanted[sk.role])
+            sk.description = wanted[sk.role].get("description", "")
+            kept.append(sk)
+            have_roles.add(sk.role)
     missing_roles = [r for r in wanted if r not in have_roles]
     claims.signing_keys = kept
-    return claims, missing_roles
+    plain = sum(1 for k in kept if isinstance(k, str))
+    return claims, missing_roles, max(0, spec_acc.get("plain_signing_keys", 0) - plain)
 
 
-def route_urls(spec: Spec, n: dict, ports: dict[str, int]) -> Optional[list[str]]:
-    """The node's routes as URLs; None while a node it routes to has no cluster port yet."""
-    out = []
-    for r in n.get("routes", []):
-        if "://" in r:
-            out.append(r)
-            continue
-        if r not in ports:
-            return None
-        other = next(x for x in spec.nodes if x["id"] == r)
-        out.append(host_url("nats-route", dial_host(other.get("host", "127.0.0.1")), ports[r]))
+# what a node id in a spec's URL list stands for: (URL scheme, section of the port)
+_LINKS = {"cluster": ("nats-route", "cluster"), "gateway": ("nats", "gateway"), "leaf": ("nats-leaf", "leafnodes")}
+
+SpecPorts = dict[str, dict[str, int]]  # node id -> {"cluster" | "gateway" | "leafnodes": port}
+
+
+def spec_ports(store: Store, spec: Spec) -> SpecPorts:
+    """The cluster, gateway and leafnode ports of the spec's nodes: the spec's, else the node file's."""
+    out: SpecPorts = {}
+    for x in spec.nodes:
+        ports: dict[str, int] = {}
+        if node_path(store, x["id"]).exists():
+            node = NodeFile.load(store, x["id"]).node
+            for sec in ("cluster", "gateway", "leafnodes"):
+                cur = getattr(node, sec)
+                if cur and cur.get("port"):
+                    ports[sec] = cur["port"]
+        if "cluster_port" in x:
+            ports["cluster"] = x["cluster_port"]
+        for sec in ("gateway", "leafnodes"):
+            if (x.get(sec) or {}).get("port"):
+                ports[sec] = x[sec]["port"]
+        out[x["id"]] = ports
     return out
 
 
-def node_edits(spec: Spec, n: dict, nf: NodeFile, cluster_ports: dict[str, int]) -> Optional[list[NodeEdit]]:
-    """(key path, value) pairs that bring the node file to the spec (None: routes not known yet)."""
+def resolve_urls(spec: Spec, refs: list[str], kind: str, ports: SpecPorts) -> Optional[list[str]]:
+    """URLs for a list of URLs and node ids of the spec; None while a node named has no port yet."""
+    scheme, sec = _LINKS[kind]
+    out = []
+    for r in refs:
+        if "://" in r:
+            out.append(r)
+            continue
+        port = ports.get(r, {}).get(sec)
+        if port is None:
+            return None
+        other = next(x for x in spec.nodes if x["id"] == r)
+        out.append(host_url(scheme, dial_host(other.get("host", "127.0.0.1")), port))
+    return out
+
+
+def _advertise(n: dict, given: Optional[str], port: int, *, whole: bool = False) -> Optional[str]:
+    """The advertise a listener of spec node ``n`` should have: its own (``given``), else the node's
+    ``advertise`` on the listener's port (``whole``: as written when it has a port: the cluster's),
+    else none; None (not compared) for a public node that names none (node add detected one)."""
+    if given:
+        return given
+    adv = n.get("advertise")
+    if adv:
+        if whole and ":" in adv.rsplit("]", 1)[-1]:
+            return adv
+        return host_port(host_of(adv), port)
+    return None if is_wildcard(n.get("host", "127.0.0.1")) else ""
+
+
+def node_edits(spec: Spec, n: dict, nf: NodeFile, ports: SpecPorts) -> Optional[list[NodeEdit]]:
+    """(key path, value) pairs that bring the node file to the spec (None: a port it needs is not known yet)."""
     node = nf.node
     edits: list[NodeEdit] = []
     for key in ("client_port", "monitor_port", "host"):
         if key in n and getattr(node, key) != n[key]:
             edits.append(((key,), n[key]))
+    if node.monitor_host != n.get("monitor_host", ""):
+        edits.append((("monitor_host",), n.get("monitor_host", "")))
+    if node.resolver != n.get("resolver", "full"):
+        edits.append((("resolver",), n.get("resolver", "full")))
+    client_port = n.get("client_port", node.client_port)
+    want_adv = _advertise(n, None, client_port)
+    if want_adv is not None and advertise_on(node.advertise, node.client_port) != want_adv:
+        edits.append((("advertise",), want_adv))
     pol = n.get("policy", {})
     for direction in ("publish", "subscribe"):
         want = pol.get(direction, {})
@@ -198,30 +279,89 @@ def node_edits(spec: Spec, n: dict, nf: NodeFile, cluster_ports: dict[str, int])
             edits.append((("policy", direction, "allow"), want.get("allow", default_allow)))
         if rule.deny != want.get("deny", []):
             edits.append((("policy", direction, "deny"), want.get("deny", [])))
-    if node.cluster and "cluster_port" in n and node.cluster["port"] != n["cluster_port"]:
-        edits.append((("cluster", "port"), n["cluster_port"]))
-    if node.cluster:
-        routes = route_urls(spec, n, cluster_ports)
+    want_js = bool(n.get("jetstream"))
+    if (node.jetstream is not None) != want_js:
+        edits.append((("jetstream",), {"enabled": True} if want_js else None))
+    clustered = n.get("cluster", True) is not False
+    name = n.get("cluster_name", "dchat")
+    if not clustered:
+        if node.cluster:
+            edits.append((("cluster",), None))
+    else:
+        routes = resolve_urls(spec, n.get("routes", []), "cluster", ports)
         if routes is None:
             return None
-        if node.cluster["routes"] != routes:
-            edits.append((("cluster", "routes"), routes))
+        cport = n.get("cluster_port") or (node.cluster or {}).get("port")
+        if cport is None:
+            return None
+        adv = _advertise(n, n.get("cluster_advertise"), cport, whole=True)
+        if not node.cluster:
+            edits.append(
+                (("cluster",), {"name": name, "port": cport, "routes": routes, **({"advertise": adv} if adv else {})})
+            )
+        else:
+            c = node.cluster
+            for key, want in (("name", name), ("port", cport), ("routes", routes), ("advertise", adv)):
+                if want is not None and c.get(key) != want:
+                    edits.append((("cluster", key), want))
+    for sec, _kind in (("gateway", "gateway"), ("leafnodes", "leaf"), ("websocket", "")):
+        want_sec = n.get(sec)
+        have = getattr(node, sec)
+        if want_sec is None:
+            if have:
+                edits.append(((sec,), None))
+            continue
+        # a leafnodes section without a port is a leaf node only (no listener); gateway and websocket
+        # listeners keep the port they were given when created
+        port = want_sec.get("port") if sec == "leafnodes" else want_sec.get("port") or (have or {}).get("port")
+        if port is None and sec != "leafnodes":
+            return None  # picked when the node is created
+        desired: dict = {}
+        if sec == "gateway":
+            desired["name"] = name
+        if port:
+            desired["port"] = port
+            adv = _advertise(n, want_sec.get("advertise"), port)
+            if adv is not None:
+                desired["advertise"] = adv
+        if sec == "gateway":
+            remotes = []
+            for g in want_sec.get("remotes", []):
+                urls = resolve_urls(spec, g["urls"], "gateway", ports)
+                if urls is None:
+                    return None
+                remotes.append({"name": g["name"], "urls": urls})
+            desired["remotes"] = remotes
+        elif sec == "leafnodes":
+            remotes = []
+            for rem in want_sec.get("remotes", []):
+                urls = resolve_urls(spec, rem["urls"], "leaf", ports)
+                if urls is None:
+                    return None
+                remotes.append(
+                    {
+                        "urls": urls,
+                        "account": rem.get("account", ""),
+                        "user": rem.get("user", ""),
+                        "credentials": rem.get("credentials", ""),
+                    }
+                )
+            desired["remotes"] = remotes
+        current = {k: v for k, v in (have or {}).items() if k in desired}
+        if have is None or current != desired or (not port and (have or {}).get("port")):
+            edits.append(((sec,), _section_doc(desired)))
     want_tls = n.get("tls", {})
     if (node.tls or {}) != want_tls:
         edits.append((("tls",), want_tls))
     return edits
 
 
-def spec_cluster_ports(store: Store, spec: Spec) -> dict[str, int]:
-    ports = {}
-    for x in spec.nodes:
-        if "cluster_port" in x:
-            ports[x["id"]] = x["cluster_port"]
-        elif node_path(store, x["id"]).exists():
-            c = NodeFile.load(store, x["id"]).node.cluster
-            if c:
-                ports[x["id"]] = c["port"]
-    return ports
+def _section_doc(desired: dict) -> dict:
+    """A node file section as written: empty advertise, account, user and credentials left out."""
+    out = {k: v for k, v in desired.items() if not (k == "advertise" and not v)}
+    if "remotes" in out and out.get("remotes") and "account" in out["remotes"][0]:
+        out["remotes"] = [{k: v for k, v in r.items() if v or k == "urls"} for r in out["remotes"]]
+    return out
 
 
 # --- plan --------------------------------------------------------------------------------------------
@@ -258,6 +398,21 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         p.operator["service_urls"] = list(urls)
         if op:
             p.changes.append(Change("update", "operator", op_name, "service URLs"))
+    want_keys = spec.operator.get("plain_signing_keys", 0)
+    if want_keys and (op is None or len(op.claims.signing_keys) < want_keys):
+        p.operator["plain_signing_keys"] = want_keys
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "signing keys"))
+    asu = spec.operator.get("account_server_url", "")
+    if (op and op.claims.account_server_url != asu) or (op is None and asu):
+        p.operator["account_server_url"] = asu
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "account server URL"))
+    tags = dedupe(t.strip().lower() for t in spec.operator.get("tags", []))
+    if (op and list(op.claims.tags) != tags) or (op is None and tags):
+        p.operator["tags"] = tags
+        if op:
+            p.changes.append(Change("update", "operator", op_name, "tags"))
     existing_accounts = {} if p.create_operator else {n: store.account(n) for n in store.account_names()}
     account_keys = {n: e.public_key for n, e in existing_accounts.items()}
     for a in spec.accounts:
@@ -266,11 +421,13 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.changes.append(Change("create", "account", a["name"]))
             p.accounts.append(AccountStep(a["name"], True, a))
             continue
-        desired, missing_roles = account_desired(a, e, account_keys)
-        if desired.to_dict() != e.claims.to_dict() or missing_roles:
+        desired, missing_roles, missing_plain = account_desired(a, e, account_keys, now)
+        if desired.to_dict() != e.claims.to_dict() or missing_roles or missing_plain:
             p.changes.append(Change("update", "account", a["name"], "limits, keys, exports or imports"))
             resolved = all(i["account"] in account_keys for i in a.get("imports", []))
-            p.accounts.append(AccountStep(a["name"], False, a, desired if resolved else None, missing_roles))
+            p.accounts.append(
+                AccountStep(a["name"], False, a, desired if resolved else None, missing_roles, missing_plain)
+            )
     users_state = _plan_users(store, spec, p, state, existing_accounts, now)
     node_users = {(n.get("account") or "", n["id"]) for n in spec.nodes}
     in_spec = {f"{a['name']}/{u['name']}" for a in spec.accounts for u in a.get("users", [])}
@@ -285,8 +442,47 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         else:
             p.users_to_revoke.append((acc_name, name))
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
+    _plan_removed_accounts(store, spec, p, state, users_state, keep_removed)
     _plan_nodes(store, spec, p)
     return p
+
+
+def _plan_removed_accounts(
+    store: Store, spec: Spec, p: Plan, state: dict, users_state: dict, keep_removed: bool
+) -> None:
+    """Accounts an earlier apply made or managed that the spec no longer names: removed (their users
+    with them), or kept with ``--keep-removed``.  Accounts the spec never managed are left alone."""
+    if p.create_operator:
+        return
+    managed = {a for a in state.get("accounts") or [] if isinstance(a, str)}
+    managed |= {k.split("/", 1)[0] for k in users_state}
+    named = {a["name"] for a in spec.accounts}
+    op = store.operator()
+    system = store.find_account(op.claims.system_account, op.name).name
+    have = set(store.account_names(op.name))
+    gone = sorted(a for a in managed - named if a in have and a != system)
+    if not gone:
+        return
+    for nid, node in read_nodes(store).items():
+        if node.account in gone:
+            raise SpecError(
+                f"{spec.path}: account {node.account!r} is no longer in the spec, but node {nid}'s user is in it: "
+                "keep the account, or remove the node first"
+            )
+    for a in gone:
+        if keep_removed:
+            p.accounts_kept.append(a)
+            p.changes.append(Change("drift", "account", a, "removed from the spec; kept (--keep-removed)"))
+        else:
+            p.accounts_to_remove.append(a)
+            p.changes.append(Change("remove", "account", a, "removed from the spec: its JWT, users and creds go"))
+    # its users go (or stay) with it: not revoked one by one
+    p.users_to_revoke = [(acc, u) for acc, u in p.users_to_revoke if acc not in gone]
+    p.changes = [
+        c
+        for c in p.changes
+        if not (c.kind == "user" and c.action in ("revoke", "drift") and c.name.split("/", 1)[0] in gone)
+    ]
 
 
 def _plan_users(
@@ -315,6 +511,14 @@ def _plan_users(
             name = u["name"]
             key = f"{acc_name}/{name}"
             token = None if new_account else _read_token(f"{users_dir}/{check_name(name, 'user name')}.jwt")
+            if u.get("revoked"):
+                # a revoked user: nothing to issue; one whose JWT is not revoked (yet) is revoked
+                if token is not None and not _is_revoked(existing_accounts[acc_name].claims, token):
+                    p.users_to_revoke.append((acc_name, name))
+                    p.changes.append(Change("revoke", "user", key, "revoked in the spec"))
+                else:
+                    p.unchanged += 1
+                continue
             if token is None:
                 p.users_to_issue.append(
                     UserStep(acc_name, name, u.get("role", ""), _user_spec(specs, u, now), False, u)
@@ -335,13 +539,18 @@ def _plan_users(
             except JWTError:
                 claims = None
             desired = _desired_claims(want, "role" in u)
-            want_nats, want_exp = desired.nats_dict(), desired.expires
+            want_nats, want_exp, want_nbf = desired.nats_dict(), desired.expires, desired.not_before
             role_ok = True
             if claims is not None and "role" in u:
                 scope = existing_accounts[acc_name].claims.signing_key_map().get(claims.issuer)
                 role_ok = scope is not None and scope.role == u["role"]
             have = None if claims is None else {k: v for k, v in claims.nats_dict().items() if k != "issuer_account"}
-            if claims is not None and have == want_nats and claims.expires == want_exp and role_ok:
+            if (
+                claims is not None
+                and have == want_nats
+                and (claims.expires, claims.not_before) == (want_exp, want_nbf)
+                and role_ok
+            ):
                 p.unchanged += 1
                 p.user_state[key] = {"spec": fingerprint(u), "jwt": jwt_sha}
                 p.state_stale = True
@@ -356,6 +565,14 @@ def _plan_users(
                 detail += f"; its earlier JWTs are revoked ({'; '.join(removed)})"
             p.changes.append(Change("drift" if drift else "reissue", "user", key, detail))
     return users_state
+
+
+def _is_revoked(account: AccountClaims, token: str) -> bool:
+    try:
+        claims = decode(token, UserClaims)
+    except JWTError:
+        return False
+    return account.is_revoked(claims.subject, claims.issued_at)
 
 
 def _read_token(path: str) -> Optional[str]:
@@ -424,17 +641,29 @@ def _plan_nodes(store: Store, spec: Spec, p: Plan) -> None:
         except ConfigError:
             continue
     for n in spec.nodes:
-        for k in ("client_port", "cluster_port", "monitor_port"):
-            if n.get(k) in taken:
-                raise SpecError(f"{spec.path}: nodes[{n['id']}].{k}: port {n[k]} clashes with {taken[n[k]]}")
-    cluster_ports = spec_cluster_ports(store, spec)
+        for field_name, given in (
+            *((k, n.get(k)) for k in ("client_port", "cluster_port", "monitor_port")),
+            *((f"{sec}.port", (n.get(sec) or {}).get("port")) for sec in ("gateway", "leafnodes", "websocket")),
+        ):
+            if given in taken:
+                raise SpecError(f"{spec.path}: nodes[{n['id']}].{field_name}: port {given} clashes with {taken[given]}")
+    all_ports = spec_ports(store, spec)
+    for i, n in enumerate(spec.nodes):
+        if n.get("account") and node_path(store, n["id"]).exists():
+            have = NodeFile.load(store, n["id"]).node.account
+            if have and have != n["account"]:
+                raise SpecError(
+                    f"{spec.where('nodes', i, 'account')}: nodes[{i}].account: node {n['id']}'s user is in account "
+                    f"{have!r}, the spec says {n['account']!r}: a node's account does not change (remove the node "
+                    "and apply again to make it anew)"
+                )
     for n in spec.nodes:
         if not node_path(store, n["id"]).exists():
             p.changes.append(Change("create", "node", n["id"]))
             p.nodes.append(NodeStep(n["id"], True, n))
             continue
-        edits = node_edits(spec, n, NodeFile.load(store, n["id"]), cluster_ports)
+        edits = node_edits(spec, n, NodeFile.load(store, n["id"]), all_ports)
         if edits is None or edits:
-            detail = ", ".join(dict.fromkeys(".".join(k[:2]) for k, _ in edits)) if edits else "routes"
+            detail = ", ".join(dict.fromkeys(".".join(k[:2]) for k, _ in edits)) if edits else "ports of nodes it names"
             p.changes.append(Change("update", "node", n["id"], detail))
         p.nodes.append(NodeStep(n["id"], False, n, edits))

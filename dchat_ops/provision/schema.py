@@ -22,15 +22,40 @@ from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
+from dchat_ops._time import parse_duration, parse_expiry
+from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES, check_url
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
-from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
+from dchat_ops.nsc.spec import (
+    INT64_MAX,
+    PERMISSION_FIELDS,
+    ROLE_FIELDS,
+    USER_FIELDS,
+    FieldError,
+    UserSpec,
+    check_limit,
+    check_tags,
+    check_time,
+)
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.provision._yaml import load_yaml
 from dchat_ops.subjects import check_subject
 
-__all__ = ["Spec", "SpecError", "load_spec", "node_user_clash", "parse_spec", "spec_cache_dir"]
+RESPONSE_TYPES = ("Singleton", "Stream", "Chunked")
+
+__all__ = [
+    "EXPORT_FIELDS",
+    "IMPORT_FIELDS",
+    "JS_FIELDS",
+    "RESPONSE_TYPES",
+    "Spec",
+    "SpecError",
+    "load_spec",
+    "node_user_clash",
+    "parse_spec",
+    "spec_cache_dir",
+]
 
 
 # --- the schema -----------------------------------------------------------------------------------
@@ -47,7 +72,12 @@ _SHAPE = {
     "int": "int",
     "bool": "bool",
 }
-_USER = {"name": "name", "role": "name", **{k: _SHAPE[shape] for k, (_, shape) in USER_FIELDS.items()}}
+_USER = {
+    "name": "name",
+    "role": "name",
+    "revoked": "bool",
+    **{k: _SHAPE[shape] for k, (_, shape) in USER_FIELDS.items()},
+}
 _ROLE = {"role": "name", "description": "str", **{k: _SHAPE[shape] for k, (_, shape) in ROLE_FIELDS.items()}}
 _LIMITS = {
     "conn": "limit",
@@ -58,10 +88,35 @@ _LIMITS = {
     "imports": "limit",
     "exports": "limit",
     "wildcards": "bool",
+    "disallow_bearer": "bool",
 }
-_JS = {"mem": "limit", "disk": "limit", "streams": "limit", "consumers": "limit"}
-_EXPORT = {"subject": "subject", "type": "export_type", "name": "str"}
-_IMPORT = {"account": "name", "subject": "subject", "type": "export_type", "local_subject": "subject", "name": "str"}
+# spec name -> JetStreamLimits attribute
+JS_FIELDS = {
+    "mem": "mem_storage",
+    "disk": "disk_storage",
+    "streams": "streams",
+    "consumers": "consumer",
+    "max_ack_pending": "max_ack_pending",
+    "mem_max_stream_bytes": "mem_max_stream_bytes",
+    "disk_max_stream_bytes": "disk_max_stream_bytes",
+    "max_bytes_required": "max_bytes_required",
+}
+_JS = {k: ("bool" if k == "max_bytes_required" else "limit") for k in JS_FIELDS}
+# the optional fields of an export and of an import (spec name = claim attribute) and their kinds
+EXPORT_FIELDS = {
+    "name": "str",
+    "token_req": "bool",
+    "advertise": "bool",
+    "allow_trace": "bool",
+    "response_type": "response_type",
+    "response_threshold": "duration",
+    "account_token_position": "count",
+    "description": "str",
+    "info_url": "str",
+}
+IMPORT_FIELDS = {"name": "str", "local_subject": "subject", "share": "bool", "allow_trace": "bool"}
+_EXPORT = {"subject": "subject", "type": "export_type", **EXPORT_FIELDS}
+_IMPORT = {"account": "name", "subject": "subject", "type": "export_type", **IMPORT_FIELDS}
 _ACCOUNT = {
     "name": "name",
     "limits": ("map", _LIMITS),
@@ -71,17 +126,38 @@ _ACCOUNT = {
     "imports": ("list", _IMPORT),
     "users": ("list", _USER),
     "description": "str",
+    "expiry": "date",
+    "tags": "strings",
+    "plain_signing_keys": "count",
 }
 _RULE = {"allow": "queue_subjects", "deny": "queue_subjects"}
 _POLICY = {"publish": ("map", {"allow": "subjects", "deny": "subjects"}), "subscribe": ("map", _RULE)}
+# node ids of the spec or URLs: routes, gateway remotes' urls, leaf remotes' urls (a hub's id)
+_GATEWAY = {
+    "port": "port",
+    "advertise": "advertise",
+    "remotes": ("list", {"name": "name", "urls": "strings"}),
+}
+_LEAF = {
+    "port": "port",
+    "advertise": "advertise",
+    "remotes": ("list", {"urls": "strings", "account": "name", "user": "name", "credentials": "str"}),
+}
+_WEBSOCKET = {"port": "port", "advertise": "advertise"}
 _NODE = {
     "id": "name",
     "host": "host",
     "client_port": "port",
     "cluster_port": "port",
     "monitor_port": "port",
+    "monitor_host": "host",
+    "cluster": "bool",
     "cluster_name": "name",
+    "cluster_advertise": "advertise",
     "routes": "strings",
+    "gateway": ("map", _GATEWAY),
+    "leafnodes": ("map", _LEAF),
+    "websocket": ("map", _WEBSOCKET),
     "advertise": "advertise",
     "jetstream": "bool",
     "resolver": "resolver",
@@ -99,13 +175,31 @@ _NODE = {
         },
     ),
 }
-_OPERATOR = {"name": "name", "strict": "bool", "service_urls": "strings", "system_account": "name"}
+_OPERATOR = {
+    "name": "name",
+    "strict": "bool",
+    "service_urls": "strings",
+    "system_account": "name",
+    "account_server_url": "str",
+    "tags": "strings",
+    "plain_signing_keys": "count",
+}
 _TOP = {
     "version": "int",
     "production": "bool",
     "operator": ("map", _OPERATOR),
     "accounts": ("list", _ACCOUNT),
     "nodes": ("list", _NODE),
+}
+
+# the ports of a spec node: field name -> (section, key); "" is the node itself
+_PORTS = {
+    "client_port": ("", "client_port"),
+    "cluster_port": ("", "cluster_port"),
+    "monitor_port": ("", "monitor_port"),
+    "gateway.port": ("gateway", "port"),
+    "leafnodes.port": ("leafnodes", "port"),
+    "websocket.port": ("websocket", "port"),
 }
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -145,7 +239,18 @@ class _Checker:
             return out
         if isinstance(v, str):
             v = self.env(parent, key, where, v)
-        if kind in ("str", "date", "resolver", "export_type", "name", "subject", "host", "advertise"):
+        if kind in (
+            "str",
+            "date",
+            "resolver",
+            "export_type",
+            "name",
+            "subject",
+            "host",
+            "advertise",
+            "duration",
+            "response_type",
+        ):
             if not isinstance(v, str):
                 if (kind == "date" and isinstance(v, (int,))) or (kind == "date" and hasattr(v, "isoformat")):
                     v = v.isoformat() if hasattr(v, "isoformat") else str(v)
@@ -164,6 +269,10 @@ class _Checker:
                     raise ConfigError("must be 'full' or 'memory'")
                 elif kind == "export_type" and v not in ("stream", "service"):
                     raise ConfigError("must be 'stream' or 'service'")
+                elif kind == "response_type" and v not in RESPONSE_TYPES:
+                    raise ConfigError(f"must be one of {', '.join(RESPONSE_TYPES)}")
+                elif kind == "duration":
+                    parse_duration(v)
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
             return v
@@ -171,9 +280,11 @@ class _Checker:
             if not isinstance(v, bool):
                 self.fail(parent, key, where, "must be true or false")
             return v
-        if kind in ("int", "port", "limit"):
+        if kind in ("int", "port", "limit", "count"):
             if isinstance(v, bool) or not isinstance(v, int):
                 self.fail(parent, key, where, "must be a whole number")
+            if kind == "count" and not 0 <= v <= INT64_MAX:
+                self.fail(parent, key, where, f"must be 0 or more (at most {INT64_MAX}), not {v}")
             if kind == "port" and not 0 < v < 65536:
                 self.fail(parent, key, where, f"port {v} is out of range")
             if kind == "limit":
@@ -268,7 +379,7 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
 
 
 # Part of the cache key: raised when the checks change, so a spec validated by older checks is checked again.
-_CHECKS_REVISION = 2
+_CHECKS_REVISION = 4
 
 
 def _cache_key(text: str) -> str:
@@ -337,6 +448,15 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
         if a["name"] in names:
             ck.fail(adoc, "name", f"accounts[{i}].name", f"duplicate account {a['name']!r}")
         names.add(a["name"])
+        try:
+            if "expiry" in a:
+                check_time("expiry", parse_expiry(a["expiry"], int(time.time())))
+            if "tags" in a:
+                check_tags("tags", a["tags"])
+        except FieldError as exc:
+            ck.fail(adoc, exc.field, f"accounts[{i}].{exc.where}", exc.reason)
+        except DchatOpsError as exc:
+            ck.fail(adoc, "expiry", f"accounts[{i}].expiry", str(exc))
         checked: set = set()  # field sets already checked: users that share permissions are checked once
         roles = set()
         for j, r in enumerate(a.get("signing_keys") or []):
@@ -394,21 +514,40 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
             ck.fail(ndoc, "id", f"nodes[{i}].id", f"duplicate node {n['id']!r}")
         ids[n["id"]] = i
         host = n.get("host", "127.0.0.1")
-        for k in ("client_port", "cluster_port", "monitor_port"):
-            if k in n:
+        for k, (sec, key) in _PORTS.items():
+            owner = n.get(sec) if sec else n
+            if owner and key in owner:
+                where_doc = ndoc[sec] if sec else ndoc
                 for (h, p), other in ports.items():
-                    if p == n[k] and listeners_overlap(h, host):
-                        ck.fail(ndoc, k, f"nodes[{i}].{k}", f"port {p} clashes with {other}")
-                ports[(host, n[k])] = f"nodes[{i}].{k} ({n['id']})"
-        for link in ("gateway", "leafnode", "websocket"):
-            if n.get("tls", {}).get(link):
+                    if p == owner[key] and listeners_overlap(h, host):
+                        ck.fail(where_doc, key, f"nodes[{i}].{k}", f"port {p} clashes with {other}")
+                ports[(host, owner[key])] = f"nodes[{i}].{k} ({n['id']})"
+        if n.get("cluster") is False:
+            for k in ("cluster_port", "cluster_name", "cluster_advertise", "routes", "gateway"):
+                if k in n:
+                    ck.fail(ndoc, k, f"nodes[{i}].{k}", "a node with cluster: false has no cluster (nor gateway)")
+        for link, sec in (("gateway", "gateway"), ("leafnode", "leafnodes"), ("websocket", "websocket")):
+            if n.get("tls", {}).get(link) and not (n.get(sec) and (sec != "leafnodes" or n[sec].get("port"))):
                 ck.fail(
                     ndoc["tls"],
                     link,
                     f"nodes[{i}].tls.{link}",
-                    f"a spec node has no {link} listener to put TLS on (add the node with 'dchat-ops node add' "
-                    f"and 'dchat-ops tls enable --{link}')",
+                    f"the node has no {link} listener to put TLS on (give it a {sec} section"
+                    + (" with a port)" if sec == "leafnodes" else ")"),
                 )
+        for j, rem in enumerate((n.get("leafnodes") or {}).get("remotes") or []):
+            if not rem.get("urls"):
+                ck.fail(ndoc["leafnodes"]["remotes"], j, f"nodes[{i}].leafnodes.remotes[{j}]", "urls is missing")
+            if rem.get("account") and rem["account"] not in names:
+                ck.fail(
+                    ndoc["leafnodes"]["remotes"][j],
+                    "account",
+                    f"nodes[{i}].leafnodes.remotes[{j}].account",
+                    f"unknown account {rem['account']!r}",
+                )
+        for j, g in enumerate((n.get("gateway") or {}).get("remotes") or []):
+            if "name" not in g or not g.get("urls"):
+                ck.fail(ndoc["gateway"]["remotes"], j, f"nodes[{i}].gateway.remotes[{j}]", "name and urls are needed")
         if n.get("tls", {}).get("insecure") and data.get("production"):
             ck.fail(ndoc["tls"], "insecure", f"nodes[{i}].tls.insecure", "insecure TLS is refused in a production spec")
         if "account" in n and n["account"] not in names:
@@ -420,15 +559,52 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
         clash = next((a for a in accounts if a["name"] == acc), None)
         if clash is not None and any(u["name"] == n["id"] for u in clash.get("users") or []):
             ck.fail(ndoc, "id", f"nodes[{i}].id", node_user_clash(n["id"], str(acc)))
-    for i, n in enumerate(data.get("nodes") or []):
-        for j, r in enumerate(n.get("routes") or []):
-            if "://" not in r and r not in ids:
-                ck.fail(
-                    doc["nodes"][i]["routes"],
-                    j,
-                    f"nodes[{i}].routes[{j}]",
-                    f"unknown node {r!r} (use a node id of this spec or a nats-route:// URL)",
+    nodes = data.get("nodes") or []
+    for i, n in enumerate(nodes):
+        ndoc = doc["nodes"][i]
+        lists: list[tuple[Any, str, str, list[str], str, tuple[str, ...]]] = [
+            (ndoc, "routes", f"nodes[{i}].routes", n.get("routes") or [], "cluster", ROUTE_SCHEMES)
+        ]
+        for section, link_kind, link_schemes in (
+            ("gateway", "gateway", GATEWAY_SCHEMES),
+            ("leafnodes", "leaf", LEAF_SCHEMES),
+        ):
+            for j, rem in enumerate((n.get(section) or {}).get("remotes") or []):
+                where = f"nodes[{i}].{section}.remotes[{j}].urls"
+                lists.append(
+                    (ndoc[section]["remotes"][j], "urls", where, rem.get("urls") or [], link_kind, link_schemes)
                 )
+        for parent, key, where, urls, kind, schemes in lists:
+            for j, r in enumerate(urls):
+                if "://" in r:
+                    try:
+                        check_url(r, schemes, f"{where}[{j}]")
+                    except ConfigError as exc:
+                        ck.fail(parent[key], j, f"{where}[{j}]", str(exc).split(": ", 1)[-1])
+                    continue
+                target = nodes[ids[r]] if r in ids else None
+                if target is None or not _listens(target, kind):
+                    what = {"cluster": "a cluster", "gateway": "a gateway", "leaf": "a leafnodes port"}[kind]
+                    ck.fail(
+                        parent[key],
+                        j,
+                        f"{where}[{j}]",
+                        f"{'unknown node' if target is None else 'node'} {r!r}"
+                        + (
+                            f" (use a node id of this spec or a {schemes[0]}:// URL)"
+                            if target is None
+                            else f" has no {what} listener"
+                        ),
+                    )
+
+
+def _listens(n: dict, kind: str) -> bool:
+    """True when spec node ``n`` has a listener of ``kind`` (cluster, gateway, leaf)."""
+    if kind == "cluster":
+        return n.get("cluster", True) is not False
+    if kind == "gateway":
+        return bool(n.get("gateway") is not None)
+    return bool((n.get("leafnodes") or {}).get("port"))
 
 
 def node_user_clash(node_id: str, account: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,10 @@ def load_state(store: Store) -> dict:
         return {}
 
 
-def write_state(store: Store, spec: Spec, users: UserState) -> None:
+def write_state(store: Store, spec: Spec, users: UserState, kept_accounts: Iterable[str] = ()) -> None:
     """Record ``users`` (an entry for each user of the spec) as applied from ``spec``."""
-    state = {"spec": str(spec.path), "spec_key": spec.key, "users": users}
+    # the accounts the spec names (and those kept with --keep-removed): one a later spec no longer
+    # names is removed by its apply
+    accounts = sorted({a["name"] for a in spec.accounts} | set(kept_accounts))
+    state = {"spec": str(spec.path), "spec_key": spec.key, "users": users, "accounts": accounts}
     store.write_file(state_path(store), json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n")
