@@ -130,7 +130,7 @@ def check_cidr(name: str, text: Any, index: Optional[int] = None, *, canonical: 
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
-        raise FieldError(name, f"{shown} is not a network in CIDR form (like 10.0.0.0/8)", index) from None
+        raise FieldError(name, f"{shown} is not an address or CIDR (write a network like 10.0.0.0/8)", index) from None
     bits = ip.max_prefixlen
     if not slash:
         raise FieldError(name, f"{shown} is an address, not a network: write {ip}/{bits}", index)
