@@ -23,8 +23,10 @@ from ruamel.yaml.error import YAMLError
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
-from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
+from dchat_ops.config.node import ROUTE_SCHEMES
+from dchat_ops.hosts import check_advertise, check_host, check_url, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
+from dchat_ops.nsc.limits import check_service_url, check_text
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.provision._yaml import load_yaml
@@ -48,7 +50,7 @@ _SHAPE = {
     "bool": "bool",
 }
 _USER = {"name": "name", "role": "name", **{k: _SHAPE[shape] for k, (_, shape) in USER_FIELDS.items()}}
-_ROLE = {"role": "name", "description": "str", **{k: _SHAPE[shape] for k, (_, shape) in ROLE_FIELDS.items()}}
+_ROLE = {"role": "name", "description": "text", **{k: _SHAPE[shape] for k, (_, shape) in ROLE_FIELDS.items()}}
 _LIMITS = {
     "conn": "limit",
     "leaf": "limit",
@@ -70,7 +72,7 @@ _ACCOUNT = {
     "exports": ("list", _EXPORT),
     "imports": ("list", _IMPORT),
     "users": ("list", _USER),
-    "description": "str",
+    "description": "text",
 }
 _RULE = {"allow": "queue_subjects", "deny": "queue_subjects"}
 _POLICY = {"publish": ("map", {"allow": "subjects", "deny": "subjects"}), "subscribe": ("map", _RULE)}
@@ -81,7 +83,7 @@ _NODE = {
     "cluster_port": "port",
     "monitor_port": "port",
     "cluster_name": "name",
-    "routes": "strings",
+    "routes": "routes",
     "advertise": "advertise",
     "jetstream": "bool",
     "resolver": "resolver",
@@ -99,7 +101,7 @@ _NODE = {
         },
     ),
 }
-_OPERATOR = {"name": "name", "strict": "bool", "service_urls": "strings", "system_account": "name"}
+_OPERATOR = {"name": "name", "strict": "bool", "service_urls": "service_urls", "system_account": "name"}
 _TOP = {
     "version": "int",
     "production": "bool",
@@ -145,7 +147,7 @@ class _Checker:
             return out
         if isinstance(v, str):
             v = self.env(parent, key, where, v)
-        if kind in ("str", "date", "resolver", "export_type", "name", "subject", "host", "advertise"):
+        if kind in ("str", "text", "date", "resolver", "export_type", "name", "subject", "host", "advertise"):
             if not isinstance(v, str):
                 if (kind == "date" and isinstance(v, (int,))) or (kind == "date" and hasattr(v, "isoformat")):
                     v = v.isoformat() if hasattr(v, "isoformat") else str(v)
@@ -154,6 +156,8 @@ class _Checker:
             try:
                 if kind == "name":
                     check_name(v, where.rsplit(".", 1)[-1])
+                elif kind == "text":
+                    check_text(str(key), v)
                 elif kind == "subject":
                     check_subject(v)
                 elif kind == "host":
@@ -164,6 +168,8 @@ class _Checker:
                     raise ConfigError("must be 'full' or 'memory'")
                 elif kind == "export_type" and v not in ("stream", "service"):
                     raise ConfigError("must be 'stream' or 'service'")
+            except FieldError as exc:
+                self.fail(parent, key, where, exc.reason if exc.field == str(key) else str(exc))
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
             return v
@@ -182,17 +188,23 @@ class _Checker:
                 except FieldError as exc:
                     self.fail(parent, key, where, exc.reason)
             return int(v)
-        if kind in ("strings", "subjects", "queue_subjects"):
+        if kind in ("strings", "subjects", "queue_subjects", "routes", "service_urls"):
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 self.fail(parent, key, where, "must be a list of text")
             texts: list[str] = []
             for i, x in enumerate(v):
                 x = self.env(v, i, f"{where}[{i}]", x)
-                if kind != "strings":
-                    try:
+                try:
+                    if kind in ("subjects", "queue_subjects"):
                         check_subject(x, queue_ok=(kind == "queue_subjects"))
-                    except ConfigError as exc:
-                        self.fail(v, i, f"{where}[{i}]", str(exc))
+                    elif kind == "routes" and "://" in x:  # a URL; else a node id of the spec (checked below)
+                        check_url(x, ROUTE_SCHEMES, "route")
+                    elif kind == "service_urls":
+                        check_service_url("service_urls", x)
+                except FieldError as exc:
+                    self.fail(v, i, f"{where}[{i}]", exc.reason)
+                except ConfigError as exc:
+                    self.fail(v, i, f"{where}[{i}]", str(exc))
                 texts.append(x)
             return texts
         raise AssertionError(kind)
