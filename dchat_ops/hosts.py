@@ -126,7 +126,9 @@ def check_url(url: str, schemes: tuple[str, ...], what: str = "URL", *, port_req
         raise ConfigError(f"{what}: {url!r} is not scheme://host:port")
     scheme, host, port = m.group(1), m.group(2), m.group(3)
     if scheme not in schemes:
-        raise ConfigError(f"{what}: unknown scheme {scheme!r} in {url!r} (use {' or '.join(s + '://' for s in schemes)})")
+        raise ConfigError(
+            f"{what}: unknown scheme {scheme!r} in {url!r} (use {' or '.join(s + '://' for s in schemes)})"
+        )
     try:
         check_host(host, "host")
     except ConfigError as exc:

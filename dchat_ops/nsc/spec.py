@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 
-
 # --- the fields -----------------------------------------------------------------------------------------
 #
 # name -> (UserSpec attribute, shape).  The shape is the form of the value as written in a spec or on

@@ -69,7 +69,11 @@ def check_name(name: str, what: str = "name") -> str:
     character (a newline at the end too), or look like an nkey seed (a name is public: it is a file name, a
     JWT claim, ``list`` output).  :class:`FieldError` (a bad value: exit 2 on the command line)."""
     if isinstance(name, str) and SEED_PATTERN.search(name):
-        raise FieldError(what, "it looks like an nkey seed; names are public", message=f"invalid {what}: it looks like an nkey seed; names are public")
+        raise FieldError(
+            what,
+            "it looks like an nkey seed; names are public",
+            message=f"invalid {what}: it looks like an nkey seed; names are public",
+        )
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         reason = "use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit"
         raise FieldError(what, reason, message=f"invalid {what} {name!r}: {reason}")

@@ -22,8 +22,8 @@ from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
-from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.config.node import ROUTE_SCHEMES
+from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, check_url, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.limits import check_service_url, check_text
@@ -169,7 +169,7 @@ class _Checker:
                 elif kind == "export_type" and v not in ("stream", "service"):
                     raise ConfigError("must be 'stream' or 'service'")
             except FieldError as exc:
-                self.fail(parent, key, where, exc.reason if exc.field == str(key) else str(exc))
+                self.fail(parent, key, where, exc.reason if kind == "text" else str(exc))
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
             return v
