@@ -60,7 +60,7 @@ def _unbracket(host: str) -> str:
     return h
 
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z", re.ASCII)
 
 
 def is_ip(text: str) -> bool:
@@ -96,7 +96,7 @@ def check_advertise(text: str, what: str = "advertise", *, port_required: bool =
     With ``port_required=False`` a bare host is accepted too (the listener's port is added to it).
     """
     t = text if isinstance(text, str) else ""
-    m = re.match(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?$", t)
+    m = re.match(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?\Z", t, re.ASCII)
     if not m:
         raise ConfigError(f"{what} {text!r} is not host:port (an IPv6 address goes in brackets: [fd00::1]:7422)")
     host, port = m.group(1), m.group(2)
@@ -109,7 +109,7 @@ def check_advertise(text: str, what: str = "advertise", *, port_required: bool =
     return text
 
 
-_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://(\[[^\]]*\]|[^/\[\]:@]*)(?::(\d{1,5}))?/?\Z")
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://(\[[^\]]*\]|[^/\[\]:@]*)(?::(\d{1,5}))?/?\Z", re.ASCII)
 
 
 def check_url(url: str, schemes: tuple[str, ...], what: str = "URL", *, port_required: bool = True) -> str:

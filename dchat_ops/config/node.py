@@ -473,7 +473,7 @@ class NodeFile:
             k: v
             if not isinstance(v, str)
             or (
-                re.match(r"^[A-Za-z][A-Za-z0-9_.@-]*$", v)
+                re.match(r"^[A-Za-z][A-Za-z0-9_.@-]*\Z", v, re.ASCII)
                 and v not in ("true", "false", "null", "yes", "no", "on", "off")
             )
             else json.dumps(v)

@@ -174,7 +174,7 @@ def check_text(name: str, value: Any, *, index: Optional[int] = None, max_len: i
     """Free text put into a JWT (a description, a tag): no control characters, no seed, not too long."""
     if not isinstance(value, str):
         raise FieldError(name, f"must be text, not {type(value).__name__}", index)
-    if SEED_PATTERN.search(value):
+    if SEED_PATTERN.search(value.upper()):  # tags are kept in lower case: a seed is a secret in any case
         raise FieldError(name, "it looks like an nkey seed; this field is public", index)
     bad = _control(value)
     if bad is not None:

@@ -128,7 +128,7 @@ def check_connection_types(name: str, values: Any) -> list[str]:
     return out
 
 
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d\Z", re.ASCII)
 
 
 def parse_time_window(text: str) -> tuple[str, str]:

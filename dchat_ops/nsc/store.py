@@ -57,7 +57,7 @@ __all__ = ["Entity", "Store", "check_name", "default_home", "operator_signer", "
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # matched whole (fullmatch): no newline at the end
 _KIND_DIR = {"operator": "O", "account": "A", "user": "U", "server": "N", "cluster": "C", "curve": "X"}
 # the shape of a public nkey (its first letter is its kind's keystore folder); the CRC is not checked
-_PUBLIC_SHAPE = re.compile(r"^[OAUNCX][A-Z2-7]{55}$")
+_PUBLIC_SHAPE = re.compile(r"^[OAUNCX][A-Z2-7]{55}\Z", re.ASCII)
 
 # The keystore root's .gitignore, as nsc writes it.
 _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.creds\n"
