@@ -132,7 +132,7 @@ def test_a_name_ending_in_a_newline_is_refused_by_a_real_command(home):
     for args in (["add", "user", "bob\n"], ["init", "--operator", "op\n"], ["node", "add", "n1\n"]):
         p = subprocess.run([sys.executable, "-m", "dchat_ops", *args], capture_output=True, text=True, env=env)
         assert p.returncode == 2, (args, p.stderr)
-        assert p.stderr.startswith("error: invalid ") and "'bob\\n'" in p.stderr or "\\n'" in p.stderr, p.stderr
+        assert p.stderr.startswith("error: invalid ") and "\\n'" in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert state(home) == before
 

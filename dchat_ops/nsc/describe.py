@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -252,7 +253,7 @@ def validate_store(store: Store, clock: Clock | None = None, *, workers: int | N
         _expiry_warning(out, alabel, accc, now)
         if not store.has_key(acc.public_key):
             out.append(Finding("warning", alabel, "the keystore does not hold the account seed"))
-        out.extend(_rule_findings(alabel, account_problems(accc), lambda f, n=name: _account_fix(n, f)))
+        out.extend(_rule_findings(alabel, account_problems(accc), functools.partial(_account_fix, name)))
         if acc.public_key == opc.system_account and accc.limits.jetstream.enabled():
             out.append(Finding("error", alabel, "the system account must not have JetStream limits"))
         job = _Job(store, op.name, acc, store.user_names(name, op.name), opc, clock, now)

@@ -185,10 +185,10 @@ def check_text(name: str, value: Any, *, index: Optional[int] = None, max_len: i
 
 
 def check_tag(name: str, value: Any, index: Optional[int] = None) -> str:
-    check_text(name, value, index=index, max_len=MAX_TAG)
-    if not value.strip():
+    text = check_text(name, value, index=index, max_len=MAX_TAG)
+    if not text.strip():
         raise FieldError(name, "empty tag", index)
-    return value
+    return text
 
 
 SERVICE_URL_SCHEMES = ("nats", "tls")
@@ -208,10 +208,10 @@ def check_service_url(name: str, value: Any, index: Optional[int] = None) -> str
 
 def check_account_server_url(name: str, value: Any) -> str:
     """The operator's account server URL: any URL with a scheme, no spaces or control characters."""
-    check_text(name, value)
-    if value and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s]+", value):
-        raise FieldError(name, f"{value!r} is not a URL with a scheme (like https://host/jwt/v1)")
-    return value
+    text = check_text(name, value)
+    if text and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s]+", text):
+        raise FieldError(name, f"{text!r} is not a URL with a scheme (like https://host/jwt/v1)")
+    return text
 
 
 # --- claims made elsewhere -------------------------------------------------------------------------------------
@@ -221,35 +221,35 @@ def check_account_server_url(name: str, value: Any) -> str:
 Problem = tuple[str, FieldError]
 
 
-def _collect(out: list[Problem], level: str, fn: Callable[[], Any]) -> None:
+def _collect(out: list[Problem], level: str, check: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """``check(*args, **kwargs)``; a FieldError it raises goes into ``out`` at ``level``.  True when it passed."""
     try:
-        fn()
+        check(*args, **kwargs)
     except FieldError as exc:
         out.append((level, exc))
+        return False
+    return True
 
 
 def template_problems(upl: UserPermissionLimits) -> list[Problem]:
     """What breaks the rules in a user's permissions and limits (a user JWT, or a role's template)."""
     out: list[Problem] = []
     for k in ("subs", "data", "payload"):
-        v = getattr(upl, k)
-        _collect(out, "error", lambda k=k, v=v: check_limit(k, v))
+        _collect(out, "error", check_limit, k, getattr(upl, k))
     resp = upl.permissions.resp
     if resp is not None:
-        _collect(out, "error", lambda: check_limit("resp_max", resp.max))
-        _collect(out, "error", lambda: check_duration_ns("resp_ttl", resp.ttl_ns))
+        _collect(out, "error", check_limit, "resp_max", resp.max)
+        _collect(out, "error", check_duration_ns, "resp_ttl", resp.ttl_ns)
     for i, net in enumerate(upl.src):
-        before = len(out)
-        _collect(out, "error", lambda i=i, net=net: check_cidr("source_networks", net, i, canonical=False))
-        if len(out) == before:
-            _collect(out, "warning", lambda i=i, net=net: check_cidr("source_networks", net, i))
+        if _collect(out, "error", check_cidr, "source_networks", net, i, canonical=False):
+            _collect(out, "warning", check_cidr, "source_networks", net, i)
     return out
 
 
 def _tag_problems(tags: list[str]) -> list[Problem]:
     out: list[Problem] = []
     for i, t in enumerate(tags):
-        _collect(out, "warning", lambda i=i, t=t: check_tag("tags", t, i))
+        _collect(out, "warning", check_tag, "tags", t, i)
     return out
 
 
@@ -264,16 +264,15 @@ def account_problems(c: AccountClaims) -> list[Problem]:
     out: list[Problem] = []
     lim = c.limits
     for k in ACCOUNT_LIMIT_KEYS:
-        _collect(out, "error", lambda k=k: check_limit(k, getattr(lim, k)))
+        _collect(out, "error", check_limit, k, getattr(lim, k))
     for tier, js in [("", lim.jetstream), *sorted(lim.tiers.items())]:
         for k in JETSTREAM_LIMIT_KEYS:
-            where = jetstream_field(f"{tier}.{k}" if tier else k)
-            _collect(out, "error", lambda where=where, js=js, k=k: check_limit(where, getattr(js, k)))
+            _collect(out, "error", check_limit, jetstream_field(f"{tier}.{k}" if tier else k), getattr(js, k))
     for sk in c.signing_keys:
         if isinstance(sk, ScopedSigningKey):
             for level, exc in template_problems(sk.template):
                 out.append((level, FieldError(f"role {sk.role}: {exc.field}", exc.reason, exc.index)))
-    _collect(out, "warning", lambda: check_text("description", c.description))
+    _collect(out, "warning", check_text, "description", c.description)
     return out + _tag_problems(c.tags)
 
 
@@ -281,7 +280,7 @@ def operator_problems(c: OperatorClaims) -> list[Problem]:
     """What breaks the rules in an operator JWT: service URLs, the account server URL, tags."""
     out: list[Problem] = []
     for i, u in enumerate(c.operator_service_urls):
-        _collect(out, "error", lambda i=i, u=u: check_service_url("service_urls", u, i))
+        _collect(out, "error", check_service_url, "service_urls", u, i)
     if c.account_server_url:
-        _collect(out, "error", lambda: check_account_server_url("account_server_url", c.account_server_url))
+        _collect(out, "error", check_account_server_url, "account_server_url", c.account_server_url)
     return out + _tag_problems(c.tags)
