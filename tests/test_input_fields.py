@@ -399,3 +399,13 @@ def test_validate_names_each_broken_value_and_its_repair(tmp_path):
         assert key in found and piece in found[key], (key, found)
     code, out, _ = run(store.home, "validate")
     assert code == 1 and "store is valid" not in out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--host", "a b"], ["--host", "h\n"], ["--server-name", "x\ny"], ["--server-name", "two words"]],
+    ids=["host with a space", "host with a newline", "server name with a newline", "server name with a space"],
+)
+def test_generate_config_refuses_a_bad_host_or_server_name(home, tmp_path, args):
+    refused(home, "generate", "config", *args, "--no-check", "-o", str(tmp_path / "server.conf"))
+    assert not (tmp_path / "server.conf").exists()

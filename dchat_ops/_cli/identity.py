@@ -593,7 +593,11 @@ def generate_config(
 ):
     """Render a nats-server config for one server of this operator, every account preloaded."""
     from dchat_ops.config import server as render
+    from dchat_ops.hosts import check_host
+    from dchat_ops.nsc.store import check_name
 
+    parsed("--host", check_host, host, "--host")
+    check_name(server_name, "server name")
     store = c.store()
     cfg = render.standalone_config(
         store,

@@ -28,7 +28,6 @@ from dchat_ops.config.node import (
     ROUTE_SCHEMES,
     Node,
     NodeFile,
-    check_url,
     inbox_prefix,
     node_path,
     read_nodes,
@@ -44,6 +43,7 @@ from dchat_ops.errors import ConfigError, ExistsError, StoreError
 from dchat_ops.hosts import (
     check_advertise,
     check_host,
+    check_url,
     choose_advertise,
     dial_host,
     host_of,
