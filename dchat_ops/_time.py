@@ -16,7 +16,7 @@ from dchat_ops.errors import DchatOpsError
 __all__ = ["format_time", "parse_duration", "parse_expiry"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", re.ASCII)
 
 
 def parse_duration(text: str) -> float:

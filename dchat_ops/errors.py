@@ -120,14 +120,17 @@ class FieldError(StoreError):
     """A user or role field the server would refuse.
 
     ``field`` is the field's name as specs and the CLI spell it, ``index`` the item of a list (or
-    None), ``reason`` the message without the field: ``str(err)`` is ``"<field>[<index>]: <reason>"``.
+    None), ``reason`` the message without the field: ``str(err)`` is ``"<field>[<index>]: <reason>"``
+    (or ``message`` when given).  A value refused at the door: the CLI exits with 2, as for any bad value.
     """
 
-    def __init__(self, field: str, reason: str, index: int | None = None):
+    exit_code = 2
+
+    def __init__(self, field: str, reason: str, index: int | None = None, *, message: str | None = None):
         self.field = scrub_seeds(field)
         self.index = index
         self.reason = scrub_seeds(reason)
-        super().__init__(f"{self.where}: {self.reason}")
+        super().__init__(message if message is not None else f"{self.where}: {self.reason}")
 
     @property
     def where(self) -> str:

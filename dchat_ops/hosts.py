@@ -34,6 +34,7 @@ __all__ = [
     "WILDCARD_HOSTS",
     "check_advertise",
     "check_host",
+    "check_url",
     "choose_advertise",
     "dial_host",
     "host_of",
@@ -59,7 +60,7 @@ def _unbracket(host: str) -> str:
     return h
 
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z", re.ASCII)
 
 
 def is_ip(text: str) -> bool:
@@ -95,7 +96,7 @@ def check_advertise(text: str, what: str = "advertise", *, port_required: bool =
     With ``port_required=False`` a bare host is accepted too (the listener's port is added to it).
     """
     t = text if isinstance(text, str) else ""
-    m = re.match(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?$", t)
+    m = re.match(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?\Z", t, re.ASCII)
     if not m:
         raise ConfigError(f"{what} {text!r} is not host:port (an IPv6 address goes in brackets: [fd00::1]:7422)")
     host, port = m.group(1), m.group(2)
@@ -106,6 +107,38 @@ def check_advertise(text: str, what: str = "advertise", *, port_required: bool =
     elif not 0 < int(port) < 65536:
         raise ConfigError(f"{what} {text!r}: port {int(port)} is out of range (1-65535)")
     return text
+
+
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://(\[[^\]]*\]|[^/\[\]:@]*)(?::(\d{1,5}))?/?\Z", re.ASCII)
+
+
+def check_url(url: str, schemes: tuple[str, ...], what: str = "URL", *, port_required: bool = True) -> str:
+    """``url`` when it is ``scheme://host:port`` with a scheme of ``schemes``, a valid host (an IPv6 address
+    in brackets) and a port 1-65535; else ConfigError.  The one parser of route, gateway, leaf and service
+    URLs (the CLI, node files and specs).
+
+    >>> check_url("nats-route://10.0.0.2:6222", ("nats-route", "nats"))
+    'nats-route://10.0.0.2:6222'
+    """
+    u = url if isinstance(url, str) else ""
+    m = _URL.match(u)
+    if not m:
+        raise ConfigError(f"{what}: {url!r} is not scheme://host:port")
+    scheme, host, port = m.group(1), m.group(2), m.group(3)
+    if scheme not in schemes:
+        raise ConfigError(
+            f"{what}: unknown scheme {scheme!r} in {url!r} (use {' or '.join(s + '://' for s in schemes)})"
+        )
+    try:
+        check_host(host, "host")
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {url!r}: {exc}") from None
+    if port is None:
+        if port_required:
+            raise ConfigError(f"{what}: {url!r} has no port: use scheme://host:port")
+    elif not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: port out of range in {url!r}")
+    return url
 
 
 def host_of(addr: Optional[str]) -> str:

@@ -40,11 +40,11 @@ BAD_ACCOUNT_EDITS = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_ACCOUNT_EDITS, ids=[" ".join(a) for a, _ in BAD_ACCOUNT_EDITS])
-def test_a_bad_account_edit_is_one_line_exit_1_and_writes_nothing(store, capsys, args, message):
+def test_a_bad_account_edit_is_one_line_exit_2_and_writes_nothing(store, capsys, args, message):
     before = snapshot(store.home)
     code = run_cli(cli, ["--home", str(store.home), "edit", "account", "chat", *args])
     out, err = capsys.readouterr()
-    assert code == 1, (args, err)
+    assert code == 2, (args, err)
     assert err.startswith("error: ") and message in err, (args, err)
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert out == ""

@@ -142,13 +142,29 @@ def _split(values) -> list[str]:
 
 
 def _times(values) -> list[tuple[str, str]]:
+    from dchat_ops.errors import FieldError
+
     out = []
     for v in values or ():
         start, sep, end = v.partition("-")
         if not sep:
-            raise DchatOpsError(f"invalid time window {v!r}: use HH:MM:SS-HH:MM:SS")
+            raise FieldError("--time", f"invalid time window {v!r}: use HH:MM:SS-HH:MM:SS")
         out.append((start.strip(), end.strip()))
     return out
+
+
+def parsed(option: str, parse, *args, **kwargs):
+    """``parse(*args, **kwargs)``, with its error made a bad value of ``option`` (a FieldError: exit 2, one
+    line naming the option)."""
+    from dchat_ops.errors import FieldError
+
+    try:
+        return parse(*args, **kwargs)
+    except FieldError:
+        raise
+    except DchatOpsError as exc:
+        text = str(exc)
+        raise FieldError(option, text, message=text if text.startswith(option) else f"{option}: {text}") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

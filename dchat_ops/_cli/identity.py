@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dchat_ops._cli.app import Ctx, _split, _times, cli, pass_ctx
+from dchat_ops._cli.app import Ctx, _split, _times, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import format_time, parse_duration, parse_expiry
@@ -137,14 +137,14 @@ def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
 
     spec = admin.UserSpec(
         resp_max=kw["resp_max"],
-        resp_ttl_s=parse_duration(kw["resp_ttl"]) if kw["resp_ttl"] else None,
+        resp_ttl_s=parsed("resp_ttl", parse_duration, kw["resp_ttl"]) if kw["resp_ttl"] else None,
         subs=kw["subs"],
         data=kw["data"],
         payload=kw["payload"],
         bearer=kw["bearer"],
         times_location=kw["locale"],
-        expires=parse_expiry(kw["expiry"], now) if kw["expiry"] is not None else None,
-        not_before=parse_expiry(kw["start"], now) if kw["start"] is not None else None,
+        expires=parsed("expiry", parse_expiry, kw["expiry"], now) if kw["expiry"] is not None else None,
+        not_before=parsed("start", parse_expiry, kw["start"], now) if kw["start"] is not None else None,
     )
     if not for_edit:
         spec.pub_allow = lst(kw["allow_pub"], both) or None
@@ -270,7 +270,8 @@ def _limit_kw(**kw) -> dict:
 @click.option("--role-deny-pub", multiple=True)
 @click.option("--role-deny-sub", multiple=True)
 @click.option("--expiry", help="A duration, a date, or 0 for none.")
-@click.option("--tag", multiple=True)
+@click.option("--tag", multiple=True, help="Add a tag (repeatable).")
+@click.option("--rm-tag", multiple=True, help="Remove a tag (repeatable).")
 @click.option("--description")
 @json_option
 @pass_ctx
@@ -299,6 +300,7 @@ def edit_account(
     role_deny_sub,
     expiry,
     tag,
+    rm_tag,
     description,
     as_json,
 ):
@@ -339,8 +341,9 @@ def edit_account(
         add_role=role,
         role_spec=role_spec,
         remove_signing_key=rm_sk,
-        expires=parse_expiry(expiry, admin.now(store)) if expiry is not None else None,
-        tags=_split(tag) or None,
+        expires=parsed("expiry", parse_expiry, expiry, admin.now(store)) if expiry is not None else None,
+        add_tags=_split(tag),
+        remove_tags=_split(rm_tag),
         description=description,
     )
     emit(
@@ -358,10 +361,11 @@ def edit_account(
 @click.option("--service-url", multiple=True, help="Operator service URL (nats://...).")
 @click.option("--account-server-url")
 @click.option("--system-account", help="Name or key of the system account.")
-@click.option("--tag", multiple=True)
+@click.option("--tag", multiple=True, help="Add a tag (repeatable).")
+@click.option("--rm-tag", multiple=True, help="Remove a tag (repeatable).")
 @json_option
 @pass_ctx
-def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, system_account, tag, as_json):
+def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, system_account, tag, rm_tag, as_json):
     """Change the operator's signing keys, strict mode, URLs or system account."""
     from dchat_ops.nsc import admin
     from dchat_ops.nsc import describe as inspect_
@@ -373,7 +377,8 @@ def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, syste
         service_urls=_split(service_url) or None,
         account_server_url=account_server_url,
         system_account=system_account,
-        tags=_split(tag) or None,
+        add_tags=_split(tag),
+        remove_tags=_split(rm_tag),
     )
     emit(
         as_json,
@@ -588,7 +593,11 @@ def generate_config(
 ):
     """Render a nats-server config for one server of this operator, every account preloaded."""
     from dchat_ops.config import server as render
+    from dchat_ops.hosts import check_host
+    from dchat_ops.nsc.store import check_name
 
+    parsed("--host", check_host, host, "--host")
+    check_name(server_name, "server name")
     store = c.store()
     cfg = render.standalone_config(
         store,

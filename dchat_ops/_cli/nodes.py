@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dchat_ops._cli.app import Ctx, cli, pass_ctx
+from dchat_ops._cli.app import Ctx, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._time import format_time
 from dchat_ops.errors import DchatOpsError
@@ -21,13 +21,38 @@ def node():
 
 
 def _gateways(values) -> list[tuple[str, str]]:
+    from dchat_ops.config.node import GATEWAY_SCHEMES
+    from dchat_ops.errors import FieldError
+    from dchat_ops.hosts import check_url
+    from dchat_ops.nsc.store import check_name
+
     out = []
     for v in values or ():
         name, sep, url = v.partition("=")
         if not sep:
-            raise DchatOpsError(f"invalid --gateway {v!r}: use NAME=nats://host:port")
+            raise FieldError("--gateway", f"{v!r} is not NAME=nats://host:port")
+        parsed("--gateway", check_name, name.strip(), "gateway name")
+        parsed("--gateway", check_url, url.strip(), GATEWAY_SCHEMES, f"--gateway {name.strip()}")
         out.append((name.strip(), url.strip()))
     return out
+
+
+def _check_node_options(node_id, host, advertise, seed_route, leaf_of, monitor_host=None) -> None:
+    """The values of ``node add`` checked before anything is read or written: a bad one is exit 2."""
+    from dchat_ops.config.node import LEAF_SCHEMES, ROUTE_SCHEMES
+    from dchat_ops.hosts import check_advertise, check_host, check_url
+    from dchat_ops.nsc.store import check_name
+
+    check_name(node_id, "node id")
+    parsed("--host", check_host, host, "--host")
+    if monitor_host is not None:
+        parsed("--monitor-host", check_host, monitor_host, "--monitor-host")
+    if advertise is not None:
+        parsed("--advertise", check_advertise, advertise, "--advertise", port_required=False)
+    for route in seed_route:
+        parsed("--seed-route", check_url, route, ROUTE_SCHEMES, "--seed-route")
+    for url in leaf_of:
+        parsed("--leaf-of", check_url, url, LEAF_SCHEMES, "--leaf-of")
 
 
 @node.command("add")
@@ -87,33 +112,10 @@ def node_add(
 ):
     """Create a node config (default-deny subscribe) and the node's local user."""
     from dchat_ops.config import nodes
-    from dchat_ops.errors import ConfigError
-    from dchat_ops.hosts import check_advertise, check_host
 
     # a bad address is a usage error (exit 2), found before anything is written
-    for hint, value, check in (
-        ("--host", host, check_host),
-        ("--monitor-host", monitor_host, check_host),
-        ("--advertise", advertise, lambda v, what: check_advertise(v, what, port_required=False)),
-    ):
-        if value:
-            try:
-                check(value, hint)
-            except ConfigError as exc:
-                raise click.BadParameter(str(exc), param_hint=hint) from None
-    from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES, check_url
-
-    for hint, urls, schemes in (
-        ("--seed-route", list(seed_route), ROUTE_SCHEMES),
-        ("--gateway", [u for _, u in _gateways(gateway)], GATEWAY_SCHEMES),
-        ("--leaf-of", list(leaf_of), LEAF_SCHEMES),
-    ):
-        for u in urls:
-            try:
-                check_url(u, schemes, hint)
-            except ConfigError as exc:
-                raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint=hint) from None
-
+    _check_node_options(node_id, host, advertise, seed_route, leaf_of, monitor_host)
+    gateways = _gateways(gateway)
     r = nodes.add_node(
         c.store(),
         node_id,
@@ -127,7 +129,7 @@ def node_add(
         advertise=advertise,
         seed_routes=list(seed_route),
         gateway_port=gateway_port,
-        gateways=_gateways(gateway),
+        gateways=gateways,
         leaf_of=list(leaf_of),
         leaf_port=leaf_port,
         websocket_port=websocket_port,

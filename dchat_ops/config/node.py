@@ -28,7 +28,7 @@ from ruamel.yaml.error import YAMLError
 
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
-from dchat_ops.hosts import check_advertise, check_host
+from dchat_ops.hosts import check_advertise, check_host, check_url
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.subjects import check_subject
 
@@ -242,19 +242,6 @@ class _Reader:
         for u in out:
             check_url(u, schemes, f"{self.path}{_where(doc, key)}: {what}")
         return out
-
-
-def check_url(url: str, schemes: tuple[str, ...], what: str) -> str:
-    m = re.match(r"^([a-z][a-z0-9+.-]*)://([^/\s:]+|\[[0-9a-fA-F:]+\]):(\d+)/?$", url or "")
-    if not m:
-        raise ConfigError(f"{what}: {url!r} is not scheme://host:port")
-    if m.group(1) not in schemes:
-        raise ConfigError(
-            f"{what}: unknown scheme {m.group(1)!r} in {url!r} (use {' or '.join(s + '://' for s in schemes)})"
-        )
-    if not 0 < int(m.group(3)) < 65536:
-        raise ConfigError(f"{what}: port out of range in {url!r}")
-    return url
 
 
 def parse_node(doc: Any, path: Path) -> Node:
@@ -490,7 +477,7 @@ class NodeFile:
             k: v
             if not isinstance(v, str)
             or (
-                re.match(r"^[A-Za-z][A-Za-z0-9_.@-]*$", v)
+                re.match(r"^[A-Za-z][A-Za-z0-9_.@-]*\Z", v, re.ASCII)
                 and v not in ("true", "false", "null", "yes", "no", "on", "off")
             )
             else json.dumps(v)

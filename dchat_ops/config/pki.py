@@ -66,7 +66,7 @@ _EKU = {
     "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
     "route": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
 }
-_DNS = re.compile(r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+_DNS = re.compile(r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?\Z", re.ASCII)
 _SKEW = _dt.timedelta(minutes=5)  # certificates start a little in the past: clocks differ between machines
 
 # --- paths ------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from dchat_ops.nsc.store import Store
 
 __all__ = ["DURATION", "Resolver", "ServerConfig", "render", "semantic_check", "standalone_config", "write_and_check"]
 
-DURATION = re.compile(r"^\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))*$")
+DURATION = re.compile(r"^\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))*\Z", re.ASCII)
 
 
 @dataclass

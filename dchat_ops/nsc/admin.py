@@ -34,6 +34,7 @@ from dchat_ops.nsc.claims import (
 from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import Clock, Encoder, decode, encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, fresh_keys
+from dchat_ops.nsc.limits import check_account_server_url, check_service_url, check_text
 from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec, check_limit, check_tags, check_time
 from dchat_ops.nsc.spec import dedupe as _dedupe
 from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
@@ -734,14 +735,22 @@ def edit_account(
     expires: Optional[int] = None,
     tags: Optional[list[str]] = None,
     description: Optional[str] = None,
+    add_tags: Optional[list[str]] = None,
+    remove_tags: Optional[list[str]] = None,
 ) -> tuple[Entity[AccountClaims], bool]:
     """Change an account's limits, JetStream limits, signing keys (plain or scoped roles), expiry or tags.
 
     Returns (account, changed).  A new signing key's seed goes to the keystore.  Every limit, the role
     name, the tags and the expiry are checked first (FieldError, nothing written) with the validators specs
     use: a limit is -1 (unlimited) or more and fits int64, or the server refuses the account JWT.
+
+    ``tags`` sets the tags outright; ``add_tags`` and ``remove_tags`` change the current ones (as
+    ``edit user --tag`` / ``--rm-tag`` do).
     """
     check_account_changes(limits, jetstream, add_role, expires, tags)
+    check_tags("tags", list(add_tags or []))
+    if description is not None:
+        check_text("description", description)
     with store.edit_account(name) as claims:
         before = claims.to_dict()
         new_keys = _edit_account_claims(
@@ -749,8 +758,7 @@ def edit_account(
         )
         if expires is not None:
             claims.expires = expires
-        if tags is not None:
-            claims.tags = _dedupe(t.strip().lower() for t in tags)
+        claims.tags = _changed_tags(claims.tags, tags, add_tags, remove_tags)
         if description is not None:
             claims.description = description
         changed = claims.to_dict() != before
@@ -841,6 +849,16 @@ def _edit_account_claims(
     return new_keys
 
 
+def _changed_tags(
+    current: list[str], tags: Optional[list[str]], add: Optional[list[str]], remove: Optional[list[str]]
+) -> list[str]:
+    """The tags after setting ``tags`` (when given), adding ``add`` and taking ``remove`` away (lower case, as
+    the JWT library keeps them)."""
+    base = current if tags is None else [t.strip().lower() for t in tags]
+    drop = {t.strip().lower() for t in remove or []}
+    return _dedupe([t for t in base if t not in drop] + [t.strip().lower() for t in add or []])
+
+
 def edit_operator(
     store: Store,
     *,
@@ -850,8 +868,17 @@ def edit_operator(
     account_server_url: Optional[str] = None,
     system_account: Optional[str] = None,
     tags: Optional[list[str]] = None,
+    add_tags: Optional[list[str]] = None,
+    remove_tags: Optional[list[str]] = None,
 ) -> tuple[Entity[OperatorClaims], bool]:
-    """Change the operator's signing keys, strict mode, service URLs or system account."""
+    """Change the operator's signing keys, strict mode, service URLs, account server URL, system account or
+    tags (``tags`` sets them, ``add_tags`` / ``remove_tags`` change them).  Every value is checked first
+    (FieldError, nothing written): service URLs are ``nats://`` or ``tls://`` host:port."""
+    for i, u in enumerate(service_urls or []):
+        check_service_url("service_urls", u, i)
+    if account_server_url:
+        check_account_server_url("account_server_url", account_server_url)
+    check_tags("tags", list(tags or []) + list(add_tags or []))
     with store.edit_operator() as claims:
         before = claims.to_dict()
         new_key = None
@@ -868,8 +895,7 @@ def edit_operator(
             claims.account_server_url = account_server_url
         if system_account is not None:
             claims.system_account = store.find_account(system_account).public_key
-        if tags is not None:
-            claims.tags = _dedupe(t.strip().lower() for t in tags)
+        claims.tags = _changed_tags(claims.tags, tags, add_tags, remove_tags)
         changed = claims.to_dict() != before
         if new_key is not None and changed:
             store.save_key(new_key)

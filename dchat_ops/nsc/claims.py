@@ -57,7 +57,7 @@ CONNECTION_TYPES = (
     "IN_PROCESS",
 )
 
-_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$")
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d\Z", re.ASCII)
 
 
 def _strings(value: Any, what: str) -> list[str]:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -16,19 +17,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dchat_ops._fs import JOURNAL_NAME, find_temps, process_gone, read_file
-from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, scrub_seeds
+from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
-    JETSTREAM_LIMIT_KEYS,
     AccountClaims,
     Claims,
     OperatorClaims,
     UserClaims,
-    jetstream_field,
 )
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import Clock, compute_jti, decode, decode_unverified, verify_chain
-from dchat_ops.nsc.spec import check_limit
+from dchat_ops.nsc.limits import Problem, account_problems, operator_problems, user_problems
 from dchat_ops.nsc.store import Entity, Store, check_name
 
 __all__ = [
@@ -234,6 +233,7 @@ def validate_store(store: Store, clock: Clock | None = None, *, workers: int | N
         out.append(Finding("warning", label, "the keystore does not hold the operator identity seed"))
     if not opc.system_account:
         out.append(Finding("error", label, "no system account set"))
+    out.extend(_rule_findings(label, operator_problems(opc), _operator_fix))
     account_keys: dict[str, str] = {}
     for name in store.account_names(op.name):
         alabel = f"account {name}"
@@ -253,7 +253,7 @@ def validate_store(store: Store, clock: Clock | None = None, *, workers: int | N
         _expiry_warning(out, alabel, accc, now)
         if not store.has_key(acc.public_key):
             out.append(Finding("warning", alabel, "the keystore does not hold the account seed"))
-        out.extend(Finding("error", alabel, m) for m in _limit_problems(accc))
+        out.extend(_rule_findings(alabel, account_problems(accc), functools.partial(_account_fix, name)))
         if acc.public_key == opc.system_account and accc.limits.jetstream.enabled():
             out.append(Finding("error", alabel, "the system account must not have JetStream limits"))
         job = _Job(store, op.name, acc, store.user_names(name, op.name), opc, clock, now)
@@ -287,18 +287,51 @@ def leftovers(store: Store) -> list[Finding]:
     return out
 
 
-def _limit_problems(c: AccountClaims) -> list[str]:
-    """Limits the server would refuse the account for (beyond int64 or below -1), checked as edits are."""
-    lim = c.limits
-    values: list[tuple[str, Any]] = [(k, getattr(lim, k)) for k in ACCOUNT_LIMIT_KEYS]
-    for tier, js in [("", lim.jetstream), *sorted(lim.tiers.items())]:
-        values += [(jetstream_field(f"{tier}.{k}" if tier else k), getattr(js, k)) for k in JETSTREAM_LIMIT_KEYS]
+_JS_OPTIONS = {"jetstream.mem": "--js-mem", "jetstream.disk": "--js-disk", "jetstream.streams": "--js-streams"}
+_JS_OPTIONS["jetstream.consumers"] = "--js-consumers"
+_USER_OPTIONS = {"subs": "--subs N", "data": "--data N", "payload": "--payload N", "resp_max": "--resp-max N"}
+_USER_OPTIONS["resp_ttl"] = "--resp-ttl 5s"
+
+
+def _user_fix(field: str, edit: str) -> str:
+    """The repair of a user (or role template) field that breaks the rules of :mod:`dchat_ops.nsc.limits`."""
+    if field in _USER_OPTIONS:
+        return f"run '{edit} {_USER_OPTIONS[field]}'"
+    if field == "source_networks":
+        return f"run '{edit} --rm-source-network NET --source-network CIDR'"
+    return f"run '{edit} --rm-tag TAG'"
+
+
+def _account_fix(name: str, field: str) -> str:
+    edit = f"dchat-ops edit account {name}"
+    if field in ACCOUNT_LIMIT_KEYS:
+        return f"run '{edit} --{field} N'"
+    if field in _JS_OPTIONS:
+        return f"run '{edit} {_JS_OPTIONS[field]} N'"
+    if field.startswith("role "):
+        role = field[5:].split(":", 1)[0]
+        return f"run '{edit} --rm-sk {role}' and add the role again with --role {role}"
+    if field == "description":
+        return f"run '{edit} --description TEXT'"
+    if field == "tags":
+        return f"run '{edit} --rm-tag TAG'"
+    return "re-sign the account where it was made"
+
+
+def _operator_fix(field: str) -> str:
+    if field == "service_urls":
+        return "run 'dchat-ops edit operator --service-url nats://HOST:PORT'"
+    if field == "account_server_url":
+        return "run 'dchat-ops edit operator --account-server-url URL'"
+    return "run 'dchat-ops edit operator --rm-tag TAG'"
+
+
+def _rule_findings(label: str, problems: list[Problem], fix: Callable[[str], str]) -> list[Finding]:
+    """Findings for values that break the table of field limits, each naming its repair."""
     out = []
-    for name, value in values:
-        try:
-            check_limit(name, value)
-        except FieldError as exc:
-            out.append(f"limit {exc}: the server refuses this account JWT")
+    for level, exc in problems:
+        why = "the server refuses this JWT" if level == "error" else "the tool would not write this"
+        out.append(Finding(level, label, f"{exc}; {why}; {fix(exc.field)}"))
     return out
 
 
@@ -356,6 +389,9 @@ def _validate_user(
             return out
         u = res.user
     _expiry_warning(out, ulabel, u, now)
+    if isinstance(u, UserClaims):
+        edit = f"dchat-ops edit user {uname} -a {acc.name}"
+        out.extend(_rule_findings(ulabel, user_problems(u), lambda f: _user_fix(f, edit)))
     repair = f"run 'dchat-ops generate creds -a {acc.name} -u {uname}'"
     try:
         text, mode = read_file(f"{folders[1]}/{uname}.creds")

@@ -59,8 +59,8 @@ ALGORITHM = "ed25519-nkey"
 Clock = Callable[[], float]
 
 _SUBJECT_LETTER = {"operator": "O", "account": "A", "user": "U"}
-_B32_TEXT = re.compile(r"^[A-Z2-7]+$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_B32_TEXT = re.compile(r"^[A-Z2-7]+\Z", re.ASCII)
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z", re.ASCII)
 _GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
 

@@ -64,7 +64,7 @@ _KIND_BY_PREFIX = {v: k for k, v in _PREFIXES.items()}
 _LETTER = {"operator": "O", "account": "A", "user": "U", "server": "N", "cluster": "C", "curve": "X"}
 _KIND_BY_LETTER = {v: k for k, v in _LETTER.items()}
 
-_B32 = re.compile(r"^[A-Z2-7]+$")
+_B32 = re.compile(r"^[A-Z2-7]+\Z", re.ASCII)
 
 
 def _crc16(data: bytes) -> int:

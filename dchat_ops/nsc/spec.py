@@ -10,13 +10,13 @@ and the CLI spell it (``allow_pub``, ``times``, ``expiry``) and, for a list, the
     FieldError: allow_sub[0]: empty token in 'chat..x' token 2 (at character 6): double '.'
 
 Limits are int64 on the server (durations in nanoseconds): a larger number makes the server refuse
-the JWT, so it is refused here.
+the JWT, so it is refused here.  The rules themselves (numbers, networks, text) are the table in
+:mod:`dchat_ops.nsc.limits`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +25,7 @@ from typing import Any, Optional
 from dchat_ops._time import MAX_TIME, parse_duration, parse_expiry
 from dchat_ops.errors import DchatOpsError, FieldError
 from dchat_ops.nsc.claims import CONNECTION_TYPES, ResponsePermission, TimeRange, UserClaims
+from dchat_ops.nsc.limits import INT64_MAX, check_cidr, check_duration, check_limit, check_tag
 from dchat_ops.subjects import check_subject
 
 __all__ = [
@@ -48,8 +49,6 @@ __all__ = [
     "parse_time_window",
     "time_text",
 ]
-
-INT64_MAX = 2**63 - 1
 
 
 # --- the fields -----------------------------------------------------------------------------------------
@@ -107,27 +106,19 @@ def check_subjects(name: str, values: Any, *, queue_ok: bool) -> list[str]:
     return out
 
 
-def check_limit(name: str, value: Any, *, minimum: int = -1) -> int:
-    """A count or size limit: -1 (unlimited) or more, at most int64."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise FieldError(name, f"must be a whole number, not {value!r}")
-    if value < minimum:
-        what = "-1 (unlimited) or more" if minimum == -1 else f"{minimum} or more"
-        raise FieldError(name, f"must be {what}, not {value}")
-    if value > INT64_MAX:
-        raise FieldError(name, f"{value} is larger than the server's limit {INT64_MAX} (int64)")
-    return value
+def check_source_networks(name: str, values: Any) -> list[str]:
+    """Networks in CIDR form, as :func:`~dchat_ops.nsc.limits.check_cidr` takes them."""
+    out = _list(name, values)
+    for i, net in enumerate(out):
+        check_cidr(name, net, i)
+    return out
 
 
-def check_duration(name: str, seconds: Any) -> float:
-    """A duration in seconds that fits the JWT's int64 nanoseconds."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
-        raise FieldError(name, f"must be a duration, not {seconds!r}")
-    if seconds < 0:
-        raise FieldError(name, "must not be negative")
-    if seconds * 1e9 > INT64_MAX:
-        raise FieldError(name, f"{seconds:g}s is longer than the server's limit of about 292 years (int64 nanoseconds)")
-    return seconds
+def check_tags(name: str, values: Any) -> list[str]:
+    out = _list(name, values)
+    for i, t in enumerate(out):
+        check_tag(name, t, i)
+    return out
 
 
 def check_connection_types(name: str, values: Any) -> list[str]:
@@ -138,20 +129,7 @@ def check_connection_types(name: str, values: Any) -> list[str]:
     return out
 
 
-def check_source_networks(name: str, values: Any) -> list[str]:
-    """Networks in CIDR form (the server parses each as a CIDR and refuses the user on a plain address)."""
-    out = _list(name, values)
-    for i, net in enumerate(out):
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise FieldError(name, f"source network {net!r} is not an address or CIDR", i) from None
-        if "/" not in net:
-            raise FieldError(name, f"source network {net!r} is an address, not a CIDR: write {net}/32 (or /128)", i)
-    return out
-
-
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d\Z", re.ASCII)
 
 
 def parse_time_window(text: str) -> tuple[str, str]:
@@ -206,14 +184,6 @@ def check_time(name: str, t: Any) -> int:
 def check_validity(not_before: Optional[int], expires: Optional[int]) -> None:
     if expires and not_before and not_before >= expires:
         raise FieldError("expiry", "the expiry is not after the start time")
-
-
-def check_tags(name: str, values: Any) -> list[str]:
-    out = _list(name, values)
-    for i, t in enumerate(out):
-        if not t.strip():
-            raise FieldError(name, "empty tag", i)
-    return out
 
 
 def dedupe(items: Iterable[str]) -> list[str]:

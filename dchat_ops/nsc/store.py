@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Generic, Optional, TypeVar, Union
 
 from dchat_ops._fs import FileTransaction, active_transaction, atomic_write, ensure_dir, store_lock, unit_of_work
-from dchat_ops.errors import SEED_PATTERN, JWTError, NKeyError, StoreError
+from dchat_ops.errors import SEED_PATTERN, FieldError, JWTError, NKeyError, StoreError
 from dchat_ops.home import Home, default_home
 from dchat_ops.nsc.claims import AccountClaims, Claims, OperatorClaims, ScopedSigningKey, UserClaims
 from dchat_ops.nsc.creds import format_creds
@@ -54,10 +54,10 @@ from dchat_ops.nsc.keys import KeyPair, check_public_key, kind_of_public
 
 __all__ = ["Entity", "Store", "check_name", "default_home", "operator_signer", "user_signer"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")  # matched whole (fullmatch): no newline at the end
 _KIND_DIR = {"operator": "O", "account": "A", "user": "U", "server": "N", "cluster": "C", "curve": "X"}
 # the shape of a public nkey (its first letter is its kind's keystore folder); the CRC is not checked
-_PUBLIC_SHAPE = re.compile(r"^[OAUNCX][A-Z2-7]{55}$")
+_PUBLIC_SHAPE = re.compile(r"^[OAUNCX][A-Z2-7]{55}\Z", re.ASCII)
 
 # The keystore root's .gitignore, as nsc writes it.
 _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.creds\n"
@@ -65,14 +65,18 @@ _GITIGNORE = "# ignore all nk files \n**/*.nk\n\n# ignore all creds files\n**/*.
 
 
 def check_name(name: str, what: str = "name") -> str:
-    """Refuse names that are empty, too long, could escape the store (``/``, ``..``, spaces), or look like an
-    nkey seed (a name is public: it is a file name, a JWT claim, ``list`` output)."""
+    """Refuse names that are empty, too long, could escape the store (``/``, ``..``, spaces), hold a control
+    character (a newline at the end too), or look like an nkey seed (a name is public: it is a file name, a
+    JWT claim, ``list`` output).  :class:`FieldError` (a bad value: exit 2 on the command line)."""
     if isinstance(name, str) and SEED_PATTERN.search(name):
-        raise StoreError(f"invalid {what}: it looks like an nkey seed; names are public")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise StoreError(
-            f"invalid {what} {name!r}: use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit"
+        raise FieldError(
+            what,
+            "it looks like an nkey seed; names are public",
+            message=f"invalid {what}: it looks like an nkey seed; names are public",
         )
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        reason = "use 1-64 letters, digits, '.', '_', '-' or '@', starting with a letter or digit"
+        raise FieldError(what, reason, message=f"invalid {what} {name!r}: {reason}")
     return name
 
 

@@ -25,6 +25,7 @@ from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
 from dchat_ops.nsc.creds import format_creds, parse_creds
 from dchat_ops.nsc.jwt import decode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, looks_like_seed
+from dchat_ops.nsc.limits import Problem, account_problems, operator_problems, user_problems
 from dchat_ops.nsc.store import Entity, Store, check_name
 
 __all__ = [
@@ -231,6 +232,7 @@ def _import_payload(
                 f"this store has no operator; the import belongs to operator {op.name}: use --trust-operator to take it"
             )
         op_name = check_name(payload["operator"].get("name") or op.name, "operator name")
+        _refuse_broken(f"operator {op_name}", operator_problems(op))
         plan.new_operator = True
     else:
         op_name = local.name
@@ -252,6 +254,7 @@ def _import_payload(
         acc = res.account
         assert acc is not None  # verify_chain returns the account it was given
         name = check_name(a.get("name") or acc.name, "account name")
+        _refuse_broken(f"account {name}", account_problems(acc))
         known = accounts.get(acc.subject)
         if known and known[0] != name:
             name = known[0]
@@ -281,6 +284,7 @@ def _import_payload(
         acc_name, acc = accounts[acc_key]
         verify_chain(op, acc, token, check_expiry=False, check_revocation=False)
         name = check_name(u.get("name") or claims.name, "user name")
+        _refuse_broken(f"user {acc_name}/{name}", user_problems(claims))
         _plan_write(plan, store.user_jwt_path(op_name, acc_name, name), token, f"user {acc_name}/{name}", force)
         wanted_keys.add(claims.subject)
         seed = next((s for s in payload.get("seeds", []) if _pub_of(s) == claims.subject), None)
@@ -311,6 +315,16 @@ def _import_payload(
             tx.write(store.context_path, f'{{\n  "operator": "{op_name}"\n}}\n')
     store._ensure_keystore()
     return plan
+
+
+def _refuse_broken(label: str, problems: list[Problem]) -> None:
+    """Refuse an imported JWT holding a value nats-server refuses (:mod:`dchat_ops.nsc.limits`): nothing of
+    the import is written.  What the server takes but the tool would not write is left to ``validate``."""
+    for level, exc in problems:
+        if level == "error":
+            raise StoreError(
+                f"{label}: {exc}: nats-server refuses this JWT; correct it where it was made (nothing was imported)"
+            )
 
 
 def _pub_of(seed: str) -> str:

@@ -23,10 +23,11 @@ from ruamel.yaml.error import YAMLError
 from dchat_ops import __version__
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import parse_duration, parse_expiry
-from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES, check_url
+from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
-from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
+from dchat_ops.hosts import check_advertise, check_host, check_url, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
+from dchat_ops.nsc.limits import check_service_url, check_text
 from dchat_ops.nsc.spec import (
     INT64_MAX,
     PERMISSION_FIELDS,
@@ -78,7 +79,7 @@ _USER = {
     "revoked": "bool",
     **{k: _SHAPE[shape] for k, (_, shape) in USER_FIELDS.items()},
 }
-_ROLE = {"role": "name", "description": "str", **{k: _SHAPE[shape] for k, (_, shape) in ROLE_FIELDS.items()}}
+_ROLE = {"role": "name", "description": "text", **{k: _SHAPE[shape] for k, (_, shape) in ROLE_FIELDS.items()}}
 _LIMITS = {
     "conn": "limit",
     "leaf": "limit",
@@ -125,7 +126,7 @@ _ACCOUNT = {
     "exports": ("list", _EXPORT),
     "imports": ("list", _IMPORT),
     "users": ("list", _USER),
-    "description": "str",
+    "description": "text",
     "expiry": "date",
     "tags": "strings",
     "plain_signing_keys": "count",
@@ -154,7 +155,7 @@ _NODE = {
     "cluster": "bool",
     "cluster_name": "name",
     "cluster_advertise": "advertise",
-    "routes": "strings",
+    "routes": "routes",
     "gateway": ("map", _GATEWAY),
     "leafnodes": ("map", _LEAF),
     "websocket": ("map", _WEBSOCKET),
@@ -178,7 +179,7 @@ _NODE = {
 _OPERATOR = {
     "name": "name",
     "strict": "bool",
-    "service_urls": "strings",
+    "service_urls": "service_urls",
     "system_account": "name",
     "account_server_url": "str",
     "tags": "strings",
@@ -241,6 +242,7 @@ class _Checker:
             v = self.env(parent, key, where, v)
         if kind in (
             "str",
+            "text",
             "date",
             "resolver",
             "export_type",
@@ -259,6 +261,8 @@ class _Checker:
             try:
                 if kind == "name":
                     check_name(v, where.rsplit(".", 1)[-1])
+                elif kind == "text":
+                    check_text(str(key), v)
                 elif kind == "subject":
                     check_subject(v)
                 elif kind == "host":
@@ -273,6 +277,8 @@ class _Checker:
                     raise ConfigError(f"must be one of {', '.join(RESPONSE_TYPES)}")
                 elif kind == "duration":
                     parse_duration(v)
+            except FieldError as exc:
+                self.fail(parent, key, where, exc.reason if kind == "text" else str(exc))
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
             return v
@@ -293,17 +299,23 @@ class _Checker:
                 except FieldError as exc:
                     self.fail(parent, key, where, exc.reason)
             return int(v)
-        if kind in ("strings", "subjects", "queue_subjects"):
+        if kind in ("strings", "subjects", "queue_subjects", "routes", "service_urls"):
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 self.fail(parent, key, where, "must be a list of text")
             texts: list[str] = []
             for i, x in enumerate(v):
                 x = self.env(v, i, f"{where}[{i}]", x)
-                if kind != "strings":
-                    try:
+                try:
+                    if kind in ("subjects", "queue_subjects"):
                         check_subject(x, queue_ok=(kind == "queue_subjects"))
-                    except ConfigError as exc:
-                        self.fail(v, i, f"{where}[{i}]", str(exc))
+                    elif kind == "routes" and "://" in x:  # a URL; else a node id of the spec (checked below)
+                        check_url(x, ROUTE_SCHEMES, "route")
+                    elif kind == "service_urls":
+                        check_service_url("service_urls", x)
+                except FieldError as exc:
+                    self.fail(v, i, f"{where}[{i}]", exc.reason)
+                except ConfigError as exc:
+                    self.fail(v, i, f"{where}[{i}]", str(exc))
                 texts.append(x)
             return texts
         raise AssertionError(kind)
