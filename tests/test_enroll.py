@@ -445,3 +445,43 @@ def test_export_keys_account_warns_it_hands_over_signing_keys(tmp_path, store, c
     )
     assert r.returncode == 0, r.stderr
     assert "signing key" in r.stderr and "every user's seed" in r.stderr and "enroll" in r.stderr
+
+
+def _walkthrough() -> str:
+    text = (Path(__file__).parent.parent / "docs" / "moving-credentials.md").read_text()
+    section = text.split("## Equip a device: enrollment", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_walkthrough_runs_as_written(tmp_path):
+    """docs/moving-credentials.md's enrollment, each machine's lines run in that machine's home."""
+    import shutil
+
+    if shutil.which("jq") is None:
+        pytest.skip("the walk-through uses jq")
+    lines = []
+    for line in _walkthrough().splitlines():
+        if line.startswith("# on the operator's machine"):
+            lines.append('export DCHAT_OPS_HOME="$OP"')
+        elif line.startswith("# on the device"):
+            lines.append('export DCHAT_OPS_HOME="$DEV"')
+        lines.append(line)
+    script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
+    env = {
+        **os.environ,
+        "OP": str(tmp_path / "operator"),
+        "DEV": str(tmp_path / "device"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    try:
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        for home, node in (("operator", "a"), ("device", "phone-node")):
+            if (tmp_path / home / "nodes" / f"{node}.yaml").exists():
+                Supervisor(Store(tmp_path / home), node).down()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "applied live" in r.stdout and "asked the operator" in r.stdout
+    assert "a request for the operator is in" in r.stderr
+    assert "revoked device phone" in r.stdout
+    dev = Store(tmp_path / "device")
+    assert set(seeds_in(dev.home)) == set(pending(dev)["keys"].values())
