@@ -102,30 +102,22 @@ async def receives(sub_url: str, sub_creds: Path, pub_url: str, pub_creds: Path,
         await pub.close()
 
 
-async def live_subscription_gets(store3, sub_creds, pub_url, pub_creds, subject, change) -> tuple[bool, bool]:
-    """A subscriber on device 3 from before ``change``: (received before, received after) -- the same
-    connection throughout, so what changed is the node's route imports, live."""
-    sub = await connect(url(store3, "dev3-node"), sub_creds)
+async def gets(sub_url: str, sub_creds: Path, pub_url: str, pub_creds: Path, subject: str, tries: int) -> bool:
+    """Whether a subscriber on one node gets a message published on another within ``tries`` sends."""
+    sub = await connect(sub_url, sub_creds)
     pub = await connect(pub_url, pub_creds)
     try:
         s = await sub.subscribe(subject)
         await sub.flush()
-
-        async def got(tries: int) -> bool:
-            for i in range(tries):
-                await pub.publish(subject, f"m{i}".encode())
-                await pub.flush()
-                try:
-                    await s.next_msg(timeout=0.2)
-                    return True
-                except asyncio.TimeoutError:
-                    continue
-            return False
-
-        before = await got(5)
-        await asyncio.to_thread(change)
-        after = await got(30)
-        return before, after
+        for i in range(tries):
+            await pub.publish(subject, f"m{i}".encode())
+            await pub.flush()
+            try:
+                await s.next_msg(timeout=0.2)
+                return True
+            except asyncio.TimeoutError:
+                continue
+        return False
     finally:
         await sub.close()
         await pub.close()
@@ -203,14 +195,17 @@ def test_three_machines_enroll_chat_stay_within_their_grants_and_are_revoked_eve
         receives(url(d3, "dev3-node"), creds_of(d3, "dev3"), url(d2, "dev2-node"), creds_of(d2, "dev2"), "chat.room")
     )
 
-    # allow-sub within the grant on device 3 takes effect live, on a subscription made before it
-    def allow():
-        assert run_cli(cli, ["--home", str(d3.home), "allow-sub", "dm.dev3"]) == 0
-
-    before, after = asyncio.run(
-        live_subscription_gets(d3, creds_of(d3, "dev3"), url(op, "a"), creds_of(op, "default"), "dm.dev3", allow)
-    )
-    assert (before, after) == (False, True)
+    # allow-sub within the grant on device 3 takes effect live: the node is reloaded, not restarted, and
+    # nothing is re-signed
+    dm = (url(d3, "dev3-node"), creds_of(d3, "dev3"), url(op, "a"), creds_of(op, "default"), "dm.dev3")
+    assert not asyncio.run(gets(*dm, tries=5))  # its JWT allows it; the node's route imports do not
+    pid = Supervisor(d3, "dev3-node").pid()
+    jwt_before = d3.user("chat", "dev3-node").token
+    code, out, _ = dchat(d3.home, "allow-sub", "dm.dev3", "--json", capsys=capsys)
+    result = json.loads(out)
+    assert code == 0 and result["outcome"] == "live", result
+    assert Supervisor(d3, "dev3-node").pid() == pid and d3.user("chat", "dev3-node").token == jwt_before
+    assert asyncio.run(gets(*dm, tries=30))
     # nothing was re-signed on the device: its users' JWTs are the operator's
     assert d3.user("chat", "dev3-node").claims.issuer == op.account("chat").public_key
 
@@ -485,3 +480,49 @@ def test_the_docs_walkthrough_runs_as_written(tmp_path):
     assert "revoked device phone" in r.stdout
     dev = Store(tmp_path / "device")
     assert set(seeds_in(dev.home)) == set(pending(dev)["keys"].values())
+
+
+def test_a_network_on_tls_routes_enrolls_a_device_with_certificates_for_its_own_keys(tmp_path, machines, capsys):
+    homes, up = machines
+    op, d2 = homes["op"], homes["d2"]
+    assert dchat(op.home, "tls", "init-ca")[0] == 0
+    assert dchat(op.home, "node", "down", "a")[0] == 0
+    assert dchat(op.home, "tls", "enable", "--node", "a", "--route")[0] == 0
+    assert dchat(op.home, "node", "up", "a")[0] == 0
+    req, resp = tmp_path / "dev2.req", tmp_path / "dev2.resp"
+    key = op.operator().public_key
+    assert (
+        dchat(
+            d2.home, "enroll", "request", "--device", "dev2", "--operator", key, "--want-sub", "chat.>", "-o", str(req)
+        )[0]
+        == 0
+    )
+    code, out, _ = dchat(op.home, "enroll", "sign", str(req), "-o", str(resp), capsys=capsys)
+    assert code == 0 and "TLS on route" in out, out
+    assert "PRIVATE KEY" not in resp.read_text()
+    assert dchat(d2.home, "enroll", "import", str(resp))[0] == 0
+    node = NodeFile.load(d2, "dev2-node").node
+    assert node.tls == {"route": True}
+    assert not (d2.home / "pki" / "private").exists()  # the CA's key stays with the operator
+    up(d2, "dev2-node")
+    code, out, _ = dchat(d2.home, "node", "status", "dev2-node", "--json", capsys=capsys)
+    status = json.loads(out)
+    assert code == 0 and status["links"]["routes_to"] == ["a"], status
+    assert dchat(d2.home, "allow-sub", "chat.room")[0] == 0
+    assert asyncio.run(
+        receives(url(d2, "dev2-node"), creds_of(d2, "dev2"), url(op, "a"), creds_of(op, "default"), "chat.room")
+    )
+    # a certificate for another key than the device's is refused
+    bad = Store(tmp_path / "device-x")
+    assert (
+        dchat(bad.home, "enroll", "request", "--device", "devx", "--operator", key, "-o", str(tmp_path / "x.req"))[0]
+        == 0
+    )
+    for kind in ("route", "client", "server"):  # the device's keys replaced by others: its certificate no longer fits
+        p = bad.home / "pki" / "nodes" / "devx-node" / f"{kind}.key"
+        p.write_bytes((d2.home / "pki" / "nodes" / "dev2-node" / f"{kind}.key").read_bytes())
+    assert dchat(op.home, "enroll", "sign", str(tmp_path / "x.req"), "-o", str(tmp_path / "x.resp"))[0] == 0
+    before = snapshot(bad.home)
+    code, _, err = dchat(bad.home, "enroll", "import", str(tmp_path / "x.resp"), capsys=capsys)
+    assert code == 1 and "not for the key this node made" in err, err
+    assert snapshot(bad.home) == before

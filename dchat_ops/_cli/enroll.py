@@ -124,10 +124,18 @@ def show_cmd(request, as_json):
 @click.option(
     "--seed-route", multiple=True, help="Where its node joins (default: the request's, else this store's nodes)."
 )
+@click.option(
+    "--tls",
+    "tls_links",
+    multiple=True,
+    type=click.Choice(["route", "leafnode"]),
+    help="Links of its node that use TLS (default: those this store's nodes use); certificates from the store's CA.",
+)
+@click.option("--no-tls", is_flag=True, help="Its node uses no TLS, whatever this store's nodes do.")
 @click.option("--force", is_flag=True, help="Replace --out.")
 @json_option
 @pass_ctx
-def sign_cmd(c: Ctx, request, out, account, grant_sub, seed_route, force, as_json):
+def sign_cmd(c: Ctx, request, out, account, grant_sub, seed_route, tls_links, no_tls, force, as_json):
     """Check a device's request (or grant request), show it, and sign the response; the device is recorded."""
     from dchat_ops.config.enroll import show_request, sign_grant, sign_request
     from dchat_ops.nsc.enroll import KINDS
@@ -142,7 +150,14 @@ def sign_cmd(c: Ctx, request, out, account, grant_sub, seed_route, force, as_jso
         return
     lines = _summary(show_request(request))
     r = sign_request(
-        store, request, out=out, account=account, grant=grant, seed_routes=_split(seed_route) or None, force=force
+        store,
+        request,
+        out=out,
+        account=account,
+        grant=grant,
+        seed_routes=_split(seed_route) or None,
+        tls=[] if no_tls else (list(tls_links) or None),
+        force=force,
     )
     emit(
         as_json,
@@ -151,6 +166,7 @@ def sign_cmd(c: Ctx, request, out, account, grant_sub, seed_route, force, as_jso
             *lines,
             f"signed: device {r['device']} in account {r['account']}, may subscribe to "
             f"{', '.join(r['grant']) or 'nothing'}",
+            *([f"  TLS on {', '.join(r['tls'])}: certificates from this store's CA"] if r["tls"] else []),
             f"wrote {r['out']} (JWTs and routes only, no seed): the device runs 'dchat-ops enroll import {r['out']}'",
         ],
     )

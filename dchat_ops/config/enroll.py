@@ -20,13 +20,24 @@ from dchat_ops._fs import atomic_write
 from dchat_ops.config.node import LEAF_SCHEMES, ROUTE_SCHEMES, check_url, read_nodes
 from dchat_ops.config.nodes import add_node, device_node_user_spec, route_url
 from dchat_ops.errors import ConfigError, DchatOpsError, EnrollError, ExistsError, StoreError
-from dchat_ops.hosts import check_advertise, check_host
+from dchat_ops.hosts import check_advertise, check_host, host_of, is_wildcard
 from dchat_ops.nsc import enroll as env
 from dchat_ops.nsc.admin import now
 from dchat_ops.nsc.keys import KeyPair, check_public_key
 from dchat_ops.nsc.revoke import revoke_users
 from dchat_ops.nsc.store import Store, check_name, operator_signer
 from dchat_ops.subjects import check_subject
+
+TLS_KINDS = ("route", "client", "server")  # the certificate keys a device makes with its request
+_LINK_KIND = {"route": "route", "leafnode": "client"}  # a device's link -> the certificate it presents
+
+
+def _pki():
+    """:mod:`dchat_ops.config.pki`, imported when used (cryptography's X.509, see config.tls)."""
+    from dchat_ops.config import pki
+
+    return pki
+
 
 __all__ = [
     "import_response",
@@ -139,6 +150,7 @@ def make_request(
     if Path(out).exists() and not force:
         raise ExistsError(f"{out} exists; use --force to replace it")
     keys = {part: KeyPair.generate("user") for part in ("user", "node", "system")}
+    tls_keys = {kind: _pki().new_key_pair() for kind in TLS_KINDS}
     body: dict[str, Any] = {
         "id": env.new_request_id(),
         "created": now(store),
@@ -149,11 +161,14 @@ def make_request(
         "names": names,
         "node": node,
         "want_sub": list(want_sub),
+        "tls_keys": {kind: public.decode("ascii") for kind, (_private, public) in tls_keys.items()},
     }
     text = env.seal("request", body, keys["user"])
     with store.transaction():
         for kp in keys.values():
             store.save_key(kp)
+        for kind, (private, _public) in tls_keys.items():  # for certificates the operator's CA may sign
+            store.write_file(_pki().cert_paths(store, node_id, kind)[0], private, private=True)
         env.write_pending(
             store,
             {
@@ -212,6 +227,8 @@ def import_response(store: Store, path: str | Path) -> dict[str, Any]:
                 account=body["account"],
                 grant=grant,
             )
+            if body.get("tls"):
+                _install_tls(store, node["id"], body["tls"])
             done["imported"] = now(store)
         else:
             from dchat_ops.config.node import NodeFile
@@ -235,7 +252,79 @@ def import_response(store: Store, path: str | Path) -> dict[str, Any]:
     }
 
 
+def _install_tls(store: Store, node_id: str, tls: Any) -> None:
+    """Write the CA and the node's certificates of a response (each checked: signed by that CA, for the
+    key this node made) and turn TLS on for the links the operator chose."""
+    from dchat_ops.config.node import NodeFile
+
+    what = "enrollment response: tls"
+    if not isinstance(tls, dict) or not isinstance(tls.get("ca"), str) or not isinstance(tls.get("certs"), dict):
+        raise EnrollError(f"{what}: not a CA and certificates")
+    links = tls.get("links")
+    if not isinstance(links, list) or not all(link in _LINK_KIND for link in links):
+        raise EnrollError(f"{what}: unknown links {links!r}")
+    pki = _pki()
+    ca = tls["ca"].encode("ascii", "replace")
+    for kind, pem in tls["certs"].items():
+        if kind not in TLS_KINDS or not isinstance(pem, str):
+            raise EnrollError(f"{what}: unknown certificate {kind!r}")
+        key_path, crt_path = pki.cert_paths(store, node_id, kind)
+        try:
+            pki.check_issued(pem.encode("ascii", "replace"), ca, key_path.read_bytes())
+        except (DchatOpsError, OSError) as exc:
+            raise EnrollError(f"{what}: the {kind} certificate: {exc}") from None
+        store.write_file(crt_path, pem)
+    store.write_file(pki.ca_paths(store)[1], tls["ca"])
+    nf = NodeFile.load(store, node_id)
+    nf.set(("tls",), {link: True for link in links})
+    nf.refresh()
+    store.write_file(nf.path, nf.text())
+
+
 # --- on the operator's machine ------------------------------------------------------------------------------------
+
+
+def _default_tls_links(store: Store, node: dict[str, Any]) -> list[str]:
+    """The links of a device's node that use TLS when the operator does not say: those its own nodes use
+    (routes for a node with a cluster, leafnode connections for a leaf)."""
+    from dchat_ops.config.tls import tls_flags
+
+    mine = read_nodes(store).values()
+    out = []
+    if node.get("leaf_of"):
+        if any(tls_flags(n)["leafnode"] for n in mine):
+            out.append("leafnode")
+    elif node.get("cluster", True) and any(tls_flags(n)["route"] for n in mine):
+        out.append("route")
+    return out
+
+
+def _tls_for(store: Store, body: dict[str, Any], node: dict[str, Any], links: list[str]) -> Optional[dict[str, Any]]:
+    if not links:
+        return None
+    pki = _pki()
+    ca_crt = pki.ca_paths(store)[1]
+    if not ca_crt.is_file():
+        raise EnrollError("TLS for the device needs this store's CA: run 'dchat-ops tls init-ca'")
+    keys = body.get("tls_keys")
+    if not isinstance(keys, dict):
+        raise EnrollError("the request holds no TLS keys (it was made without them)")
+    names = [node["id"], "localhost", "127.0.0.1"]
+    for h in (node.get("host"), host_of(node.get("advertise") or "")):
+        if h and not is_wildcard(h) and h not in names:
+            names.append(h)
+    certs = {}
+    for link in links:
+        if link == "route" and (node.get("leaf_of") or not node.get("cluster", True)):
+            raise EnrollError("the device's node has no cluster: it cannot use TLS on routes")
+        if link == "leafnode" and not node.get("leaf_of"):
+            raise EnrollError("the device's node is not a leaf node: it cannot use TLS on leafnode connections")
+        kind = _LINK_KIND[link]
+        pem = keys.get(kind)
+        if not isinstance(pem, str):
+            raise EnrollError(f"the request holds no {kind} key")
+        certs[kind] = pki.issue_for_public_key(store, node["id"], kind, pem.encode("ascii", "replace"), names).decode()
+    return {"links": links, "ca": ca_crt.read_text(), "certs": certs}
 
 
 def show_request(path: str | Path) -> dict[str, Any]:
@@ -274,12 +363,15 @@ def sign_request(
     account: str = "",
     grant: Optional[Sequence[str]] = None,
     seed_routes: Optional[Sequence[str]] = None,
+    tls: Optional[Sequence[str]] = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Check a request, issue the device's users, record the device and write the signed response.
 
     ``grant``: what the device's users may ever subscribe to (default: what it asked for).
     ``seed_routes``: where its node joins (default: the request's, else this store's nodes).
+    ``tls``: the links of its node that use TLS (``route``, ``leafnode``; default: those this store's
+    nodes use); the response then holds the CA and certificates for the keys the device made.
     """
     what = "enrollment request"
     body = show_request(path)
@@ -307,8 +399,10 @@ def sign_request(
     names, keys = body["names"], body["keys"]
     if account == sys_acc.name:
         raise EnrollError("a device's users belong to an application account, not the system account")
+    links = list(tls) if tls is not None else _default_tls_links(store, node)
     with store.transaction():
         store.account(account, op.name)  # must exist
+        tls_files = _tls_for(store, body, node, links)
         users = {
             "user": (
                 account,
@@ -341,6 +435,8 @@ def sign_request(
             "grant": grant,
             "node": node,
         }
+        if tls_files is not None:
+            response["tls"] = tls_files
         text = env.seal("response", response, operator_signer(store, op.claims))
         env.record_device(
             store,
@@ -359,7 +455,15 @@ def sign_request(
             },
         )
         _write_out(out, text, True)
-    return {"device": body["device"], "account": account, "grant": grant, "node": node, "users": names, "out": str(out)}
+    return {
+        "device": body["device"],
+        "account": account,
+        "grant": grant,
+        "node": node,
+        "users": names,
+        "tls": links,
+        "out": str(out),
+    }
 
 
 def sign_grant(
