@@ -251,6 +251,15 @@ def test_a_device_node_that_was_down_during_a_revocation_refuses_the_user_when_i
     enroll(tmp_path, op, d2, "dev2", "--want-sub", "chat.>")  # the operator's nodes are its seed routes
     assert NodeFile.load(d2, "dev2-node").node.cluster["routes"] == [route_of(op, "a")]
     up(d2, "dev2-node")
+    # a user the operator adds later connects to the device's node; an account it adds later reaches the
+    # device's node and, with pull --update, its store
+    assert dchat(op.home, "add", "user", "carol")[0] == 0
+    assert asyncio.run(refused(url(d2, "dev2-node"), creds_of(op, "carol"))) is None
+    assert dchat(op.home, "add", "account", "news")[0] == 0
+    assert dchat(op.home, "push")[0] == 0
+    code, out, _ = dchat(d2.home, "pull", "--update", capsys=capsys)
+    assert code == 0 and "news" in Store(d2.home).account_names(), out
+    assert dchat(d2.home, "validate")[0] == 0
     assert dchat(d2.home, "node", "down", "dev2-node")[0] == 0
     assert dchat(op.home, "revoke", "user", "dev2")[0] == 0
     # the device's node asks the cluster through itself, with the device's own system user

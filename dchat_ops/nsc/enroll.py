@@ -48,6 +48,7 @@ __all__ = [
     "KINDS",
     "MAX_FILE",
     "DeviceRecord",
+    "add_accounts",
     "beyond_grant",
     "device_info",
     "device_record",
@@ -449,3 +450,22 @@ def install_response(store: Store, body: dict[str, Any], checked: dict[str, Any]
         seed = store.load_key(mine["keys"][part]).seed
         store.write_creds(op_name, acc_name, name, format_creds(token, seed), force=True)
     store.set_context(operator=op_name, account=body["account"])
+
+
+def add_accounts(store: Store, tokens: list[str]) -> list[str]:
+    """On an enrolled device: write accounts the store does not hold yet, as the cluster holds them (each
+    verified against the operator, named as its JWT says).  Inside one unit of work; returns the names."""
+    names = []
+    with store.transaction():
+        op = store.operator()
+        held = {e.public_key for e in store.accounts(op.name)}
+        for token in tokens:
+            claims = check_account_jwt(op.claims, token)
+            if claims.subject in held:
+                raise StoreError(f"account {claims.name} is in the store already")
+            name = check_name(claims.name, "account name")
+            if store.account_jwt_path(op.name, name).exists():
+                raise StoreError(f"the store holds another account named {name}")
+            store.write_account(op.name, name, token)
+            names.append(name)
+    return names
