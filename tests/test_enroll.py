@@ -409,14 +409,14 @@ def test_bad_responses_are_refused_and_nothing_written(tmp_path, store, requeste
 def test_request_options_and_homes_are_checked(tmp_path, store, capsys):
     key = store.operator().public_key
     out = tmp_path / "x.req"
-    code, _, err = dchat(
-        tmp_path / "d", "enroll", "request", "--device", "a/b", "--operator", key, "-o", str(out), capsys=capsys
-    )
-    assert code == 1 and "invalid device name" in err and not out.exists()
-    code, _, err = dchat(
-        tmp_path / "d", "enroll", "request", "--device", "p", "--operator", "OXYZ", "-o", str(out), capsys=capsys
-    )
-    assert code == 1 and not out.exists()
+    for args, message in (
+        (["--device", "a/b", "--operator", key], "invalid device name"),
+        (["--device", "p", "--operator", "OXYZ"], "--operator"),
+        (["--device", "p", "--operator", key, "--want-sub", "a..b"], "--want-sub"),
+        (["--device", "p", "--operator", key, "--seed-route", "http://x:1"], "--seed-route"),
+    ):
+        code, _, err = dchat(tmp_path / "d", "enroll", "request", *args, "-o", str(out), capsys=capsys)
+        assert code == 2 and message in err and not out.exists() and not (tmp_path / "d").exists(), err
     code, _, err = dchat(
         store.home, "enroll", "request", "--device", "p", "--operator", key, "-o", str(out), capsys=capsys
     )
@@ -535,3 +535,22 @@ def test_a_network_on_tls_routes_enrolls_a_device_with_certificates_for_its_own_
     code, _, err = dchat(bad.home, "enroll", "import", str(tmp_path / "x.resp"), capsys=capsys)
     assert code == 1 and "not for the key this node made" in err, err
     assert snapshot(bad.home) == before
+
+
+def test_a_device_enrolls_as_a_leaf_node_of_the_operators_hub(tmp_path, machines, capsys):
+    from dchat_ops.natsbin import free_port
+
+    homes, up = machines
+    op, d2 = homes["op"], homes["d2"]
+    port = free_port()
+    assert dchat(op.home, "node", "add", "hub", "--no-cluster", "--leaf-port", str(port))[0] == 0
+    up(op, "hub")
+    enroll(tmp_path, op, d2, "phone", "--leaf-of", f"nats-leaf://127.0.0.1:{port}", "--want-sub", "chat.>")
+    node = NodeFile.load(d2, "phone-node").node
+    assert node.cluster is None and node.leafnodes["remotes"][0]["urls"] == [f"nats-leaf://127.0.0.1:{port}"]
+    up(d2, "phone-node")
+    code, out, _ = dchat(d2.home, "allow-sub", "chat.x", capsys=capsys)
+    assert code == 0 and "re-established" in out, out
+    assert asyncio.run(
+        gets(url(d2, "phone-node"), creds_of(d2, "phone"), url(op, "hub"), creds_of(op, "default"), "chat.x", 30)
+    )

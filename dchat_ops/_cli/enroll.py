@@ -8,6 +8,25 @@ from dchat_ops._cli.app import Ctx, _split, cli, pass_ctx
 from dchat_ops._cli.output import emit, fail, json_option
 
 
+def _check(param: str, fn, *args) -> None:
+    """A bad value on the command line is a usage error (exit 2), before anything is read or written."""
+    from dchat_ops.errors import DchatOpsError
+
+    try:
+        fn(*args)
+    except DchatOpsError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
+
+
+def _subjects(param: str, values) -> list[str]:
+    from dchat_ops.subjects import check_subject
+
+    out = _split(values)
+    for v in out:
+        _check(param, check_subject, v)
+    return out
+
+
 @cli.group("enroll")
 def enroll():
     """Equip a device with its own keys: a signed request, the operator's signed answer, no seed travels."""
@@ -54,6 +73,20 @@ def request_cmd(
 ):
     """Make this device's keys here and write a request holding only public keys and names."""
     from dchat_ops.config.enroll import make_request
+    from dchat_ops.config.node import LEAF_SCHEMES, ROUTE_SCHEMES, check_url
+    from dchat_ops.nsc.keys import check_public_key
+    from dchat_ops.nsc.store import check_name
+
+    _check("--device", check_name, device, "device name")
+    _check("--operator", check_public_key, operator_key, "operator", "--operator")
+    for param, value in (("--user", user), ("--node", node_id), ("--account", account)):
+        if value:
+            _check(param, check_name, value, param[2:])
+    for url in _split(seed_route):
+        _check("--seed-route", check_url, url, ROUTE_SCHEMES, "--seed-route")
+    for url in _split(leaf_of):
+        _check("--leaf-of", check_url, url, LEAF_SCHEMES, "--leaf-of")
+    want_sub = _subjects("--want-sub", want_sub)
 
     path, body = make_request(
         c.store(must_exist=False),
@@ -72,7 +105,7 @@ def request_cmd(
         seed_routes=_split(seed_route),
         leaf_of=_split(leaf_of),
         advertise=advertise,
-        want_sub=_split(want_sub),
+        want_sub=want_sub,
         force=force,
     )
     data = {"request": str(path), "id": body["id"], "device": device, "keys": body["keys"], "names": body["names"]}
@@ -140,8 +173,8 @@ def sign_cmd(c: Ctx, request, out, account, grant_sub, seed_route, tls_links, no
     from dchat_ops.config.enroll import show_request, sign_grant, sign_request
     from dchat_ops.nsc.enroll import KINDS
 
+    grant = _subjects("--grant-sub", grant_sub) or None
     store = c.store()
-    grant = _split(grant_sub) or None
     with open(request, "rb") as fh:
         head = fh.read(64)
     if head.startswith(f"-----BEGIN {KINDS['grant']}-----".encode()):
