@@ -253,8 +253,13 @@ def add_node(
                 "JetStream in a cluster answers once other nodes have joined and elected a leader; "
                 "for a lone JetStream node use --no-cluster"
             )
-    if grant is not None:
+    if grant is not None:  # after the account, before the user (whose trailing comment is the next key's)
         nf.set(("identity", "grant"), list(grant))
+        ident = nf.doc["identity"]
+        ident.move_to_end("user")
+        ident.yaml_set_comment_before_after_key(
+            "grant", before="what its operator lets this device's users subscribe to (in their JWTs; a copy)", indent=2
+        )
     node = nf.refresh()
     user_path = store.user_jwt_path(store.current_operator(), account, node_id)
     if grant is not None:
