@@ -401,6 +401,15 @@ def test_bad_responses_are_refused_and_nothing_written(tmp_path, store, requeste
         ce._refuse_other_operator = real
     refused_with(forged, "another operator")
 
+    # signed by the operator, but not all the device needs: refused before anything is written
+    from dchat_ops.nsc.enroll import seal, unseal
+
+    body = unseal(resp.read_text(), "response")
+    del body["users"]["system"]
+    short = tmp_path / "short.resp"
+    short.write_text(seal("response", body, store.load_key(store.operator().public_key)))
+    refused_with(short, "not of node, system, user")
+
     # the right one is taken once; the same response again is a replay
     assert dchat(dev.home, "enroll", "import", str(resp))[0] == 0
     refused_with(resp, "replayed response")

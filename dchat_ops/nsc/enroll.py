@@ -424,7 +424,16 @@ def check_response(body: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]
             raise EnrollError(f"{what}: user {name}: {exc}") from None
         if claims is None or claims.subject != mine["keys"][part]:
             raise EnrollError(f"{what}: user {name} is not the key this device made for its {part} user")
+        if part != "system" and acc_name != account:
+            raise EnrollError(f"{what}: user {name} is not in account {account}")
         users[part] = (acc_name, name, token)
+    want = {"user", "node", "system"} if rid == mine["request"] else {"user", "node"}
+    if set(users) != want:
+        raise EnrollError(
+            f"{what}: it holds the JWTs of {', '.join(sorted(users)) or 'no user'}, not of {', '.join(sorted(want))}"
+        )
+    if "system" in users and accounts[users["system"][0]][1].subject != op.system_account:
+        raise EnrollError(f"{what}: the device's system user is not in the system account")
     return {"operator": op, "accounts": accounts, "users": users}
 
 
