@@ -282,6 +282,14 @@ def test_a_device_node_that_was_down_during_a_revocation_refuses_the_user_when_i
 def test_a_grant_request_answered_by_the_operator_widens_the_grant(tmp_path, store, capsys):
     dev = Store(tmp_path / "device")
     enroll(tmp_path, store, dev, "phone", "--want-sub", "chat.>")
+    # the node file's copy of the grant, widened by hand, widens nothing
+    nf = NodeFile.load(dev, "phone-node")
+    nf.set(("identity", "grant"), ["chat.>", "news.>"])
+    nf.save()
+    code, _, err = dchat(dev.home, "allow-sub", "news.y", capsys=capsys)
+    assert code == 1 and "beyond what this device's operator granted (chat.>)" in err, err
+    nf.set(("identity", "grant"), ["chat.>"])
+    nf.save()
     code, _, err = dchat(dev.home, "allow-sub", "news.x", capsys=capsys)
     path = re.search(r"a request for the operator is in (\S+)", err).group(1)
     resp = tmp_path / "grant.resp"

@@ -166,9 +166,15 @@ def _within_grant(store: Store, node: Node, direction: str, verb: str, subject: 
     within the grant is allowed by the users' JWTs already, so nothing is re-signed.  Publishing rules
     live in the JWTs alone, so a device cannot change them.
     """
+    from dchat_ops.config.node import inbox_prefix
     from dchat_ops.nsc.enroll import beyond_grant, write_grant_request
 
-    grant = node.identity["grant"]
+    # the grant the servers enforce is the one in the node user's JWT (the node file holds a copy)
+    try:
+        allowed = store.user(node.account, node.user).claims.permissions.sub.allow
+    except StoreError:
+        allowed = node.identity["grant"]
+    grant = [g for g in allowed if g != f"{inbox_prefix(node.id)}.>"]
     if direction == "publish":
         raise EnrollError(
             f"node {node.id} is an enrolled device's node: its publish permissions are its operator's to sign"
