@@ -571,3 +571,53 @@ def test_a_device_enrolls_as_a_leaf_node_of_the_operators_hub(tmp_path, machines
     assert asyncio.run(
         gets(url(d2, "phone-node"), creds_of(d2, "phone"), url(op, "hub"), creds_of(op, "default"), "chat.x", 30)
     )
+
+
+def test_users_of_two_enrolled_devices_chat_end_to_end_through_the_operators_jetstream_cluster(tmp_path, capsys):
+    """The chat runtime on devices: each device's node user is its chat identity (its curve key made on the
+    device); direct messages are sealed end to end and carried by the operator's JetStream cluster."""
+    from dchat_ops.chat.client import ChatClient, ChatIdentity
+    from dchat_ops.runtime.supervisor import chain, wait_jetstream_leader
+
+    op = Store(tmp_path / "operator")
+    admin.init(op)
+    admin.edit_account(op, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1})
+    sups = chain(op, ["a", "b", "c"], jetstream=True, start=False)
+    d2, d3 = Store(tmp_path / "device2"), Store(tmp_path / "device3")
+    try:
+        for sup in sups:
+            sup.up()
+        assert wait_jetstream_leader(sups[0])
+        enroll(tmp_path, op, d2, "dev2", "--seed-route", route_of(op, "a"), "--want-sub", "room.>")
+        sups.append(Supervisor(d2, "dev2-node"))
+        sups[-1].up()
+        enroll(tmp_path, op, d3, "dev3", "--seed-route", route_of(d2, "dev2-node"), "--want-sub", "room.>")
+        sups.append(Supervisor(d3, "dev3-node"))
+        sups[-1].up()
+
+        async def talk():
+            two = await ChatClient.on_node(ChatIdentity.load(d2, "dev2-node"), d2, "dev2-node", replicas=3).start()
+            three = await ChatClient.on_node(ChatIdentity.load(d3, "dev3-node"), d3, "dev3-node", replicas=3).start()
+            try:
+                await two.add_friend("dev3-node")
+                await three.add_friend("dev2-node")
+                await two.send_dm("dev3-node", "hello from device 2")
+                got = await three.next_message(timeout=10)
+                await three.send_dm("dev2-node", "and back")
+                back = await two.next_message(timeout=10)
+                return got, back
+            finally:
+                await two.close()
+                await three.close()
+
+        got, back = asyncio.run(talk())
+        assert (got.kind, got.sender, got.body) == ("dm", "dev2-node", "hello from device 2")
+        assert (back.sender, back.body) == ("dev3-node", "and back")
+        # still nothing secret on a device but its own keys (now with its chat curve key)
+        for dev in (d2, d3):
+            own = set(pending(dev)["keys"].values())
+            curve = ChatIdentity.load(dev, pending(dev)["names"]["node"]).curve_key.public_key
+            assert set(seeds_in(dev.home)) == own | {curve}
+    finally:
+        for sup in sups:
+            sup.down()
