@@ -20,7 +20,8 @@ holds one) is replaced by ``S…(a seed, not shown)`` when the error is made.
     │   └── SpecError        a provisioning spec that is not valid (file, line, field)
     ├── ServerError          a nats-server process that failed to start, stop or answer
     ├── ApplyError           a step of a permission change failed; everything was put back
-    └── ChatError            a chat operation that cannot be done
+    ├── ChatError            a chat operation that cannot be done
+    └── EnrollError          an enrollment file refused: changed, another operator, replayed, another device
 
 All of them are importable from ``dchat_ops``.
 
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigError",
     "CredsError",
     "DchatOpsError",
+    "EnrollError",
     "ExistsError",
     "FieldError",
     "JWTError",
@@ -178,3 +180,8 @@ class ApplyError(DchatOpsError):
 
 class ChatError(DchatOpsError):
     """A chat operation that cannot be done (unknown friend, not a group member, ...)."""
+
+
+class EnrollError(DchatOpsError):
+    """An enrollment request, response or grant request that is refused: changed, signed by another key or
+    operator, replayed, or meant for another device.  Nothing was written."""

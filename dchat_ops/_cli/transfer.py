@@ -118,6 +118,11 @@ def export_creds(c: Ctx, account, user, **kw):
 @pass_ctx
 def export_keys(c: Ctx, what, account, **kw):
     """Seeds and JWTs: the operator, an account with its users, or everything."""
+    if account:
+        note(
+            f"warning: this hands over account {account}'s signing keys and every user's seed: whoever holds it "
+            "can mint users every node accepts; to equip a device, use 'dchat-ops enroll' (no seed travels)"
+        )
     _do_export(c, "account" if account else what, account, None, **kw)
 
 

@@ -348,8 +348,15 @@ def parse_node(doc: Any, path: Path) -> Node:
             "advertise": r.advertise(lf, "advertise", "leafnodes.advertise"),
             "remotes": remotes,
         }
-    ident = r.mapping(doc, "identity", "identity", {"account", "user"}) or {}
+    ident = r.mapping(doc, "identity", "identity", {"account", "user", "grant"}) or {}
     node.identity = {"account": str(ident.get("account") or ""), "user": str(ident.get("user") or nid)}
+    if "grant" in ident:  # an enrolled device's node: what its operator lets its users subscribe to
+        node.identity["grant"] = r.strings(ident, "grant", "identity.grant")
+        for s in node.identity["grant"]:
+            try:
+                check_subject(s)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: identity.grant: {exc}") from None
     node.trusted_keys = r.strings(doc, "trusted_keys", "trusted_keys")
     pol = r.mapping(doc, "policy", "policy", {"publish", "subscribe"}) or {}
     rules = {}

@@ -68,6 +68,7 @@ __all__ = [
     "check_port_clashes",
     "client_url",
     "dependent_nodes",
+    "device_node_user_spec",
     "hosted_leaves",
     "leaf_hubs",
     "monitor_host",
@@ -172,8 +173,13 @@ def add_node(
     allow_delete: bool = False,
     account: Optional[str] = None,
     force: bool = False,
+    grant: Optional[Sequence[str]] = None,
 ) -> AddNodeResult:
-    """Create ``nodes/<id>.yaml`` and the node's local user (default-deny subscribe).  Free ports are picked."""
+    """Create ``nodes/<id>.yaml`` and the node's local user (default-deny subscribe).  Free ports are picked.
+
+    ``grant``: the node of an enrolled device, whose user the operator signed already (with that grant,
+    see :func:`device_node_user_spec`): the user is not made here, it must be in the store.
+    """
     check_name(node_id, "node id")
     check_name(cluster_name, "cluster name")
     check_host(host, "--host")
@@ -271,8 +277,20 @@ def add_node(
                 "JetStream in a cluster answers once other nodes have joined and elected a leader; "
                 "for a lone JetStream node use --no-cluster"
             )
+    if grant is not None:  # after the account, before the user (whose trailing comment is the next key's)
+        nf.set(("identity", "grant"), list(grant))
+        ident = nf.doc["identity"]
+        ident.move_to_end("user")
+        ident.yaml_set_comment_before_after_key(
+            "grant", before="what its operator lets this device's users subscribe to (in their JWTs; a copy)", indent=2
+        )
     node = nf.refresh()
     user_path = store.user_jwt_path(store.current_operator(), account, node_id)
+    if grant is not None:
+        if not user_path.exists():
+            raise StoreError(f"node {node_id}: its user is not in account {account}")
+        store.write_file(path, nf.text())
+        return AddNodeResult(node, path, messages, str(store.creds_path(store.current_operator(), account, node_id)))
     if user_path.exists() and not force:
         raise ExistsError(f"user {node_id} already exists in account {account}; use --force to reuse the name")
     with store.transaction():  # the user and the node file: both or neither, also across a kill
@@ -281,8 +299,17 @@ def add_node(
     return AddNodeResult(node, path, messages, r.creds_path)
 
 
+def device_node_user_spec(node_id: str, grant: Sequence[str]) -> admin.UserSpec:
+    """The user of an enrolled device's node, as its operator signs it: subscribe within ``grant`` (and its
+    reply inbox), publish anywhere.  The node's policy chooses within the grant (its route imports)."""
+    return admin.UserSpec(pub_allow=[], pub_deny=[], sub_allow=[*grant, f"{inbox_prefix(node_id)}.>"], sub_deny=[])
+
+
 def node_user_spec(node: Node) -> admin.UserSpec:
-    """The node user's permissions: the policy, plus its own reply inbox for subscribe."""
+    """The node user's permissions: the policy, plus its own reply inbox for subscribe (an enrolled
+    device's node: its grant, see :func:`device_node_user_spec`)."""
+    if "grant" in node.identity:
+        return device_node_user_spec(node.id, node.identity["grant"])
     pub_allow = [] if node.policy.publish.allow == [">"] else list(node.policy.publish.allow)
     sub_allow = list(node.policy.subscribe.allow)
     if ">" not in sub_allow:

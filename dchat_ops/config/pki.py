@@ -46,12 +46,15 @@ __all__ = [
     "SOON_DAYS",
     "ca_paths",
     "cert_paths",
+    "check_issued",
     "client_ssl_context",
     "describe_cert",
     "init_ca",
     "issue",
+    "issue_for_public_key",
     "list_certs",
     "load_ca",
+    "new_key_pair",
     "node_sans",
     "pki_dir",
     "read_cert",
@@ -287,6 +290,62 @@ def _sans_of(cert: x509.Certificate) -> list[str]:
 def _sign(
     store: Store, node_id: str, kind: str, names: list[str], days: int, not_before: Optional[_dt.datetime]
 ) -> dict:
+    key = _new_key()
+    cert, ca_cert = _certificate(store, node_id, kind, names, days, not_before, key.public_key())
+    key_path, crt_path = cert_paths(store, node_id, kind)
+    store.write_file(key_path, _key_pem(key), private=True)
+    store.write_file(crt_path, _cert_pem(cert))
+    return {**describe_cert(store, cert, crt_path, node_id, kind, ca_cert), "key_path": str(key_path)}
+
+
+def new_key_pair() -> tuple[bytes, bytes]:
+    """A fresh key for a certificate made elsewhere: (private key PEM, public key PEM)."""
+    key = _new_key()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _key_pem(key), public
+
+
+def issue_for_public_key(
+    store: Store, node_id: str, kind: str, public_key_pem: bytes, names: list[str], days: int = 397
+) -> bytes:
+    """The PEM of a ``kind`` certificate of node ``node_id`` for a key held elsewhere (an enrolled
+    device's), signed by the store's CA; nothing is written."""
+    _check_kind(kind)
+    try:
+        public = serialization.load_pem_public_key(public_key_pem)
+    except ValueError:
+        raise TLSError(f"the {kind} key of node {node_id} is not a PEM public key") from None
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
+        raise TLSError(f"the {kind} key of node {node_id} is not an ECDSA P-256 key")
+    cert, _ca = _certificate(store, node_id, kind, names, days, None, public)
+    return _cert_pem(cert)
+
+
+def check_issued(cert_pem: bytes, ca_pem: bytes, key_pem: bytes) -> None:
+    """TLSError unless ``cert_pem`` is signed by the CA ``ca_pem`` and is for the private key ``key_pem``."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except ValueError:
+        raise TLSError("a certificate, the CA or the key is not PEM") from None
+    if not _signed_by(cert, ca):
+        raise TLSError("a certificate is not signed by the CA given with it")
+    if cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+        raise TLSError("a certificate is not for the key this node made")
+
+
+def _certificate(
+    store: Store,
+    node_id: str,
+    kind: str,
+    names: list[str],
+    days: int,
+    not_before: Optional[_dt.datetime],
+    public_key,
+) -> tuple[x509.Certificate, x509.Certificate]:
     ca_key, ca_cert = load_ca(store)
     now = _now(store)
     if ca_cert.not_valid_after_utc <= now:
@@ -304,7 +363,6 @@ def _sign(
     sans = _san_entries(names)
     if not sans:
         raise TLSError(f"a {kind} certificate for {node_id} needs at least one name")
-    key = _new_key()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dchat-ops"),
@@ -316,7 +374,7 @@ def _sign(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
@@ -337,14 +395,11 @@ def _sign(
         )
         .add_extension(x509.ExtendedKeyUsage(_EKU[kind]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    key_path, crt_path = cert_paths(store, node_id, kind)
-    store.write_file(key_path, _key_pem(key), private=True)
-    store.write_file(crt_path, _cert_pem(cert))
-    return {**describe_cert(store, cert, crt_path, node_id, kind, ca_cert), "key_path": str(key_path)}
+    return cert, ca_cert
 
 
 def issue(

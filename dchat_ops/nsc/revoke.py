@@ -177,11 +177,25 @@ def list_revocations(store: Store, account: str) -> list[dict[str, Any]]:
 
 
 def system_creds(store: Store, ttl: int = 120) -> str:
-    """Creds text of a short-lived user of the system account (never written to disk)."""
+    """Creds text of a short-lived user of the system account (never written to disk).
+
+    A store that holds no key to sign system users with (an enrolled device) uses its own system user,
+    which its operator issued with narrow permissions (:mod:`dchat_ops.nsc.enroll`).
+    """
     op = store.operator()
     sys_key = op.claims.system_account
     sys_acc = store.find_account(sys_key, op.name)
-    signer, _ = user_signer(store, op.claims, sys_acc.claims)
+    try:
+        signer, _ = user_signer(store, op.claims, sys_acc.claims)
+    except StoreError:
+        for name in store.user_names(sys_acc.name, op.name):
+            try:
+                user = store.user(sys_acc.name, name, op.name)
+                if store.has_key(user.public_key):
+                    return store.read_creds(op.name, sys_acc.name, name)
+            except StoreError:
+                continue
+        raise
     kp = KeyPair.generate("user")
     u = UserClaims(subject=kp.public_key, name="dchat-ops-push", expires=now(store) + ttl)
     if signer.public_key != sys_acc.public_key:

@@ -505,6 +505,11 @@ def operator_signer(store: Store, op: OperatorClaims) -> KeyPair:
             return store.load_key(sk)
     if op.strict_signing_key_usage:
         raise StoreError("the operator requires signing keys, and the keystore holds none of them")
+    if not store.has_key(op.subject):
+        raise StoreError(
+            f"this store holds no key that signs accounts of operator {op.name} ({op.subject[:12]}…): accounts are "
+            "signed where the operator's keys are ('dchat-ops export keys --operator' there, then import it here)"
+        )
     return store.load_key(op.subject)
 
 
@@ -533,5 +538,10 @@ def user_signer(
     if op.strict_signing_key_usage:
         raise StoreError(
             f"the operator requires signing keys; account {acc.name} has no plain signing key in the keystore"
+        )
+    if not store.has_key(acc.subject):
+        raise StoreError(
+            f"this store holds no key that signs users of account {acc.name} ({acc.subject[:12]}…): users are "
+            "issued where its keys are (an enrolled device asks its operator)"
         )
     return store.load_key(acc.subject), None

@@ -43,7 +43,7 @@ from dchat_ops.config.nodes import (
     sync_node_user,
 )
 from dchat_ops.config.server import render
-from dchat_ops.errors import ApplyError, DchatOpsError, StoreError
+from dchat_ops.errors import ApplyError, DchatOpsError, EnrollError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.store import Store
 from dchat_ops.nsc.supersede import taken_away
@@ -128,6 +128,8 @@ def apply_node_edit(
     nf = NodeFile.load(store, node_id)
     rule = getattr(nf.node.policy, direction)
     edit = plan_edit({"allow": rule.allow, "deny": rule.deny}, verb, subject, direction)
+    if edit.changed and "grant" in nf.node.identity:  # an enrolled device: refused in a dry run too
+        _within_grant(store, nf.node, direction, verb, subject)
     if edit.changed and direction == "subscribe":  # refused in a dry run too
         old = nf.node
         after = replace(old, policy=Policy(old.policy.publish, Rule(edit.after["allow"], edit.after["deny"])))
@@ -154,6 +156,36 @@ def apply_node_edit(
         binary=binary,
     )
     return ApplyResult(node_id, edit, r.outcome, node_policy(store, node_id), r.steps, r.messages)
+
+
+def _within_grant(store: Store, node: Node, direction: str, verb: str, subject: str) -> None:
+    """On an enrolled device's node, a change that its grant does not cover needs the operator: write a
+    grant request and refuse (:class:`EnrollError`, exit 1, naming the file).
+
+    Within the grant the node's policy is its route import filter only, a local choice: subscribing
+    within the grant is allowed by the users' JWTs already, so nothing is re-signed.  Publishing rules
+    live in the JWTs alone, so a device cannot change them.
+    """
+    from dchat_ops.config.node import inbox_prefix
+    from dchat_ops.nsc.enroll import beyond_grant, write_grant_request
+
+    # the grant the servers enforce is the one in the node user's JWT (the node file holds a copy)
+    try:
+        allowed = store.user(node.account, node.user).claims.permissions.sub.allow
+    except StoreError:
+        allowed = node.identity["grant"]
+    grant = [g for g in allowed if g != f"{inbox_prefix(node.id)}.>"]
+    if direction == "publish":
+        raise EnrollError(
+            f"node {node.id} is an enrolled device's node: its publish permissions are its operator's to sign"
+        )
+    if verb == "allow" and beyond_grant(grant, subject):
+        path = write_grant_request(store, [subject.split(" ")[0]], node.id)
+        raise EnrollError(
+            f"{subject!r} is beyond what this device's operator granted ({', '.join(grant) or 'nothing'}): "
+            f"nothing changed; a request for the operator is in {path} "
+            f"(the operator runs 'dchat-ops enroll sign {path.name}', you then 'dchat-ops enroll import' the answer)"
+        )
 
 
 def _push_unpushed_revocation(store: Store, node: Node) -> list[str]:

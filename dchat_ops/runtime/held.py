@@ -498,7 +498,8 @@ def catch_up_over_cluster(store: Store, node: Node, report: CatchUp, *, timeout:
     """
     op = store.operator()
     folder = resolver_dir(store, node)
-    accounts = list(store.accounts(op.name))
+    # the system account last: its newer JWT may revoke the very user asking (a revoked device's)
+    accounts = sorted(store.accounts(op.name), key=lambda ent: ent.public_key == op.claims.system_account)
 
     async def work(session: _Session) -> list[dict]:
         taken = []

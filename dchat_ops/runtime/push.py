@@ -28,6 +28,7 @@ from dchat_ops.config.node import Node, list_nodes
 from dchat_ops.config.nodes import render_node
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc.admin import adopt_account_jwts
+from dchat_ops.nsc.enroll import add_accounts, device_info
 from dchat_ops.nsc.jwt import encode_generic
 from dchat_ops.nsc.revoke import system_creds
 from dchat_ops.nsc.store import Store
@@ -330,6 +331,8 @@ def pull(store: Store, *, update: bool = False, timeout: float = DEFAULT_TIMEOUT
     op = store.operator()
     ours = {e.public_key: e for e in store.accounts(op.name)}
     newer: list[tuple[str, str, str, int, list[str]]] = []  # key, name, token, iat, servers
+    # an enrolled device takes accounts its store does not hold yet, too (it cannot make them itself)
+    device = device_info(store) is not None
     for key in sorted(set(held) | set(ours)):
         mine = ours.get(key)
         theirs = held.get(key, {})
@@ -344,7 +347,7 @@ def pull(store: Store, *, update: bool = False, timeout: float = DEFAULT_TIMEOUT
             per_server.append({"server": server, "state": state, "issued_at": iat, "message": message})
             if state == "refused":
                 report.refused.append({"account": key, "name": name, "server": server, "message": message})
-            elif state == "server newer":
+            elif state == "server newer" or (state == "not in store" and device):
                 candidates.append((iat, theirs[server], server))
         states = {e["state"] for e in per_server}
         verified = [e["issued_at"] for e in per_server if e["state"] not in ("refused", "missing")]
@@ -366,7 +369,9 @@ def pull(store: Store, *, update: bool = False, timeout: float = DEFAULT_TIMEOUT
         if newest is not None:
             newer.append((key, name, *newest))
     if update and newer:
-        adopt_account_jwts(store, [token for _, _, token, _, _ in newer])
+        with store.transaction():
+            adopt_account_jwts(store, [token for key, _, token, _, _ in newer if key in ours])
+            add_accounts(store, [token for key, _, token, _, _ in newer if key not in ours])
         report.updated = [
             {"account": key, "name": name, "from": servers, "issued_at": iat} for key, name, _, iat, servers in newer
         ]
