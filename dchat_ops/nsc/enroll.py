@@ -154,7 +154,7 @@ def unseal(text: str | bytes, kind: str, what: str = "") -> dict[str, Any]:
     try:
         key = PublicKey(str(signer))
     except (NKeyError, DchatOpsError):
-        raise EnrollError(f"{what}: its signer is not a public key") from None
+        raise EnrollError(f"{what} was changed or is damaged (its signer is not a public key)") from None
     if not key.verify(lines[1].encode("ascii"), sig):
         raise EnrollError(f"{what} was changed or not signed by the key it names (the signature does not hold)")
     return body
