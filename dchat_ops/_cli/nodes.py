@@ -343,6 +343,25 @@ def node_sync(c: Ctx, node_id, restart, as_json):
     emit(as_json, r.to_dict(), [f"node {node_id}: {r.outcome}", *r.messages])
 
 
+@node.command("rm")
+@click.argument("node_id")
+@click.option("--keep-user", is_flag=True, help="Keep the node's local user (default: revoke and delete it).")
+@json_option
+@pass_ctx
+def node_rm(c: Ctx, node_id, keep_user, as_json):
+    """Remove a node: stop it, delete its node file, run folder and certificates, and revoke its user."""
+    from dchat_ops.nsc.store import check_name
+    from dchat_ops.permissions.apply import remove_node
+
+    check_name(node_id, "node id")
+    r = remove_node(c.store(), node_id, keep_user=keep_user)
+    lines = [f"removed node {node_id}" + (" (stopped it first)" if r.stopped else "")]
+    if not r.user_revoked:
+        lines.append(f"  its user {r.user} is kept")
+    lines += [f"  {m}" for m in r.messages]
+    emit(as_json, r.to_dict(), lines)
+
+
 @node.command("logs")
 @click.argument("node_id")
 @click.option("-n", "--lines", type=int, default=50, show_default=True)

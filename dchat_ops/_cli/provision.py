@@ -32,7 +32,7 @@ def _plan_lines(d: dict) -> list[str]:
 @click.option(
     "--keep-removed",
     is_flag=True,
-    help="Keep users and accounts removed from the spec (default: revoke and remove them).",
+    help="Keep users, accounts and nodes removed from the spec (default: revoke and remove them).",
 )
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 3 when there are changes, 0 when none.")
 @json_option
@@ -54,7 +54,7 @@ def plan_cmd(c: Ctx, spec_file, keep_removed, detailed_exitcode, as_json):
 @click.option(
     "--keep-removed",
     is_flag=True,
-    help="Keep users and accounts removed from the spec (default: revoke and remove them).",
+    help="Keep users, accounts and nodes removed from the spec (default: revoke and remove them).",
 )
 @json_option
 @pass_ctx
@@ -98,6 +98,7 @@ _NODE_OUTCOMES = {
     "saved": "written for its next start (not running)",
     "unchanged": "unchanged",
     "rolled-back": "rolled back",
+    "removed": "removed (stopped if it ran; its files gone)",
 }
 
 

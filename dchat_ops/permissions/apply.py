@@ -25,16 +25,18 @@ hubs and its leaf connections (:mod:`dchat_ops.runtime.leaf`).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from dchat_ops._fs import read_bytes, with_store_lock
-from dchat_ops.config.node import Node, NodeFile, Policy, Rule
+from dchat_ops.config.node import Node, NodeFile, Policy, Rule, read_nodes
 from dchat_ops.config.nodes import (
     check_leaf_queue_entries,
     dependent_nodes,
     hosted_leaves,
+    leaf_hubs,
     node_user_spec,
     render_node,
     route_change,
@@ -44,8 +46,8 @@ from dchat_ops.config.nodes import (
 )
 from dchat_ops.config.server import render
 from dchat_ops.errors import ApplyError, DchatOpsError, EnrollError, StoreError
-from dchat_ops.nsc import admin
-from dchat_ops.nsc.store import Store
+from dchat_ops.nsc import admin, revoke
+from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
 from dchat_ops.runtime.process import HEALTHZ, RoutePeer, http_json, route_peers
@@ -69,6 +71,7 @@ __all__ = [
     "node_findings",
     "node_policy",
     "push_superseded",
+    "remove_node",
     "user_policy",
 ]
 
@@ -622,3 +625,83 @@ def apply_user_edit(
     if issued.revoked_at:
         push_superseded(store, account, issued, steps, messages)
     return ApplyResult(f"{account}/{user}", edit, "saved", user_policy(store, account, user), steps.steps, messages)
+
+
+@dataclass
+class NodeRemoval:
+    """What :func:`remove_node` did."""
+
+    node: str
+    stopped: bool  # it was running and was stopped
+    user: str  # "<account>/<user>" of its local user
+    user_revoked: bool
+    followers: list[str] = field(default_factory=list)  # nodes re-rendered because they followed it (hubs)
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "node": self.node,
+            "stopped": self.stopped,
+            "user": self.user,
+            "user_revoked": self.user_revoked,
+            "followers": self.followers,
+            "messages": self.messages,
+        }
+
+
+@with_store_lock
+def remove_node(store: Store, node_id: str, *, keep_user: bool = False, binary: Optional[str] = None) -> NodeRemoval:
+    """Remove a node: stop it when it runs, then, as one unit of work, delete its node file and (unless
+    ``keep_user``) revoke and delete its local user; its run folder (rendered config, resolver, JetStream
+    data) and its TLS certificates go once that is committed.  Nodes whose config follows it (the hubs of
+    a leaf node) are re-rendered and reloaded through :func:`apply_node_change`; the revocation is pushed
+    to the running nodes.
+
+    Refused (nothing changed) while store nodes are attached to it as a leaf of theirs: remove or move
+    those first.
+    """
+    check_name(node_id, "node id")
+    nf = NodeFile.load(store, node_id)
+    node = nf.node
+    others = {nid: n for nid, n in read_nodes(store).items() if nid != node_id}
+    leaves = [lid for lid, leaf in others.items() if node_id in leaf_hubs(store, leaf, {**others, node_id: node})]
+    if leaves:
+        raise ApplyError(
+            f"node {node_id} is the hub of leaf node(s) {', '.join(sorted(leaves))}: remove or move them first",
+            node=node_id,
+            step="check dependents",
+        )
+    followers = dependent_nodes(store, node_id)
+    sup = Supervisor(store, node_id, binary=binary)
+    stopped = sup.down()
+    op = store.current_operator()
+    account, user = node.account, node.user
+    revoked = False
+    with store.transaction() as tx:
+        tx.delete(nf.path)
+        if not keep_user and store.user_jwt_path(op, account, user).exists():
+            revoke.revoke_users(store, account, [user])
+            store.remove_user(op, account, user)
+            revoked = True
+    result = NodeRemoval(node_id, stopped, f"{account}/{user}", revoked, followers)
+    for folder in (run_dir(store, node_id), store.location.pki_dir / "nodes" / node_id):
+        shutil.rmtree(folder, ignore_errors=True)
+    for nid in followers:
+        r = apply_node_change(store, nid, binary=binary, follow=False)
+        result.messages.append(f"node {nid}: {r.outcome} (no longer imports the subjects of node {node_id})")
+    if revoked:
+        from dchat_ops.runtime.push import push  # see _LAZY
+
+        try:
+            report = push(store, [account])
+        except DchatOpsError:  # no node runs: each starts from the store's JWTs
+            result.messages.append(f"user {account}/{user} revoked in the store (no node runs to push to)")
+            return result
+        if report.ok:
+            result.messages.append(f"user {account}/{user} revoked on every running node")
+        else:
+            result.messages.append(
+                f"the revocation of user {account}/{user} is in the store, but server(s) "
+                f"{', '.join(report.failed_servers())} did not confirm it: run 'dchat-ops push'"
+            )
+    return result

@@ -26,7 +26,7 @@ from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.store import Store
 from dchat_ops.nsc.supersede import retire
-from dchat_ops.permissions.apply import apply_node_change
+from dchat_ops.permissions.apply import apply_node_change, remove_node
 from dchat_ops.provision.plan import (
     Plan,
     UserStep,
@@ -98,7 +98,7 @@ def apply(
     result = ApplyResult(p)
     if not p.has_changes:
         if p.state_stale:
-            write_state(store, spec, p.user_state, p.accounts_kept)
+            write_state(store, spec, p.user_state, p.accounts_kept, p.nodes_kept)
         return result
     try:
         with store.transaction():  # one unit of work (journaled: also across a kill)
@@ -110,8 +110,9 @@ def apply(
                 result.written_users = len(p.users_to_issue)
                 _revoke(store, p)
                 _remove_accounts(store, p)
-                write_state(store, spec, users, p.accounts_kept)
+                write_state(store, spec, users, p.accounts_kept, p.nodes_kept)
             _apply_nodes(store, spec, p, result)
+            _remove_nodes(store, p, result)
     except _NodeFailed as failed:
         result.written_users = 0
         reloaded = _back_to_files(store)
@@ -142,6 +143,17 @@ def _back_to_files(store: Store) -> list[str]:
         except DchatOpsError:
             continue
     return out
+
+
+def _remove_nodes(store: Store, p: Plan, result: ApplyResult) -> None:
+    """Last, once every other change is in: the nodes the spec no longer names (a removal stops the node)."""
+    for nid in p.nodes_to_remove:
+        try:
+            r = remove_node(store, nid)
+        except DchatOpsError as exc:
+            result.nodes.append(NodeOutcome(nid, "rolled-back", str(exc)))
+            raise _NodeFailed(nid, str(exc)) from None
+        result.nodes.append(NodeOutcome(nid, "removed", "; ".join(r.messages)))
 
 
 def _remove_accounts(store: Store, p: Plan) -> None:

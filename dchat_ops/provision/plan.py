@@ -95,6 +95,8 @@ class Plan:
     users_to_revoke: list[tuple[str, str]] = field(default_factory=list)
     accounts_to_remove: list[str] = field(default_factory=list)
     accounts_kept: list[str] = field(default_factory=list)  # removed from the spec, kept (--keep-removed)
+    nodes_to_remove: list[str] = field(default_factory=list)
+    nodes_kept: list[str] = field(default_factory=list)  # removed from the spec, kept (--keep-removed)
     nodes: list[NodeStep] = field(default_factory=list)  # every node of the spec, changed or not
     state_stale: bool = False  # the state does not say what plan found: write it even when nothing changed
     user_state: dict[str, dict[str, str]] = field(default_factory=dict)  # the state entries of unchanged users
@@ -444,7 +446,26 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
     _plan_removed_accounts(store, spec, p, state, users_state, keep_removed)
     _plan_nodes(store, spec, p)
+    _plan_removed_nodes(store, spec, p, state, keep_removed)
     return p
+
+
+def _plan_removed_nodes(store: Store, spec: Spec, p: Plan, state: dict, keep_removed: bool) -> None:
+    """Nodes an earlier apply made or managed that the spec no longer names: removed (stopped, their files
+    and their local user gone, see :func:`dchat_ops.permissions.apply.remove_node`), or kept with
+    ``--keep-removed``.  Nodes the spec never managed are left alone."""
+    managed = {n for n in state.get("nodes") or [] if isinstance(n, str)}
+    named = {n["id"] for n in spec.nodes}
+    have = set(list_nodes(store)) if not p.create_operator else set()
+    for nid in sorted(n for n in managed - named if n in have):
+        if keep_removed:
+            p.nodes_kept.append(nid)
+            p.changes.append(Change("drift", "node", nid, "removed from the spec; kept (--keep-removed)"))
+        else:
+            p.nodes_to_remove.append(nid)
+            p.changes.append(
+                Change("remove", "node", nid, "removed from the spec: stopped, its files go and its user is revoked")
+            )
 
 
 def _plan_removed_accounts(

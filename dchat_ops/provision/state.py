@@ -44,10 +44,13 @@ def load_state(store: Store) -> dict:
         return {}
 
 
-def write_state(store: Store, spec: Spec, users: UserState, kept_accounts: Iterable[str] = ()) -> None:
+def write_state(
+    store: Store, spec: Spec, users: UserState, kept_accounts: Iterable[str] = (), kept_nodes: Iterable[str] = ()
+) -> None:
     """Record ``users`` (an entry for each user of the spec) as applied from ``spec``."""
-    # the accounts the spec names (and those kept with --keep-removed): one a later spec no longer
-    # names is removed by its apply
+    # the accounts and nodes the spec names (and those kept with --keep-removed): one a later spec no
+    # longer names is removed by its apply
     accounts = sorted({a["name"] for a in spec.accounts} | set(kept_accounts))
-    state = {"spec": str(spec.path), "spec_key": spec.key, "users": users, "accounts": accounts}
+    nodes = sorted({n["id"] for n in spec.nodes} | set(kept_nodes))
+    state = {"spec": str(spec.path), "spec_key": spec.key, "users": users, "accounts": accounts, "nodes": nodes}
     store.write_file(state_path(store), json.dumps(state, sort_keys=True, separators=(",", ":")) + "\n")

@@ -1,0 +1,136 @@
+"""Removing a node (`node rm`, and a spec that no longer names a node): the node is stopped, its files
+go, its user is revoked on the running nodes, the nodes that followed it are re-rendered; refused
+while leaf nodes hang on it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import shutil
+
+import pytest
+from conftest import snapshot
+
+from dchat_ops import provision
+from dchat_ops._cli.main import cli
+from dchat_ops._cli.output import run_cli
+from dchat_ops.config import nodes
+from dchat_ops.config.node import list_nodes, node_path
+from dchat_ops.config.nodes import client_url, run_dir
+from dchat_ops.errors import ApplyError
+from dchat_ops.natsbin import free_port
+from dchat_ops.nsc.store import Store
+from dchat_ops.permissions.apply import remove_node
+from dchat_ops.runtime.client import connect
+from dchat_ops.runtime.supervisor import Supervisor
+
+
+def cli_run(store: Store, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run_cli(cli, ["--home", str(store.home), *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def refused_on(url: str, creds) -> bool:
+    """True when the server refuses a connection with ``creds``; False when it accepts it."""
+
+    async def attempt() -> bool:
+        try:
+            nc = await connect(url, str(creds), max_reconnect_attempts=0, allow_reconnect=False)
+        except Exception as exc:  # nats-py raises its own errors for a refused authorization
+            assert "authorization" in str(exc).lower(), exc  # refused, not unreachable
+            return True
+        await nc.close()
+        return False
+
+    return asyncio.run(attempt())
+
+
+def test_node_rm_stops_the_node_revokes_its_user_and_removes_its_files(store, supervised, tmp_path):
+    nodes.add_node(store, "a")
+    nodes.add_node(store, "b", seed_routes=[nodes.route_url(store, "a")])
+    sup_a = supervised("a")
+    sup_b = supervised("b")
+    op = store.current_operator()
+    kept = tmp_path / "b.creds"
+    shutil.copy(store.creds_path(op, "chat", "b"), kept)
+    assert not refused_on(client_url(sup_a.node()), kept)  # b's user may connect to a before
+
+    code, out, err = cli_run(store, "node", "rm", "b")
+    assert code == 0, err
+    assert "removed node b (stopped it first)" in out
+    assert "revoked on every running node" in out
+    assert not sup_b.running()
+    assert not node_path(store, "b").exists() and not run_dir(store, "b").exists()
+    assert not store.user_jwt_path(op, "chat", "b").exists()
+    assert not store.creds_path(op, "chat", "b").exists()
+    assert list_nodes(store) == ["a"]
+    assert refused_on(client_url(sup_a.node()), kept)  # a copy of its creds is refused where nodes still run
+
+
+def test_node_rm_keep_user_and_a_hub_with_leaves_is_refused(store, supervised):
+    port = free_port()
+    nodes.add_node(store, "hub", cluster=False, leaf_port=port)
+    nodes.add_node(store, "leaf", cluster=False, leaf_of=[f"nats-leaf://127.0.0.1:{port}"])
+    before = snapshot(store.home)
+    with pytest.raises(ApplyError) as e:
+        remove_node(store, "hub")
+    assert "hub of leaf node(s) leaf" in str(e.value)
+    assert snapshot(store.home) == before  # nothing changed
+    code, _, err = cli_run(store, "node", "rm", "hub")
+    assert code == 1 and "remove or move them first" in err and "Traceback" not in err
+
+    r = remove_node(store, "leaf", keep_user=True)
+    assert not r.user_revoked and not r.stopped
+    assert r.followers == ["hub"]  # the hub imported the leaf's subjects: re-rendered
+    assert store.user_jwt_path(store.current_operator(), "chat", "leaf").exists()
+    code, out, _ = cli_run(store, "node", "rm", "hub")
+    assert code == 0 and "removed node hub" in out and "(stopped" not in out
+
+
+def test_bad_node_ids_for_node_rm(store):
+    code, _, err = cli_run(store, "node", "rm", "nope")
+    assert code == 1 and "nope" in err and "Traceback" not in err
+    code, _, err = cli_run(store, "node", "rm", "bad\nid")
+    assert code == 2 and "Traceback" not in err
+
+
+SPEC = """\
+version: 1
+operator: {{name: dchat}}
+accounts:
+  - name: chat
+    users:
+      - {{name: alice}}
+nodes:
+  - id: n1
+{more}"""
+
+
+def test_a_node_dropped_from_the_spec_is_removed_or_kept(tmp_path, supervised_factory):
+    store = Store(tmp_path / "home")
+    both = tmp_path / "both.yaml"
+    both.write_text(SPEC.format(more="  - id: n2\n    routes: [n1]\n"))
+    one = tmp_path / "one.yaml"
+    one.write_text(SPEC.format(more=""))
+    r = provision.apply(store, provision.load_spec(both))
+    assert not r.error and list_nodes(store) == ["n1", "n2"]
+    up = supervised_factory(store)
+    up("n1")
+    n2 = up("n2")
+    creds = tmp_path / "n2.creds"
+    shutil.copy(store.creds_path(store.current_operator(), "chat", "n2"), creds)
+
+    kept = provision.plan(store, provision.load_spec(one), keep_removed=True)
+    assert [(c.action, c.kind, c.name) for c in kept.changes] == [("drift", "node", "n2")]
+    p = provision.plan(store, provision.load_spec(one))
+    assert [(c.action, c.kind, c.name) for c in p.changes] == [("remove", "node", "n2")]
+
+    r = provision.apply(store, provision.load_spec(one))
+    assert not r.error, r.error
+    assert [(n.node, n.outcome) for n in r.nodes if n.outcome == "removed"] == [("n2", "removed")]
+    assert not n2.running() and list_nodes(store) == ["n1"]
+    assert refused_on(client_url(Supervisor(store, "n1").node()), creds)
+    assert not provision.plan(store, provision.load_spec(one)).has_changes  # settled
