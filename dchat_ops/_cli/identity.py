@@ -61,7 +61,7 @@ def add():
 
 @cli.group()
 def rm():
-    """Remove an account (its JWTs and creds; seeds stay in the keystore)."""
+    """Remove an account or a user (its JWTs and creds, revoked; seeds stay in the keystore)."""
 
 
 @rm.command("account")
@@ -72,6 +72,31 @@ def rm_account(c: Ctx, name):
 
     admin.remove_account(c.store(), name)
     note(f"removed account {name}; run 'dchat-ops push --prune' to remove it from running nodes")
+
+
+@rm.command("user")
+@click.argument("name")
+@click.option("--account", "-a", help="The user's account (default: the current account).")
+@click.option("--no-revoke", is_flag=True, help="Only delete its files: copies of its creds keep working.")
+@click.option("--no-push", is_flag=True, help="Revoke in the store only; push later with 'dchat-ops push'.")
+@json_option
+@pass_ctx
+def rm_user(c: Ctx, name, account, no_revoke, no_push, as_json):
+    """Remove a user: revoke every JWT of it issued until now (pushed to running nodes), delete its JWT and creds."""
+    from dchat_ops.nsc.store import check_name
+    from dchat_ops.permissions.apply import remove_user
+
+    check_name(name, "user name")
+    store = c.store()
+    account = account or store.default_account()
+    r = remove_user(store, account, name, revoke_it=not no_revoke, push_it=not no_push)
+    lines = [f"removed user {account}/{name}" + (" (revoked)" if r.revoked else " (not revoked)")]
+    if r.push:
+        lines += [f"  {x['server']}: {'ok' if x['ok'] else 'FAILED'} {x['message']}" for x in r.push["results"]]
+    lines += [f"  {m}" for m in r.messages]
+    emit(as_json, r.to_dict(), lines)
+    if r.push and not r.push["ok"]:
+        raise DchatOpsError("the revocation is in the store, but not every server took it: run 'dchat-ops push'")
 
 
 @add.command("account")
@@ -481,6 +506,30 @@ def list_(c: Ctx, as_json):
                 yield f"    user {u['name']}  {u.get('public_key') or u.get('error')}"
 
     emit(as_json, tree, human)
+
+
+@cli.command("expirations")
+@click.option("--within", default="30d", show_default=True, help="The window ahead, e.g. 7d, 12h, 90m.")
+@json_option
+@pass_ctx
+def expirations_cmd(c: Ctx, within, as_json):
+    """JWTs that expire within a window (default 30 days), have expired, or are not valid yet."""
+    from dchat_ops.nsc.describe import expirations
+
+    seconds = parsed("--within", parse_duration, within)
+    rows = expirations(c.store(), int(seconds))
+
+    def human():
+        if not rows:
+            yield f"nothing expires within {within}"
+        for r in rows:
+            who = f"{r['kind']} {r['account'] + '/' if r['account'] else ''}{r['name']}"
+            if r["state"] == "not yet valid":
+                yield f"{who}: not valid until {r['not_before_at']}"
+            else:
+                yield f"{who}: {'expired' if r['state'] == 'expired' else 'expires'} {r['expires_at']}"
+
+    emit(as_json, rows, human)
 
 
 @cli.command()

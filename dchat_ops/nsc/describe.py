@@ -35,6 +35,7 @@ __all__ = [
     "describe_claims",
     "describe_file",
     "describe_token",
+    "expirations",
     "leftovers",
     "list_store",
     "validate_store",
@@ -120,6 +121,69 @@ def list_store(store: Store, *, workers: int | None = None) -> dict[str, Any]:
                 "users": _per_user(_list_users, _Job(store, op.name, acc, names), workers),
             }
         )
+    return out
+
+
+def expirations(
+    store: Store, within: int, *, clock: Clock | None = None, workers: int | None = None
+) -> list[dict[str, Any]]:
+    """The operator, accounts and users whose JWT expires within ``within`` seconds from now, or has
+    expired, or is not valid yet: one row each (``kind``, ``name``, ``account``, ``expires``,
+    ``not_before``, ``state``: "expired", "expires" or "not yet valid"), soonest first.  JWTs without
+    an expiry never show."""
+    now = int((clock or time.time)())
+    op = store.operator()
+    rows: list[dict[str, Any]] = []
+    _expiry_row(rows, "operator", op.name, "", op.claims, now, within)
+    for acc in store.accounts(op.name):
+        _expiry_row(rows, "account", acc.name, "", acc.claims, now, within)
+        names = store.user_names(acc.name, op.name)
+        job = _Job(store, op.name, acc, names, now=now)
+        for row in _per_user(_user_expiries, job, workers):
+            if row["state"] != "expires" or row["expires"] - now <= within:
+                rows.append(row)
+    return sorted(rows, key=lambda r: (r["expires"] or r["not_before"], r["kind"], r["account"], r["name"]))
+
+
+def _expiry_row(
+    rows: list[dict[str, Any]], kind: str, name: str, account: str, c: Claims, now: int, within: int
+) -> None:
+    row = _expiry_of(kind, name, account, c, now)
+    if row is not None and (row["state"] != "expires" or row["expires"] - now <= within):
+        rows.append(row)
+
+
+def _expiry_of(kind: str, name: str, account: str, c: Claims, now: int) -> dict[str, Any] | None:
+    if c.not_before and c.not_before > now:
+        state = "not yet valid"
+    elif c.expires and c.expires <= now:
+        state = "expired"
+    elif c.expires:
+        state = "expires"
+    else:
+        return None
+    return {
+        "kind": kind,
+        "name": name,
+        "account": account,
+        "expires": c.expires or 0,
+        "expires_at": _iso(c.expires or 0),
+        "not_before": c.not_before or 0,
+        "not_before_at": _iso(c.not_before or 0),
+        "state": state,
+    }
+
+
+def _user_expiries(job: _Job, start: int, end: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    folder = os.fspath(job.store.user_jwt_path(job.op_name, job.acc.name, "x").parent)
+    for u in job.names[start:end]:
+        try:
+            row = _expiry_of("user", u, job.acc.name, _read_user(folder, u), job.now)
+        except StoreError:
+            continue  # validate reports a JWT that does not read
+        if row is not None:
+            out.append(row)
     return out
 
 
@@ -378,8 +442,9 @@ def _validate_user(
     try:
         res = verify_chain(opc, acc.claims, token, clock=clock)
     except ChainError as exc:
-        # revoked or expired is a state the operator chose or let happen, not damage: a warning
-        out.append(Finding("warning" if exc.reason in ("revoked", "expired") else "error", ulabel, str(exc)))
+        # revoked, expired or not valid yet is a state the operator chose or let happen, not damage: a warning
+        state = exc.reason in ("revoked", "expired", "not-yet-valid")
+        out.append(Finding("warning" if state else "error", ulabel, str(exc)))
         try:
             u = decode_unverified(token)
         except JWTError:

@@ -72,6 +72,7 @@ __all__ = [
     "node_policy",
     "push_superseded",
     "remove_node",
+    "remove_user",
     "user_policy",
 ]
 
@@ -704,4 +705,69 @@ def remove_node(store: Store, node_id: str, *, keep_user: bool = False, binary: 
                 f"the revocation of user {account}/{user} is in the store, but server(s) "
                 f"{', '.join(report.failed_servers())} did not confirm it: run 'dchat-ops push'"
             )
+    return result
+
+
+@dataclass
+class UserRemoval:
+    """What :func:`remove_user` did (``push``: the push report's dict, None when nothing was pushed)."""
+
+    account: str
+    user: str
+    revoked: bool
+    push: Optional[dict] = None
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "account": self.account,
+            "user": self.user,
+            "revoked": self.revoked,
+            "push": self.push,
+            "messages": self.messages,
+        }
+
+
+@with_store_lock
+def remove_user(store: Store, account: str, user: str, *, revoke_it: bool = True, push_it: bool = True) -> UserRemoval:
+    """Delete a user's JWT and creds; first (``revoke_it``) revoke every JWT of it issued until now, in the
+    same unit of work, and push the account to the running nodes (``push_it``), so that copies of its
+    creds are refused everywhere.  Its seed stays in the keystore (as nsc keeps it).
+
+    Refused (nothing changed): the local user of a node (``node rm`` removes both), a user of the system
+    account, an unknown user, and, when revoking, a store older than what running servers hold.
+    """
+    check_name(user, "user name")
+    op = store.operator()
+    entity = store.user(account, user)  # an unknown user or account is an error here
+    system = store.find_account(op.claims.system_account, op.name).name
+    if account == system:
+        raise ApplyError(f"user {user} is in the system account {system}: it is not removed", step="check")
+    for nid, n in read_nodes(store).items():
+        if n.account == account and n.user == user:
+            raise ApplyError(f"user {account}/{user} is the local user of node {nid}: use 'dchat-ops node rm {nid}'")
+    if revoke_it:
+        from dchat_ops.runtime.push import push, require_current_store, running_nodes  # see _LAZY
+
+        require_current_store(store, [account])
+    with store.transaction():
+        if revoke_it:
+            revoke.revoke_users(store, account, [entity.public_key])
+        store.remove_user(op.name, account, user)
+    result = UserRemoval(account, user, revoke_it)
+    if not revoke_it:
+        result.messages.append("not revoked: copies of its creds still work until their JWT expires")
+        return result
+    if not push_it or not running_nodes(store):
+        result.messages.append("the revocation is in the store; running nodes get it with 'dchat-ops push'")
+        return result
+    report = push(store, [account])
+    result.push = report.to_dict()
+    if report.ok:
+        result.messages.append("revoked on every running node")
+    else:
+        result.messages.append(
+            f"the revocation is in the store, but server(s) {', '.join(report.failed_servers())} did not "
+            "confirm it: run 'dchat-ops push'"
+        )
     return result

@@ -1,6 +1,7 @@
 """Removing a node (`node rm`, and a spec that no longer names a node): the node is stopped, its files
 go, its user is revoked on the running nodes, the nodes that followed it are re-rendered; refused
-while leaf nodes hang on it."""
+while leaf nodes hang on it.  Removing a user (`rm user`: revoked everywhere by default), and
+`expirations`, which lists what expires soon or is not valid yet."""
 
 from __future__ import annotations
 
@@ -134,3 +135,72 @@ def test_a_node_dropped_from_the_spec_is_removed_or_kept(tmp_path, supervised_fa
     assert not n2.running() and list_nodes(store) == ["n1"]
     assert refused_on(client_url(Supervisor(store, "n1").node()), creds)
     assert not provision.plan(store, provision.load_spec(one)).has_changes  # settled
+
+
+def test_rm_user_revokes_everywhere_and_deletes_its_files(store, supervised, tmp_path):
+    from dchat_ops.nsc import admin
+
+    nodes.add_node(store, "a")
+    sup = supervised("a")
+    admin.add_user(store, "chat", "bob")
+    op = store.current_operator()
+    kept = tmp_path / "bob.creds"
+    shutil.copy(store.creds_path(op, "chat", "bob"), kept)
+    assert not refused_on(client_url(sup.node()), kept)
+
+    code, out, err = cli_run(store, "rm", "user", "bob")
+    assert code == 0, err
+    assert "removed user chat/bob (revoked)" in out and "revoked on every running node" in out
+    assert not store.user_jwt_path(op, "chat", "bob").exists() and not store.creds_path(op, "chat", "bob").exists()
+    assert refused_on(client_url(sup.node()), kept)  # a copy of its creds no longer connects
+    assert store.account("chat").claims.revocations  # the revocation stays in the account
+
+
+def test_rm_user_refusals_change_nothing(store):
+    nodes.add_node(store, "a")
+    before = snapshot(store.home)
+    for args, code_wanted, words in (
+        (("rm", "user", "a"), 1, "local user of node a"),
+        (("rm", "user", "sys", "-a", "SYS"), 1, "system account"),
+        (("rm", "user", "nobody"), 1, "nobody"),
+        (("rm", "user", "bad\nname"), 2, ""),
+    ):
+        code, _, err = cli_run(store, *args)
+        assert code == code_wanted and words in err and "Traceback" not in err, (args, err)
+        assert snapshot(store.home) == before, args
+
+
+def test_rm_user_no_revoke_only_deletes(store):
+    from dchat_ops.nsc import admin
+
+    admin.add_user(store, "chat", "carol")
+    code, out, _ = cli_run(store, "rm", "user", "carol", "--no-revoke")
+    assert code == 0 and "(not revoked)" in out and "copies of its creds still work" in out
+    assert store.account("chat").claims.revocations == {}
+
+
+def test_expirations_lists_what_expires_within_the_window_and_what_is_not_valid_yet(store):
+    import json
+
+    for args in (
+        ("add", "user", "soon", "--expiry", "2d"),
+        ("add", "user", "later", "--expiry", "60d"),
+        ("add", "user", "notyet", "--start", "10d"),
+        ("add", "user", "forever"),
+    ):
+        assert cli_run(store, *args)[0] == 0, args
+    code, out, err = cli_run(store, "expirations", "--within", "7d", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["name"], r["state"]) for r in rows] == [("soon", "expires"), ("notyet", "not yet valid")]
+    assert all(r["kind"] == "user" and r["account"] == "chat" for r in rows)
+    code, out, _ = cli_run(store, "expirations", "--within", "90d")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["user chat/soon", "user chat/notyet", "user chat/later"]
+    assert "not valid until" in lines[1]
+    code, _, err = cli_run(store, "expirations", "--within", "soon")
+    assert code == 2 and "--within" in err and "Traceback" not in err
+    code, out, err = cli_run(store, "validate")
+    assert code == 0, err  # not valid yet is a state, like expired: a warning with the date
+    assert "warning: user chat/notyet" in out + err and "not valid before" in out + err
