@@ -45,6 +45,7 @@ __all__ = [
     "kind_of_public",
     "kind_of_seed",
     "looks_like_seed",
+    "read_key_file",
 ]
 
 _PREFIX_SEED = 18 << 3
@@ -432,3 +433,29 @@ def x25519_public(public_key: str) -> X25519PublicKey:
 
     check_public_key(public_key, "curve")
     return X25519PublicKey.from_public_bytes(_decode_public(public_key)[1])
+
+
+_SEED_IN_TEXT = re.compile(r"\bS[OACUNX][A-Z2-7]{56}\b")
+MAX_KEY_FILE = 64 * 1024
+
+
+def read_key_file(path: str | os.PathLike[str]) -> KeyPair:
+    """The key pair of a seed file: an ``.nk`` file (the seed, as nsc writes it) or a creds file (its
+    seed block); ``-`` reads standard input.  :class:`NKeyError` says what is wrong, never the seed."""
+    import sys
+
+    try:
+        if os.fspath(path) == "-":
+            data = sys.stdin.buffer.read(MAX_KEY_FILE + 1)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise NKeyError(f"cannot read the key file {os.fspath(path)}: {exc.strerror or exc}") from None
+    if len(data) > MAX_KEY_FILE:
+        raise NKeyError(f"{os.fspath(path)} is not a key file (larger than {MAX_KEY_FILE} bytes)")
+    seeds = set(_SEED_IN_TEXT.findall(data.decode("ascii", "replace")))
+    if len(seeds) != 1:
+        what = "no seed" if not seeds else "more than one seed"
+        raise NKeyError(f"{os.fspath(path)} holds {what}: expected an .nk file or a creds file")
+    return KeyPair.from_seed(seeds.pop())
