@@ -204,3 +204,35 @@ def test_expirations_lists_what_expires_within_the_window_and_what_is_not_valid_
     code, out, err = cli_run(store, "validate")
     assert code == 0, err  # not valid yet is a state, like expired: a warning with the date
     assert "warning: user chat/notyet" in out + err and "not valid before" in out + err
+
+
+def test_describe_names_the_account_the_times_and_what_an_account_exports_and_imports(store, tmp_path):
+    import json
+
+    from dchat_ops.nsc import admin
+    from dchat_ops.nsc.claims import Export, Import
+
+    assert cli_run(store, "add", "user", "later", "--start", "10d")[0] == 0
+    code, out, _ = cli_run(store, "describe", "user", "later")
+    assert code == 0
+    assert "  account      chat" in out and "not before" in out and "NOT YET VALID" in out
+    d = json.loads(cli_run(store, "describe", "user", "later", "--json")[1])
+    assert d["account"] == "chat" and d["validity"] == "not yet valid" and d["not_before"]
+
+    admin.add_account(store, "feeds")
+    with store.edit_account("feeds") as claims:
+        claims.exports.append(Export("news.>", "stream", "news"))
+    feeds_key = store.account("feeds").public_key
+    with store.edit_account("chat") as claims:
+        claims.imports.append(Import("news.>", feeds_key, "stream", "news", local_subject="feeds.news.>"))
+    out = cli_run(store, "describe", "account", "feeds")[1]
+    assert "export       news.> (stream) news" in out
+    out = cli_run(store, "describe", "account", "chat")[1]
+    assert f"import       news.> as feeds.news.> (stream) from {feeds_key}" in out
+
+    old = tmp_path / "old.creds"
+    admin.add_user(store, "chat", "brief", admin.UserSpec(expires=int(__import__("time").time()) + 1))
+    shutil.copy(store.creds_path(store.current_operator(), "chat", "brief"), old)
+    __import__("time").sleep(1.1)
+    code, out, _ = cli_run(store, "describe", "file", str(old))
+    assert code == 0 and "EXPIRED" in out

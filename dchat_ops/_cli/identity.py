@@ -427,6 +427,12 @@ def _describe_lines(d: dict) -> list[str]:
         f"  issued       {format_time(c.get('iat', 0))}",
         f"  expires      {format_time(c.get('exp', 0))}",
     ]
+    if c.get("nbf"):
+        lines.append(f"  not before   {format_time(c['nbf'])}")
+    if d.get("validity", "valid") != "valid":
+        lines.append(f"  state        {d['validity'].upper()}")
+    if d.get("account"):
+        lines.insert(1, f"  account      {d['account']}")
     if d.get("issuer_account"):
         lines.append(f"  issuer acct  {d['issuer_account']}")
     if d["kind"] == "operator":
@@ -441,6 +447,17 @@ def _describe_lines(d: dict) -> list[str]:
             lines.append(f"  signing key  {sk if isinstance(sk, str) else sk['key'] + ' (role ' + sk['role'] + ')'}")
         for r, t in n.get("revocations", {}).items():
             lines.append(f"  revoked      {r} at {format_time(t)}")
+        for x in n.get("exports", []):
+            extra = ", token required" if x.get("token_req") else ""
+            lines.append(
+                f"  export       {x.get('subject')} ({x.get('type')}{extra}){' ' + x['name'] if x.get('name') else ''}"
+            )
+        for x in n.get("imports", []):
+            local = f" as {x['local_subject']}" if x.get("local_subject") else ""
+            lines.append(f"  import       {x.get('subject')}{local} ({x.get('type')}) from {x.get('account')}")
+        for subject, targets in n.get("mappings", {}).items():
+            to = ", ".join(f"{t.get('subject')} {t.get('weight', 100)}%" for t in targets)
+            lines.append(f"  mapping      {subject} -> {to}")
     if d["kind"] == "user":
         for part in ("pub", "sub"):
             perm = n.get(part, {})
@@ -482,8 +499,11 @@ def describe(c: Ctx, kind, name, account, as_json):
         else:
             if not name:
                 raise click.UsageError("describe user needs a user name")
-            e = store.user(account or store.default_account(), name)
+            account = account or store.default_account()
+            e = store.user(account, name)
         d = inspect_.describe_claims(e.claims, e.token)
+        if kind == "user":
+            d["account"] = account
         d["token"] = e.token
     emit(as_json, d, lambda: _describe_lines(d))
 

@@ -39,6 +39,7 @@ __all__ = [
     "leftovers",
     "list_store",
     "validate_store",
+    "validity",
 ]
 
 EXPIRY_WARNING_S = 7 * 24 * 3600
@@ -49,8 +50,18 @@ def _iso(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else ""
 
 
-def describe_claims(c: Claims, token: str = "") -> dict[str, Any]:
-    """A JSON-ready description: kind, name, keys, times and the full claims."""
+def validity(c: Claims, now: int | None = None) -> str:
+    """ "valid", "expired" or "not yet valid" (its ``nbf`` is ahead) at ``now`` (default: the clock)."""
+    now = int(time.time()) if now is None else now
+    if c.expires and c.expires <= now:
+        return "expired"
+    if c.not_before and c.not_before > now:
+        return "not yet valid"
+    return "valid"
+
+
+def describe_claims(c: Claims, token: str = "", *, now: int | None = None) -> dict[str, Any]:
+    """A JSON-ready description: kind, name, keys, times, whether it is valid now, and the full claims."""
     d: dict[str, Any] = {
         "kind": c.TYPE,
         "name": c.name,
@@ -59,6 +70,8 @@ def describe_claims(c: Claims, token: str = "") -> dict[str, Any]:
         "jti": c.jti,
         "issued_at": _iso(c.issued_at),
         "expires": _iso(c.expires),
+        "not_before": _iso(c.not_before),
+        "validity": validity(c, now),
         "claims": c.to_dict(),
     }
     if token:
