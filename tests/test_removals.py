@@ -236,3 +236,18 @@ def test_describe_names_the_account_the_times_and_what_an_account_exports_and_im
     __import__("time").sleep(1.1)
     code, out, _ = cli_run(store, "describe", "file", str(old))
     assert code == 0 and "EXPIRED" in out
+
+
+def test_a_user_of_a_role_shows_the_roles_template_in_describe_and_perms_show(store):
+    import json
+
+    assert cli_run(store, "edit", "account", "chat", "--role", "reader", "--role-allow-sub", "news.>")[0] == 0
+    assert cli_run(store, "add", "user", "r1", "--role", "reader")[0] == 0
+    out = cli_run(store, "describe", "user", "r1")[1]
+    assert "role         reader" in out and "sub allow    news.>" in out
+    code, out, _ = cli_run(store, "perms", "show", "--user", "r1")
+    assert code == 0 and "from role reader" in out and "subscribe: allow ['news.>']" in out
+    d = json.loads(cli_run(store, "perms", "show", "--user", "r1", "--json")[1])
+    assert d["role"] == "reader" and d["subscribe"]["allow"] == ["news.>"]
+    out = cli_run(store, "perms", "show", "--user", "default")[1]
+    assert "publish: allow (all)" in out and "role" not in out

@@ -377,7 +377,11 @@ def edit_account(
         f"account {name} re-signed" if changed else f"account {name} unchanged",
     )
     if changed:
-        note("running servers still hold the old account JWT: push it or reload the nodes")
+        from dchat_ops.runtime.push import running_nodes
+
+        running = [s.node_id for s in running_nodes(store)]
+        if running:
+            note(f"running node(s) {', '.join(running)} still hold the old account JWT: run 'dchat-ops push'")
 
 
 @edit.command("operator")
@@ -459,6 +463,9 @@ def _describe_lines(d: dict) -> list[str]:
             to = ", ".join(f"{t.get('subject')} {t.get('weight', 100)}%" for t in targets)
             lines.append(f"  mapping      {subject} -> {to}")
     if d["kind"] == "user":
+        if d.get("role"):
+            lines.append(f"  role         {d['role']} (its template below is what the server applies)")
+            n = {**n, **d["effective"]}
         for part in ("pub", "sub"):
             perm = n.get(part, {})
             lines.append(f"  {part} allow    {', '.join(perm.get('allow', [])) or '(all)'}")
@@ -504,6 +511,11 @@ def describe(c: Ctx, kind, name, account, as_json):
         d = inspect_.describe_claims(e.claims, e.token)
         if kind == "user":
             d["account"] = account
+            role, upl = inspect_.effective_limits(store.account(account).claims, e.claims)  # type: ignore[arg-type]
+            if role:  # the server applies the role's template, not the user's own (empty) permissions
+                template: dict = {}
+                upl.write_upl(template)
+                d["role"], d["effective"] = role, template
         d["token"] = e.token
     emit(as_json, d, lambda: _describe_lines(d))
 

@@ -106,8 +106,10 @@ def perms_show(c: Ctx, node_id, user, account, as_json):
     store = c.store()
     node_id, user = _target(store, node_id, user)
     pol = user_policy(store, account or store.default_account(), user) if user else node_policy(store, node_id)
-    emit(
-        as_json,
-        {"target": user or node_id, "kind": "user" if user else "node", **pol},
-        [f"{d}: allow {pol[d]['allow'] or '[]'} deny {pol[d]['deny'] or '[]'}" for d in ("publish", "subscribe")],
-    )
+    # a user's empty allow list allows everything; a node's subscribe list is default-deny
+    lines = [f"from role {pol['role']} (the server applies the role's template)"] if pol.get("role") else []
+    lines += [
+        f"{d}: allow {pol[d]['allow'] or ('(all)' if user else '[]')} deny {pol[d]['deny'] or '[]'}"
+        for d in ("publish", "subscribe")
+    ]
+    emit(as_json, {"target": user or node_id, "kind": "user" if user else "node", **pol}, lines)

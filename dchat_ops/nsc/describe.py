@@ -23,7 +23,9 @@ from dchat_ops.nsc.claims import (
     AccountClaims,
     Claims,
     OperatorClaims,
+    ScopedSigningKey,
     UserClaims,
+    UserPermissionLimits,
 )
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import Clock, compute_jti, decode, decode_unverified, verify_chain
@@ -35,6 +37,7 @@ __all__ = [
     "describe_claims",
     "describe_file",
     "describe_token",
+    "effective_limits",
     "expirations",
     "leftovers",
     "list_store",
@@ -48,6 +51,15 @@ _T = TypeVar("_T")
 
 def _iso(t: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else ""
+
+
+def effective_limits(account: AccountClaims, user: UserClaims) -> tuple[str, UserPermissionLimits]:
+    """What the server applies to ``user``: the template of the scoped signing key that issued it (its role
+    name, and the template), or its own permissions and limits ("" and the user's)."""
+    for sk in account.signing_keys:
+        if isinstance(sk, ScopedSigningKey) and sk.key == user.issuer:
+            return sk.role, sk.template
+    return "", user.limits
 
 
 def validity(c: Claims, now: int | None = None) -> str:

@@ -47,6 +47,7 @@ from dchat_ops.config.nodes import (
 from dchat_ops.config.server import render
 from dchat_ops.errors import ApplyError, DchatOpsError, EnrollError, StoreError
 from dchat_ops.nsc import admin, revoke
+from dchat_ops.nsc.describe import effective_limits
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.policy import Edit, parse_action, plan_edit
@@ -106,11 +107,16 @@ def node_policy(store: Store, node_id: str) -> dict:
 
 
 def user_policy(store: Store, account: str, user: str) -> dict:
-    p = store.user(account, user).claims.permissions
-    return {
+    """What the server applies to the user: its own permissions, or its role's template (``role``)."""
+    role, upl = effective_limits(store.account(account).claims, store.user(account, user).claims)
+    p = upl.permissions
+    out: dict[str, Any] = {
         "publish": {"allow": p.pub.allow, "deny": p.pub.deny},
         "subscribe": {"allow": p.sub.allow, "deny": p.sub.deny},
     }
+    if role:
+        out["role"] = role
+    return out
 
 
 @with_store_lock
