@@ -26,7 +26,7 @@ from dchat_ops.errors import SEED_PATTERN, FieldError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import ScopedSigningKey
 from dchat_ops.nsc.describe import validate_store
-from dchat_ops.nsc.limits import INT64_MAX, check_cidr, check_limit, check_tag
+from dchat_ops.nsc.limits import INT64_MAX, check_cidr, check_limit, check_tag, parse_size
 from dchat_ops.nsc.spec import UserSpec
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.nsc.transfer import import_path
@@ -409,3 +409,58 @@ def test_validate_names_each_broken_value_and_its_repair(tmp_path):
 def test_generate_config_refuses_a_bad_host_or_server_name(home, tmp_path, args):
     refused(home, "generate", "config", *args, "--no-check", "-o", str(tmp_path / "server.conf"))
     assert not (tmp_path / "server.conf").exists()
+
+
+# --- sizes and what the server would refuse in an account -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1024", 1024), ("-1", -1), ("0", 0), ("512K", 512 << 10), ("64MiB", 64 << 20), ("1gb", 1 << 30), ("2T", 2 << 40)],
+)
+def test_a_size_with_a_unit_is_read_as_nats_server_reads_it(text, value):
+    assert parse_size("js_mem", text) == value
+
+
+@pytest.mark.parametrize("text", ["1X", "G", "1.5G", "-1G", "-2", "9000000T", "1 0M", "1iB"])
+def test_a_bad_size_is_refused(home, text):
+    with pytest.raises(FieldError):
+        parse_size("js_mem", text)
+    refused(home, "edit", "account", "chat", "--js-mem", text, message="--js-mem")
+
+
+def test_sizes_are_written_in_bytes(tmp_path):
+    store = Store(tmp_path / "h")
+    admin.init(store, "dchat", "chat", "default")
+    assert run(store.home, "edit", "account", "chat", "--js-mem", "512M", "--js-disk", "10G", "--payload", "1M")[0] == 0
+    limits = store.account("chat").claims.limits
+    assert (limits.jetstream.mem_storage, limits.jetstream.disk_storage) == (512 << 20, 10 << 30)
+    assert limits.payload == 1 << 20
+    assert run(store.home, "edit", "user", "default", "--data", "10M")[0] == 0
+    assert store.user("chat", "default").claims.limits.data == 10 << 20
+
+
+def test_bearer_users_and_a_no_bearer_account_are_refused_in_either_order(tmp_path):
+    store = Store(tmp_path / "h")
+    admin.init(store, "dchat", "chat", "default")
+    assert run(store.home, "add", "user", "kiosk", "--bearer")[0] == 0
+    # the account cannot disallow bearer tokens while a bearer user is in it
+    err = refused(store.home, "edit", "account", "chat", "--disallow-bearer", message="user kiosk")
+    assert "--no-bearer" in err
+    assert run(store.home, "edit", "user", "kiosk", "--no-bearer")[0] == 0
+    assert run(store.home, "edit", "account", "chat", "--disallow-bearer")[0] == 0
+    # and then no user (one, several, or by edit) and no role may be a bearer
+    refused(store.home, "add", "user", "kiosk2", "--bearer", message="disallows bearer")
+    refused(store.home, "edit", "user", "kiosk", "--bearer", message="disallows bearer")
+    with pytest.raises(FieldError, match="role bearers"):
+        admin.edit_account(store, "chat", add_role="bearers", role_spec=UserSpec.from_fields({"bearer": True}, now=0))
+    with pytest.raises(FieldError):
+        admin.add_users(store, "chat", ["a1", "a2"], UserSpec.from_fields({"bearer": True}, now=0))
+    assert sorted(store.user_names("chat")) == ["default", "kiosk"]
+
+
+def test_jetstream_on_the_system_account_is_refused(tmp_path):
+    store = Store(tmp_path / "h")
+    admin.init(store, "dchat", "chat", "default")
+    refused(store.home, "edit", "account", "SYS", "--js-mem", "1G", message="system account")
+    assert run(store.home, "edit", "account", "chat", "--js-mem", "1G")[0] == 0

@@ -159,6 +159,20 @@ def _times(values) -> list[tuple[str, str]]:
     return out
 
 
+class Size(click.ParamType):
+    """A size limit on the command line: ``1G``, ``512M``, ``64KiB``, ``1024`` or ``-1`` (a bad one is exit 2)."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        from dchat_ops.nsc.limits import parse_size
+
+        return parse_size(param.opts[0] if param is not None else "size", value)
+
+
+SIZE = Size()
+
+
 def parsed(option: str, parse, *args, **kwargs):
     """``parse(*args, **kwargs)``, with its error made a bad value of ``option`` (a FieldError: exit 2, one
     line naming the option)."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dchat_ops._cli.app import Ctx, _split, _times, cli, parsed, pass_ctx
+from dchat_ops._cli.app import SIZE, Ctx, _split, _times, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import format_time, parse_duration, parse_expiry
@@ -130,8 +130,8 @@ def user_options(f):
         ),
         click.option("--resp-ttl", help="Time window for those responses, e.g. 1s."),
         click.option("--subs", type=int, help="Maximum subscriptions (-1 unlimited)."),
-        click.option("--data", type=int, help="Maximum bytes (-1 unlimited)."),
-        click.option("--payload", type=int, help="Maximum message payload (-1 unlimited)."),
+        click.option("--data", type=SIZE, help="Maximum bytes, e.g. 10M (-1 unlimited)."),
+        click.option("--payload", type=SIZE, help="Maximum message payload, e.g. 64K (-1 unlimited)."),
         click.option("--bearer/--no-bearer", default=None, help="Bearer token: no nonce signature needed."),
         click.option(
             "--conn-type", multiple=True, help="Allowed connection type (STANDARD, WEBSOCKET, LEAFNODE, MQTT...)."
@@ -277,14 +277,14 @@ def _limit_kw(**kw) -> dict:
 @click.option("--conn", type=int, help="Maximum connections (-1 unlimited).")
 @click.option("--leaf", type=int, help="Maximum leaf node connections (-1 unlimited).")
 @click.option("--subs", type=int)
-@click.option("--data", type=int)
-@click.option("--payload", type=int)
+@click.option("--data", type=SIZE, help="Maximum bytes, e.g. 1G (-1 unlimited).")
+@click.option("--payload", type=SIZE, help="Maximum message payload, e.g. 1M (-1 unlimited).")
 @click.option("--imports", type=int)
 @click.option("--exports", type=int)
 @click.option("--wildcards/--no-wildcards", default=None, help="Allow wildcard exports.")
 @click.option("--disallow-bearer/--allow-bearer", default=None)
-@click.option("--js-mem", type=int, help="JetStream memory storage bytes (-1 unlimited, 0 off).")
-@click.option("--js-disk", type=int, help="JetStream disk storage bytes (-1 unlimited, 0 off).")
+@click.option("--js-mem", type=SIZE, help="JetStream memory storage, e.g. 512M (-1 unlimited, 0 off).")
+@click.option("--js-disk", type=SIZE, help="JetStream disk storage, e.g. 10G (-1 unlimited, 0 off).")
 @click.option("--js-streams", type=int)
 @click.option("--js-consumers", type=int)
 @click.option("--sk", "add_sk", is_flag=True, help="Add a plain account signing key.")

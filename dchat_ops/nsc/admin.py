@@ -52,6 +52,7 @@ __all__ = [
     "adopt_account_jwts",
     "check_account_changes",
     "check_account_jwt",
+    "check_bearer_allowed",
     "edit_account",
     "edit_operator",
     "edit_user",
@@ -547,6 +548,7 @@ def _add_user(
                 raise ExistsError(f"user {name} already exists in account {account}; use --force to replace it")
     signer, scope = user_signer(store, op.claims, acc.claims, role, signing_key)
     kp, claims, token, creds = issue_user(name, acc.public_key, signer, spec, scope=scope, clock=store.issue_clock())
+    check_bearer_allowed(account, acc.claims, scope.template if scope is not None else claims.limits)
     store.save_key(kp)
     store.write_user(op.name, account, name, token)
     store.write_creds(op.name, account, name, creds, force=True)
@@ -597,6 +599,12 @@ def _add_users(
     signer, scope = user_signer(store, op.claims, acc.claims, role)
     if scope is not None and spec is not None and spec.has_permissions_or_limits():
         raise StoreError(f"users of scoped signing key role {scope.role!r} take their permissions from the role")
+    if scope is not None:
+        check_bearer_allowed(account, acc.claims, scope.template)
+    elif spec is not None:
+        probe = UserClaims(subject="", limits=UserPermissionLimits())
+        spec.apply(probe)
+        check_bearer_allowed(account, acc.claims, probe.limits)
     journal_user_files(store, op.name, account, names, replaced=force)
     rows = issue_users(
         list(names),
@@ -643,6 +651,7 @@ def edit_user(
                     f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead"
                 )
             spec.apply(claims)
+            check_bearer_allowed(account, acc.claims, claims.limits)
             changed = (claims.nats_dict(), claims.expires, claims.not_before) != before
         op_name = store.current_operator()
         user = store.user(account, name, op_name)
@@ -762,9 +771,39 @@ def edit_account(
         if description is not None:
             claims.description = description
         changed = claims.to_dict() != before
+        if changed:
+            _refuse_what_the_server_refuses(store, name, claims)
         for kp in new_keys if changed else ():  # last: nothing above may fail once a seed is kept
             store.save_key(kp)
     return store.account(name), changed
+
+
+def _refuse_what_the_server_refuses(store: Store, name: str, claims: AccountClaims) -> None:
+    """An account the server would refuse, or whose users it would: JetStream on the system account, a
+    no-bearer account that still has bearer users or a bearer role (FieldError: nothing is written)."""
+    op = store.operator()
+    if claims.subject == op.claims.system_account and (claims.limits.jetstream.enabled() or claims.limits.tiers):
+        raise FieldError("jetstream", f"account {name} is the system account: nats-server refuses JetStream on it")
+    if claims.limits.disallow_bearer:
+        roles = [k.role for k in claims.signing_keys if isinstance(k, ScopedSigningKey) and k.template.bearer_token]
+        users = [u for u in store.user_names(name, op.name) if store.user(name, u, op.name).claims.limits.bearer_token]
+        if roles or users:
+            what = ", ".join([*(f"role {r}" for r in roles), *(f"user {u}" for u in users)])
+            raise FieldError(
+                "disallow_bearer",
+                f"{what} of account {name} use bearer tokens, which nats-server would then refuse: "
+                "give them --no-bearer first",
+            )
+
+
+def check_bearer_allowed(account: str, acc: AccountClaims, upl: UserPermissionLimits) -> None:
+    """FieldError when a user (or a role's template) with a bearer token is for an account that disallows them."""
+    if upl.bearer_token and acc.limits.disallow_bearer:
+        raise FieldError(
+            "bearer",
+            f"account {account} disallows bearer tokens (edit account --disallow-bearer): nats-server would refuse "
+            "the user",
+        )
 
 
 _ACCOUNT_FLAGS = ("wildcards", "disallow_bearer")

@@ -52,6 +52,7 @@ __all__ = [
     "check_tag",
     "check_text",
     "operator_problems",
+    "parse_size",
     "template_problems",
     "user_problems",
 ]
@@ -72,7 +73,25 @@ RULES: dict[str, str] = {
     "text": f"at most {MAX_TEXT} characters, no control characters, not an nkey seed",
     "host": "an IP address (IPv6 bare or in brackets) or a host name",
     "url": "scheme://host:port with a known scheme, a valid host and a port 1-65535",
+    "size": "a limit in bytes, with an optional unit: 512K, 64M, 1G, 2T (powers of 1024, as nats-server "
+    "reads them; KB/MB/GB/TB and KiB/MiB/GiB/TiB mean the same), or -1",
 }
+
+_SIZE = re.compile(r"(-?[0-9]+)\s*([KMGT]?)(I?B?)", re.IGNORECASE | re.ASCII)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(name: str, text: Any) -> int:
+    """A size limit from ``1G``, ``512M``, ``64KiB``, ``1024`` or ``-1``, checked like any limit."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return check_limit(name, text)
+    m = _SIZE.fullmatch(str(text).strip())
+    if m is None or (m.group(3) and not m.group(2) and m.group(3).upper() != "B"):
+        raise FieldError(name, f"{str(text)[:40]!r} is not a size: {RULES['size']}")
+    n, unit = int(m.group(1)), m.group(2).upper()
+    if n < 0 and unit:
+        raise FieldError(name, f"{str(text)[:40]!r}: only -1 (unlimited) may be negative, with no unit")
+    return check_limit(name, n * _SIZE_UNITS[unit])
 
 
 # --- numbers ----------------------------------------------------------------------------------------------
