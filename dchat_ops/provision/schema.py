@@ -21,13 +21,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
+from dchat_ops._decode import MAX_DEPTH, read_text, yaml_problem, yaml_too_deep
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
 from dchat_ops.nsc.store import Store, check_name
-from dchat_ops.provision._yaml import load_yaml
+from dchat_ops.provision._yaml import TooDeep, load_yaml
 from dchat_ops.subjects import check_subject
 
 __all__ = ["Spec", "SpecError", "load_spec", "node_user_clash", "parse_spec", "spec_cache_dir"]
@@ -259,11 +260,9 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
     environment values) is read back from there instead of being parsed again."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path, SpecError)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
     return parse_spec(text, path, cache_dir=cache_dir)
 
 
@@ -292,14 +291,17 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
     try:
         doc = load_yaml(text)
         data = _validate(doc, path)
+    except TooDeep as exc:
+        raise SpecError(f"{path}:{exc.line}: nested deeper than {MAX_DEPTH} levels") from None
     except (SpecError, YAMLError):
+        line = yaml_too_deep(text)  # what the fast path did not reach may be deeper still
+        if line is not None:
+            raise SpecError(f"{path}:{line}: nested deeper than {MAX_DEPTH} levels") from None
         try:
             rt = YAML().load(text)
         except YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise SpecError(
-                f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
-            ) from None
+            line, problem = yaml_problem(exc, text)
+            raise SpecError(f"{path}:{line or '?'}: not valid YAML: {problem}") from None
         data = _validate(rt, path)
     if cache_file is not None:
         atomic_write(cache_file, json.dumps(data, default=str), private=True)
