@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
-from dchat_ops.nsc.bundle import open_bundle, seal_bundle
+from dchat_ops.nsc.bundle import check_payload, open_bundle, seal_bundle
 from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
 from dchat_ops.nsc.creds import format_creds, parse_creds
 from dchat_ops.nsc.jwt import decode, verify_chain
@@ -207,6 +207,7 @@ def _import_payload(
 ) -> ImportPlan:
     if not isinstance(payload, dict) or "operator" not in payload:
         raise StoreError("the import holds no operator JWT to verify against")
+    check_payload(payload)
     try:
         op_token = payload["operator"]["jwt"]
         op = decode(op_token, OperatorClaims)
