@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.errors import MAX_SHOWN, DchatOpsError, cut
 
 __all__ = ["MAX_DEPTH", "MAX_SHOWN", "cut", "decode_text", "load_json", "read_text", "yaml_problem", "yaml_too_deep"]
 
@@ -28,14 +28,6 @@ __all__ = ["MAX_DEPTH", "MAX_SHOWN", "cut", "decode_text", "load_json", "read_te
 # its round-trip loader and json run out of Python stack at about a thousand, and the C parser takes
 # time growing with the square of the depth of flow collections.
 MAX_DEPTH = 100
-
-# The characters of a quoted value an error message shows at most.
-MAX_SHOWN = 60
-
-
-def cut(text: str, limit: int = MAX_SHOWN) -> str:
-    """``text``, or its first ``limit`` characters and how long it was."""
-    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} characters)"
 
 
 def decode_text(data: bytes, where: object, error: type[DchatOpsError]) -> str:

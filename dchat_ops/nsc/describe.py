@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dchat_ops._decode import read_text
 from dchat_ops._fs import JOURNAL_NAME, find_temps, process_gone, read_file
-from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, scrub_seeds
+from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, cut, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     JETSTREAM_LIMIT_KEYS,
@@ -82,14 +83,14 @@ def describe_token(token: str) -> dict[str, Any]:
 def describe_file(path: Path) -> dict[str, Any]:
     """Describe a ``.jwt`` or ``.creds`` file.  The seed of a creds file is never shown."""
     path = Path(path)
-    if path.exists() and (not path.is_file() or path.stat().st_size > 1 << 20):
-        raise StoreError(f"{path} is not a JWT or creds file")
     try:
-        text = path.read_text()
+        if path.exists() and (not path.is_file() or path.stat().st_size > 1 << 20):
+            raise StoreError(f"{cut(str(path))} is not a JWT or creds file")
+        text = read_text(path, StoreError)
     except FileNotFoundError:
-        raise StoreError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from None
+        raise StoreError(f"no such file: {cut(str(path))}") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {cut(str(path))}: {exc.strerror}") from None
     if "-----BEGIN" in text:
         creds = parse_creds(text)
         d = describe_token(creds.jwt)

@@ -297,6 +297,8 @@ def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
         payload = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
     except (ValueError, UnicodeDecodeError):
         raise JWTError("malformed JWT: header or payload is not base64url JSON") from None
+    except RecursionError:
+        raise JWTError("malformed JWT: header or payload is nested too deeply") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise JWTError("malformed JWT: header and payload must be JSON objects")
     return header, payload, token
