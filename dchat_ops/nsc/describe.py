@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from dchat_ops._decode import read_text
 from dchat_ops._fs import JOURNAL_NAME, find_temps, process_gone, read_file
+from dchat_ops._time import iso_time
 from dchat_ops.errors import ChainError, CredsError, DchatOpsError, FieldError, JWTError, StoreError, cut, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
@@ -47,7 +48,7 @@ _T = TypeVar("_T")
 
 
 def _iso(t: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else ""
+    return iso_time(t) if t else ""
 
 
 def describe_claims(c: Claims, token: str = "") -> dict[str, Any]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_string  # json.dumps' own (C) string encoder
 from typing import Any, Optional, TypeVar, overload
 
+from dchat_ops._time import iso_time
 from dchat_ops.errors import ChainError, JWTError, NKeyError
 from dchat_ops.nsc.claims import (
     AccountClaims,
@@ -398,7 +399,7 @@ def _check_times(link: str, c: Claims, now: int) -> None:
 
 
 def _iso(t: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return iso_time(t)
 
 
 def _decode_link(link: str, token: str | Claims, cls: type[_C]) -> _C:
