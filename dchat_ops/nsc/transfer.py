@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dchat_ops._decode import read_text
 from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
 from dchat_ops.nsc.bundle import check_payload, open_bundle, seal_bundle
@@ -356,9 +357,9 @@ def import_path(
         if f.suffix not in (".creds", ".nk", ".jwt"):
             continue
         try:
-            text = f.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StoreError(f"cannot read {f}: {exc}") from None
+            text = read_text(f, StoreError).strip()
+        except OSError as exc:
+            raise StoreError(f"cannot read {f}: {exc.strerror}") from None
         if f.suffix == ".creds":
             try:
                 creds = parse_creds(text)
@@ -400,7 +401,7 @@ def read_secret(env: Optional[str] = None, file: Optional[str] = None) -> Option
         return v
     if file:
         try:
-            return Path(file).read_text().rstrip("\n")
+            return read_text(Path(file), StoreError).rstrip("\n")
         except OSError as exc:
             raise StoreError(f"cannot read passphrase file {file}: {exc.strerror}") from None
     return None
