@@ -286,6 +286,7 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.users_to_revoke.append((acc_name, name))
             p.changes.append(Change("revoke", "user", key, "removed from the spec"))
     _plan_nodes(store, spec, p)
+    spec.keep()
     return p
 
 

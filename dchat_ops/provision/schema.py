@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -223,6 +223,14 @@ class Spec:
     production: bool = False
     text: str = ""
     key: str = ""  # the text's and its environment values' hash: the same key, the same validated data
+    # where the validated data is kept for the next load, once the spec is accepted (see keep())
+    cache_file: Optional[Path] = field(default=None, repr=False, compare=False)
+
+    def keep(self) -> None:
+        """Keep the validated data for the next load of the same text (a plan of it succeeded: a spec
+        refused by the schema or by the plan leaves no cache file)."""
+        if self.cache_file is not None and not self.cache_file.exists():
+            atomic_write(self.cache_file, json.dumps(self.data, default=str), private=True)
 
     def where(self, *keys: Any) -> str:
         """``file:line`` of the item at ``keys`` (e.g. ``"nodes", 0, "id"``); ``file`` when not known."""
@@ -303,9 +311,7 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
             line, problem = yaml_problem(exc, text)
             raise SpecError(f"{path}:{line or '?'}: not valid YAML: {problem}") from None
         data = _validate(rt, path)
-    if cache_file is not None:
-        atomic_write(cache_file, json.dumps(data, default=str), private=True)
-    return Spec(path, data, bool(data.get("production", False)), text, key)
+    return Spec(path, data, bool(data.get("production", False)), text, key, cache_file)
 
 
 def _validate(doc, path: Path) -> dict:
