@@ -21,7 +21,17 @@ from typing import Any, Optional
 
 from dchat_ops.errors import MAX_SHOWN, DchatOpsError, cut
 
-__all__ = ["MAX_DEPTH", "MAX_SHOWN", "cut", "decode_text", "load_json", "read_text", "yaml_problem", "yaml_too_deep"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SHOWN",
+    "cut",
+    "decode_text",
+    "load_json",
+    "read_text",
+    "round_trip_yaml",
+    "yaml_problem",
+    "yaml_too_deep",
+]
 
 # Deeper than any spec, node file or bundle we write (they nest 6 levels at most) and shallow enough
 # for every loader we use: ruamel's C loader crashes the process on some tens of thousands of levels,
@@ -88,6 +98,38 @@ def yaml_problem(exc: Exception, text: str = "") -> tuple[Optional[int], str]:
         line = text.count("\n", 0, position) + 1
     problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
     return line, cut(" ".join(str(problem).split()), 200)
+
+
+_LINE_BREAKS = ("\x85", "\u2028", "\u2029")  # line breaks to YAML beside \n and \r
+_ROUND_TRIP: list[Any] = []  # the representer class round_trip_yaml() uses, made at the first use
+
+
+def round_trip_yaml() -> Any:
+    """A round-trip ``ruamel.yaml.YAML()`` that writes back every string it is given.
+
+    ruamel's round-trip emitter writes a string holding NEL (U+0085) single-quoted with the raw
+    character, which its own reader then folds into a space (a subject ``a\x85b`` would come back as
+    ``a b``); such strings, and those with the other Unicode line breaks, are written double-quoted,
+    escaped.
+    """
+    from ruamel.yaml import YAML
+
+    if not _ROUND_TRIP:
+        from ruamel.yaml.representer import RoundTripRepresenter
+
+        class Representer(RoundTripRepresenter):
+            pass
+
+        def represent_str(representer: Any, data: str) -> Any:
+            if any(c in data for c in _LINE_BREAKS):
+                return representer.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+            return representer.represent_str(data)
+
+        Representer.add_representer(str, represent_str)
+        _ROUND_TRIP.append(Representer)
+    y = YAML()
+    y.Representer = _ROUND_TRIP[0]
+    return y
 
 
 def load_json(data: bytes | str, what: str, error: type[DchatOpsError]) -> Any:

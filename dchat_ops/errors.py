@@ -3,7 +3,8 @@
 Every expected failure is a :class:`DchatOpsError`; the CLI turns it into a one-line
 message and a non-zero exit code, never a traceback.  Messages never contain secrets: anything
 in a message that looks like an nkey seed (a value typed in the wrong place, a ``${VAR}`` that
-holds one) is replaced by ``S…(a seed, not shown)`` when the error is made, and a quoted value longer
+holds one) is replaced by ``S…(a seed, not shown)`` when the error is made, a control character (a
+line break in a name, say) is shown escaped so the message stays one line, and a quoted value longer
 than 60 characters is cut to its first 60 and its length.
 
     DchatOpsError
@@ -91,9 +92,18 @@ def _cut_quoted(match: re.Match[str]) -> str:
     return match.group(0) if len(value) <= MAX_SHOWN else f"{quote}{cut(value)}{quote}"
 
 
+# control characters (line breaks first of all) that a message shows escaped, so that it stays one line
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    return repr(match.group(0))[1:-1]
+
+
 def clean_message(text: str) -> str:
-    """``text`` fit to be shown: no seed (see :func:`scrub_seeds`), and every long quoted value cut short."""
-    text = scrub_seeds(text)
+    """``text`` fit to be shown: no seed (see :func:`scrub_seeds`), one line (control characters shown
+    escaped, as ``\\n``), and every long quoted value cut short."""
+    text = _CONTROL.sub(_escape_control, scrub_seeds(text))
     return _QUOTED.sub(_cut_quoted, text) if len(text) > MAX_SHOWN else text
 
 

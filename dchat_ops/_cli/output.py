@@ -64,7 +64,8 @@ def run_cli(cli: click.Command, args=None) -> int:
     except click.ClickException as exc:
         shown = io.StringIO()
         exc.show(file=shown)
-        click.echo(clean_message(shown.getvalue()), err=True, nl=False)  # a seed typed as a value is not echoed
+        # a seed typed as a value is not echoed, a long value is cut; click's usage lines stay lines
+        click.echo("".join(clean_message(line) + "\n" for line in shown.getvalue().splitlines()), err=True, nl=False)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

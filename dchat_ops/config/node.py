@@ -26,7 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from dchat_ops._decode import MAX_DEPTH, read_text, yaml_problem, yaml_too_deep
+from dchat_ops._decode import MAX_DEPTH, read_text, round_trip_yaml, yaml_problem, yaml_too_deep
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
 from dchat_ops.hosts import check_advertise, check_host
@@ -428,7 +428,7 @@ def _round_trip(path: Path, text: str) -> CommentedMap:
 
 
 def _yaml() -> YAML:
-    y = YAML()
+    y = round_trip_yaml()
     y.preserve_quotes = True
     y.indent(mapping=2, sequence=4, offset=2)
     y.width = 4096

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from ruamel.yaml import YAML
-
+from dchat_ops._decode import round_trip_yaml
 from dchat_ops.config.node import NodeFile, list_nodes
 from dchat_ops.nsc.claims import ScopedSigningKey
 from dchat_ops.nsc.store import Store
@@ -124,7 +123,7 @@ def _role_dict(k: ScopedSigningKey) -> dict:
 
 
 def dump_spec(data: dict) -> str:
-    y = YAML()
+    y = round_trip_yaml()
     y.default_flow_style = False
     buf = io.StringIO()
     y.dump(data, buf)
