@@ -167,6 +167,7 @@ def open_bundle(
         raise BundleError("cannot open the bundle: wrong passphrase or key, or the file was changed") from None
     payload = load_json(plaintext, "the bundle's content", BundleError)
     check_payload(payload)
+    assert isinstance(payload, dict)  # check_payload refuses anything else
     return payload
 
 
