@@ -526,3 +526,31 @@ async def test_allow_sub_of_a_non_ascii_subject_on_a_running_node(store, supervi
     assert set(got) == want
     await sub.close()
     await pub.close()
+
+
+@pytest.mark.parametrize("which", ["operator jwt", "account jwt", "user jwt", "creds", "key", "context"])
+@pytest.mark.parametrize("data", [b"\xff\xfe", b"[" * 100_000], ids=["not utf-8", "deep"])
+def test_a_damaged_store_file_is_one_line_for_every_command(store, which, data):
+    op = store.operator()
+    path = {
+        "operator jwt": op.path,
+        "account jwt": store.account("chat").path,
+        "user jwt": store.user("chat", "default").path,
+        "creds": store.creds_path("dchat", "chat", "default"),
+        "key": store.key_path(store.account("chat").public_key),
+        "context": store.context_path,
+    }[which]
+    path.write_bytes(data)
+    before = state(store.home)
+    for args in (
+        ["list"],
+        ["validate"],
+        ["describe", "user", "default"],
+        ["generate", "creds", "-u", "default", "-o", "-"],
+        ["export", "keys", "--passphrase-env", "PW", "-o", str(store.home.parent / "out.bundle")],
+    ):
+        code, err = run(store.home, *args, env={"PW": PW})
+        assert "internal error" not in err and "Traceback" not in err, (args, err)
+        if code and args != ["validate"]:  # validate lists what it finds on stdout
+            assert_refused(code, err, store.home, before)
+        assert state(store.home) == before

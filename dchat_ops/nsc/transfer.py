@@ -180,7 +180,7 @@ class ImportPlan:
 
 def _plan_write(plan: ImportPlan, path: Path, text: str, label: str, force: bool, private: bool = False) -> None:
     try:
-        current = path.read_text()
+        current = path.read_bytes().decode("utf-8", "replace")  # a damaged file differs from any import
     except FileNotFoundError:
         current = None
     if current is not None and current.strip() == text.strip():
