@@ -22,6 +22,8 @@ from typing import Any, Optional
 from dchat_ops.errors import MAX_SHOWN, DchatOpsError, cut
 
 __all__ = [
+    "BAD_SCALAR",
+    "BAD_SCALAR_MESSAGE",
     "MAX_DEPTH",
     "MAX_SHOWN",
     "cut",
@@ -101,6 +103,11 @@ def yaml_problem(exc: Exception, text: str = "") -> tuple[Optional[int], str]:
     problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
     return line, cut(" ".join(str(problem).split()), 200)
 
+
+# What ruamel's loaders raise, besides YAMLError, for a plain scalar that its resolver takes for a
+# number or a date but that is not one (``+_``, ``0x_``, ``._``, ``2020-13-45``)
+BAD_SCALAR = (ValueError, IndexError, TypeError, OverflowError)
+BAD_SCALAR_MESSAGE = "a value that looks like a number or a date is not one (quote it to make it text)"
 
 _LINE_BREAKS = ("\x85", "\u2028", "\u2029")  # line breaks to YAML beside \n and \r
 _ROUND_TRIP: list[Any] = []  # the representer class round_trip_yaml() uses, made at the first use

@@ -103,8 +103,9 @@ def node_store(store):
         b"".join(b"  " * i + b"k:\n" for i in range(2000)),
         b"- " * 5000 + b"x\n",
         b"id: n1\x00\n",
+        b"id: n1\nmax_payload: +_\n",  # ruamel takes it for a number, then fails to make one
     ],
-    ids=["not utf-8", "binary", "deep flow unclosed", "deep flow", "deep block", "deep compact", "nul"],
+    ids=["not utf-8", "binary", "deep flow unclosed", "deep flow", "deep block", "deep compact", "nul", "bad number"],
 )
 def test_a_broken_node_file_is_one_line_for_every_command(node_store, text):
     home = node_store.home
@@ -143,6 +144,14 @@ def test_deep_specs_are_refused_at_the_level_too_many(tmp_path):
     # nesting up to the limit is fine (as a value nothing reads)
     ok = "version: 1\noperator: {name: dchat}\naccounts: []\n"
     assert parse_spec(ok, tmp_path / "s.yaml").data["accounts"] == []
+
+
+@pytest.mark.parametrize("value", ["+_", "0x_", "-_", "._", "2020-13-45"])
+def test_a_value_that_looks_like_a_number_but_is_not_is_a_spec_error(tmp_path, value):
+    with pytest.raises(SpecError, match=r"s\.yaml:3: not valid YAML: a value that looks like a number"):
+        parse_spec(f"version: 1\naccounts:\n  - name: {value}\n", tmp_path / "s.yaml")
+    with pytest.raises(SpecError, match="looks like a number"):  # through ruamel's own loader (a tag first)
+        parse_spec(f"version: !!int 1\naccounts:\n  - name: {value}\n", tmp_path / "s.yaml")
 
 
 def test_a_reader_error_is_one_line_with_its_line(tmp_path):

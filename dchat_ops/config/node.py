@@ -26,7 +26,15 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from dchat_ops._decode import MAX_DEPTH, read_text, round_trip_yaml, yaml_problem, yaml_too_deep
+from dchat_ops._decode import (
+    BAD_SCALAR,
+    BAD_SCALAR_MESSAGE,
+    MAX_DEPTH,
+    read_text,
+    round_trip_yaml,
+    yaml_problem,
+    yaml_too_deep,
+)
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
 from dchat_ops.hosts import check_advertise, check_host
@@ -422,6 +430,8 @@ def _round_trip(path: Path, text: str) -> CommentedMap:
         line, problem = yaml_problem(exc, text)
         where = f" (line {line})" if line else ""
         raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    except BAD_SCALAR:
+        raise ConfigError(f"{path}: not valid YAML: {BAD_SCALAR_MESSAGE}") from None
     if doc is None:
         raise ConfigError(f"{path}: the file is empty")
     return doc
@@ -479,7 +489,7 @@ class NodeFile:
         _check_depth(path, text)
         try:
             nf = cls(path, None, text, parse_node(YAML(typ="safe").load(text), path))
-        except (YAMLError, ConfigError):
+        except (YAMLError, ConfigError, *BAD_SCALAR):
             nf = cls(path, _round_trip(path, text), text)
         if len(_PARSED) > 4096:
             _PARSED.clear()

@@ -32,9 +32,9 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.nodes import ScalarNode
 
-from dchat_ops._decode import MAX_DEPTH, yaml_too_deep
+from dchat_ops._decode import BAD_SCALAR, MAX_DEPTH, yaml_too_deep
 
-__all__ = ["TooDeep", "load_yaml"]
+__all__ = ["BadScalar", "TooDeep", "load_yaml"]
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -52,6 +52,15 @@ class TooDeep(ValueError):
         self.line = line
 
 
+class BadScalar(ValueError):
+    """A plain scalar ruamel takes for a number or a date that is not one; ``line`` is where (or None)."""
+
+    def __init__(self, value: str, line: int | None):
+        super().__init__(value)
+        self.value = value
+        self.line = line
+
+
 def load_yaml(text: str) -> Any:
     """``YAML(typ="safe").load(text)``, faster on large documents of plain data; TooDeep for a document
     nested deeper than MAX_DEPTH."""
@@ -61,7 +70,10 @@ def load_yaml(text: str) -> Any:
         line = yaml_too_deep(text)
         if line is not None:
             raise TooDeep(line) from None
-        return YAML(typ="safe").load(text)
+        try:
+            return YAML(typ="safe").load(text)
+        except BAD_SCALAR as exc:
+            raise BadScalar(str(exc), None) from None
 
 
 class _Mapping:
@@ -89,6 +101,8 @@ def _from_events(yaml: YAML, text: str) -> Any:
             out = value if str(tag) == _STR else constructor.construct_object(ScalarNode(tag, value), deep=True)
         except YAMLError:
             raise _Unsupported from None  # ruamel's loader raises it again, saying where
+        except BAD_SCALAR:
+            raise BadScalar(value, None) from None
         made[value] = out
         return out
 
@@ -123,7 +137,11 @@ def _from_events(yaml: YAML, text: str) -> Any:
                 raise _Unsupported
             value = event.value
             if event.implicit[0] and (any_first or not value or value[0] in implicit_first):
-                value = typed(value)
+                try:
+                    value = typed(value)
+                except BadScalar as exc:
+                    exc.line = event.start_mark.line + 1 if event.start_mark is not None else None
+                    raise
             elif type(value) is str:  # one object per distinct text: keys and subjects repeat in every user
                 value = texts.setdefault(value, value)
             if event.anchor is not None:

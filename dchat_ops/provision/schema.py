@@ -21,14 +21,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
-from dchat_ops._decode import MAX_DEPTH, read_text, yaml_problem, yaml_too_deep
+from dchat_ops._decode import BAD_SCALAR, BAD_SCALAR_MESSAGE, MAX_DEPTH, read_text, yaml_problem, yaml_too_deep
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, FieldError, UserSpec, check_limit
 from dchat_ops.nsc.store import Store, check_name
-from dchat_ops.provision._yaml import TooDeep, load_yaml
+from dchat_ops.provision._yaml import BadScalar, TooDeep, load_yaml
 from dchat_ops.subjects import check_subject
 
 __all__ = ["Spec", "SpecError", "load_spec", "node_user_clash", "parse_spec", "spec_cache_dir"]
@@ -301,6 +301,8 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
         data = _validate(doc, path)
     except TooDeep as exc:
         raise SpecError(f"{path}:{exc.line}: nested deeper than {MAX_DEPTH} levels") from None
+    except BadScalar as exc:
+        raise SpecError(f"{path}:{exc.line or '?'}: not valid YAML: {BAD_SCALAR_MESSAGE}") from None
     except (SpecError, YAMLError):
         line = yaml_too_deep(text)  # what the fast path did not reach may be deeper still
         if line is not None:
@@ -310,6 +312,8 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
         except YAMLError as exc:
             line, problem = yaml_problem(exc, text)
             raise SpecError(f"{path}:{line or '?'}: not valid YAML: {problem}") from None
+        except BAD_SCALAR:
+            raise SpecError(f"{path}:?: not valid YAML: {BAD_SCALAR_MESSAGE}") from None
         data = _validate(rt, path)
     return Spec(path, data, bool(data.get("production", False)), text, key, cache_file)
 
