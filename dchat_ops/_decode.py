@@ -104,10 +104,13 @@ def yaml_problem(exc: Exception, text: str = "") -> tuple[Optional[int], str]:
     return line, cut(" ".join(str(problem).split()), 200)
 
 
-# What ruamel's loaders raise, besides YAMLError, for a plain scalar that its resolver takes for a
-# number or a date but that is not one (``+_``, ``0x_``, ``._``, ``2020-13-45``)
-BAD_SCALAR = (ValueError, IndexError, TypeError, OverflowError)
-BAD_SCALAR_MESSAGE = "a value that looks like a number or a date is not one (quote it to make it text)"
+# What ruamel's loaders raise, besides YAMLError, for a value they cannot make into the type its look or
+# its tag names: a plain ``+_``, ``0x_`` or ``2020-13-45`` taken for a number or a date, ``!!omap`` on a
+# scalar, a merge key of a scalar
+BAD_SCALAR = (ValueError, IndexError, TypeError, OverflowError, AttributeError, KeyError)
+BAD_SCALAR_MESSAGE = (
+    "a value cannot be made into what it looks like or its tag says (a number, a date, ...); quote it to make it text"
+)
 
 _LINE_BREAKS = ("\x85", "\u2028", "\u2029")  # line breaks to YAML beside \n and \r
 _ROUND_TRIP: list[Any] = []  # the representer class round_trip_yaml() uses, made at the first use

@@ -148,10 +148,19 @@ def test_deep_specs_are_refused_at_the_level_too_many(tmp_path):
 
 @pytest.mark.parametrize("value", ["+_", "0x_", "-_", "._", "2020-13-45"])
 def test_a_value_that_looks_like_a_number_but_is_not_is_a_spec_error(tmp_path, value):
-    with pytest.raises(SpecError, match=r"s\.yaml:3: not valid YAML: a value that looks like a number"):
+    with pytest.raises(SpecError, match=r"s\.yaml:3: not valid YAML: a value cannot be made into what it looks like"):
         parse_spec(f"version: 1\naccounts:\n  - name: {value}\n", tmp_path / "s.yaml")
-    with pytest.raises(SpecError, match="looks like a number"):  # through ruamel's own loader (a tag first)
+    with pytest.raises(SpecError, match="what it looks like"):  # through ruamel's own loader (a tag first)
         parse_spec(f"version: !!int 1\naccounts:\n  - name: {value}\n", tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize("text", ["version: 1\nx: !!omap +`? :\n", 'version: 1\n!!bool 1e9.b!!!str " 0x1f<<: ?a\n'])
+def test_a_tag_ruamel_cannot_make_is_a_yaml_error_in_a_spec_and_a_node_file(node_store, tmp_path, text):
+    with pytest.raises(SpecError, match="not valid YAML"):
+        parse_spec(text, tmp_path / "s.yaml")
+    (node_store.home / "nodes" / "n1.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        NodeFile.load(node_store, "n1")
 
 
 def test_a_reader_error_is_one_line_with_its_line(tmp_path):
@@ -193,14 +202,19 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
+_YAML_CHARS = st.sampled_from(
+    list("ab01.+-_:[]{}!&*?|>'\"#%@`, \n\t\\x") + ["!!int ", "!!str ", "<<: ", "---\n", "..."]
+)
 _KNOWN = ["version", "operator", "accounts", "nodes", "production"]
 
 
 @st.composite
 def broken_specs(draw) -> bytes:
-    kind = draw(st.sampled_from(["bytes", "shape", "field", "deep", "not utf-8", "mutated"]))
+    kind = draw(st.sampled_from(["bytes", "yaml", "shape", "field", "deep", "not utf-8", "mutated"]))
     if kind == "bytes":
         return draw(st.binary(max_size=200))
+    if kind == "yaml":  # text made of what YAML gives a meaning to
+        return ("version: 1\n" + "".join(draw(st.lists(_YAML_CHARS, max_size=60)))).encode()
     if kind == "shape":  # a document that is no mapping, or one with a field no spec has
         top = draw(st.lists(_json, max_size=3) | st.text(max_size=20) | st.integers() | st.none())
         if draw(st.booleans()):
