@@ -16,6 +16,8 @@ SpecError and a bundle with a BundleError, each one line naming the file.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +31,7 @@ __all__ = [
     "cut",
     "decode_text",
     "load_json",
+    "quietly",
     "read_text",
     "round_trip_yaml",
     "yaml_problem",
@@ -142,6 +145,14 @@ def round_trip_yaml() -> Any:
     y = YAML()
     y.Representer = _ROUND_TRIP[0]
     return y
+
+
+def quietly(load: Callable[[str], Any], text: str) -> Any:
+    """``load(text)`` with ruamel's warnings (an anchor defined twice, ...) kept off stderr: what a
+    command says about its input is one line, and a reused anchor is valid YAML 1.2."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load(text)
 
 
 def load_json(data: bytes | str, what: str, error: type[DchatOpsError]) -> Any:

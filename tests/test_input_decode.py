@@ -13,6 +13,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,6 +165,20 @@ def test_a_tag_ruamel_cannot_make_is_a_yaml_error_in_a_spec_and_a_node_file(node
         NodeFile.load(node_store, "n1")
 
 
+def test_a_reused_anchor_does_not_add_a_warning_to_the_one_line(node_store, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: !!int 1\nx: &a 1\ny: &a 2\n")  # a tag: ruamel's own loader reads it
+    path = node_store.home / "nodes" / "n1.yaml"
+    path.write_text(path.read_text() + "x: &a 1\ny: &a 2\n")
+    before = state(node_store.home)
+    for args, says in ((["plan", "-f", str(spec)], "x: unknown field"), (["node", "show", "n1"], "unknown field 'x'")):
+        # a process of its own: pytest would catch the warning before it reached stderr
+        p = subprocess.run(
+            [sys.executable, "-m", "dchat_ops", "--home", str(node_store.home), *args], capture_output=True, text=True
+        )
+        assert says in assert_refused(p.returncode, p.stderr, node_store.home, before)
+
+
 def test_a_reader_error_is_one_line_with_its_line(tmp_path):
     with pytest.raises(SpecError) as e:
         parse_spec("version: 1\naccounts:\n  - name: a\x00b\n", tmp_path / "s.yaml")
@@ -202,9 +218,7 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
-_YAML_CHARS = st.sampled_from(
-    list("ab01.+-_:[]{}!&*?|>'\"#%@`, \n\t\\x") + ["!!int ", "!!str ", "<<: ", "---\n", "..."]
-)
+_YAML_CHARS = st.sampled_from([*"ab01.+-_:[]{}!&*?|>'\"#%@`, \n\t\\x", "!!int ", "!!str ", "<<: ", "---\n", "..."])
 _KNOWN = ["version", "operator", "accounts", "nodes", "production"]
 
 

@@ -30,6 +30,7 @@ from dchat_ops._decode import (
     BAD_SCALAR,
     BAD_SCALAR_MESSAGE,
     MAX_DEPTH,
+    quietly,
     read_text,
     round_trip_yaml,
     yaml_problem,
@@ -425,7 +426,7 @@ def _check_depth(path: Path, text: str) -> None:
 def _round_trip(path: Path, text: str) -> CommentedMap:
     _check_depth(path, text)
     try:
-        doc = _yaml().load(text)
+        doc = quietly(_yaml().load, text)
     except YAMLError as exc:
         line, problem = yaml_problem(exc, text)
         where = f" (line {line})" if line else ""
@@ -488,7 +489,7 @@ class NodeFile:
         # whose document says where the problem is, by line
         _check_depth(path, text)
         try:
-            nf = cls(path, None, text, parse_node(YAML(typ="safe").load(text), path))
+            nf = cls(path, None, text, parse_node(quietly(YAML(typ="safe").load, text), path))
         except (YAMLError, ConfigError, *BAD_SCALAR):
             nf = cls(path, _round_trip(path, text), text)
         if len(_PARSED) > 4096:

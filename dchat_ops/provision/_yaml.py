@@ -32,7 +32,7 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.nodes import ScalarNode
 
-from dchat_ops._decode import BAD_SCALAR, MAX_DEPTH, yaml_too_deep
+from dchat_ops._decode import BAD_SCALAR, MAX_DEPTH, quietly, yaml_too_deep
 
 __all__ = ["BadScalar", "TooDeep", "load_yaml"]
 
@@ -71,7 +71,7 @@ def load_yaml(text: str) -> Any:
         if line is not None:
             raise TooDeep(line) from None
         try:
-            return YAML(typ="safe").load(text)
+            return quietly(YAML(typ="safe").load, text)
         except BAD_SCALAR as exc:
             raise BadScalar(str(exc), None) from None
 

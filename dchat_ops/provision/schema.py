@@ -21,7 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
-from dchat_ops._decode import BAD_SCALAR, BAD_SCALAR_MESSAGE, MAX_DEPTH, read_text, yaml_problem, yaml_too_deep
+from dchat_ops._decode import BAD_SCALAR, BAD_SCALAR_MESSAGE, MAX_DEPTH, quietly, read_text, yaml_problem, yaml_too_deep
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, listeners_overlap
@@ -235,7 +235,7 @@ class Spec:
     def where(self, *keys: Any) -> str:
         """``file:line`` of the item at ``keys`` (e.g. ``"nodes", 0, "id"``); ``file`` when not known."""
         try:
-            node: Any = YAML().load(self.text)
+            node: Any = quietly(YAML().load, self.text)
             parent, last = None, None
             for k in keys:
                 parent, last = node, k
@@ -308,7 +308,7 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
         if line is not None:
             raise SpecError(f"{path}:{line}: nested deeper than {MAX_DEPTH} levels") from None
         try:
-            rt = YAML().load(text)
+            rt = quietly(YAML().load, text)
         except YAMLError as exc:
             line, problem = yaml_problem(exc, text)
             raise SpecError(f"{path}:{line or '?'}: not valid YAML: {problem}") from None
