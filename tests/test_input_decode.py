@@ -591,3 +591,20 @@ def test_a_damaged_store_file_is_one_line_for_every_command(store, which, data):
         if code and args != ["validate"]:  # validate lists what it finds on stdout
             assert_refused(code, err, store.home, before)
         assert state(store.home) == before
+
+
+def test_a_subject_holding_a_seed_is_refused_without_showing_it(node_store, tmp_path):
+    seed = KeyPair.generate("user").seed
+    before = state(node_store.home)
+    for args in (
+        ["allow-sub", f"chat.{seed}", "--node", "n1"],
+        ["add", "user", "zz", "--allow-sub", seed],
+        ["allow-pub", seed, "-u", "default"],
+    ):
+        code, err = run(node_store.home, *args)
+        assert "holds an nkey seed; subjects are public" in assert_refused(code, err, node_store.home, before)
+        assert seed not in err
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: 1\naccounts:\n  - name: chat\n    users:\n      - {{name: u, allow_sub: [a.{seed}]}}\n")
+    code, err = run(node_store.home, "plan", "-f", str(spec))
+    assert "holds an nkey seed" in assert_refused(code, err, node_store.home, before) and seed not in err
