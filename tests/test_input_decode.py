@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from dchat_ops import provision
 from dchat_ops._cli.main import cli
 from dchat_ops._cli.output import run_cli
 from dchat_ops._decode import MAX_DEPTH
@@ -496,6 +497,14 @@ def test_generated_subjects_in_a_node_policy_are_read_by_nats_server(node_store,
     for s in subs:
         quoted = _q(s)
         assert quoted in text and lexer_unquote(quoted) == s, (s, quoted)
+    # the same subjects given to the node by a spec: apply writes the node file, renders and checks it
+    half = subs[: len(subs) // 2]
+    doc = {"version": 1, "operator": {"name": "dchat"}, "accounts": [{"name": "chat"}]}
+    doc["nodes"] = [{"id": "n1", "account": "chat"}]
+    doc["nodes"][0]["policy"] = {"subscribe": {"allow": half}}
+    result = provision.apply(node_store, parse_spec(dump_spec(doc), tmp_path / "s.yaml"))
+    assert not result.rolled_back
+    assert list(NodeFile.load(node_store, "n1").node.policy.subscribe.allow) == half
 
 
 _LEXER_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", '"': '"', "\\": "\\"}
