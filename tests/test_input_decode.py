@@ -414,6 +414,13 @@ def test_plain_files_that_are_not_text_are_refused(store, tmp_path):
     before = state(store.home)
     args = ["export", "creds", "-u", "default", "--passphrase-file", str(pw), "-o", str(tmp_path / "b")]
     assert "not UTF-8 text" in assert_refused(*run(store.home, *args), store.home, before)
+    # a JWT whose payload nests deeper than json reads
+    seg = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode().rstrip("=")
+    head = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"ed25519-nkey"}').decode().rstrip("=")
+    (tmp_path / "deep.jwt").write_text(f"{head}.{seg}.AAAA")
+    before = state(store.home)
+    for args in (["describe", "file", str(tmp_path / "deep.jwt")], ["import", "keys", str(tmp_path / "deep.jwt")]):
+        assert "nested too deeply" in assert_refused(*run(store.home, *args), store.home, before)
     # a JWT whose times are past any calendar is shown with the number, not a crash
     bogus = KeyPair.generate("account")
     from dchat_ops.nsc.jwt import _sign, go_json
