@@ -13,7 +13,7 @@ import re
 
 from dchat_ops.errors import DchatOpsError
 
-__all__ = ["format_time", "parse_duration", "parse_expiry"]
+__all__ = ["format_time", "iso_time", "parse_duration", "parse_expiry"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", re.ASCII)
@@ -55,6 +55,13 @@ def _parse_expiry(text: str, now: int) -> int:
     if d.tzinfo is None:
         d = d.replace(tzinfo=_dt.timezone.utc)
     return int(d.timestamp())
+
+
+def iso_time(t: int) -> str:
+    """``t`` (Unix seconds) as ``YYYY-MM-DDTHH:MM:SSZ``; a time no calendar date stands for as the number."""
+    if not 0 <= t <= MAX_TIME:
+        return str(t)
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def format_time(t: int) -> str:

@@ -3,7 +3,9 @@
 Every expected failure is a :class:`DchatOpsError`; the CLI turns it into a one-line
 message and a non-zero exit code, never a traceback.  Messages never contain secrets: anything
 in a message that looks like an nkey seed (a value typed in the wrong place, a ``${VAR}`` that
-holds one) is replaced by ``S…(a seed, not shown)`` when the error is made.
+holds one) is replaced by ``S…(a seed, not shown)`` when the error is made, a control character (a
+line break in a name, say) is shown escaped so the message stays one line, and a quoted value longer
+than 60 characters is cut to its first 60 and its length.
 
     DchatOpsError
     ├── NKeyError            wrong kind, bad checksum, malformed seed or public key
@@ -39,8 +41,8 @@ from __future__ import annotations
 
 import re
 
-# the error classes (tests/test_public_api.py holds this list to them); SEED_PATTERN and scrub_seeds are
-# importable from here too
+# the error classes (tests/test_public_api.py holds this list to them); SEED_PATTERN, scrub_seeds, cut and
+# clean_message are importable from here too
 __all__ = [
     "ApplyError",
     "BundleError",
@@ -73,16 +75,50 @@ def scrub_seeds(text: str) -> str:
     return SEED_PATTERN.sub(SEED_SHOWN_AS, text)
 
 
+# The characters of a quoted value a message shows at most.
+MAX_SHOWN = 60
+
+
+def cut(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text``, or its first ``limit`` characters and how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} characters)"
+
+
+# A value quoted in a message (as ``{value!r}`` or click's ``'value'`` write it): a quote that no letter or
+# digit precedes, up to the same quote that none follows ("the bundle's content" holds no quoted value).
+_QUOTED = re.compile(r"""(?<![\w])(['"])([^\n]*?)\1(?![\w])""")
+
+
+def _cut_quoted(match: re.Match[str]) -> str:
+    quote, value = match.group(1), match.group(2)
+    return match.group(0) if len(value) <= MAX_SHOWN else f"{quote}{cut(value)}{quote}"
+
+
+# control characters (line breaks first of all) that a message shows escaped, so that it stays one line
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    return repr(match.group(0))[1:-1]
+
+
+def clean_message(text: str) -> str:
+    """``text`` fit to be shown: no seed (see :func:`scrub_seeds`), one line (control characters shown
+    escaped, as ``\\n``), and every long quoted value cut short."""
+    text = _CONTROL.sub(_escape_control, scrub_seeds(text))
+    return _QUOTED.sub(_cut_quoted, text) if len(text) > MAX_SHOWN else text
+
+
 class DchatOpsError(Exception):
     """Base of every expected failure.  ``str(err)`` is a user-facing one-line message, never holding a seed."""
 
     exit_code = 1
 
     def __init__(self, *args: object) -> None:
-        super().__init__(*(scrub_seeds(a) if isinstance(a, str) else a for a in args))
+        super().__init__(*(clean_message(a) if isinstance(a, str) else a for a in args))
 
     def __str__(self) -> str:
-        return scrub_seeds(super().__str__())
+        return clean_message(super().__str__())
 
 
 class NKeyError(DchatOpsError):
@@ -129,9 +165,9 @@ class FieldError(StoreError):
     exit_code = 2
 
     def __init__(self, field: str, reason: str, index: int | None = None, *, message: str | None = None):
-        self.field = scrub_seeds(field)
+        self.field = clean_message(field)
         self.index = index
-        self.reason = scrub_seeds(reason)
+        self.reason = clean_message(reason)
         super().__init__(message if message is not None else f"{self.where}: {self.reason}")
 
     @property

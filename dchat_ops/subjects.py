@@ -12,7 +12,7 @@ group after a space: ``"orders.* workers"``.
 
 from __future__ import annotations
 
-from dchat_ops.errors import ConfigError
+from dchat_ops.errors import SEED_PATTERN, ConfigError
 
 __all__ = ["check_subject", "covering", "covers", "matches", "split_queue"]
 
@@ -49,9 +49,16 @@ def check_subject(entry: str, *, queue_ok: bool = False, wildcards_ok: bool = Tr
         subject, queue = parts
         if any(c in queue for c in ".*>\t\r\n"):
             raise ConfigError(f"{entry!r}: queue group {queue!r} must be one plain token")
-    for ch in ("\t", "\r", "\n", "\x00"):
+    for ch in ("\t", "\r", "\n", "\f", "\x00"):  # what nats-server refuses in a subject (with space)
         if ch in subject:
             raise ConfigError(f"subject {subject!r} contains whitespace or a control character")
+    if SEED_PATTERN.search(entry):  # a secret pasted in the wrong place: subjects are public, and shown
+        raise ConfigError("subject looks like it holds an nkey seed; subjects are public")
+    if not entry.isascii():
+        try:
+            entry.encode("utf-8")
+        except UnicodeEncodeError:  # a byte that was not UTF-8 (on a command line: a lone surrogate)
+            raise ConfigError(f"subject {entry!r} is not valid UTF-8 text") from None
     tokens = subject.split(".")
     for i, tok in enumerate(tokens):
         if tok == "":

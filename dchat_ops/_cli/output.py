@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from dchat_ops.errors import DchatOpsError, scrub_seeds
+from dchat_ops.errors import DchatOpsError, clean_message
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,7 +44,7 @@ def note(message: str) -> None:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {clean_message(message)}", err=True)
     sys.exit(code)
 
 
@@ -64,7 +64,8 @@ def run_cli(cli: click.Command, args=None) -> int:
     except click.ClickException as exc:
         shown = io.StringIO()
         exc.show(file=shown)
-        click.echo(scrub_seeds(shown.getvalue()), err=True, nl=False)  # a seed typed as a value is not echoed
+        # a seed typed as a value is not echoed, a long value is cut; click's usage lines stay lines
+        click.echo("".join(clean_message(line) + "\n" for line in shown.getvalue().splitlines()), err=True, nl=False)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -74,6 +75,6 @@ def run_cli(cli: click.Command, args=None) -> int:
     except Exception as exc:  # a bug: still one line for the user, the traceback on request
         if os.environ.get("DCHAT_OPS_DEBUG"):
             raise
-        text = scrub_seeds(f"{type(exc).__name__}: {exc}")
+        text = clean_message(f"{type(exc).__name__}: {exc}")
         click.echo(f"error: internal error: {text} (set DCHAT_OPS_DEBUG=1 for details)", err=True)
         return EXIT_FAILED

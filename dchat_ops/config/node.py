@@ -26,6 +26,16 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from dchat_ops._decode import (
+    BAD_SCALAR,
+    BAD_SCALAR_MESSAGE,
+    MAX_DEPTH,
+    quietly,
+    read_text,
+    round_trip_yaml,
+    yaml_problem,
+    yaml_too_deep,
+)
 from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
 from dchat_ops.hosts import check_advertise, check_host, check_url
@@ -95,12 +105,8 @@ def read_nodes(store: Store) -> dict[str, Node]:
     for nid in list_nodes(store):
         path = node_path(store, nid)
         try:
-            text = path.read_text()
-        except OSError:
-            continue
-        try:
-            out[nid] = NodeFile.parse(path, text).node
-        except ConfigError:
+            out[nid] = NodeFile.parse(path, read_text(path, ConfigError)).node
+        except (OSError, ConfigError):
             continue
     return out
 
@@ -409,21 +415,29 @@ policy:
 """
 
 
+def _check_depth(path: Path, text: str) -> None:
+    line = yaml_too_deep(text)
+    if line is not None:
+        raise ConfigError(f"{path} (line {line}): nested deeper than {MAX_DEPTH} levels")
+
+
 def _round_trip(path: Path, text: str) -> CommentedMap:
+    _check_depth(path, text)
     try:
-        doc = _yaml().load(text)
+        doc = quietly(_yaml().load, text)
     except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line, problem = yaml_problem(exc, text)
+        where = f" (line {line})" if line else ""
         raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    except BAD_SCALAR:
+        raise ConfigError(f"{path}: not valid YAML: {BAD_SCALAR_MESSAGE}") from None
     if doc is None:
         raise ConfigError(f"{path}: the file is empty")
     return doc
 
 
 def _yaml() -> YAML:
-    y = YAML()
+    y = round_trip_yaml()
     y.preserve_quotes = True
     y.indent(mapping=2, sequence=4, offset=2)
     y.width = 4096
@@ -455,11 +469,13 @@ class NodeFile:
     def load(cls, store: Store, node_id: str) -> NodeFile:
         path = node_path(store, node_id)
         try:
-            text = path.read_text()
+            text = read_text(path, ConfigError)
         except FileNotFoundError:
             raise ConfigError(
                 f"no node named {node_id!r} (expected {path}); create it with 'dchat-ops node add'"
             ) from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
         return cls.parse(path, text)
 
     @classmethod
@@ -469,9 +485,10 @@ class NodeFile:
             return cls(path, None, text, seen[1])
         # read with ruamel's C parser into plain dicts; what that refuses is read round-trip again,
         # whose document says where the problem is, by line
+        _check_depth(path, text)
         try:
-            nf = cls(path, None, text, parse_node(YAML(typ="safe").load(text), path))
-        except (YAMLError, ConfigError):
+            nf = cls(path, None, text, parse_node(quietly(YAML(typ="safe").load, text), path))
+        except (YAMLError, ConfigError, *BAD_SCALAR):
             nf = cls(path, _round_trip(path, text), text)
         if len(_PARSED) > 4096:
             _PARSED.clear()

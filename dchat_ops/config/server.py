@@ -10,7 +10,6 @@ nats-server config; :func:`semantic_check` makes the checks ``nats-server -t`` d
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -63,9 +62,21 @@ class ServerConfig:
     tls: Optional[dict] = None
 
 
+# What nats-server's config lexer reads in a double-quoted string: any UTF-8 text as it is, and the
+# escapes \xXX (one byte), \t, \n, \r, \" and \\ (not JSON's \uXXXX, \b, \f or \/).
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_TO_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group(0)
+    return _ESCAPES.get(c) or f"\\x{ord(c):02x}"
+
+
 def _q(value) -> str:
-    """A double-quoted nats-server config string (JSON escaping is valid there)."""
-    return json.dumps(str(value))
+    """A double-quoted nats-server config string: non-ASCII text written as UTF-8, and only the escapes
+    nats-server's lexer knows (see :data:`_ESCAPES`)."""
+    return '"' + _TO_ESCAPE.sub(_escape, str(value)) + '"'
 
 
 def _tls_block(tls: dict, indent: int = 2) -> str:

@@ -30,13 +30,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from dchat_ops._decode import cut, load_json
 from dchat_ops.errors import BundleError
 from dchat_ops.nsc.keys import KeyPair, x25519_public
 
-__all__ = ["FORMAT", "BundleError", "open_bundle", "seal_bundle"]
+__all__ = ["FORMAT", "BundleError", "check_payload", "open_bundle", "seal_bundle"]
 
 FORMAT = "dchat-ops-bundle"
 SCRYPT_N = 2**15
+# What a bundle may ask of scrypt: we seal with n=2**15, r=8, p=1 (32 MiB, about 0.1 s); a bundle may
+# ask for up to four times the memory and sixteen times the work, never more (a hostile bundle must not
+# make its reader spend gigabytes or minutes before the passphrase is even checked).
+SCRYPT_MAX_MEMORY = 2**27  # bytes: 128 * n * r
+SCRYPT_MAX_WORK = 2**22  # n * r * p
 _INFO = b"dchat-ops bundle v1"
 
 
@@ -44,11 +50,34 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode("ascii")
 
 
-def _unb64(s: Any, what: str) -> bytes:
+def _unb64(s: Any, what: str, size: Optional[tuple[int, int]] = None) -> bytes:
     try:
-        return base64.b64decode(s, validate=True)
+        if not isinstance(s, str):
+            raise TypeError
+        out = base64.b64decode(s, validate=True)
     except (ValueError, TypeError):
         raise BundleError(f"bundle field {what} is damaged") from None
+    if size is not None and not size[0] <= len(out) <= size[1]:
+        raise BundleError(f"bundle field {what} is damaged")
+    return out
+
+
+def _scrypt_parameters(kdf: dict[str, Any]) -> tuple[int, int, int]:
+    n, r, p = kdf.get("n"), kdf.get("r"), kdf.get("p")
+    if not all(type(v) is int for v in (n, r, p)):
+        raise BundleError("bundle key derivation parameters are damaged: n, r and p must be whole numbers")
+    assert isinstance(n, int) and isinstance(r, int) and isinstance(p, int)
+    if not (2**10 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
+        raise BundleError(
+            "bundle key derivation parameters are damaged: n must be a power of two from 2**10 to 2**20, "
+            "r from 1 to 32, p from 1 to 16"
+        )
+    if 128 * n * r > SCRYPT_MAX_MEMORY or n * r * p > SCRYPT_MAX_WORK:
+        raise BundleError(
+            f"bundle key derivation parameters ask too much (n={n}, r={r}, p={p}): at most "
+            f"{SCRYPT_MAX_MEMORY >> 20} MiB and {SCRYPT_MAX_WORK // SCRYPT_N // 8}x the work of what dchat-ops seals with"
+        )
+    return n, r, p
 
 
 def _aad(header: dict[str, Any]) -> bytes:
@@ -88,14 +117,17 @@ def seal_bundle(payload: dict[str, Any], *, passphrase: Optional[str] = None, re
 
 def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise BundleError("not a dchat-ops bundle, or a truncated one") from None
+        doc = load_json(data, "the bundle", BundleError)
+    except BundleError as exc:
+        raise BundleError(f"not a dchat-ops bundle, or a truncated one ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleError("not a dchat-ops bundle")
-    if doc.get("version") != 1 or doc.get("cipher") != "aes-256-gcm" or not isinstance(doc.get("kdf"), dict):
+    version = doc.get("version")
+    if type(version) is not int or version != 1 or doc.get("cipher") != "aes-256-gcm":
         raise BundleError("unsupported bundle version or cipher")
-    ct = _unb64(doc.get("ciphertext", ""), "ciphertext")
+    if not isinstance(doc.get("kdf"), dict):
+        raise BundleError("bundle field kdf is damaged")
+    ct = _unb64(doc.get("ciphertext", ""), "ciphertext", (16, 1 << 40))
     header = {k: v for k, v in doc.items() if k != "ciphertext"}
     return header, ct
 
@@ -106,38 +138,77 @@ def open_bundle(
     """Decrypt a bundle; BundleError for a wrong secret, a damaged or a truncated file."""
     header, ct = _parse(data)
     kdf = header["kdf"]
-    nonce = _unb64(header.get("nonce", ""), "nonce")
-    if kdf.get("name") == "scrypt":
+    nonce = _unb64(header.get("nonce", ""), "nonce", (12, 12))
+    name = kdf.get("name")
+    if name == "scrypt":
         if passphrase is None:
             raise BundleError("this bundle is sealed to a passphrase; give one")
-        try:
-            n, r, p = int(kdf["n"]), int(kdf["r"]), int(kdf["p"])
-            if not (2**10 <= n <= 2**20 and r <= 32 and p <= 16):
-                raise ValueError
-        except (KeyError, ValueError, TypeError):
-            raise BundleError("bundle key derivation parameters are damaged") from None
-        key = _scrypt(passphrase, _unb64(kdf.get("salt", ""), "salt"), n, r, p)
-    elif kdf.get("name") == "x25519-hkdf-sha256":
+        n, r, p = _scrypt_parameters(kdf)
+        key = _scrypt(passphrase, _unb64(kdf.get("salt", ""), "salt", (8, 64)), n, r, p)
+    elif name == "x25519-hkdf-sha256":
+        recipient = kdf.get("recipient")
+        if not isinstance(recipient, str) or not recipient.startswith("X") or len(recipient) != 56:
+            raise BundleError("bundle field kdf.recipient is damaged")
         if curve_key is None:
-            raise BundleError(f"this bundle is sealed to curve key {kdf.get('recipient')}; give its seed")
-        if curve_key.public_key != kdf.get("recipient"):
-            raise BundleError(f"this bundle is sealed to {kdf.get('recipient')}, not to {curve_key.public_key}")
-        eph = _unb64(kdf.get("ephemeral", ""), "ephemeral")
+            raise BundleError(f"this bundle is sealed to curve key {recipient}; give its seed")
+        if curve_key.public_key != recipient:
+            raise BundleError(f"this bundle is sealed to {recipient}, not to {curve_key.public_key}")
+        eph = _unb64(kdf.get("ephemeral", ""), "ephemeral", (32, 32))
         try:
             shared = curve_key.x25519_private().exchange(X25519PublicKey.from_public_bytes(eph))
         except ValueError:
             raise BundleError("bundle ephemeral key is damaged") from None
         key = _hkdf(shared, eph)
     else:
-        raise BundleError(f"unknown bundle key derivation {kdf.get('name')!r}")
+        raise BundleError(f"unknown bundle key derivation {cut(str(name))!r}")
     try:
         plaintext = AESGCM(key).decrypt(nonce, ct, _aad(header))
     except (InvalidTag, ValueError):
         raise BundleError("cannot open the bundle: wrong passphrase or key, or the file was changed") from None
-    try:
-        payload = json.loads(plaintext)
-    except ValueError:
-        raise BundleError("the bundle's content is not valid") from None
-    if not isinstance(payload, dict):
-        raise BundleError("the bundle's content is not valid")
+    payload = load_json(plaintext, "the bundle's content", BundleError)
+    check_payload(payload)
+    assert isinstance(payload, dict)  # check_payload refuses anything else
     return payload
+
+
+# The shape of a bundle's content: each field, and what each item of its list holds (key -> required).
+_ITEMS = {
+    "accounts": {"jwt": True, "name": False},
+    "users": {"jwt": True, "name": False, "account": False},
+}
+
+
+def check_payload(payload: Any) -> None:
+    """BundleError naming the first field of ``payload`` that is not what an export writes."""
+
+    def bad(where: str, what: str) -> BundleError:
+        return BundleError(f"the bundle's content is damaged: {where} {what}")
+
+    if not isinstance(payload, dict):
+        raise bad("the content", "is not a mapping")
+    if "kind" in payload and not isinstance(payload["kind"], str):
+        raise bad("kind", "is not text")
+    op = payload.get("operator")
+    if not isinstance(op, dict):
+        raise bad("operator", "is missing or not a mapping")
+    if not isinstance(op.get("jwt"), str):
+        raise bad("operator.jwt", "is missing or not text")
+    if op.get("name") is not None and not isinstance(op["name"], str):
+        raise bad("operator.name", "is not text")
+    for field, keys in _ITEMS.items():
+        items = payload.get(field, [])
+        if not isinstance(items, list):
+            raise bad(field, "is not a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise bad(f"{field}[{i}]", "is not a mapping")
+            for key, required in keys.items():
+                value = item.get(key)
+                if (value is not None or required) and not isinstance(value, str):
+                    raise bad(f"{field}[{i}].{key}", "is missing or not text" if required else "is not text")
+    seeds = payload.get("seeds", [])
+    if not isinstance(seeds, list):
+        raise bad("seeds", "is not a list")
+    for i, seed in enumerate(seeds):
+        if not isinstance(seed, str):
+            raise bad(f"seeds[{i}]", "is not text")

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dchat_ops._decode import read_text
 from dchat_ops._fs import JOURNAL_NAME, find_temps, process_gone, read_file
-from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError, scrub_seeds
+from dchat_ops._time import iso_time
+from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError, cut, scrub_seeds
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     AccountClaims,
@@ -50,7 +52,7 @@ _T = TypeVar("_T")
 
 
 def _iso(t: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else ""
+    return iso_time(t) if t else ""
 
 
 def effective_limits(account: AccountClaims, user: UserClaims) -> tuple[str, UserPermissionLimits]:
@@ -107,14 +109,14 @@ def describe_token(token: str) -> dict[str, Any]:
 def describe_file(path: Path) -> dict[str, Any]:
     """Describe a ``.jwt`` or ``.creds`` file.  The seed of a creds file is never shown."""
     path = Path(path)
-    if path.exists() and (not path.is_file() or path.stat().st_size > 1 << 20):
-        raise StoreError(f"{path} is not a JWT or creds file")
     try:
-        text = path.read_text()
+        if path.exists() and (not path.is_file() or path.stat().st_size > 1 << 20):
+            raise StoreError(f"{cut(str(path))} is not a JWT or creds file")
+        text = read_text(path, StoreError)
     except FileNotFoundError:
-        raise StoreError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from None
+        raise StoreError(f"no such file: {cut(str(path))}") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {cut(str(path))}: {exc.strerror}") from None
     if "-----BEGIN" in text:
         creds = parse_creds(text)
         d = describe_token(creds.jwt)

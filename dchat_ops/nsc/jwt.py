@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_string  # json.dumps' own (C) string encoder
 from typing import Any, Optional, TypeVar, overload
 
+from dchat_ops._time import iso_time
 from dchat_ops.errors import ChainError, JWTError, NKeyError
 from dchat_ops.nsc.claims import (
     AccountClaims,
@@ -297,6 +298,8 @@ def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
         payload = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
     except (ValueError, UnicodeDecodeError):
         raise JWTError("malformed JWT: header or payload is not base64url JSON") from None
+    except RecursionError:
+        raise JWTError("malformed JWT: header or payload is nested too deeply") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise JWTError("malformed JWT: header and payload must be JSON objects")
     return header, payload, token
@@ -396,7 +399,7 @@ def _check_times(link: str, c: Claims, now: int) -> None:
 
 
 def _iso(t: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return iso_time(t)
 
 
 def _decode_link(link: str, token: str | Claims, cls: type[_C]) -> _C:

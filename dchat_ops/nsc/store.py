@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Optional, TypeVar, Union
 
+from dchat_ops._decode import read_text
 from dchat_ops._fs import FileTransaction, active_transaction, atomic_write, ensure_dir, store_lock, unit_of_work
 from dchat_ops.errors import SEED_PATTERN, FieldError, JWTError, NKeyError, StoreError
 from dchat_ops.home import Home, default_home
@@ -184,9 +185,9 @@ class Store:
 
     def context(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.context_path.read_text())
+            data = json.loads(self.context_path.read_bytes())
             return data if isinstance(data, dict) else {}
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, RecursionError):  # missing or damaged: no current context
             return {}
 
     def set_context(self, **values: str) -> None:
@@ -262,7 +263,7 @@ class Store:
             return kp
         path = self.key_path(public_key)
         try:
-            text = path.read_text()
+            text = read_text(path, StoreError)
         except FileNotFoundError:
             raise StoreError(f"the keystore has no seed for {public_key}") from None
         try:
@@ -286,7 +287,7 @@ class Store:
         """Read and verify a JWT file (an operator or account token already verified by this store is not
         verified again; users, read by the thousand and rarely twice, are not kept)."""
         try:
-            token = path.read_text().strip()
+            token = read_text(path, StoreError).strip()
         except FileNotFoundError:
             raise StoreError(f"no {kind} named {name!r} in the store") from None
         cached = self._decoded.get(token)
@@ -388,7 +389,7 @@ class Store:
     def read_creds(self, operator: str, account: str, user: str) -> str:
         path = self.creds_path(operator, account, user)
         try:
-            return path.read_text()
+            return read_text(path, StoreError)
         except FileNotFoundError:
             raise StoreError(
                 f"no creds for user {user!r} of account {account!r}; run 'dchat-ops generate creds'"

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dchat_ops._decode import read_text
 from dchat_ops._fs import atomic_write, ensure_dir
 from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
-from dchat_ops.nsc.bundle import open_bundle, seal_bundle
+from dchat_ops.nsc.bundle import check_payload, open_bundle, seal_bundle
 from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
 from dchat_ops.nsc.creds import format_creds, parse_creds
 from dchat_ops.nsc.jwt import decode, verify_chain
@@ -180,7 +181,7 @@ class ImportPlan:
 
 def _plan_write(plan: ImportPlan, path: Path, text: str, label: str, force: bool, private: bool = False) -> None:
     try:
-        current = path.read_text()
+        current = path.read_bytes().decode("utf-8", "replace")  # a damaged file differs from any import
     except FileNotFoundError:
         current = None
     if current is not None and current.strip() == text.strip():
@@ -208,6 +209,7 @@ def _import_payload(
 ) -> ImportPlan:
     if not isinstance(payload, dict) or "operator" not in payload:
         raise StoreError("the import holds no operator JWT to verify against")
+    check_payload(payload)
     try:
         op_token = payload["operator"]["jwt"]
         op = decode(op_token, OperatorClaims)
@@ -369,9 +371,9 @@ def import_path(
         if f.suffix not in (".creds", ".nk", ".jwt"):
             continue
         try:
-            text = f.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StoreError(f"cannot read {f}: {exc}") from None
+            text = read_text(f, StoreError).strip()
+        except OSError as exc:
+            raise StoreError(f"cannot read {f}: {exc.strerror}") from None
         if f.suffix == ".creds":
             try:
                 creds = parse_creds(text)
@@ -413,7 +415,7 @@ def read_secret(env: Optional[str] = None, file: Optional[str] = None) -> Option
         return v
     if file:
         try:
-            return Path(file).read_text().rstrip("\n")
+            return read_text(Path(file), StoreError).rstrip("\n")
         except OSError as exc:
             raise StoreError(f"cannot read passphrase file {file}: {exc.strerror}") from None
     return None

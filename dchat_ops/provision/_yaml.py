@@ -10,6 +10,9 @@ numbers, booleans, null and dates come out exactly as they do from ruamel.
 What is not plain data (tags, merge keys, mappings or lists as keys, duplicate keys, several
 documents, an alias of an unknown anchor) is left to ruamel's own loader, which builds it or raises
 the error it raises for it.
+
+Nesting deeper than :data:`dchat_ops._decode.MAX_DEPTH` raises :class:`TooDeep` before any loader
+builds it (ruamel's own loaders recurse per level and fail or crash on very deep documents).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.nodes import ScalarNode
 
-__all__ = ["load_yaml"]
+from dchat_ops._decode import BAD_SCALAR, MAX_DEPTH, quietly, yaml_too_deep
+
+__all__ = ["BadScalar", "TooDeep", "load_yaml"]
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -39,12 +44,36 @@ class _Unsupported(Exception):
     """Something for ruamel's own loader."""
 
 
+class TooDeep(ValueError):
+    """Collections nested deeper than MAX_DEPTH; ``line`` is where the level too many starts."""
+
+    def __init__(self, line: int):
+        super().__init__(f"line {line}: nested deeper than {MAX_DEPTH} levels")
+        self.line = line
+
+
+class BadScalar(ValueError):
+    """A plain scalar ruamel takes for a number or a date that is not one; ``line`` is where (or None)."""
+
+    def __init__(self, value: str, line: int | None):
+        super().__init__(value)
+        self.value = value
+        self.line = line
+
+
 def load_yaml(text: str) -> Any:
-    """``YAML(typ="safe").load(text)``, faster on large documents of plain data."""
+    """``YAML(typ="safe").load(text)``, faster on large documents of plain data; TooDeep for a document
+    nested deeper than MAX_DEPTH."""
     try:
         return _from_events(YAML(typ="safe"), text)
     except _Unsupported:
-        return YAML(typ="safe").load(text)
+        line = yaml_too_deep(text)
+        if line is not None:
+            raise TooDeep(line) from None
+        try:
+            return quietly(YAML(typ="safe").load, text)
+        except BAD_SCALAR as exc:
+            raise BadScalar(str(exc), None) from None
 
 
 class _Mapping:
@@ -72,6 +101,8 @@ def _from_events(yaml: YAML, text: str) -> Any:
             out = value if str(tag) == _STR else constructor.construct_object(ScalarNode(tag, value), deep=True)
         except YAMLError:
             raise _Unsupported from None  # ruamel's loader raises it again, saying where
+        except BAD_SCALAR:
+            raise BadScalar(value, None) from None
         made[value] = out
         return out
 
@@ -106,7 +137,11 @@ def _from_events(yaml: YAML, text: str) -> Any:
                 raise _Unsupported
             value = event.value
             if event.implicit[0] and (any_first or not value or value[0] in implicit_first):
-                value = typed(value)
+                try:
+                    value = typed(value)
+                except BadScalar as exc:
+                    exc.line = event.start_mark.line + 1 if event.start_mark is not None else None
+                    raise
             elif type(value) is str:  # one object per distinct text: keys and subjects repeat in every user
                 value = texts.setdefault(value, value)
             if event.anchor is not None:
@@ -121,6 +156,8 @@ def _from_events(yaml: YAML, text: str) -> Any:
                 anchors[event.anchor] = inner
             add(inner, True)
             stack.append(collection)
+            if len(stack) > MAX_DEPTH:
+                raise TooDeep(event.start_mark.line + 1 if event.start_mark is not None else 1)
         elif kind is MappingEndEvent or kind is SequenceEndEvent:
             stack.pop()
         elif kind is AliasEvent:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ruamel.yaml import YAML
-
+from dchat_ops._decode import round_trip_yaml
 from dchat_ops.config.node import Node, NodeFile, list_nodes
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
 from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS, AccountClaims, AccountLimits, Export, ScopedSigningKey, UserClaims
@@ -193,7 +192,7 @@ def _role_dict(k: ScopedSigningKey) -> dict:
 
 
 def dump_spec(data: dict) -> str:
-    y = YAML()
+    y = round_trip_yaml()
     y.default_flow_style = False
     buf = io.StringIO()
     y.dump(data, buf)

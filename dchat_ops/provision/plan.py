@@ -447,6 +447,7 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
     _plan_removed_accounts(store, spec, p, state, users_state, keep_removed)
     _plan_nodes(store, spec, p)
     _plan_removed_nodes(store, spec, p, state, keep_removed)
+    spec.keep()
     return p
 
 

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,6 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from dchat_ops import __version__
+from dchat_ops._decode import BAD_SCALAR, BAD_SCALAR_MESSAGE, MAX_DEPTH, quietly, read_text, yaml_problem, yaml_too_deep
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import parse_duration, parse_expiry
 from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES
@@ -40,7 +41,7 @@ from dchat_ops.nsc.spec import (
     check_time,
 )
 from dchat_ops.nsc.store import Store, check_name
-from dchat_ops.provision._yaml import load_yaml
+from dchat_ops.provision._yaml import BadScalar, TooDeep, load_yaml
 from dchat_ops.subjects import check_subject
 
 RESPONSE_TYPES = ("Singleton", "Stream", "Chunked")
@@ -345,11 +346,19 @@ class Spec:
     production: bool = False
     text: str = ""
     key: str = ""  # the text's and its environment values' hash: the same key, the same validated data
+    # where the validated data is kept for the next load, once the spec is accepted (see keep())
+    cache_file: Optional[Path] = field(default=None, repr=False, compare=False)
+
+    def keep(self) -> None:
+        """Keep the validated data for the next load of the same text (a plan of it succeeded: a spec
+        refused by the schema or by the plan leaves no cache file)."""
+        if self.cache_file is not None and not self.cache_file.exists():
+            atomic_write(self.cache_file, json.dumps(self.data, default=str), private=True)
 
     def where(self, *keys: Any) -> str:
         """``file:line`` of the item at ``keys`` (e.g. ``"nodes", 0, "id"``); ``file`` when not known."""
         try:
-            node: Any = YAML().load(self.text)
+            node: Any = quietly(YAML().load, self.text)
             parent, last = None, None
             for k in keys:
                 parent, last = node, k
@@ -382,11 +391,9 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
     environment values) is read back from there instead of being parsed again."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path, SpecError)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
     return parse_spec(text, path, cache_dir=cache_dir)
 
 
@@ -415,18 +422,23 @@ def parse_spec(text: str, path: Path = Path("spec.yaml"), *, cache_dir: Optional
     try:
         doc = load_yaml(text)
         data = _validate(doc, path)
+    except TooDeep as exc:
+        raise SpecError(f"{path}:{exc.line}: nested deeper than {MAX_DEPTH} levels") from None
+    except BadScalar as exc:
+        raise SpecError(f"{path}:{exc.line or '?'}: not valid YAML: {BAD_SCALAR_MESSAGE}") from None
     except (SpecError, YAMLError):
+        line = yaml_too_deep(text)  # what the fast path did not reach may be deeper still
+        if line is not None:
+            raise SpecError(f"{path}:{line}: nested deeper than {MAX_DEPTH} levels") from None
         try:
-            rt = YAML().load(text)
+            rt = quietly(YAML().load, text)
         except YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise SpecError(
-                f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML: {getattr(exc, 'problem', None) or exc}"
-            ) from None
+            line, problem = yaml_problem(exc, text)
+            raise SpecError(f"{path}:{line or '?'}: not valid YAML: {problem}") from None
+        except BAD_SCALAR:
+            raise SpecError(f"{path}:?: not valid YAML: {BAD_SCALAR_MESSAGE}") from None
         data = _validate(rt, path)
-    if cache_file is not None:
-        atomic_write(cache_file, json.dumps(data, default=str), private=True)
-    return Spec(path, data, bool(data.get("production", False)), text, key)
+    return Spec(path, data, bool(data.get("production", False)), text, key, cache_file)
 
 
 def _validate(doc, path: Path) -> dict:

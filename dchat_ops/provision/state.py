@@ -38,9 +38,9 @@ def sha(text: str) -> str:
 
 def load_state(store: Store) -> dict:
     try:
-        data = json.loads(state_path(store).read_text())
+        data = json.loads(state_path(store).read_bytes())
         return data if isinstance(data, dict) else {}
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, ValueError, RecursionError):  # missing or damaged: every user is compared
         return {}
 
 

@@ -199,7 +199,7 @@ def _read_jwt(path: Path, tries: int = 5) -> str:
     for _ in range(tries):
         try:
             text = path.read_text().strip()
-        except OSError:  # not there (yet, or any more)
+        except (OSError, UnicodeDecodeError):  # not there (yet, or any more), or half written
             text = ""
         if text == last:
             return text
