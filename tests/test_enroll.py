@@ -621,3 +621,14 @@ def test_users_of_two_enrolled_devices_chat_end_to_end_through_the_operators_jet
     finally:
         for sup in sups:
             sup.down()
+
+
+def test_a_signed_envelope_nested_too_deeply_is_refused_in_one_line():
+    from dchat_ops.errors import EnrollError
+    from dchat_ops.nsc.enroll import KINDS, _b64, _render, unseal
+
+    signer = KeyPair.generate("user")
+    payload = _b64(b'{"kind":"request","x":' + b"[" * 5000 + b"]" * 5000 + b"}")
+    text = _render(KINDS["request"], payload, _b64(signer.sign(payload.encode("ascii"))))
+    with pytest.raises(EnrollError, match="nested too deeply"):
+        unseal(text, "request")

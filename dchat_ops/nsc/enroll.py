@@ -33,6 +33,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Optional
 
+from dchat_ops._decode import load_json
 from dchat_ops.errors import DchatOpsError, EnrollError, JWTError, NKeyError, StoreError
 from dchat_ops.nsc.admin import check_account_jwt, now, user_signer
 from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
@@ -142,10 +143,7 @@ def unseal(text: str | bytes, kind: str, what: str = "") -> dict[str, Any]:
         raise EnrollError(f"not a {what} file, or it was changed (the layout is not the one written)")
     raw = _unb64(lines[1], what)
     sig = _unb64(lines[2], what)
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise EnrollError(f"{what} was changed or is damaged (its body is not JSON)") from None
+    body = load_json(raw, f"{what} was changed or is damaged: its body", EnrollError)
     if not isinstance(body, dict) or body.get("kind") != kind or body.get("version") != 1:
         raise EnrollError(f"{what}: not a version 1 {kind}")
     if _canonical(body) != raw:
@@ -283,11 +281,9 @@ def _devices_dir(store: Store) -> Path:
 def device_record(store: Store, device: str) -> Optional[DeviceRecord]:
     path = _devices_dir(store) / f"{check_name(device, 'device name')}.json"
     try:
-        data = json.loads(path.read_text())
+        data = load_json(path.read_bytes(), str(path), StoreError)
     except FileNotFoundError:
         return None
-    except ValueError:
-        raise StoreError(f"{path}: not JSON") from None
     return data if isinstance(data, dict) else None
 
 
@@ -322,11 +318,9 @@ def _pending_path(home: Path) -> Path:
 def pending(store: Store) -> Optional[dict[str, Any]]:
     """The device's enrollment: what it asked for (and when it was answered: ``imported``), or None."""
     try:
-        data = json.loads(_pending_path(store.home).read_text())
+        data = load_json(_pending_path(store.home).read_bytes(), str(_pending_path(store.home)), StoreError)
     except FileNotFoundError:
         return None
-    except ValueError:
-        raise StoreError(f"{_pending_path(store.home)}: not JSON") from None
     return data if isinstance(data, dict) else None
 
 
