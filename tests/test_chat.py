@@ -23,11 +23,11 @@ def chat_net(store, supervised):
     return store
 
 
-async def online(store, *users):
+async def online(store, *users, **kw):
+    """Each user's client on their own node, with the defaults a person gets (replicas from the cluster)."""
     out = {}
     for u in users:
-        url = f"nats://127.0.0.1:{NodeFile.load(store, u).node.client_port}"
-        out[u] = await ChatClient(ChatIdentity.load(store, u), url, replicas=3).start()
+        out[u] = await ChatClient.on_node(ChatIdentity.load(store, u), store, u, **kw).start()
     return out
 
 
@@ -211,3 +211,44 @@ def test_chat_for_an_account_without_jetstream_fails_fast(store, supervised):
     p, took = _chat_cli(store, "jsnode")
     assert p.returncode == 1 and took < 8, (p.returncode, took, p.stderr)
     assert "JetStream limits" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
+    from dchat_ops.chat.client import MAIL_STREAM
+    from dchat_ops.runtime.supervisor import Supervisor
+
+    c = await online(chat_net, *USERS)
+    try:
+        await befriend(c)
+        js = c["alice"].js
+        assert c["alice"].replicas == 3  # min(3, the cluster's JetStream size), asked of the node
+        for stream in (MAIL_STREAM, "KV_dchat_dir", "KV_dchat_friends", "KV_dchat_groups"):
+            info = await js.stream_info(stream)
+            assert info.config.num_replicas == 3, stream
+            assert len(info.cluster.replicas) == 2, stream  # the leader and two copies, on three nodes
+        # the node that leads the mail stream leaves while the other two users chat
+        gone = (await js.stream_info(MAIL_STREAM)).cluster.leader
+        x, y = [u for u in USERS if u != gone]
+        await c.pop(gone).close()
+        await asyncio.to_thread(Supervisor(chat_net, gone).down)
+        for i in range(10):
+            await c[x].send_dm(y, f"x{i}")
+            await c[y].send_dm(x, f"y{i}")
+            await c[x].send_dm(gone, f"while you were away {i}")
+        assert [(await c[y].next_message(20)).body for _ in range(10)] == [f"x{i}" for i in range(10)]
+        assert [(await c[x].next_message(20)).body for _ in range(10)] == [f"y{i}" for i in range(10)]
+        # it comes back: its user gets everything sent meanwhile, once, in order
+        await asyncio.to_thread(Supervisor(chat_net, gone).up)
+        c[gone] = (await online(chat_net, gone))[gone]
+        got = [(await c[gone].next_message(20)).body for _ in range(10)]
+        assert got == [f"while you were away {i}" for i in range(10)]
+        # two of three gone: nothing can be stored, and the sender is told so
+        await c.pop(y).close()
+        await asyncio.to_thread(Supervisor(chat_net, y).down)
+        await asyncio.to_thread(Supervisor(chat_net, gone).down)
+        c[x].store_timeout = 2
+        with pytest.raises(ChatError, match=f"not stored: JetStream did not confirm the message to {y}"):
+            await c[x].send_dm(y, "lost?")
+        assert [m["body"] for m in c[x].history.messages(f"dm:{y}") if m["direction"] == "out"][-1] == "x9"
+    finally:
+        await close(c)

@@ -18,7 +18,12 @@ CHAT_HELP = """commands: /join ROOM  /leave ROOM  /say ROOM TEXT  /dm USER TEXT 
 @cli.command()
 @click.option("--node", "-n", "node_id", required=True, help="The node to connect to (its user chats).")
 @click.option("--user", "-u", help="The chat user (default: the node's own user).")
-@click.option("--replicas", type=int, default=1, show_default=True, help="Copies of the mail stream and KV buckets.")
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    help="Copies of the mail stream and KV buckets when this client creates them (default: 3, or fewer"
+    " when the node's JetStream cluster has fewer servers).",
+)
 @pass_ctx
 def chat(c: Ctx, node_id, user, replicas):
     """A plain terminal chat client on a node: rooms, sealed direct and group messages, history."""

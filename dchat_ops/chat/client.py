@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -70,6 +70,7 @@ DIR_BUCKET = "dchat_dir"
 FRIENDS_BUCKET = "dchat_friends"
 GROUPS_BUCKET = "dchat_groups"
 MAX_SKEW_MS = 5 * 60 * 1000
+_T = TypeVar("_T")
 
 
 def _tok(name: str) -> str:
@@ -300,6 +301,27 @@ NO_JETSTREAM_WAIT_S = 5.0
 _JS_NOT_ENABLED_FOR_ACCOUNT = 10039
 
 
+# Every message to mail waits for JetStream's acknowledgement; a message not confirmed within
+# STORE_TIMEOUT_S (a leader election after a node left takes a few seconds) is reported to the sender.
+# Retries carry the message id as Nats-Msg-Id, so a retry of a message stored already is not stored twice.
+STORE_TIMEOUT_S = 15.0
+STORE_ATTEMPT_S = 2.0
+DEDUP_WINDOW_S = 120.0
+CLUSTER_SIZE_WAIT_S = 3.0
+
+
+def _jsz_cluster_size(monitor_url: str) -> int:
+    """``meta_cluster.cluster_size`` of a node's ``/jsz``; 0 when it cannot be read."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{monitor_url.rstrip('/')}/jsz", timeout=2) as r:
+            data = json.loads(r.read())
+        return int((data.get("meta_cluster") or {}).get("cluster_size") or 0)
+    except Exception:  # no monitoring port, not HTTP, not JSON: the caller falls back to INFO
+        return 0
+
+
 def _no_jetstream(exc: BaseException) -> str:
     """``"account"`` (JetStream off for the account), ``"server"`` (nobody answers the API), or ``""``."""
     from nats.errors import NoRespondersError
@@ -323,17 +345,26 @@ class ChatClient:
         identity: ChatIdentity,
         url: Union[str, NodeTarget],
         *,
-        replicas: int = 1,
+        replicas: Optional[int] = None,
         on_message: Optional[Callable[[Received], Awaitable[None]]] = None,
+        store_timeout: float = STORE_TIMEOUT_S,
         **connect_kw,
     ):
-        """``url`` is a node's :class:`NodeTarget` (its URL and TLS; see :meth:`on_node`) or a plain URL."""
+        """``url`` is a node's :class:`NodeTarget` (its URL and TLS; see :meth:`on_node`) or a plain URL.
+
+        ``replicas``: copies of the mail stream and of every KV bucket; by default ``min(3, N)`` with N
+        the size of the JetStream cluster the node belongs to, as the node reports it.
+        ``store_timeout``: how long a message to mail may take to be confirmed stored (retried meanwhile).
+        """
         self.me = identity
+        self.monitor_url: Optional[str] = None
         if isinstance(url, NodeTarget):
             connect_kw = {**url.connect_kw(), **connect_kw}
+            self.monitor_url = url.monitor_url
             url = url.url
         self.url = url
         self.replicas = replicas
+        self.store_timeout = store_timeout
         self.on_message = on_message
         self.connect_kw = connect_kw
         self.nc: Optional[Client] = None
@@ -371,6 +402,8 @@ class ChatClient:
             **self.connect_kw,
         )
         self.js = js = self.nc.jetstream(timeout=5)
+        if self.replicas is None:
+            self.replicas = min(3, await self.jetstream_cluster_size())
         started = time.monotonic()
         while True:  # a fresh cluster answers 503 until JetStream has elected its meta leader
             try:
@@ -395,7 +428,7 @@ class ChatClient:
         await self._dir.put(self.me.name, json.dumps(self.me.directory_entry()).encode())
         await self._load_friends()
         await self._load_groups()
-        await self._bind_mailbox()
+        await self._retrying(self._bind_mailbox)
         self._loop_task = asyncio.get_running_loop().create_task(self._mail_loop())
         return self
 
@@ -418,16 +451,21 @@ class ChatClient:
         from nats.js.api import KeyValueConfig, StorageType, StreamConfig
         from nats.js.errors import BadRequestError
 
-        assert self.js is not None, "start() first"
+        assert self.js is not None and self.replicas is not None, "start() first"
         try:
             await self.js.add_stream(
                 StreamConfig(
-                    name=MAIL_STREAM, subjects=chat_subjects(), num_replicas=self.replicas, storage=StorageType.FILE
+                    name=MAIL_STREAM,
+                    subjects=chat_subjects(),
+                    num_replicas=self.replicas,
+                    storage=StorageType.FILE,
+                    duplicate_window=DEDUP_WINDOW_S,
                 )
             )
         except BadRequestError as exc:
             if "already in use" not in str(exc):
                 raise
+            await self._grow_replicas(MAIL_STREAM)
         for bucket in (DIR_BUCKET, FRIENDS_BUCKET, GROUPS_BUCKET):
             try:
                 await self.js.key_value(bucket)
@@ -437,6 +475,48 @@ class ChatClient:
                 except BadRequestError as exc:
                     if "already in use" not in str(exc):
                         raise
+            else:
+                await self._grow_replicas(f"KV_{bucket}")
+
+    async def _retrying(self, step: Callable[[], Awaitable[_T]], wait: float = LEADER_WAIT_S) -> _T:
+        """``step()``, again while JetStream answers 503 (a replicated asset placed a moment ago, a peer
+        catching up, a leader being elected), for up to ``wait`` seconds."""
+        from nats.js.errors import ServiceUnavailableError
+
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return await step()
+            except ServiceUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+    async def _grow_replicas(self, stream: str) -> None:
+        """An existing stream (or bucket) with fewer copies than this client asks for gets more."""
+        assert self.js is not None and self.replicas is not None, "start() first"
+        info = await self.js.stream_info(stream)
+        if (info.config.num_replicas or 1) < self.replicas:
+            info.config.num_replicas = self.replicas
+            await self.js.update_stream(info.config)
+
+    async def jetstream_cluster_size(self) -> int:
+        """How many servers the node's JetStream cluster has, as the node reports it: the meta group's
+        size from its monitoring port (``/jsz``) when known, else the servers its INFO lists; 1 alone."""
+        info = self.nc._server_info if self.nc is not None else {}
+        if not info.get("cluster"):
+            return 1
+        servers = max(1, len(info.get("connect_urls") or []))
+        if not self.monitor_url:
+            return servers
+        # a cluster that has just elected its meta leader may not count every server yet: wait a moment
+        # for the meta group to reach the servers the node knows (those without JetStream never join it)
+        deadline = time.monotonic() + CLUSTER_SIZE_WAIT_S
+        while True:
+            size = await asyncio.to_thread(_jsz_cluster_size, self.monitor_url)
+            if size >= servers or time.monotonic() > deadline:
+                return size or servers
+            await asyncio.sleep(0.1)
 
     async def _bind_mailbox(self) -> None:
         """The user's durable consumer: its own mail and its groups' messages, in stream order."""
@@ -535,10 +615,37 @@ class ChatClient:
         return self._aead(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), aad)
 
     # sending -----------------------------------------------------------------------------------------
+    async def _store(self, subject: str, env: dict) -> int:
+        """Publish an envelope to mail and wait until JetStream confirms it stored; retried (same
+        message id, so stored once) until ``store_timeout``; :class:`ChatError` when not confirmed.
+        Returns the stream sequence."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import APIError, NoStreamResponseError
+
+        assert self.js is not None, "start() first"
+        data = json.dumps(env).encode()
+        deadline = time.monotonic() + self.store_timeout
+        last = ""
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                ack = await self.js.publish(
+                    subject, data, timeout=max(0.2, min(STORE_ATTEMPT_S, left)), headers={"Nats-Msg-Id": env["id"]}
+                )
+                return ack.seq
+            except (NatsTimeout, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError, APIError) as exc:
+                last = str(exc) or type(exc).__name__
+            if deadline - time.monotonic() <= 0.25:
+                raise ChatError(
+                    f"not stored: JetStream did not confirm the message to {env['to']} within "
+                    f"{self.store_timeout:g}s ({last}); it was not sent, try again"
+                )
+            await asyncio.sleep(0.25)
+
     async def send_dm(self, to: str, text: str) -> str:
         env = self._envelope("dm", to, text.encode(), key=self._pair_key(to))
-        assert self.nc is not None, "start() first"
-        await self.nc.publish(mail_subject(to), json.dumps(env).encode())
+        await self._store(mail_subject(to), env)
         self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
         self._commit_soon()
         return env["id"]
@@ -573,7 +680,7 @@ class ChatClient:
         meta["sig"] = _b64(self.me.user_key.sign(_canonical(meta)))
         await self._groups_kv.put(group, json.dumps(meta).encode())
         self.groups[group] = _Group(self.me.name, members, version, {version: key})
-        await self._bind_mailbox()
+        await self._retrying(self._bind_mailbox)
 
     async def _load_groups(self) -> None:
         try:
@@ -619,8 +726,7 @@ class ChatClient:
         if g is None:
             raise ChatError(f"not a member of group {group}")
         env = self._envelope("group", group, text.encode(), key=g.keys[g.version], version=g.version)
-        assert self.nc is not None, "start() first"
-        await self.nc.publish(group_subject(group), json.dumps(env).encode())
+        await self._store(group_subject(group), env)
         self.history.add(env["id"], env["ts"], "out", "group", group, f"group:{group}", text)
         self._commit_soon()
         return env["id"]
@@ -629,7 +735,7 @@ class ChatClient:
         """Start receiving a group this user was added to (reads its key, widens the mailbox)."""
         if await self._refresh_group(group) is None:
             raise ChatError(f"not a member of group {group}")
-        await self._bind_mailbox()
+        await self._retrying(self._bind_mailbox)
 
     # rooms -------------------------------------------------------------------------------------------
     async def join_room(self, room: str, store: Optional[Store] = None) -> None:
