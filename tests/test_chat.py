@@ -120,14 +120,8 @@ async def test_joining_a_room_allows_it_live_on_the_node(chat_net):
     try:
         await c["bob"].join_room("lobby", store=chat_net)  # allow-sub room.lobby on bob's node, live
         assert "room.lobby" in NodeFile.load(chat_net, "bob").node.policy.subscribe.allow
-        await asyncio.sleep(0.3)
-        for _ in range(50):
-            await c["alice"].send_room("lobby", "hello room")
-            try:
-                m = await c["bob"].next_message(0.1)
-                break
-            except asyncio.TimeoutError:
-                continue
+        await c["alice"].send_room("lobby", "hello room")  # joined means live: the first message arrives
+        m = await c["bob"].next_message(10)
         assert (m.kind, m.body, m.sender) == ("room", "hello room", "alice")
     finally:
         await close(c)
@@ -177,40 +171,67 @@ async def test_terminal_client_sends_and_shows_history(chat_net):
         await close(c)
 
 
-def _chat_cli(store, node_id):
+def _exe():
     import os
-    import subprocess
     import sys
+
+    return os.path.join(os.path.dirname(sys.executable), "dchat-ops")
+
+
+def _chat_cli(store, node_id, *args):
+    import subprocess
     import time
 
-    exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
     t0 = time.monotonic()
     p = subprocess.run(
-        [exe, "--home", str(store.home), "chat", "--node", node_id], input="/quit\n", capture_output=True, text=True
+        [_exe(), "--home", str(store.home), "chat", "--node", node_id, *args],
+        input="/quit\n",
+        capture_output=True,
+        text=True,
     )
     return p, time.monotonic() - t0
 
 
-def test_chat_on_a_node_without_jetstream_fails_fast_with_a_hint(store, supervised):
+def _cli(store, *args):
+    import subprocess
+
+    p = subprocess.run([_exe(), "--home", str(store.home), *args], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_chat_without_jetstream_says_how_to_turn_it_on_and_the_fixes_work(store, supervised):
     from dchat_ops.config import nodes
 
     nodes.add_node(store, "plain", cluster=False)
     supervised("plain")
     p, took = _chat_cli(store, "plain")
     assert p.returncode == 1 and took < 8, (p.returncode, took, p.stderr)
+    path = NodeFile.load(store, "plain").path
     assert p.stderr.strip().splitlines() == [
-        "error: node plain has no JetStream: the chat needs it (node add --jetstream, and account JetStream limits)"
+        f"error: node plain has no JetStream, which the chat needs: add 'jetstream: {{enabled: true}}' "
+        f"to {path} and run 'dchat-ops node reload plain'"
     ]
-
-
-def test_chat_for_an_account_without_jetstream_fails_fast(store, supervised):
-    from dchat_ops.config import nodes
-
-    nodes.add_node(store, "jsnode", cluster=False, jetstream=True)
-    supervised("jsnode")
-    p, took = _chat_cli(store, "jsnode")
-    assert p.returncode == 1 and took < 8, (p.returncode, took, p.stderr)
-    assert "JetStream limits" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    # a user that does not exist: what to do, not a wrong creds hint
+    p, _ = _chat_cli(store, "plain", "--user", "zed")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        "error: no user 'zed' in account 'chat': a chat user is a node's own user ('dchat-ops node add zed ...')"
+        " or a user of the account ('dchat-ops add user zed -a chat')"
+    ]
+    # the first fix, as the message gives it
+    with open(path, "a") as f:
+        f.write("jetstream: {enabled: true}\n")
+    _cli(store, "node", "reload", "plain")
+    p, took = _chat_cli(store, "plain")
+    assert p.returncode == 1 and took < 10, (p.returncode, took, p.stderr)
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "'dchat-ops edit account chat --js-mem -1 --js-disk -1', then 'dchat-ops push'" in p.stderr
+    # the second fix, as that message gives it: now the chat starts
+    _cli(store, "edit", "account", "chat", "--js-mem", "-1", "--js-disk", "-1")
+    _cli(store, "push")
+    p, _ = _chat_cli(store, "plain")
+    assert p.returncode == 0 and "connected as plain to node plain" in p.stdout, p.stderr
 
 
 async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
@@ -251,4 +272,78 @@ async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
             await c[x].send_dm(y, "lost?")
         assert [m["body"] for m in c[x].history.messages(f"dm:{y}") if m["direction"] == "out"][-1] == "x9"
     finally:
+        await close(c)
+
+
+class Term:
+    """The terminal client as a person uses it: a line typed, then what it prints is read."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.seen: list[str] = []
+
+    @classmethod
+    async def open(cls, store, node, *args):
+        proc = await asyncio.create_subprocess_exec(
+            _exe(),
+            "--home",
+            str(store.home),
+            "chat",
+            "--node",
+            node,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        t = cls(proc)
+        await t.expect(f"connected as {node}")
+        return t
+
+    async def type(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def expect(self, text: str, timeout: float = 20) -> str:
+        async def read():
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(f"the client ended before printing {text!r}: {self.seen}")
+                line = raw.decode().rstrip("\n")
+                self.seen.append(line)
+                if text in line:
+                    return line
+
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no {text!r} within {timeout}s: {self.seen}") from None
+
+    async def quit(self) -> int:
+        if self.proc.returncode is None:
+            try:
+                await self.type("/quit")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode
+
+
+async def test_joined_room_means_the_next_message_arrives(chat_net):
+    c = await online(chat_net, "alice")
+    bob = await Term.open(chat_net, "bob")
+    try:
+        for room in ("r1", "r2", "r3"):
+            await bob.type(f"/join {room}")
+            await bob.expect(f"joined room {room}")
+            await c["alice"].send_room(room, f"first in {room}")  # at once: no wait, no retry
+            await bob.expect(f"alice: first in {room}")
+        assert await bob.quit() == 0
+    finally:
+        await bob.quit()
         await close(c)

@@ -48,7 +48,8 @@ def chat(c: Ctx, node_id, user, replicas):
         except ChatError:
             if node.jetstream is None:  # a node of a cluster may reach its peers' JetStream: say so only now
                 raise DchatOpsError(
-                    f"node {node_id} has no JetStream: the chat needs it (node add --jetstream, and account JetStream limits)"
+                    f"node {node_id} has no JetStream, which the chat needs: add 'jetstream: {{enabled: true}}' "
+                    f"to {NodeFile.load(store, node_id).path} and run 'dchat-ops node reload {node_id}'"
                 ) from None
             raise
         click.echo(f"connected as {ident.name} to node {node_id}\n{CHAT_HELP}")

@@ -130,6 +130,7 @@ class ChatIdentity:
     operator_jwt: str
     account_jwt: str
     home: Path
+    account: str = ""
 
     @classmethod
     def load(cls, store: Store, user: str, account: Optional[str] = None) -> ChatIdentity:
@@ -138,6 +139,16 @@ class ChatIdentity:
         account = account or store.default_account()
         op = store.current_operator()
         creds_path = store.creds_path(op, account, user)
+        if user not in store.user_names(account):
+            raise ChatError(
+                f"no user {user!r} in account {account!r}: a chat user is a node's own user "
+                f"('dchat-ops node add {user} ...') or a user of the account ('dchat-ops add user {user} -a {account}')"
+            )
+        if not creds_path.exists():
+            raise ChatError(
+                f"user {user!r} of account {account!r} has no creds file: "
+                f"run 'dchat-ops generate creds -a {account} -u {user}'"
+            )
         creds = parse_creds(store.read_creds(op, account, user))
         folder = store.home / "chat" / user
         ensure_dir(folder, private=True)
@@ -160,6 +171,7 @@ class ChatIdentity:
             store.operator().token,
             store.account(account).token,
             folder,
+            account,
         )
 
     def directory_entry(self) -> dict:
@@ -308,6 +320,7 @@ STORE_TIMEOUT_S = 15.0
 STORE_ATTEMPT_S = 2.0
 DEDUP_WINDOW_S = 120.0
 CLUSTER_SIZE_WAIT_S = 3.0
+ROOM_CONFIRM_S = 10.0
 
 
 def _jsz_cluster_size(monitor_url: str) -> int:
@@ -414,8 +427,9 @@ class ChatClient:
                 why = _no_jetstream(exc)
                 if why == "account" and waited > NO_JETSTREAM_WAIT_S:
                     raise ChatError(
-                        f"JetStream is not enabled for {self.me.name}'s account on {self.url}: "
-                        "give the account JetStream limits (edit account --js-mem/--js-disk)"
+                        f"JetStream is not enabled for {self.me.name}'s account on {self.url}: give the account "
+                        f"JetStream limits ('dchat-ops edit account {self.me.account or 'ACCOUNT'} --js-mem -1 "
+                        "--js-disk -1', then 'dchat-ops push')"
                     ) from None
                 if why == "server" and waited > NO_RESPONDERS_WAIT_S:
                     raise ChatError(f"no JetStream answers on {self.url}: the node has no JetStream") from None
@@ -745,6 +759,9 @@ class ChatClient:
         soon as the re-issued creds allow it; mail and KV stay on the main connection, undisturbed.
         """
 
+        subject = room_subject(room)
+        if room in self.rooms:
+            return
         if self._rooms_client is None:
             self._rooms_client = await ManagedClient(
                 self.url,
@@ -753,9 +770,38 @@ class ChatClient:
                 name=f"dchat-{self.me.name}-rooms",
                 **self.connect_kw,
             ).start()
+        rc = self._rooms_client
         if store is not None:
-            await asyncio.to_thread(apply_node_edit, store, self.me.name, "allow-sub", room_subject(room))
-        self.rooms[room] = await self._rooms_client.subscribe(room_subject(room), cb=self._on_room)
+            await asyncio.to_thread(apply_node_edit, store, self.me.name, "allow-sub", subject)
+            await self._rooms_on_current_creds()
+        seen = len(rc.errors)
+        ms = await rc.subscribe(subject, cb=self._on_room)
+        await rc.flush(timeout=ROOM_CONFIRM_S)  # the server answers a refused SUB before this PONG
+        await asyncio.sleep(0)  # nats-py hands -ERR to the error callback in a task of its own
+        refused = [e for e in rc.errors[seen:] if "permissions violation" in e.lower() and f'"{subject}"' in e]
+        if refused:
+            await ms.unsubscribe()
+            raise ChatError(
+                f"{self.me.name} may not subscribe to {subject} on {self.url}: "
+                f"allow it on the user's node ('dchat-ops allow-sub {subject} --node NODE')"
+            )
+        self.rooms[room] = ms
+
+    async def _rooms_on_current_creds(self, timeout: float = ROOM_CONFIRM_S) -> None:
+        """Wait until the rooms connection runs on the creds file as it is now (re-issued by allow-sub)."""
+        assert self._rooms_client is not None
+        rc = self._rooms_client
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                jwt = parse_creds(self.me.creds_path.read_text()).jwt
+            except (OSError, ValueError, DchatOpsError):
+                jwt = ""
+            if jwt and rc._jwt == jwt:
+                return
+            if time.monotonic() > deadline:
+                raise ChatError(f"the rooms connection of {self.me.name} did not move to its new creds in {timeout:g}s")
+            await asyncio.sleep(0.01)
 
     async def leave_room(self, room: str) -> None:
         sub = self.rooms.pop(room, None)
