@@ -65,27 +65,29 @@ async def test_dm_history_and_unknown_sender(chat_net):
 
 
 async def test_group_key_rotates_when_a_member_leaves(chat_net):
+    from dchat_ops.chat.client import MAIL_STREAM, group_subject
+
     c = await online(chat_net, *USERS)
     try:
         await befriend(c)
         await c["alice"].create_group("team", ["bob", "carol"])
-        for u in ("bob", "carol"):
-            await c[u].join_group("team")
         await c["alice"].send_group("team", "v1 message")
-        for u in ("bob", "carol"):
+        for u in ("bob", "carol"):  # online members need nothing more: they follow the groups bucket
             assert (await c[u].next_message(10)).body == "v1 message"
         await c["alice"].remove_member("team", "carol")
         assert c["alice"].groups["team"].version == 2
         await c["alice"].send_group("team", "v2 secret")
         assert (await c["bob"].next_message(10)).body == "v2 secret"
-        # carol still fetches the ciphertext from the stream, but has no key for version 2
-        assert await asyncio.to_thread(wait_for, lambda: any("no group key" in e for e in c["carol"].errors), 5)
+        assert await asyncio.to_thread(wait_for, lambda: "team" not in c["carol"].groups, 5)
+        # carol can still read the ciphertext from the stream, but has no key for version 2
+        raw = await c["carol"].js.get_last_msg(MAIL_STREAM, group_subject("team"))
+        assert await c["carol"]._receive(raw.data) is None
+        assert any("no group key: team v2" in e for e in c["carol"].errors)
         assert c["carol"].inbox.empty()
         with pytest.raises(ChatError):
             await c["carol"].send_group("team", "am I still in?")
         # adding her back rotates again and she reads what comes next
         await c["alice"].add_member("team", "carol")
-        await c["carol"].join_group("team")
         await c["alice"].send_group("team", "v3 welcome back")
         assert (await c["carol"].next_message(10)).body == "v3 welcome back"
     finally:
@@ -241,6 +243,7 @@ async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
     c = await online(chat_net, *USERS)
     try:
         await befriend(c)
+        await c["alice"].create_group("all", ["bob", "carol"])
         js = c["alice"].js
         assert c["alice"].replicas == 3  # min(3, the cluster's JetStream size), asked of the node
         for stream in (MAIL_STREAM, "KV_dchat_dir", "KV_dchat_friends", "KV_dchat_groups"):
@@ -256,15 +259,24 @@ async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
             await c[x].send_dm(y, f"x{i}")
             await c[y].send_dm(x, f"y{i}")
             await c[x].send_dm(gone, f"while you were away {i}")
-        assert [(await c[y].next_message(20)).body for _ in range(10)] == [f"x{i}" for i in range(10)]
+        await c[x].send_group("all", "the group still works")
+        assert [(await c[y].next_message(20)).body for _ in range(11)] == [f"x{i}" for i in range(10)] + [
+            "the group still works"
+        ]
         assert [(await c[x].next_message(20)).body for _ in range(10)] == [f"y{i}" for i in range(10)]
         # it comes back: its user gets everything sent meanwhile, once, in order
         await asyncio.to_thread(Supervisor(chat_net, gone).up)
         c[gone] = (await online(chat_net, gone))[gone]
-        got = [(await c[gone].next_message(20)).body for _ in range(10)]
-        assert got == [f"while you were away {i}" for i in range(10)]
+        got = []
+        try:
+            for _ in range(11):
+                got.append((await c[gone].next_message(20)).body)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{gone} got {got}; errors {c[gone].errors}") from None
+        assert sorted(got) == sorted([f"while you were away {i}" for i in range(10)] + ["the group still works"])
         # two of three gone: nothing can be stored, and the sender is told so
         await c.pop(y).close()
+        await c.pop(gone).close()
         await asyncio.to_thread(Supervisor(chat_net, y).down)
         await asyncio.to_thread(Supervisor(chat_net, gone).down)
         c[x].store_timeout = 2
@@ -280,7 +292,8 @@ class Term:
 
     def __init__(self, proc):
         self.proc = proc
-        self.seen: list[str] = []
+        self.seen: list[str] = []  # everything it printed
+        self.unread: list[str] = []  # what no expect() has matched yet (output order across tasks may vary)
 
     @classmethod
     async def open(cls, store, node, *args):
@@ -305,6 +318,10 @@ class Term:
         await self.proc.stdin.drain()
 
     async def expect(self, text: str, timeout: float = 20) -> str:
+        for i, line in enumerate(self.unread):
+            if text in line:
+                return self.unread.pop(i)
+
         async def read():
             while True:
                 raw = await self.proc.stdout.readline()
@@ -314,6 +331,7 @@ class Term:
                 self.seen.append(line)
                 if text in line:
                     return line
+                self.unread.append(line)
 
         try:
             return await asyncio.wait_for(read(), timeout)
@@ -347,3 +365,49 @@ async def test_joined_room_means_the_next_message_arrives(chat_net):
     finally:
         await bob.quit()
         await close(c)
+
+
+async def test_groups_reach_online_members_at_once_from_the_terminal(chat_net):
+    import sqlite3
+
+    t = {u: await Term.open(chat_net, u) for u in USERS}
+    try:
+        a, b, cl = t["alice"], t["bob"], t["carol"]
+        await a.type("/mkgroup team bob")
+        await a.expect("created group team: alice, bob")
+        await a.type("/group team hello team")  # at once: bob's client learns of the group meanwhile
+        await b.expect("* you are in group team (owner alice; alice, bob)")
+        await b.expect("[group:team] alice: hello team")
+        await a.type("/add-member team carol")
+        await a.expect("added carol to group team (new key version 2)")
+        await a.type("/group team welcome carol")
+        await cl.expect("[group:team] alice: welcome carol")
+        await b.expect("[group:team] alice: welcome carol")
+        await cl.type("/members team")
+        await cl.expect("alice (owner), bob, carol")
+        await cl.type("/group team thanks")
+        await a.expect("[group:team] carol: thanks")
+        await b.expect("[group:team] carol: thanks")
+        # carol is taken out: a new key she is not given, and she reads nothing sent after
+        await a.type("/remove-member team carol")
+        await a.expect("removed carol from group team (new key version 3)")
+        await cl.expect("* you are no longer in group team")
+        await a.type("/group team after carol")
+        await b.expect("[group:team] alice: after carol")
+        # bob leaves: the owner takes him out and rotates the key
+        await b.type("/leave-group team")
+        await b.expect("left group team; alice (its owner) takes you out")
+        await a.expect("* bob left group team (new key version 4)")
+        await a.type("/groups")
+        await a.expect("team: owner alice, 1 members, key version 4")
+        await b.type("/groups")
+        await b.expect("no groups yet")
+        for u in USERS:
+            assert await t[u].quit() == 0
+        db = sqlite3.connect(str(chat_net.home / "chat" / "carol" / "history.db"))
+        bodies = [r[0] for r in db.execute("SELECT body FROM messages WHERE conversation='group:team'")]
+        db.close()
+        assert "welcome carol" in bodies and "after carol" not in bodies
+    finally:
+        for term in t.values():
+            await term.quit()

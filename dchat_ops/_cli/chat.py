@@ -12,7 +12,8 @@ from dchat_ops.errors import ChatError, DchatOpsError
 # --- chat ----------------------------------------------------------------------------------------------
 
 CHAT_HELP = """commands: /join ROOM  /leave ROOM  /say ROOM TEXT  /dm USER TEXT  /group NAME TEXT
-          /mkgroup NAME USER...  /add-friend USER  /friends  /history [CONVERSATION]  /quit"""
+          /mkgroup NAME USER...  /groups  /members NAME  /add-member NAME USER  /remove-member NAME USER
+          /leave-group NAME  /add-friend USER  /friends  /history [CONVERSATION]  /quit"""
 
 
 @cli.command()
@@ -42,9 +43,14 @@ def chat(c: Ctx, node_id, user, replicas):
     async def on_message(m):
         click.echo(f"[{m.conversation}] {m.sender}: {m.body}")
 
+    async def on_notice(text):
+        click.echo(f"* {text}")
+
     async def session():
         try:
-            client = await ChatClient.on_node(ident, store, node, replicas=replicas, on_message=on_message).start()
+            client = await ChatClient.on_node(
+                ident, store, node, replicas=replicas, on_message=on_message, on_notice=on_notice
+            ).start()
         except ChatError:
             if node.jetstream is None:  # a node of a cluster may reach its peers' JetStream: say so only now
                 raise DchatOpsError(
@@ -94,7 +100,27 @@ async def _chat_command(client, store, line: str) -> bool:
         await client.send_group(args[0], args[1])
     elif cmd == "/mkgroup" and len(args) == 2:
         await client.create_group(args[0], args[1].split())
-        click.echo(f"created group {args[0]}")
+        click.echo(f"created group {args[0]}: {', '.join(client.groups[args[0]].members)}")
+    elif cmd == "/groups":
+        groups = client.group_list()
+        for g in groups:
+            click.echo(f"{g['group']}: owner {g['owner']}, {len(g['members'])} members, key version {g['version']}")
+        if not groups:
+            click.echo("no groups yet: /mkgroup NAME USER...")
+    elif cmd == "/members" and args[0]:
+        g = client.groups.get(args[0])
+        if g is None:
+            click.echo(f"error: not a member of group {args[0]}")
+        else:
+            click.echo(", ".join(f"{m} (owner)" if m == g.owner else m for m in g.members))
+    elif cmd == "/add-member" and len(args) == 2:
+        await client.add_member(args[0], args[1].strip())
+        click.echo(f"added {args[1].strip()} to group {args[0]} (new key version {client.groups[args[0]].version})")
+    elif cmd == "/remove-member" and len(args) == 2:
+        await client.remove_member(args[0], args[1].strip())
+        click.echo(f"removed {args[1].strip()} from group {args[0]} (new key version {client.groups[args[0]].version})")
+    elif cmd == "/leave-group" and args[0]:
+        click.echo(await client.leave_group(args[0]))
     elif cmd == "/add-friend":
         entry = await client.add_friend(args[0])
         click.echo(f"{args[0]} is a friend (key {entry['user_key'][:12]}..., verified)")

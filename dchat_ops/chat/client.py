@@ -224,6 +224,7 @@ class History:
             id TEXT PRIMARY KEY, ts INTEGER, direction TEXT, kind TEXT, peer TEXT, conversation TEXT,
             body TEXT, status TEXT, received_at INTEGER)""")
         db.execute("CREATE TABLE IF NOT EXISTS rejected (at INTEGER, reason TEXT, detail TEXT)")
+        db.execute("CREATE TABLE IF NOT EXISTS left_groups (grp TEXT PRIMARY KEY, version INTEGER)")
         db.commit()
         try:
             os.chmod(path, 0o600)
@@ -272,6 +273,15 @@ class History:
         keys = ("id", "ts", "direction", "kind", "peer", "conversation", "body", "status")
         return [dict(zip(keys, r, strict=False)) for r in reversed(rows)]
 
+    def leave(self, group: str, version: int) -> None:
+        self._open_db().execute("INSERT OR REPLACE INTO left_groups VALUES (?,?)", (group, version))
+        self._open_db().commit()
+
+    def left_at(self, group: str) -> int:
+        """The group version this user left at (0: never left)."""
+        row = self._open_db().execute("SELECT version FROM left_groups WHERE grp=?", (group,)).fetchone()
+        return int(row[0]) if row else 0
+
     def rejections(self) -> list[dict]:
         return [{"at": a, "reason": r, "detail": d} for a, r, d in self._open_db().execute("SELECT * FROM rejected")]
 
@@ -301,6 +311,7 @@ class _Group:
     members: list[str]
     version: int
     keys: dict[int, bytes] = field(default_factory=dict)
+    since: int = 0  # the mail stream sequence from which this user reads the group
 
 
 # How long start() waits for JetStream: a fresh cluster answers 503 until it elects its meta leader.
@@ -360,6 +371,7 @@ class ChatClient:
         *,
         replicas: Optional[int] = None,
         on_message: Optional[Callable[[Received], Awaitable[None]]] = None,
+        on_notice: Optional[Callable[[str], Awaitable[None]]] = None,
         store_timeout: float = STORE_TIMEOUT_S,
         **connect_kw,
     ):
@@ -379,6 +391,8 @@ class ChatClient:
         self.replicas = replicas
         self.store_timeout = store_timeout
         self.on_message = on_message
+        self.on_notice = on_notice
+        self.notices: list[str] = []
         self.connect_kw = connect_kw
         self.nc: Optional[Client] = None
         self.js: Optional[JetStreamContext] = None
@@ -393,6 +407,11 @@ class ChatClient:
         self._aeads: dict[bytes, ChaCha20Poly1305] = {}
         self._pull: Optional[JetStreamContext.PullSubscription] = None
         self._loop_task: Optional[asyncio.Task] = None
+        self._watch_task: Optional[asyncio.Task] = None
+        self._background: set[asyncio.Future] = set()
+        self._groups_watch: Any = None
+        self._bind_lock = asyncio.Lock()
+        self._mailbox_filters: Optional[set[str]] = None
         self._closing = False
         self._commit_pending = False
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
@@ -444,12 +463,18 @@ class ChatClient:
         await self._load_groups()
         await self._retrying(self._bind_mailbox)
         self._loop_task = asyncio.get_running_loop().create_task(self._mail_loop())
+        # follow the groups bucket: a group this user is put in (or taken out of) counts at once
+        self._groups_watch = await self._retrying(lambda: self._groups_kv.watchall())
+        self._watch_task = asyncio.get_running_loop().create_task(self._follow_groups())
         return self
 
     async def close(self) -> None:
         if self._rooms_client is not None:
             await self._rooms_client.close()
         self._closing = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.wait({self._watch_task}, timeout=3)
         if self._loop_task:
             # a flag as well as cancel(): on Python 3.11 a cancel that lands as a fetch times out can be
             # swallowed inside asyncio.wait_for, and the loop would go on
@@ -458,7 +483,10 @@ class ChatClient:
         if self.nc is not None and not self.nc.is_closed:
             # close, not drain: every delivered message is acked already, and draining a pull
             # subscription would wait out its pending fetch
-            await self.nc.close()
+            try:
+                await self.nc.close()
+            except (OSError, asyncio.TimeoutError):  # the node went away meanwhile: nothing left to close
+                pass
         self.history.close()
 
     async def _ensure_infrastructure(self) -> None:
@@ -533,26 +561,125 @@ class ChatClient:
             await asyncio.sleep(0.1)
 
     async def _bind_mailbox(self) -> None:
-        """The user's durable consumer: its own mail and its groups' messages, in stream order."""
+        """The user's durable consumer: its own mail and its groups' messages, in stream order.
+
+        A group that joins the filter is caught up from the stream position its owner recorded when
+        this user was added (``since``): what was sent to it between then and now is read once
+        (messages that also come through the consumer are recognised by their id)."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-        filters = [mail_subject(self.me.name)] + [group_subject(g) for g in sorted(self.groups)]
-        durable = f"mbox-{_tok(self.me.name)}"
-        cfg = ConsumerConfig(
-            durable_name=durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            max_ack_pending=10000,
-            ack_wait=30,
-        )
-        if len(filters) == 1:
-            cfg.filter_subject = filters[0]
-        else:
-            cfg.filter_subjects = filters
+        async with self._bind_lock:
+            filters = [mail_subject(self.me.name)] + [group_subject(g) for g in sorted(self.groups)]
+            durable = f"mbox-{_tok(self.me.name)}"
+            assert self.js is not None, "start() first"
+            if self._mailbox_filters is None:
+                try:
+                    ci = await self.js.consumer_info(MAIL_STREAM, durable)
+                    self._mailbox_filters = set(ci.config.filter_subjects or []) | (
+                        {ci.config.filter_subject} if ci.config.filter_subject else set()
+                    )
+                except Exception:  # not made yet
+                    self._mailbox_filters = set()
+            added = [g for g in sorted(self.groups) if group_subject(g) not in self._mailbox_filters]
+            if set(filters) != self._mailbox_filters:
+                cfg = ConsumerConfig(
+                    durable_name=durable,
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    max_ack_pending=10000,
+                    ack_wait=30,
+                )
+                if len(filters) == 1:
+                    cfg.filter_subject = filters[0]
+                else:
+                    cfg.filter_subjects = filters
+                await self.js.add_consumer(MAIL_STREAM, cfg)
+                self._mailbox_filters = set(filters)
+            if self._pull is None:
+                self._pull = await self.js.pull_subscribe_bind(durable=durable, stream=MAIL_STREAM)
+        for g in added:
+            await self._catch_up(g)
+
+    async def _catch_up(self, group: str) -> None:
+        """Read a group's messages from where this user was added, once (an ephemeral consumer)."""
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        g = self.groups.get(group)
+        if g is None or not g.since:
+            return
         assert self.js is not None, "start() first"
-        await self.js.add_consumer(MAIL_STREAM, cfg)
-        if self._pull is None:
-            self._pull = await self.js.pull_subscribe_bind(durable=durable, stream=MAIL_STREAM)
+        cfg = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=g.since,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        try:
+            sub = await self.js.pull_subscribe(group_subject(group), stream=MAIL_STREAM, config=cfg)
+        except Exception as exc:
+            self.errors.append(f"group {group}: cannot read what came before: {exc}")
+            return
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(100, timeout=1)
+                except (NatsTimeout, asyncio.TimeoutError):
+                    break
+                for m in msgs:
+                    await self._receive(m.data, catch_up=True)
+                if not msgs or msgs[-1].metadata.num_pending == 0:
+                    break
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # the consumer goes away by itself after its inactive threshold
+                pass
+
+    async def _follow_groups(self) -> None:
+        """Apply every change of the groups bucket as it happens."""
+        assert self._groups_watch is not None
+        while not self._closing:
+            try:
+                entry = await self._groups_watch.updates(timeout=3600)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # nats-py's timeout: nothing changed for an hour
+                continue
+            if entry is None or entry.key is None:
+                continue
+            try:
+                await self._group_changed(entry.key, None if entry.operation else entry.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors.append(f"group {entry.key}: {exc}")
+
+    async def _group_changed(self, group: str, value: Optional[bytes]) -> None:
+        was = self.groups.get(group)
+        before = (was.version, tuple(was.members)) if was else None
+        if value is None:  # deleted by its owner
+            self.groups.pop(group, None)
+            g = None
+        else:
+            g = await self._refresh_group(group, _loads(value))
+        if g is None and was is not None:
+            self._notice(f"you are no longer in group {group}")
+        elif g is not None and was is None:
+            self._notice(f"you are in group {group} (owner {g.owner}; {', '.join(g.members)})")
+        elif g is not None and before != (g.version, tuple(g.members)):
+            self._notice(f"group {group} now has {', '.join(g.members)} (key version {g.version})")
+        if (g is None) != (was is None):
+            await self._retrying(self._bind_mailbox)
+
+    def _notice(self, text: str) -> None:
+        self.notices.append(text)
+        if self.on_notice is not None:
+            task = asyncio.ensure_future(self.on_notice(text))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # friends -----------------------------------------------------------------------------------------
     async def lookup(self, name: str) -> dict:
@@ -587,7 +714,7 @@ class ChatClient:
         """The key this user and ``peer`` both derive from their curve keys."""
         key = self._pair_keys.get(peer)
         if key is None:
-            entry = self.friends.get(peer)
+            entry = self.friends.get(peer) if peer != self.me.name else self.me.directory_entry()
             if entry is None:
                 raise ChatError(f"{peer} is not a friend: add them first")
             shared = self.me.curve_key.x25519_private().exchange(x25519_public(entry["curve_key"]))
@@ -665,16 +792,50 @@ class ChatClient:
         return env["id"]
 
     async def create_group(self, group: str, members: list[str]) -> None:
-        """Create a group owned by this user; its key is handed to every member."""
+        """Create a group owned by this user; its key is handed to every member (looked up in the
+        directory and verified, for members not yet friends)."""
+        if group in self.groups or await self._group_meta(group) is not None:
+            raise ChatError(f"group {group} exists already")
         await self._publish_group(group, sorted(set(members) | {self.me.name}), version=1)
 
     async def add_member(self, group: str, name: str) -> None:
         g = self._owned(group)
+        if name in g.members:
+            raise ChatError(f"{name} is in group {group} already")
         await self._publish_group(group, sorted(set(g.members) | {name}), g.version + 1)
 
     async def remove_member(self, group: str, name: str) -> None:
+        """Take ``name`` out of ``group``: a new key, which ``name`` is not given."""
         g = self._owned(group)
+        if name not in g.members:
+            raise ChatError(f"{name} is not in group {group}")
+        if name == self.me.name:
+            raise ChatError(f"you own {group}: leave it to delete it")
         await self._publish_group(group, [m for m in g.members if m != name], g.version + 1)
+
+    async def leave_group(self, group: str) -> str:
+        """Leave a group: its owner deletes it; a member stops reading it at once and asks the owner
+        (through mail) to take them out, which rotates the key. Returns what happened."""
+        g = self.groups.get(group)
+        if g is None:
+            raise ChatError(f"not a member of group {group}")
+        if g.owner == self.me.name:
+            await self._groups_kv.delete(group)
+            self.groups.pop(group, None)
+            await self._retrying(self._bind_mailbox)
+            return f"deleted group {group} (you owned it)"
+        env = self._envelope("group-leave", group, group.encode(), key=self._pair_key(g.owner))
+        await self._store(mail_subject(g.owner), env)
+        self.history.leave(group, g.version)
+        self.groups.pop(group, None)
+        await self._retrying(self._bind_mailbox)
+        return f"left group {group}; {g.owner} (its owner) takes you out and changes its key"
+
+    def group_list(self) -> list[dict]:
+        return [
+            {"group": name, "owner": g.owner, "members": list(g.members), "version": g.version}
+            for name, g in sorted(self.groups.items())
+        ]
 
     def _owned(self, group: str) -> _Group:
         g = self.groups.get(group)
@@ -682,18 +843,39 @@ class ChatClient:
             raise ChatError(f"only the owner of {group} changes its members")
         return g
 
+    async def _group_meta(self, group: str) -> Optional[dict]:
+        try:
+            return _loads((await self._groups_kv.get(group)).value)
+        except Exception:
+            return None
+
     async def _publish_group(self, group: str, members: list[str], version: int) -> None:
+        for m in members:
+            if m != self.me.name and m not in self.friends:
+                await self.add_friend(m)
+        old = self.groups.get(group)
+        js = self.js
+        assert js is not None, "start() first"
+        # where each member starts reading: kept for those in it already, the stream's end for new ones
+        next_seq = (await self._retrying(lambda: js.stream_info(MAIL_STREAM))).state.last_seq + 1
+        prev = (await self._group_meta(group) or {}).get("since", {}) if old else {}
+        since = {m: int(prev.get(m, next_seq)) for m in members}
         key = os.urandom(32)
         sealed = {}
-        for m in members:
-            if m == self.me.name:
-                continue
-            env = self._envelope("group-key", m, key, key=self._pair_key(m))
-            sealed[m] = env
-        meta = {"group": group, "owner": self.me.name, "members": members, "version": version, "keys": sealed}
+        for m in members:  # the owner too: a restarted client reads its own groups' keys from here
+            sealed[m] = self._envelope("group-key", m, key, key=self._pair_key(m))
+        meta = {
+            "group": group,
+            "owner": self.me.name,
+            "members": members,
+            "version": version,
+            "keys": sealed,
+            "since": since,
+        }
         meta["sig"] = _b64(self.me.user_key.sign(_canonical(meta)))
         await self._groups_kv.put(group, json.dumps(meta).encode())
-        self.groups[group] = _Group(self.me.name, members, version, {version: key})
+        g = _Group(self.me.name, members, version, {**(old.keys if old else {}), version: key}, since[self.me.name])
+        self.groups[group] = g
         await self._retrying(self._bind_mailbox)
 
     async def _load_groups(self) -> None:
@@ -704,12 +886,12 @@ class ChatClient:
         for k in keys:
             await self._refresh_group(k)
 
-    async def _refresh_group(self, group: str) -> Optional[_Group]:
-        try:
-            meta = _loads((await self._groups_kv.get(group)).value)
-        except Exception:
-            return None
-        if self.me.name not in meta.get("members", []):
+    async def _refresh_group(self, group: str, meta: Optional[dict] = None) -> Optional[_Group]:
+        if meta is None:
+            meta = await self._group_meta(group)
+            if meta is None:
+                return None
+        if self.me.name not in meta.get("members", []) or meta.get("version", 0) <= self.history.left_at(group):
             self.groups.pop(group, None)
             return None
         owner = meta["owner"]
@@ -725,9 +907,8 @@ class ChatClient:
             return None
         g = self.groups.get(group) or _Group(owner, meta["members"], meta["version"])
         g.members, g.version, g.owner = meta["members"], meta["version"], owner
+        g.since = int((meta.get("since") or {}).get(self.me.name, 0))
         if meta["version"] not in g.keys:
-            if owner == self.me.name:
-                return g
             env = meta["keys"].get(self.me.name)
             if env is None:
                 return None
@@ -839,7 +1020,7 @@ class ChatClient:
                 await self._receive(m.data)
                 await m.ack()
 
-    async def _receive(self, data: bytes, room: bool = False) -> Optional[Received]:
+    async def _receive(self, data: bytes, room: bool = False, catch_up: bool = False) -> Optional[Received]:
         try:
             env = json.loads(data)
             sender, kind, msg_id = env["from"], env["kind"], env["id"]
@@ -849,7 +1030,7 @@ class ChatClient:
         if sender == self.me.name:
             return None
         peer = self.friends.get(sender)
-        if peer is None and kind == "group":
+        if peer is None and kind in ("group", "group-leave"):
             g = self.groups.get(env.get("to", ""))
             if g is not None and sender in g.members:
                 try:
@@ -871,7 +1052,8 @@ class ChatClient:
             self._reject("bad signature", f"{sender} {msg_id}")
             return None
         if self.history.seen(msg_id):  # a valid message seen before: a replay
-            self._reject("replay", msg_id)
+            if not catch_up:  # catching up a group reads what the mailbox may have brought already
+                self._reject("replay", msg_id)
             return None
         if env["ts"] > time.time() * 1000 + MAX_SKEW_MS:
             self._reject("from the future", msg_id)
@@ -886,7 +1068,8 @@ class ChatClient:
                 if g is None or env.get("key_version") not in g.keys:
                     g = await self._refresh_group(group)
                 if g is None or env.get("key_version") not in g.keys:
-                    self._reject("no group key", f"{group} v{env.get('key_version')}")
+                    if not catch_up:  # a catch-up may start before the version this user was given
+                        self._reject("no group key", f"{group} v{env.get('key_version')}")
                     return None
                 if sender not in g.members:
                     self._reject("not a member", f"{sender} in {group}")
@@ -896,13 +1079,22 @@ class ChatClient:
             elif kind == "room":
                 body = _unb64(env["body"]).decode()
                 conv = f"room:{env['to']}"
+            elif kind == "group-leave":
+                self._open(env, self._pair_key(sender))
+                group = env["to"]
+                g = self.groups.get(group)
+                if g is not None and g.owner == self.me.name and sender in g.members:
+                    await self.remove_member(group, sender)
+                    self._notice(f"{sender} left group {group} (new key version {g.version + 1})")
+                return None
             else:
                 self._reject("unknown kind", kind)
                 return None
         except (InvalidTag, ValueError, KeyError):
             self._reject("cannot decrypt", msg_id)
             return None
-        self.history.add(msg_id, env["ts"], "in", kind, sender, conv, body)
+        if not self.history.add(msg_id, env["ts"], "in", kind, sender, conv, body):
+            return None  # the same message from the mailbox and a group's catch-up: shown once
         self.history.commit()
         r = Received(msg_id, kind, sender, conv, body, env["ts"])
         await self.inbox.put(r)
