@@ -43,23 +43,58 @@ async def close(clients):
         await c.close()
 
 
-async def test_dm_history_and_unknown_sender(chat_net):
+async def test_dm_history_and_first_contact(chat_net):
     c = await online(chat_net, *USERS)
     try:
         await c["alice"].add_friend("bob")
         await c["bob"].add_friend("alice")
         await c["alice"].send_dm("bob", "hi bob")
         m = await c["bob"].next_message(10)
-        assert (m.sender, m.body, m.kind) == ("alice", "hi bob", "dm")
-        # carol is not bob's friend: her message is refused even though she can seal it to him
-        await c["carol"].add_friend("bob")
-        await c["carol"].send_dm("bob", "let me in")
-        assert await asyncio.to_thread(wait_for, lambda: any("unknown sender: carol" in e for e in c["bob"].errors), 5)
-        assert c["bob"].inbox.empty()
+        assert (m.sender, m.body, m.kind, m.request) == ("alice", "hi bob", "dm", False)
+        # carol is not bob's friend: her message is verified against the directory and shown as a request
+        assert not await c["carol"].knows_me("bob")
+        await c["carol"].send_dm("bob", "let me in")  # looks bob up in the directory first
+        m = await c["bob"].next_message(10)
+        assert (m.sender, m.body, m.request) == ("carol", "let me in", True)
+        assert any("carol is not your friend yet" in n for n in c["bob"].notices)
+        hist = c["bob"].history.messages("dm:carol")
+        assert [(h["direction"], h["body"], h["status"]) for h in hist] == [("in", "let me in", "request")]
+        await c["bob"].accept("carol")
+        assert await c["carol"].knows_me("bob")
+        await c["carol"].send_dm("bob", "thanks")
+        assert (await c["bob"].next_message(10)).request is False
         hist = c["bob"].history.messages("dm:alice")
         assert [(h["direction"], h["body"], h["status"]) for h in hist] == [("in", "hi bob", "verified")]
         assert c["alice"].history.messages("dm:bob")[0]["direction"] == "out"
-        assert any(r["reason"] == "unknown sender" for r in c["bob"].history.rejections())
+    finally:
+        await close(c)
+
+
+async def test_first_contact_that_does_not_verify_is_kept_until_accepted(chat_net):
+    from dchat_ops.nsc.keys import KeyPair
+
+    c = await online(chat_net, *USERS)
+    try:
+        await c.pop("alice").close()  # alice is offline while carol writes to her
+        await c["carol"].send_dm("alice", "first words")
+        # and carol's directory entry is replaced by a forged one meanwhile
+        genuine = (await c["carol"]._dir.get("carol")).value
+        forged = dict(json.loads(genuine), curve_key=KeyPair.generate("curve").public_key)
+        await c["carol"]._dir.put("carol", json.dumps(forged).encode())
+        c.update(await online(chat_net, "alice"))
+        alice = c["alice"]
+        for _ in range(200):  # the history is read on the loop's thread
+            if alice.history.pending("carol"):
+                break
+            await asyncio.sleep(0.05)
+        assert "not signed by its user key" in alice.history.pending("carol")[0]["reason"]
+        assert any("could not be verified" in n and "/accept carol" in n for n in alice.notices)
+        assert alice.inbox.empty()
+        # the genuine entry is back: accepting shows what was kept
+        await c["carol"]._dir.put("carol", genuine)
+        kept = await alice.accept("carol")
+        assert [(m.sender, m.body, m.request) for m in kept] == [("carol", "first words", False)]
+        assert alice.history.pending() == []
     finally:
         await close(c)
 
@@ -156,8 +191,6 @@ async def test_terminal_client_sends_and_shows_history(chat_net):
             "chat",
             "--node",
             "alice",
-            "--replicas",
-            "3",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -167,8 +200,10 @@ async def test_terminal_client_sends_and_shows_history(chat_net):
         assert proc.returncode == 0, err.decode()
         assert "connected as alice" in text and "bob is a friend" in text
         assert "dm:bob -> bob: hello from the terminal" in text
-        # bob had not added alice: her DM reached his mailbox and was refused as from an unknown sender
-        assert await asyncio.to_thread(wait_for, lambda: any("unknown sender: alice" in e for e in c["bob"].errors), 5)
+        # bob had not added alice: she is told, and he gets it as a contact request
+        assert "* stored for bob, who has not added you yet: it reaches them as a contact request" in text
+        m = await c["bob"].next_message(10)
+        assert (m.sender, m.body, m.request) == ("alice", "hello from the terminal", True)
     finally:
         await close(c)
 
@@ -408,6 +443,28 @@ async def test_groups_reach_online_members_at_once_from_the_terminal(chat_net):
         bodies = [r[0] for r in db.execute("SELECT body FROM messages WHERE conversation='group:team'")]
         db.close()
         assert "welcome carol" in bodies and "after carol" not in bodies
+    finally:
+        for term in t.values():
+            await term.quit()
+
+
+async def test_first_contact_from_the_terminal(chat_net):
+    t = {u: await Term.open(chat_net, u) for u in ("alice", "carol")}
+    try:
+        a, cl = t["alice"], t["carol"]
+        await cl.type("/dm alice hello, we have not met")  # no /add-friend first
+        await cl.expect("* stored for alice, who has not added you yet: it reaches them as a contact request")
+        await a.expect("* carol is not your friend yet")
+        await a.expect("[dm:carol] carol (contact request: /accept carol): hello, we have not met")
+        await a.type("/accept carol")
+        await a.expect("carol is a friend (verified)")
+        await cl.type("/dm alice glad to be friends")
+        await a.expect("[dm:carol] carol: glad to be friends")
+        await cl.type("/history dm:alice")
+        await cl.expect("dm:alice -> alice: glad to be friends")
+        assert sum("has not added you" in line for line in cl.seen) == 1  # the second DM: no such note
+        for term in t.values():
+            assert await term.quit() == 0
     finally:
         for term in t.values():
             await term.quit()

@@ -13,7 +13,7 @@ from dchat_ops.errors import ChatError, DchatOpsError
 
 CHAT_HELP = """commands: /join ROOM  /leave ROOM  /say ROOM TEXT  /dm USER TEXT  /group NAME TEXT
           /mkgroup NAME USER...  /groups  /members NAME  /add-member NAME USER  /remove-member NAME USER
-          /leave-group NAME  /add-friend USER  /friends  /history [CONVERSATION]  /quit"""
+          /leave-group NAME  /add-friend USER  /accept USER  /friends  /history [CONVERSATION]  /quit"""
 
 
 @cli.command()
@@ -41,7 +41,8 @@ def chat(c: Ctx, node_id, user, replicas):
     ident = ChatIdentity.load(store, user or node.user, node.account)
 
     async def on_message(m):
-        click.echo(f"[{m.conversation}] {m.sender}: {m.body}")
+        request = f" (contact request: /accept {m.sender})" if m.request else ""
+        click.echo(f"[{m.conversation}] {m.sender}{request}: {m.body}")
 
     async def on_notice(text):
         click.echo(f"* {text}")
@@ -96,6 +97,11 @@ async def _chat_command(client, store, line: str) -> bool:
         await client.send_room(args[0], args[1])
     elif cmd == "/dm" and len(args) == 2:
         await client.send_dm(args[0], args[1])
+        if not await client.knows_me(args[0]):
+            click.echo(f"* stored for {args[0]}, who has not added you yet: it reaches them as a contact request")
+    elif cmd == "/accept" and args[0]:
+        kept = await client.accept(args[0])
+        click.echo(f"{args[0]} is a friend (verified){f'; {len(kept)} kept messages shown' if kept else ''}")
     elif cmd == "/group" and len(args) == 2:
         await client.send_group(args[0], args[1])
     elif cmd == "/mkgroup" and len(args) == 2:

@@ -225,6 +225,8 @@ class History:
             body TEXT, status TEXT, received_at INTEGER)""")
         db.execute("CREATE TABLE IF NOT EXISTS rejected (at INTEGER, reason TEXT, detail TEXT)")
         db.execute("CREATE TABLE IF NOT EXISTS left_groups (grp TEXT PRIMARY KEY, version INTEGER)")
+        db.execute("""CREATE TABLE IF NOT EXISTS pending (
+            id TEXT PRIMARY KEY, sender TEXT, data BLOB, reason TEXT, received_at INTEGER)""")
         db.commit()
         try:
             os.chmod(path, 0o600)
@@ -273,6 +275,25 @@ class History:
         keys = ("id", "ts", "direction", "kind", "peer", "conversation", "body", "status")
         return [dict(zip(keys, r, strict=False)) for r in reversed(rows)]
 
+    def keep_pending(self, msg_id: str, sender: str, data: bytes, reason: str) -> bool:
+        cur = self._open_db().execute(
+            "INSERT OR IGNORE INTO pending VALUES (?,?,?,?,?)", (msg_id, sender, data, reason, int(time.time() * 1000))
+        )
+        self._open_db().commit()
+        return cur.rowcount == 1
+
+    def pending(self, sender: Optional[str] = None) -> list[dict]:
+        q = "SELECT id, sender, data, reason FROM pending"
+        args: tuple[str, ...] = ()
+        if sender is not None:
+            q, args = q + " WHERE sender=?", (sender,)
+        rows = self._open_db().execute(q + " ORDER BY rowid", args).fetchall()
+        return [{"id": i, "sender": s, "data": bytes(d), "reason": r} for i, s, d, r in rows]
+
+    def drop_pending(self, msg_id: str) -> None:
+        self._open_db().execute("DELETE FROM pending WHERE id=?", (msg_id,))
+        self._open_db().commit()
+
     def leave(self, group: str, version: int) -> None:
         self._open_db().execute("INSERT OR REPLACE INTO left_groups VALUES (?,?)", (group, version))
         self._open_db().commit()
@@ -303,6 +324,7 @@ class Received:
     conversation: str
     body: str
     ts: int
+    request: bool = False  # a DM from someone not (yet) a friend, verified against the directory
 
 
 @dataclass
@@ -399,6 +421,9 @@ class ChatClient:
         self.history = History(identity.home / "history.db")
         self.errors: list[str] = []
         self.friends: dict[str, dict] = {}
+        # people who wrote first, their directory entries verified: not friends until accepted
+        self.contacts: dict[str, dict] = {}
+        self._knows_me: set[str] = set()
         self.groups: dict[str, _Group] = {}
         self.rooms: dict[str, ManagedSubscription] = {}
         # follows the creds file when allow-sub re-issues them
@@ -693,7 +718,32 @@ class ChatClient:
         entry = await self.lookup(name)
         await self._friends_kv.put(f"{self.me.name}.{name}", json.dumps(entry).encode())
         self.friends[name] = entry
+        self.contacts.pop(name, None)
+        self._pair_keys.pop(name, None)
         return entry
+
+    async def accept(self, name: str) -> list[Received]:
+        """Make ``name`` a friend (their directory entry verified now), and deliver what they sent
+        that could not be verified before; returns those messages."""
+        await self.add_friend(name)
+        out = []
+        for p in self.history.pending(name):
+            self.history.drop_pending(p["id"])
+            r = await self._receive(p["data"])
+            if r is not None:
+                out.append(r)
+        return out
+
+    async def knows_me(self, name: str) -> bool:
+        """Whether ``name`` has this user as a friend (their friends list in KV)."""
+        if name in self._knows_me:
+            return True
+        try:
+            await self._friends_kv.get(f"{name}.{self.me.name}")
+        except Exception:  # no such key
+            return False
+        self._knows_me.add(name)
+        return True
 
     async def _load_friends(self) -> None:
         try:
@@ -711,10 +761,12 @@ class ChatClient:
 
     # crypto ------------------------------------------------------------------------------------------
     def _pair_key(self, peer: str) -> bytes:
-        """The key this user and ``peer`` both derive from their curve keys."""
+        """The key this user and ``peer`` (a friend, or a contact who wrote first) both derive from their curve keys."""
         key = self._pair_keys.get(peer)
         if key is None:
-            entry = self.friends.get(peer) if peer != self.me.name else self.me.directory_entry()
+            entry = self.friends.get(peer) or self.contacts.get(peer)
+            if peer == self.me.name:
+                entry = self.me.directory_entry()
             if entry is None:
                 raise ChatError(f"{peer} is not a friend: add them first")
             shared = self.me.curve_key.x25519_private().exchange(x25519_public(entry["curve_key"]))
@@ -785,6 +837,9 @@ class ChatClient:
             await asyncio.sleep(0.25)
 
     async def send_dm(self, to: str, text: str) -> str:
+        """Seal and send; someone not yet a friend is looked up in the directory (verified) and added."""
+        if to not in self.friends:
+            await self.add_friend(to)
         env = self._envelope("dm", to, text.encode(), key=self._pair_key(to))
         await self._store(mail_subject(to), env)
         self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
@@ -1037,6 +1092,27 @@ class ChatClient:
                     peer = await self.add_friend(sender)
                 except ChatError:
                     peer = None
+        request = False
+        if peer is None and kind == "dm" and not room:
+            # first contact: kept either way; delivered at once when the sender's directory entry verifies
+            peer = self.contacts.get(sender)
+            if peer is None:
+                try:
+                    peer = await self.lookup(sender)
+                except ChatError as exc:
+                    if self.history.keep_pending(msg_id, sender, data, str(exc)):
+                        self.errors.append(f"kept unverified: {sender} {msg_id}: {exc}")
+                        self._notice(
+                            f"a message from {sender} could not be verified ({exc}); it is kept: "
+                            f"/accept {sender} once their directory entry verifies"
+                        )
+                    return None
+                self.contacts[sender] = peer
+                self._notice(
+                    f"{sender} is not your friend yet; their messages are verified against the directory "
+                    f"and shown as requests: /accept {sender} to add them"
+                )
+            request = True
         if peer is None and not room:
             self._reject("unknown sender", sender)
             return None
@@ -1093,10 +1169,11 @@ class ChatClient:
         except (InvalidTag, ValueError, KeyError):
             self._reject("cannot decrypt", msg_id)
             return None
-        if not self.history.add(msg_id, env["ts"], "in", kind, sender, conv, body):
+        status = "request" if request else "verified"
+        if not self.history.add(msg_id, env["ts"], "in", kind, sender, conv, body, status):
             return None  # the same message from the mailbox and a group's catch-up: shown once
         self.history.commit()
-        r = Received(msg_id, kind, sender, conv, body, env["ts"])
+        r = Received(msg_id, kind, sender, conv, body, env["ts"], request)
         await self.inbox.put(r)
         if self.on_message is not None:
             await self.on_message(r)
