@@ -468,3 +468,44 @@ async def test_first_contact_from_the_terminal(chat_net):
     finally:
         for term in t.values():
             await term.quit()
+
+
+async def test_terminal_echo_unread_paging_help_and_ctrl_c(chat_net):
+    import re
+    import signal
+
+    a, b = await Term.open(chat_net, "alice"), await Term.open(chat_net, "bob")
+    try:
+        await a.type("/dm bob hi")
+        echo = await a.expect("[dm:bob] alice: hi")  # local echo, with the time
+        assert re.fullmatch(r"\d\d:\d\d:\d\d \[dm:bob\] alice: hi", echo), echo
+        line = await b.expect("[dm:alice] alice (contact request: /accept alice): hi")
+        assert re.match(r"\d\d:\d\d:\d\d ", line) and line.endswith("(1 unread)"), line
+        await b.type("/unread")
+        await b.expect("dm:alice 1")
+        for i in range(24):
+            await a.type(f"/dm bob n{i}")
+        await b.expect("alice (contact request: /accept alice): n23")
+        await b.type("/history dm:alice")
+        await b.expect("dm:alice <- alice: n23")
+        await b.expect("-- page 1; older: /history dm:alice 2")
+        await b.type("/unread")
+        await b.expect("nothing unread")
+        b.unread.clear()  # page 1 as printed: not looked at further
+        await b.type("/history dm:alice 2")
+        first = await b.expect("dm:alice <- alice:")
+        assert first.endswith("dm:alice <- alice: hi"), first
+        await b.expect("dm:alice <- alice: n3")
+        await b.type("/help")
+        await b.expect("/history [CONVERSATION [PAGE]]")
+        await b.type("/nonsense")
+        await b.expect("unknown command or missing arguments: /nonsense (/help lists the commands)")
+        # Ctrl-C at the prompt: the client ends without waiting for another line
+        b.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(b.proc.wait(), 15) == 130
+        rest = (await b.proc.stdout.read()).decode()
+        assert "Traceback" not in rest and "Aborted" not in rest, rest
+        assert await a.quit() == 0
+    finally:
+        await a.quit()
+        await b.quit()

@@ -264,14 +264,15 @@ class History:
         if self.db is not None:
             self.db.commit()
 
-    def messages(self, conversation: Optional[str] = None, limit: int = 50) -> list[dict]:
+    def messages(self, conversation: Optional[str] = None, limit: int = 50, skip: int = 0) -> list[dict]:
+        """The newest ``limit`` messages (of a conversation) after skipping the ``skip`` newest, oldest first."""
         q = "SELECT id, ts, direction, kind, peer, conversation, body, status FROM messages"
         args: tuple = ()
         if conversation:
             q += " WHERE conversation=?"
             args = (conversation,)
-        q += " ORDER BY rowid DESC LIMIT ?"
-        rows = self._open_db().execute(q, (*args, limit)).fetchall()
+        q += " ORDER BY rowid DESC LIMIT ? OFFSET ?"
+        rows = self._open_db().execute(q, (*args, limit, skip)).fetchall()
         keys = ("id", "ts", "direction", "kind", "peer", "conversation", "body", "status")
         return [dict(zip(keys, r, strict=False)) for r in reversed(rows)]
 
