@@ -929,9 +929,18 @@ class ChatClient:
             "since": since,
         }
         meta["sig"] = _b64(self.me.user_key.sign(_canonical(meta)))
-        await self._groups_kv.put(group, json.dumps(meta).encode())
-        g = _Group(self.me.name, members, version, {**(old.keys if old else {}), version: key}, since[self.me.name])
-        self.groups[group] = g
+        # ours before the put: the watch then sees our own change as nothing new
+        self.groups[group] = _Group(
+            self.me.name, members, version, {**(old.keys if old else {}), version: key}, since[self.me.name]
+        )
+        try:
+            await self._groups_kv.put(group, json.dumps(meta).encode())
+        except BaseException:
+            if old is None:
+                self.groups.pop(group, None)
+            else:
+                self.groups[group] = old
+            raise
         await self._retrying(self._bind_mailbox)
 
     async def _load_groups(self) -> None:
@@ -1162,7 +1171,7 @@ class ChatClient:
                 g = self.groups.get(group)
                 if g is not None and g.owner == self.me.name and sender in g.members:
                     await self.remove_member(group, sender)
-                    self._notice(f"{sender} left group {group} (new key version {g.version + 1})")
+                    self._notice(f"{sender} left group {group} (new key version {self.groups[group].version})")
                 return None
             else:
                 self._reject("unknown kind", kind)
