@@ -355,6 +355,7 @@ STORE_ATTEMPT_S = 2.0
 DEDUP_WINDOW_S = 120.0
 CLUSTER_SIZE_WAIT_S = 3.0
 ROOM_CONFIRM_S = 10.0
+MAIL_BATCH = 500  # messages asked for per pull from the mailbox (one history commit, then their acks)
 
 
 def _jsz_cluster_size(monitor_url: str) -> int:
@@ -438,6 +439,7 @@ class ChatClient:
         self._groups_watch: Any = None
         self._bind_lock = asyncio.Lock()
         self._mailbox_filters: Optional[set[str]] = None
+        self._ack_all = True  # the mailbox acknowledges a batch with its last message
         self._closing = False
         self._commit_pending = False
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
@@ -593,6 +595,7 @@ class ChatClient:
         this user was added (``since``): what was sent to it between then and now is read once
         (messages that also come through the consumer are recognised by their id)."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import BadRequestError
 
         async with self._bind_lock:
             filters = [mail_subject(self.me.name)] + [group_subject(g) for g in sorted(self.groups)]
@@ -610,7 +613,7 @@ class ChatClient:
             if set(filters) != self._mailbox_filters:
                 cfg = ConsumerConfig(
                     durable_name=durable,
-                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_policy=AckPolicy.ALL if self._ack_all else AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
                     max_ack_pending=10000,
                     ack_wait=30,
@@ -619,7 +622,15 @@ class ChatClient:
                     cfg.filter_subject = filters[0]
                 else:
                     cfg.filter_subjects = filters
-                await self.js.add_consumer(MAIL_STREAM, cfg)
+                try:
+                    await self.js.add_consumer(MAIL_STREAM, cfg)
+                except BadRequestError as exc:
+                    if "ack policy" not in str(exc).lower() or not self._ack_all:
+                        raise
+                    # a mailbox made by an earlier version acknowledges each message: keep it so
+                    self._ack_all = False
+                    cfg.ack_policy = AckPolicy.EXPLICIT
+                    await self.js.add_consumer(MAIL_STREAM, cfg)
                 self._mailbox_filters = set(filters)
             if self._pull is None:
                 self._pull = await self.js.pull_subscribe_bind(durable=durable, stream=MAIL_STREAM)
@@ -649,7 +660,11 @@ class ChatClient:
             self.errors.append(f"group {group}: cannot read what came before: {exc}")
             return
         try:
-            while True:
+            try:
+                nothing = (await sub.consumer_info()).num_pending == 0
+            except Exception:  # ask by fetching
+                nothing = False
+            while not nothing:
                 try:
                     msgs = await sub.fetch(100, timeout=1)
                 except (NatsTimeout, asyncio.TimeoutError):
@@ -733,6 +748,7 @@ class ChatClient:
             r = await self._receive(p["data"])
             if r is not None:
                 out.append(r)
+        self.history.commit()
         return out
 
     async def knows_me(self, name: str) -> bool:
@@ -1061,7 +1077,8 @@ class ChatClient:
         return env["id"]
 
     async def _on_room(self, msg) -> None:
-        await self._receive(msg.data, room=True)
+        await self._receive(msg.data, room=True, commit=False)
+        self.history.commit()  # a rejection too
 
     # receiving ---------------------------------------------------------------------------------------
     async def _mail_loop(self) -> None:
@@ -1070,7 +1087,7 @@ class ChatClient:
         assert self._pull is not None, "the mailbox is bound before the loop starts"
         while not self._closing:
             try:
-                msgs = await self._pull.fetch(100, timeout=1)
+                msgs = await self._pull.fetch(MAIL_BATCH, timeout=1)
             except (NatsTimeout, asyncio.TimeoutError):
                 continue
             except asyncio.CancelledError:
@@ -1081,11 +1098,19 @@ class ChatClient:
                 self.errors.append(f"mailbox: {exc}")
                 await asyncio.sleep(0.2)
                 continue
+            # one commit per batch, before its acks: what is acknowledged is in the history
             for m in msgs:
-                await self._receive(m.data)
-                await m.ack()
+                await self._receive(m.data, commit=False)
+            self.history.commit()
+            if self._ack_all and msgs:  # the last one acknowledges the batch
+                await msgs[-1].ack()
+            else:
+                for m in msgs:
+                    await m.ack()
 
-    async def _receive(self, data: bytes, room: bool = False, catch_up: bool = False) -> Optional[Received]:
+    async def _receive(
+        self, data: bytes, room: bool = False, catch_up: bool = False, commit: bool = True
+    ) -> Optional[Received]:
         try:
             env = json.loads(data)
             sender, kind, msg_id = env["from"], env["kind"], env["id"]
@@ -1182,7 +1207,8 @@ class ChatClient:
         status = "request" if request else "verified"
         if not self.history.add(msg_id, env["ts"], "in", kind, sender, conv, body, status):
             return None  # the same message from the mailbox and a group's catch-up: shown once
-        self.history.commit()
+        if commit:
+            self.history.commit()
         r = Received(msg_id, kind, sender, conv, body, env["ts"], request)
         await self.inbox.put(r)
         if self.on_message is not None:
@@ -1190,7 +1216,7 @@ class ChatClient:
         return r
 
     def _commit_soon(self) -> None:
-        """Outgoing history is committed in batches (every 50 ms); incoming, before its ack."""
+        """Outgoing history is committed in batches (every 50 ms); incoming, before its ack (a batch at a time)."""
         if not self._commit_pending:
             self._commit_pending = True
 
@@ -1202,7 +1228,6 @@ class ChatClient:
 
     def _reject(self, reason: str, detail: str) -> None:
         self.history.reject(reason, detail)
-        self.history.commit()
         self.errors.append(f"rejected: {reason}: {detail}")
 
     async def next_message(self, timeout: float = 5.0) -> Received:
