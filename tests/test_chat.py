@@ -23,11 +23,11 @@ def chat_net(store, supervised):
     return store
 
 
-async def online(store, *users):
+async def online(store, *users, **kw):
+    """Each user's client on their own node, with the defaults a person gets (replicas from the cluster)."""
     out = {}
     for u in users:
-        url = f"nats://127.0.0.1:{NodeFile.load(store, u).node.client_port}"
-        out[u] = await ChatClient(ChatIdentity.load(store, u), url, replicas=3).start()
+        out[u] = await ChatClient.on_node(ChatIdentity.load(store, u), store, u, **kw).start()
     return out
 
 
@@ -43,49 +43,86 @@ async def close(clients):
         await c.close()
 
 
-async def test_dm_history_and_unknown_sender(chat_net):
+async def test_dm_history_and_first_contact(chat_net):
     c = await online(chat_net, *USERS)
     try:
         await c["alice"].add_friend("bob")
         await c["bob"].add_friend("alice")
         await c["alice"].send_dm("bob", "hi bob")
         m = await c["bob"].next_message(10)
-        assert (m.sender, m.body, m.kind) == ("alice", "hi bob", "dm")
-        # carol is not bob's friend: her message is refused even though she can seal it to him
-        await c["carol"].add_friend("bob")
-        await c["carol"].send_dm("bob", "let me in")
-        assert await asyncio.to_thread(wait_for, lambda: any("unknown sender: carol" in e for e in c["bob"].errors), 5)
-        assert c["bob"].inbox.empty()
+        assert (m.sender, m.body, m.kind, m.request) == ("alice", "hi bob", "dm", False)
+        # carol is not bob's friend: her message is verified against the directory and shown as a request
+        assert not await c["carol"].knows_me("bob")
+        await c["carol"].send_dm("bob", "let me in")  # looks bob up in the directory first
+        m = await c["bob"].next_message(10)
+        assert (m.sender, m.body, m.request) == ("carol", "let me in", True)
+        assert any("carol is not your friend yet" in n for n in c["bob"].notices)
+        hist = c["bob"].history.messages("dm:carol")
+        assert [(h["direction"], h["body"], h["status"]) for h in hist] == [("in", "let me in", "request")]
+        await c["bob"].accept("carol")
+        assert await c["carol"].knows_me("bob")
+        await c["carol"].send_dm("bob", "thanks")
+        assert (await c["bob"].next_message(10)).request is False
         hist = c["bob"].history.messages("dm:alice")
         assert [(h["direction"], h["body"], h["status"]) for h in hist] == [("in", "hi bob", "verified")]
         assert c["alice"].history.messages("dm:bob")[0]["direction"] == "out"
-        assert any(r["reason"] == "unknown sender" for r in c["bob"].history.rejections())
+    finally:
+        await close(c)
+
+
+async def test_first_contact_that_does_not_verify_is_kept_until_accepted(chat_net):
+    from dchat_ops.nsc.keys import KeyPair
+
+    c = await online(chat_net, *USERS)
+    try:
+        await c.pop("alice").close()  # alice is offline while carol writes to her
+        await c["carol"].send_dm("alice", "first words")
+        # and carol's directory entry is replaced by a forged one meanwhile
+        genuine = (await c["carol"]._dir.get("carol")).value
+        forged = dict(json.loads(genuine), curve_key=KeyPair.generate("curve").public_key)
+        await c["carol"]._dir.put("carol", json.dumps(forged).encode())
+        c.update(await online(chat_net, "alice"))
+        alice = c["alice"]
+        for _ in range(200):  # the history is read on the loop's thread
+            if alice.history.pending("carol"):
+                break
+            await asyncio.sleep(0.05)
+        assert "not signed by its user key" in alice.history.pending("carol")[0]["reason"]
+        assert any("could not be verified" in n and "/accept carol" in n for n in alice.notices)
+        assert alice.inbox.empty()
+        # the genuine entry is back: accepting shows what was kept
+        await c["carol"]._dir.put("carol", genuine)
+        kept = await alice.accept("carol")
+        assert [(m.sender, m.body, m.request) for m in kept] == [("carol", "first words", False)]
+        assert alice.history.pending() == []
     finally:
         await close(c)
 
 
 async def test_group_key_rotates_when_a_member_leaves(chat_net):
+    from dchat_ops.chat.client import MAIL_STREAM, group_subject
+
     c = await online(chat_net, *USERS)
     try:
         await befriend(c)
         await c["alice"].create_group("team", ["bob", "carol"])
-        for u in ("bob", "carol"):
-            await c[u].join_group("team")
         await c["alice"].send_group("team", "v1 message")
-        for u in ("bob", "carol"):
+        for u in ("bob", "carol"):  # online members need nothing more: they follow the groups bucket
             assert (await c[u].next_message(10)).body == "v1 message"
         await c["alice"].remove_member("team", "carol")
         assert c["alice"].groups["team"].version == 2
         await c["alice"].send_group("team", "v2 secret")
         assert (await c["bob"].next_message(10)).body == "v2 secret"
-        # carol still fetches the ciphertext from the stream, but has no key for version 2
-        assert await asyncio.to_thread(wait_for, lambda: any("no group key" in e for e in c["carol"].errors), 5)
+        assert await asyncio.to_thread(wait_for, lambda: "team" not in c["carol"].groups, 5)
+        # carol can still read the ciphertext from the stream, but has no key for version 2
+        raw = await c["carol"].js.get_last_msg(MAIL_STREAM, group_subject("team"))
+        assert await c["carol"]._receive(raw.data) is None
+        assert any("no group key: team v2" in e for e in c["carol"].errors)
         assert c["carol"].inbox.empty()
         with pytest.raises(ChatError):
             await c["carol"].send_group("team", "am I still in?")
         # adding her back rotates again and she reads what comes next
         await c["alice"].add_member("team", "carol")
-        await c["carol"].join_group("team")
         await c["alice"].send_group("team", "v3 welcome back")
         assert (await c["carol"].next_message(10)).body == "v3 welcome back"
     finally:
@@ -120,14 +157,8 @@ async def test_joining_a_room_allows_it_live_on_the_node(chat_net):
     try:
         await c["bob"].join_room("lobby", store=chat_net)  # allow-sub room.lobby on bob's node, live
         assert "room.lobby" in NodeFile.load(chat_net, "bob").node.policy.subscribe.allow
-        await asyncio.sleep(0.3)
-        for _ in range(50):
-            await c["alice"].send_room("lobby", "hello room")
-            try:
-                m = await c["bob"].next_message(0.1)
-                break
-            except asyncio.TimeoutError:
-                continue
+        await c["alice"].send_room("lobby", "hello room")  # joined means live: the first message arrives
+        m = await c["bob"].next_message(10)
         assert (m.kind, m.body, m.sender) == ("room", "hello room", "alice")
     finally:
         await close(c)
@@ -160,8 +191,6 @@ async def test_terminal_client_sends_and_shows_history(chat_net):
             "chat",
             "--node",
             "alice",
-            "--replicas",
-            "3",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -171,43 +200,312 @@ async def test_terminal_client_sends_and_shows_history(chat_net):
         assert proc.returncode == 0, err.decode()
         assert "connected as alice" in text and "bob is a friend" in text
         assert "dm:bob -> bob: hello from the terminal" in text
-        # bob had not added alice: her DM reached his mailbox and was refused as from an unknown sender
-        assert await asyncio.to_thread(wait_for, lambda: any("unknown sender: alice" in e for e in c["bob"].errors), 5)
+        # bob had not added alice: she is told, and he gets it as a contact request
+        assert "* stored for bob, who has not added you yet: it reaches them as a contact request" in text
+        m = await c["bob"].next_message(10)
+        assert (m.sender, m.body, m.request) == ("alice", "hello from the terminal", True)
     finally:
         await close(c)
 
 
-def _chat_cli(store, node_id):
+def _exe():
     import os
-    import subprocess
     import sys
+
+    return os.path.join(os.path.dirname(sys.executable), "dchat-ops")
+
+
+def _chat_cli(store, node_id, *args):
+    import subprocess
     import time
 
-    exe = os.path.join(os.path.dirname(sys.executable), "dchat-ops")
     t0 = time.monotonic()
     p = subprocess.run(
-        [exe, "--home", str(store.home), "chat", "--node", node_id], input="/quit\n", capture_output=True, text=True
+        [_exe(), "--home", str(store.home), "chat", "--node", node_id, *args],
+        input="/quit\n",
+        capture_output=True,
+        text=True,
     )
     return p, time.monotonic() - t0
 
 
-def test_chat_on_a_node_without_jetstream_fails_fast_with_a_hint(store, supervised):
+def _cli(store, *args):
+    import subprocess
+
+    p = subprocess.run([_exe(), "--home", str(store.home), *args], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_chat_without_jetstream_says_how_to_turn_it_on_and_the_fixes_work(store, supervised):
     from dchat_ops.config import nodes
 
     nodes.add_node(store, "plain", cluster=False)
     supervised("plain")
     p, took = _chat_cli(store, "plain")
     assert p.returncode == 1 and took < 8, (p.returncode, took, p.stderr)
+    path = NodeFile.load(store, "plain").path
     assert p.stderr.strip().splitlines() == [
-        "error: node plain has no JetStream: the chat needs it (node add --jetstream, and account JetStream limits)"
+        f"error: node plain has no JetStream, which the chat needs: add 'jetstream: {{enabled: true}}' "
+        f"to {path} and run 'dchat-ops node reload plain'"
     ]
+    # a user that does not exist: what to do, not a wrong creds hint
+    p, _ = _chat_cli(store, "plain", "--user", "zed")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        "error: no user 'zed' in account 'chat': a chat user is a node's own user ('dchat-ops node add zed ...')"
+        " or a user of the account ('dchat-ops add user zed -a chat')"
+    ]
+    # the first fix, as the message gives it
+    with open(path, "a") as f:
+        f.write("jetstream: {enabled: true}\n")
+    _cli(store, "node", "reload", "plain")
+    p, took = _chat_cli(store, "plain")
+    assert p.returncode == 1 and took < 10, (p.returncode, took, p.stderr)
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "'dchat-ops edit account chat --js-mem -1 --js-disk -1', then 'dchat-ops push'" in p.stderr
+    # the second fix, as that message gives it: now the chat starts
+    _cli(store, "edit", "account", "chat", "--js-mem", "-1", "--js-disk", "-1")
+    _cli(store, "push")
+    p, _ = _chat_cli(store, "plain")
+    assert p.returncode == 0 and "connected as plain to node plain" in p.stdout, p.stderr
 
 
-def test_chat_for_an_account_without_jetstream_fails_fast(store, supervised):
-    from dchat_ops.config import nodes
+async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
+    from dchat_ops.chat.client import MAIL_STREAM
+    from dchat_ops.runtime.supervisor import Supervisor
 
-    nodes.add_node(store, "jsnode", cluster=False, jetstream=True)
-    supervised("jsnode")
-    p, took = _chat_cli(store, "jsnode")
-    assert p.returncode == 1 and took < 8, (p.returncode, took, p.stderr)
-    assert "JetStream limits" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    c = await online(chat_net, *USERS)
+    try:
+        await befriend(c)
+        await c["alice"].create_group("all", ["bob", "carol"])
+        js = c["alice"].js
+        assert c["alice"].replicas == 3  # min(3, the cluster's JetStream size), asked of the node
+        for stream in (MAIL_STREAM, "KV_dchat_dir", "KV_dchat_friends", "KV_dchat_groups"):
+            info = await js.stream_info(stream)
+            assert info.config.num_replicas == 3, stream
+            assert len(info.cluster.replicas) == 2, stream  # the leader and two copies, on three nodes
+        # the node that leads the mail stream leaves while the other two users chat
+        gone = (await js.stream_info(MAIL_STREAM)).cluster.leader
+        x, y = [u for u in USERS if u != gone]
+        await c.pop(gone).close()
+        await asyncio.to_thread(Supervisor(chat_net, gone).down)
+        for i in range(10):
+            await c[x].send_dm(y, f"x{i}")
+            await c[y].send_dm(x, f"y{i}")
+            await c[x].send_dm(gone, f"while you were away {i}")
+        await c[x].send_group("all", "the group still works")
+        assert [(await c[y].next_message(20)).body for _ in range(11)] == [f"x{i}" for i in range(10)] + [
+            "the group still works"
+        ]
+        assert [(await c[x].next_message(20)).body for _ in range(10)] == [f"y{i}" for i in range(10)]
+        # it comes back: its user gets everything sent meanwhile, once, in order
+        await asyncio.to_thread(Supervisor(chat_net, gone).up)
+        c[gone] = (await online(chat_net, gone))[gone]
+        got = []
+        try:
+            for _ in range(11):
+                got.append((await c[gone].next_message(20)).body)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{gone} got {got}; errors {c[gone].errors}") from None
+        assert sorted(got) == sorted([f"while you were away {i}" for i in range(10)] + ["the group still works"])
+        # two of three gone: nothing can be stored, and the sender is told so
+        await c.pop(y).close()
+        await c.pop(gone).close()
+        await asyncio.to_thread(Supervisor(chat_net, y).down)
+        await asyncio.to_thread(Supervisor(chat_net, gone).down)
+        c[x].store_timeout = 2
+        with pytest.raises(ChatError, match=f"not stored: JetStream did not confirm the message to {y}"):
+            await c[x].send_dm(y, "lost?")
+        assert [m["body"] for m in c[x].history.messages(f"dm:{y}") if m["direction"] == "out"][-1] == "x9"
+    finally:
+        await close(c)
+
+
+class Term:
+    """The terminal client as a person uses it: a line typed, then what it prints is read."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.seen: list[str] = []  # everything it printed
+        self.unread: list[str] = []  # what no expect() has matched yet (output order across tasks may vary)
+
+    @classmethod
+    async def open(cls, store, node, *args):
+        proc = await asyncio.create_subprocess_exec(
+            _exe(),
+            "--home",
+            str(store.home),
+            "chat",
+            "--node",
+            node,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        t = cls(proc)
+        await t.expect(f"connected as {node}")
+        return t
+
+    async def type(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def expect(self, text: str, timeout: float = 20) -> str:
+        for i, line in enumerate(self.unread):
+            if text in line:
+                return self.unread.pop(i)
+
+        async def read():
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(f"the client ended before printing {text!r}: {self.seen}")
+                line = raw.decode().rstrip("\n")
+                self.seen.append(line)
+                if text in line:
+                    return line
+                self.unread.append(line)
+
+        try:
+            return await asyncio.wait_for(read(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no {text!r} within {timeout}s: {self.seen}") from None
+
+    async def quit(self) -> int:
+        if self.proc.returncode is None:
+            try:
+                await self.type("/quit")
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode
+
+
+async def test_joined_room_means_the_next_message_arrives(chat_net):
+    c = await online(chat_net, "alice")
+    bob = await Term.open(chat_net, "bob")
+    try:
+        for room in ("r1", "r2", "r3"):
+            await bob.type(f"/join {room}")
+            await bob.expect(f"joined room {room}")
+            await c["alice"].send_room(room, f"first in {room}")  # at once: no wait, no retry
+            await bob.expect(f"alice: first in {room}")
+        assert await bob.quit() == 0
+    finally:
+        await bob.quit()
+        await close(c)
+
+
+async def test_groups_reach_online_members_at_once_from_the_terminal(chat_net):
+    import sqlite3
+
+    t = {u: await Term.open(chat_net, u) for u in USERS}
+    try:
+        a, b, cl = t["alice"], t["bob"], t["carol"]
+        await a.type("/mkgroup team bob")
+        await a.expect("created group team: alice, bob")
+        await a.type("/group team hello team")  # at once: bob's client learns of the group meanwhile
+        await b.expect("* you are in group team (owner alice; alice, bob)")
+        await b.expect("[group:team] alice: hello team")
+        await a.type("/add-member team carol")
+        await a.expect("added carol to group team (new key version 2)")
+        await a.type("/group team welcome carol")
+        await cl.expect("[group:team] alice: welcome carol")
+        await b.expect("[group:team] alice: welcome carol")
+        await cl.type("/members team")
+        await cl.expect("alice (owner), bob, carol")
+        await cl.type("/group team thanks")
+        await a.expect("[group:team] carol: thanks")
+        await b.expect("[group:team] carol: thanks")
+        # carol is taken out: a new key she is not given, and she reads nothing sent after
+        await a.type("/remove-member team carol")
+        await a.expect("removed carol from group team (new key version 3)")
+        await cl.expect("* you are no longer in group team")
+        await a.type("/group team after carol")
+        await b.expect("[group:team] alice: after carol")
+        # bob leaves: the owner takes him out and rotates the key
+        await b.type("/leave-group team")
+        await b.expect("left group team; alice (its owner) takes you out")
+        await a.expect("* bob left group team (new key version 4)")
+        await a.type("/groups")
+        await a.expect("team: owner alice, 1 members, key version 4")
+        await b.type("/groups")
+        await b.expect("no groups yet")
+        for u in USERS:
+            assert await t[u].quit() == 0
+        db = sqlite3.connect(str(chat_net.home / "chat" / "carol" / "history.db"))
+        bodies = [r[0] for r in db.execute("SELECT body FROM messages WHERE conversation='group:team'")]
+        db.close()
+        assert "welcome carol" in bodies and "after carol" not in bodies
+    finally:
+        for term in t.values():
+            await term.quit()
+
+
+async def test_first_contact_from_the_terminal(chat_net):
+    t = {u: await Term.open(chat_net, u) for u in ("alice", "carol")}
+    try:
+        a, cl = t["alice"], t["carol"]
+        await cl.type("/dm alice hello, we have not met")  # no /add-friend first
+        await cl.expect("* stored for alice, who has not added you yet: it reaches them as a contact request")
+        await a.expect("* carol is not your friend yet")
+        await a.expect("[dm:carol] carol (contact request: /accept carol): hello, we have not met")
+        await a.type("/accept carol")
+        await a.expect("carol is a friend (verified)")
+        await cl.type("/dm alice glad to be friends")
+        await a.expect("[dm:carol] carol: glad to be friends")
+        await cl.type("/history dm:alice")
+        await cl.expect("dm:alice -> alice: glad to be friends")
+        assert sum("has not added you" in line for line in cl.seen) == 1  # the second DM: no such note
+        for term in t.values():
+            assert await term.quit() == 0
+    finally:
+        for term in t.values():
+            await term.quit()
+
+
+async def test_terminal_echo_unread_paging_help_and_ctrl_c(chat_net):
+    import re
+    import signal
+
+    a, b = await Term.open(chat_net, "alice"), await Term.open(chat_net, "bob")
+    try:
+        await a.type("/dm bob hi")
+        echo = await a.expect("[dm:bob] alice: hi")  # local echo, with the time
+        assert re.fullmatch(r"\d\d:\d\d:\d\d \[dm:bob\] alice: hi", echo), echo
+        line = await b.expect("[dm:alice] alice (contact request: /accept alice): hi")
+        assert re.match(r"\d\d:\d\d:\d\d ", line) and line.endswith("(1 unread)"), line
+        await b.type("/unread")
+        await b.expect("dm:alice 1")
+        for i in range(24):
+            await a.type(f"/dm bob n{i}")
+        await b.expect("alice (contact request: /accept alice): n23")
+        await b.type("/history dm:alice")
+        await b.expect("dm:alice <- alice: n23")
+        await b.expect("-- page 1; older: /history dm:alice 2")
+        await b.type("/unread")
+        await b.expect("nothing unread")
+        b.unread.clear()  # page 1 as printed: not looked at further
+        await b.type("/history dm:alice 2")
+        first = await b.expect("dm:alice <- alice:")
+        assert first.endswith("dm:alice <- alice: hi"), first
+        await b.expect("dm:alice <- alice: n3")
+        await b.type("/help")
+        await b.expect("/history [CONVERSATION [PAGE]]")
+        await b.type("/nonsense")
+        await b.expect("unknown command or missing arguments: /nonsense (/help lists the commands)")
+        # Ctrl-C at the prompt: the client ends without waiting for another line
+        b.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(b.proc.wait(), 15) == 130
+        rest = (await b.proc.stdout.read()).decode()
+        assert "Traceback" not in rest and "Aborted" not in rest, rest
+        assert await a.quit() == 0
+    finally:
+        await a.quit()
+        await b.quit()
