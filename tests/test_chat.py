@@ -160,6 +160,12 @@ async def test_joining_a_room_allows_it_live_on_the_node(chat_net):
         await c["alice"].send_room("lobby", "hello room")  # joined means live: the first message arrives
         m = await c["bob"].next_message(10)
         assert (m.kind, m.body, m.sender) == ("room", "hello room", "alice")
+        # anyone in the room can send anything: JSON nested too deeply is rejected as malformed, not a crash
+        await c["alice"].nc.publish("room.lobby", b'{"from":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+        await c["alice"].send_room("lobby", "still here")
+        m = await c["bob"].next_message(10)
+        assert (m.body, m.sender) == ("still here", "alice")
+        assert [r["reason"] for r in c["bob"].history.rejections()] == ["malformed"]
     finally:
         await close(c)
 

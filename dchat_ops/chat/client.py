@@ -108,7 +108,10 @@ def _loads(value: Optional[bytes]) -> Any:
     """JSON from a KV value; a missing value fails with TypeError, as ``json.loads(None)`` does."""
     if value is None:
         raise TypeError("the KV entry has no value")
-    return json.loads(value)
+    try:
+        return json.loads(value)
+    except RecursionError:  # written by anyone in the account: nested too deeply is malformed, not a crash
+        raise ValueError("nested too deeply") from None
 
 
 def _canonical(env: dict) -> bytes:
@@ -1114,7 +1117,7 @@ class ChatClient:
         try:
             env = json.loads(data)
             sender, kind, msg_id = env["from"], env["kind"], env["id"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self._reject("malformed", repr(data[:60]))
             return None
         if sender == self.me.name:
