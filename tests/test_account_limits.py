@@ -27,14 +27,14 @@ BAD_ACCOUNT_EDITS = [
     (["--payload", "-3"], "payload: must be " + TOO_SMALL),
     (["--imports", HUGE], TOO_LARGE),
     (["--exports", "-100"], TOO_SMALL),
-    (["--js-mem", "-5"], "jetstream.mem: must be " + TOO_SMALL),
-    (["--js-disk", HUGE], "jetstream.disk: " + HUGE + " is " + TOO_LARGE),
+    (["--js-mem", "-5"], "--js-mem: must be " + TOO_SMALL),
+    (["--js-disk", HUGE], "--js-disk: " + HUGE + " is " + TOO_LARGE),
     (["--js-streams", "-2"], "jetstream.streams: must be " + TOO_SMALL),
     (["--js-consumers", BIG], "jetstream.consumers: " + BIG + " is " + TOO_LARGE),
     (["--role", "bad role"], "role: invalid role name 'bad role'"),
     (["--role", "../x"], "invalid role name"),
     (["--role", ""], "invalid role name"),
-    (["--conn", "50", "--js-mem", "-5"], "jetstream.mem"),  # a good change does not go in with a bad one
+    (["--conn", "50", "--js-mem", "-5"], "--js-mem"),  # a good change does not go in with a bad one
     (["--role", "ok", "--role-allow-sub", "a..b"], "empty token"),
 ]
 
