@@ -648,6 +648,44 @@ def generate_creds(c: Ctx, account, name, output, force):
     note(f"{'wrote' if changed else 'unchanged'} {path}")
 
 
+@generate.command("context")
+@click.option("--account", "-a", help="Account of the user.")
+@click.option("--user", "-u", "name", required=True, help="User name.")
+@click.option("--node", "nodes", multiple=True, help="Reach the network through this node (repeatable; default all).")
+@click.option("--server", "servers", multiple=True, help="A server URL instead of the store's nodes (repeatable).")
+@click.option("--context", "context_name", help="The context's name (default: the user's name).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Contexts folder (default: nats').")
+@click.option("--select", is_flag=True, help="Make it the selected context of the nats tool.")
+@json_option
+@pass_ctx
+def generate_context(c: Ctx, account, name, nodes, servers, context_name, directory, select, as_json):
+    """Write a context for the nats tool: the user's creds in the store, the nodes' URLs, the CA if TLS."""
+    from dchat_ops.config.context import CLIENT_SCHEMES, nats_context, write_context
+    from dchat_ops.hosts import check_url
+    from dchat_ops.nsc.store import check_name
+
+    for s in servers:
+        parsed("--server", check_url, s, CLIENT_SCHEMES, "--server")
+    parsed("--context", check_name, context_name or name, "context name")
+    if nodes and servers:
+        raise click.UsageError("give --node or --server, not both")
+    store = c.store()
+    account = account or store.default_account()
+    ctx = nats_context(store, account, name, nodes=list(nodes), servers=list(servers))
+    result = write_context(context_name or name, ctx, directory=Path(directory) if directory else None, select=select)
+    lines = [
+        f"{'wrote' if result['changed'] else 'unchanged'} nats context {result['name']}: {result['path']}",
+        f"  servers {ctx['url']}",
+        f"  creds {ctx['creds']}",
+    ]
+    lines += [f"  CA {ctx['ca']}"] if ctx["ca"] else []
+    lines += [f"  client certificate {ctx['cert']}"] if ctx["cert"] else []
+    lines += (
+        [f"  selected: the nats tool uses it by default (else: nats --context {result['name']} ...)"] if select else []
+    )
+    emit(as_json, result, lines)
+
+
 @generate.command("config")
 @click.option(
     "--nats-resolver",
