@@ -119,6 +119,16 @@ def _bad_bundles(store, tmp_path):
         ("wrong passphrase", good, "wrong-passphrase!", "wrong passphrase or key"),
         ("one flipped byte", bytes(flipped), PW, "wrong passphrase or key, or the file was changed"),
         ("truncated", good[: len(good) // 2], PW, "truncated"),
+        # edits JSON does not see are still edits: a blank, a line end, keys in another order
+        ("a blank added", good.replace(b'"format":', b'"format":  ', 1), PW, "the bundle was changed"),
+        ("CRLF line ends", good.replace(b"\n", b"\r\n"), PW, "the bundle was changed"),
+        ("no final newline", good.rstrip(b"\n"), PW, "the bundle was changed"),
+        (
+            "keys reordered",
+            (json.dumps(dict(reversed(list(json.loads(good).items()))), indent=1) + "\n").encode(),
+            PW,
+            "the bundle was changed",
+        ),
         (
             "another operator",
             transfer.export_bundle(foreign, "creds", user="default", passphrase=PW),

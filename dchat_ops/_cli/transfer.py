@@ -146,8 +146,8 @@ def import_(
 
     store = c.store(must_exist=False)
     p = Path(path)
-    head = p.read_bytes()[:200] if p.is_file() else b""
-    if FORMAT.encode() in head:
+    data = p.read_bytes() if p.is_file() and p.suffix not in (".creds", ".nk", ".jwt") else b""
+    if FORMAT.encode() in data:  # anywhere: a bundle whose keys were moved is a changed bundle, and said so
         curve = None
         pw = None
         if curve_seed_env:
@@ -161,7 +161,7 @@ def import_(
             pw = _passphrase(passphrase_env, passphrase_file, confirm=False)
         plan = transfer.import_bundle(
             store,
-            p.read_bytes(),
+            data,
             passphrase=pw,
             curve_key=curve,
             trust_operator=trust_operator,

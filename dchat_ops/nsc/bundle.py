@@ -112,7 +112,27 @@ def seal_bundle(payload: dict[str, Any], *, passphrase: Optional[str] = None, re
     header = {"format": FORMAT, "version": 1, "kdf": kdf, "cipher": "aes-256-gcm", "nonce": _b64(nonce)}
     plaintext = json.dumps(payload, separators=(",", ":")).encode()
     ct = AESGCM(key).encrypt(nonce, plaintext, _aad(header))
-    return (json.dumps({**header, "ciphertext": _b64(ct)}, indent=1) + "\n").encode()
+    return _layout({**header, "ciphertext": _b64(ct)})
+
+
+# The order in which a bundle's keys are written; a bundle is read back only in this layout.
+_ORDER = ("format", "version", "kdf", "cipher", "nonce", "ciphertext")
+_KDF_ORDER = {"scrypt": ("name", "n", "r", "p", "salt"), "x25519-hkdf-sha256": ("name", "recipient", "ephemeral")}
+
+
+def _ordered(doc: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    known = {k: doc[k] for k in order if k in doc}
+    return {**known, **{k: doc[k] for k in sorted(doc, key=str) if k not in known}}
+
+
+def _layout(doc: dict[str, Any]) -> bytes:
+    """The bytes of a bundle document exactly as they are written, keys in their order (the one layout
+    read back: a blank, a line end or a key moved is a changed bundle)."""
+    out = _ordered(doc, _ORDER)
+    kdf = out.get("kdf")
+    if isinstance(kdf, dict):
+        out["kdf"] = _ordered(kdf, _KDF_ORDER.get(str(kdf.get("name")), ("name",)))
+    return (json.dumps(out, indent=1) + "\n").encode()
 
 
 def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -128,6 +148,8 @@ def _parse(data: bytes) -> tuple[dict[str, Any], bytes]:
     if not isinstance(doc.get("kdf"), dict):
         raise BundleError("bundle field kdf is damaged")
     ct = _unb64(doc.get("ciphertext", ""), "ciphertext", (16, 1 << 40))
+    if _layout(doc) != data:  # the header is authenticated as parsed; its bytes must be the ones written too
+        raise BundleError("the bundle was changed (a byte outside the encrypted content is not as written)")
     header = {k: v for k, v in doc.items() if k != "ciphertext"}
     return header, ct
 
