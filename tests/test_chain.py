@@ -129,3 +129,16 @@ def test_revoked_user_is_refused_and_a_later_one_is_not():
     assert e.value.reason == "revoked"
     later = encode(UserClaims(subject=KeyPair.generate("user").public_key, name="n"), n.acc, clock=lambda: NOW + 1)
     verify_chain(n.op_jwt, acc_jwt, later, clock=clock)
+
+
+def test_an_operator_jwt_signed_by_a_key_it_lists_itself_is_not_trusted():
+    n = Net()
+    forger = KeyPair.generate("operator")
+    fake = OperatorClaims(subject=n.op.public_key, name="op", signing_keys=[forger.public_key])
+    fake_jwt = encode(fake, forger, clock=clock)
+    acc_jwt = encode(AccountClaims(subject=n.acc.public_key, name="acc"), forger, clock=clock)
+    with pytest.raises(ChainError) as e:
+        verify_chain(fake_jwt, acc_jwt, clock=clock)
+    assert (e.value.link, e.value.reason) == ("operator", "untrusted-issuer")
+    # the operator's own signature over the same list makes the forger's key the operator's word
+    assert verify_chain(encode(fake, n.op, clock=clock), acc_jwt, clock=clock).account is not None

@@ -418,6 +418,20 @@ def test_bad_responses_are_refused_and_nothing_written(tmp_path, store, requeste
     short.write_text(seal("response", body, store.load_key(store.operator().public_key)))
     refused_with(short, "not of node, system, user")
 
+    # forged by someone who knows only the operator's public key: an operator JWT with the operator's key as
+    # subject that lists the forger's key as a signing key and is signed by it, and the envelope signed by it
+    from dchat_ops.nsc.claims import OperatorClaims
+    from dchat_ops.nsc.jwt import decode, encode
+
+    forger = KeyPair.generate("operator")
+    fake_op = decode(body["operator_jwt"], OperatorClaims)
+    fake_op.signing_keys = [*fake_op.signing_keys, forger.public_key]
+    body = unseal(resp.read_text(), "response")
+    body["operator_jwt"] = encode(fake_op, forger)
+    forged_op = tmp_path / "forged-operator.resp"
+    forged_op.write_text(seal("response", body, forger))
+    refused_with(forged_op, "not signed by the operator's own key")
+
     # the right one is taken once; the same response again is a replay
     assert dchat(dev.home, "enroll", "import", str(resp))[0] == 0
     refused_with(resp, "replayed response")

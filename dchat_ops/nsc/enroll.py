@@ -388,8 +388,8 @@ def check_response(body: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]
         raise EnrollError(
             f"{what}: signed for another operator ({op.subject[:12]}…) than the one this device asked ({mine['operator'][:12]}…)"
         )
-    if op.issuer != op.subject and op.issuer not in op.signing_keys:
-        raise EnrollError(f"{what}: the operator JWT is not signed by its operator")
+    if op.issuer != op.subject:  # its signing keys are the operator's word only once the operator signed them
+        raise EnrollError(f"{what}: the operator JWT is not signed by the operator's own key")
     if body["signer"] != op.subject and body["signer"] not in op.signing_keys:
         raise EnrollError(f"{what}: not signed by operator {op.subject[:12]}… or one of its signing keys")
     accounts: dict[str, tuple[str, AccountClaims]] = {}

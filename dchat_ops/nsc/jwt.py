@@ -433,10 +433,10 @@ def verify_chain(
     """
     now = _now(clock)
     op = _decode_link("operator", operator, OperatorClaims)
-    if op.issuer != op.subject and op.issuer not in op.signing_keys:
-        raise ChainError(
-            "operator", "untrusted-issuer", "operator JWT is neither self-signed nor signed by one of its signing keys"
-        )
+    # Self-signed only: a signing key the JWT itself lists proves nothing (anyone can list their own key and
+    # sign with it); the operator's signing keys are trusted once its identity key has signed the list.
+    if op.issuer != op.subject:
+        raise ChainError("operator", "untrusted-issuer", "operator JWT is not signed by the operator's own key")
     # An operator JWT's expiry is not enforced by nats-server; the store's validate warns about it.
     result = ChainResult(op)
     if account is None:
