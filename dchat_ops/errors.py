@@ -91,7 +91,9 @@ _QUOTED = re.compile(r"""(?<![\w])(['"])([^\n]*?)\1(?![\w])""")
 
 def _cut_quoted(match: re.Match[str]) -> str:
     quote, value = match.group(1), match.group(2)
-    return match.group(0) if len(value) <= MAX_SHOWN else f"{quote}{cut(value)}{quote}"
+    if len(value) <= MAX_SHOWN or value.startswith("dchat-ops "):  # a command to run is shown whole
+        return match.group(0)
+    return f"{quote}{cut(value)}{quote}"
 
 
 # control characters (line breaks first of all) that a message shows escaped, so that it stays one line

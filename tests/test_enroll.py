@@ -646,3 +646,74 @@ def test_a_signed_envelope_nested_too_deeply_is_refused_in_one_line():
     text = _render(KINDS["request"], payload, _b64(signer.sign(payload.encode("ascii"))))
     with pytest.raises(EnrollError, match="nested too deeply"):
         unseal(text, "request")
+
+
+def test_a_request_naming_someone_elses_key_is_refused(tmp_path, store, requested, capsys):
+    """The request is signed by the device's user key; its node and system keys are proven too, and a key
+    already in the store is refused: else 'enroll revoke' of the device would cut off that other user."""
+    from dchat_ops.nsc.enroll import key_proofs, seal, unseal
+
+    dev, req = requested
+    body = unseal(req.read_text(), "request")
+    user = dev.load_key(body["keys"]["user"])
+    victim = store.user("chat", "default").public_key
+    # the node key swapped for another user's: the device cannot prove it holds it
+    body["keys"]["node"] = victim
+    forged = tmp_path / "forged.req"
+    forged.write_text(seal("request", body, user))
+    before = snapshot(store.home)
+    code, _, err = dchat(store.home, "enroll", "sign", str(forged), "-o", str(tmp_path / "f.resp"), capsys=capsys)
+    assert code == 1 and "does not hold the seed of its node key" in err, err
+    # proven, but already someone's in this store (here: a key whose seed leaked to the device)
+    body = unseal(req.read_text(), "request")
+    node = store.load_key(victim)
+    body["keys"]["node"] = victim
+    body["proofs"] = key_proofs(body["id"], {"node": node, "system": dev.load_key(body["keys"]["system"])})
+    forged.write_text(seal("request", body, user))
+    code, _, err = dchat(store.home, "enroll", "sign", str(forged), "-o", str(tmp_path / "f.resp"), capsys=capsys)
+    assert code == 1 and "already in use" in err, err
+    assert snapshot(store.home) == before and not (tmp_path / "f.resp").exists()
+
+
+def test_a_revoked_device_enrolls_again_with_new_keys(tmp_path, store, requested, capsys):
+    _dev, req = requested
+    assert dchat(store.home, "enroll", "sign", str(req), "-o", str(tmp_path / "1.resp"))[0] == 0
+    old_key = store.user("chat", "phone").public_key
+    code, _, err = dchat(store.home, "enroll", "sign", str(req), "-o", str(tmp_path / "x.resp"), capsys=capsys)
+    assert code == 1
+    assert dchat(store.home, "enroll", "revoke", "phone")[0] == 0
+    # the device starts over in a new home: new keys, the same names
+    dev2 = Store(tmp_path / "device-again")
+    req2, resp2 = tmp_path / "phone2.req", tmp_path / "phone2.resp"
+    key = store.operator().public_key
+    assert dchat(dev2.home, "enroll", "request", "--device", "phone", "--operator", key, "-o", str(req2))[0] == 0
+    code, _out, err = dchat(store.home, "enroll", "sign", str(req2), "-o", str(resp2), capsys=capsys)
+    assert code == 0, err
+    new_key = store.user("chat", "phone").public_key
+    assert new_key != old_key
+    revoked = store.account("chat").claims.revocations
+    assert old_key in revoked and new_key not in revoked  # the old keys stay revoked, the new ones are not
+    assert dchat(dev2.home, "enroll", "import", str(resp2))[0] == 0
+
+
+def test_show_names_the_account_and_reads_grant_requests(tmp_path, store, capsys):
+    dev = Store(tmp_path / "device")
+    req, resp = tmp_path / "pc.req", tmp_path / "pc.resp"
+    key = store.operator().public_key
+    admin.add_account(store, "admin")
+    args = ["enroll", "request", "--device", "pc", "--operator", key, "--account", "admin", "--want-sub", "chat.a"]
+    assert dchat(dev.home, *args, "-o", str(req))[0] == 0
+    code, out, _ = dchat(store.home, "enroll", "show", str(req), capsys=capsys)
+    assert code == 0 and "account: admin" in out
+    assert dchat(store.home, "enroll", "sign", str(req), "-o", str(resp))[0] == 0
+    assert dchat(dev.home, "enroll", "import", str(resp))[0] == 0
+    # beyond the grant: the device writes a grant request, and the hint it gives runs as written
+    code, _, err = dchat(dev.home, "allow-sub", "chat.b", "--node", "pc-node", capsys=capsys)
+    assert code == 1 and "beyond what this device's operator granted" in err
+    grant_req = next((dev.home / "enroll").glob("grant-*.req"))
+    code, out, _ = dchat(store.home, "enroll", "show", str(grant_req), capsys=capsys)
+    assert code == 0 and "grant request of device pc" in out and "chat.b" in out
+    hint = re.search(r"'(dchat-ops enroll sign [^']+)'", err).group(1).split()[1:]
+    hint[2] = str(grant_req)
+    hint[-1] = str(tmp_path / hint[-1])
+    assert dchat(store.home, *hint)[0] == 0

@@ -623,3 +623,11 @@ def test_a_subject_holding_a_seed_is_refused_without_showing_it(node_store, tmp_
     spec.write_text(f"version: 1\naccounts:\n  - name: chat\n    users:\n      - {{name: u, allow_sub: [a.{seed}]}}\n")
     code, err = run(node_store.home, "plan", "-f", str(spec))
     assert "holds an nkey seed" in assert_refused(code, err, node_store.home, before) and seed not in err
+
+
+def test_a_command_to_run_in_a_message_is_shown_whole_and_a_long_value_is_cut():
+    from dchat_ops.errors import clean_message
+
+    hint = "dchat-ops enroll sign grant-0123456789abcdef0123456789abcdef.req -o grant-0123456789abcdef.resp"
+    assert f"'{hint}'" in clean_message(f"beyond the grant: run '{hint}' " + "x" * 80)
+    assert "…(" in clean_message("bad name '" + "y" * 100 + "'")

@@ -129,18 +129,42 @@ def _summary(body) -> list[str]:
     return [
         f"device {body['device']}: user {body['names']['user']}, node {n['id']} ({how}), system user {body['names']['system']}",
         f"  keys: user {body['keys']['user']}, node {body['keys']['node']}, system {body['keys']['system']}",
+        f"  account: {body.get('account') or '(the signer chooses: the current account by default)'}",
         f"  asks to subscribe to: {', '.join(body.get('want_sub') or []) or 'nothing'}",
         f"  operator: {body.get('operator') or '(none named)'}",
     ]
+
+
+def _grant_summary(body) -> list[str]:
+    return [
+        f"grant request of device {body.get('device')} (node {body.get('node')}, signed by its user key {body['signer']})",
+        f"  asks to subscribe to: {', '.join(body.get('want_sub') or []) or 'nothing'}",
+        "  'dchat-ops enroll sign' grants that by default; --grant-sub says what to grant in all instead",
+    ]
+
+
+def _is_grant_request(path) -> bool:
+    from dchat_ops.nsc.enroll import KINDS
+
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(64).startswith(f"-----BEGIN {KINDS['grant']}-----".encode())
+    except OSError:
+        return False  # the reader says what is wrong with it
 
 
 @enroll.command("show")
 @click.argument("request", type=click.Path(dir_okay=False))
 @json_option
 def show_cmd(request, as_json):
-    """Show a request after checking its signature (nothing is written)."""
+    """Show a request (or a grant request) after checking its signature (nothing is written)."""
     from dchat_ops.config.enroll import show_request
+    from dchat_ops.nsc.enroll import read_envelope
 
+    if _is_grant_request(request):
+        body = read_envelope(request, "grant", "grant request")
+        emit(as_json, body, _grant_summary(body))
+        return
     body = show_request(request)
     emit(as_json, body, _summary(body))
 
@@ -171,13 +195,10 @@ def show_cmd(request, as_json):
 def sign_cmd(c: Ctx, request, out, account, grant_sub, seed_route, tls_links, no_tls, force, as_json):
     """Check a device's request (or grant request), show it, and sign the response; the device is recorded."""
     from dchat_ops.config.enroll import show_request, sign_grant, sign_request
-    from dchat_ops.nsc.enroll import KINDS
 
     grant = _subjects("--grant-sub", grant_sub) or None
     store = c.store()
-    with open(request, "rb") as fh:
-        head = fh.read(64)
-    if head.startswith(f"-----BEGIN {KINDS['grant']}-----".encode()):
+    if _is_grant_request(request):
         r = sign_grant(store, request, out=out, grant=grant, force=force)
         emit(as_json, r, [f"device {r['device']}: grant now {', '.join(r['grant'])}", f"wrote {r['out']}"])
         return

@@ -163,6 +163,7 @@ def make_request(
         "want_sub": list(want_sub),
         "tls_keys": {kind: public.decode("ascii") for kind, (_private, public) in tls_keys.items()},
     }
+    body["proofs"] = env.key_proofs(body["id"], keys)
     text = env.seal("request", body, keys["user"])
     with store.transaction():
         for kp in keys.values():
@@ -399,6 +400,10 @@ def sign_request(
     names, keys = body["names"], body["keys"]
     if account == sys_acc.name:
         raise EnrollError("a device's users belong to an application account, not the system account")
+    taken = env.keys_in_use(store, [keys["user"], keys["node"], keys["system"]])
+    if taken:
+        raise EnrollError(f"{what}: its keys {', '.join(k[:12] + '…' for k in taken)} are already in use in this store")
+    old_keys = known["keys"] if known is not None else {}  # a revoked device enrolling again: its old users' names
     links = list(tls) if tls is not None else _default_tls_links(store, node)
     with store.transaction():
         store.account(account, op.name)  # must exist
@@ -407,19 +412,38 @@ def sign_request(
             "user": (
                 account,
                 names["user"],
-                env.issue_for_key(store, account, names["user"], keys["user"], env.device_user_spec(grant)),
+                env.issue_for_key(
+                    store,
+                    account,
+                    names["user"],
+                    keys["user"],
+                    env.device_user_spec(grant),
+                    replaces_key=old_keys.get("user", ""),
+                ),
             ),
             "node": (
                 account,
                 names["node"],
                 env.issue_for_key(
-                    store, account, names["node"], keys["node"], device_node_user_spec(node["id"], grant)
+                    store,
+                    account,
+                    names["node"],
+                    keys["node"],
+                    device_node_user_spec(node["id"], grant),
+                    replaces_key=old_keys.get("node", ""),
                 ),
             ),
             "system": (
                 sys_acc.name,
                 names["system"],
-                env.issue_for_key(store, sys_acc.name, names["system"], keys["system"], env.system_user_spec()),
+                env.issue_for_key(
+                    store,
+                    sys_acc.name,
+                    names["system"],
+                    keys["system"],
+                    env.system_user_spec(),
+                    replaces_key=old_keys.get("system", ""),
+                ),
             ),
         }
         issued = now(store)

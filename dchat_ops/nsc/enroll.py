@@ -57,6 +57,8 @@ __all__ = [
     "device_user_spec",
     "install_response",
     "issue_for_key",
+    "key_proofs",
+    "keys_in_use",
     "new_request_id",
     "pending",
     "read_envelope",
@@ -129,18 +131,18 @@ def unseal(text: str | bytes, kind: str, what: str = "") -> dict[str, Any]:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
-            raise EnrollError(f"not a {what} file (not text)") from None
+            raise EnrollError(f"not {_ARTICLE[kind]} file (not text)") from None
     if len(text) > MAX_FILE:
-        raise EnrollError(f"not a {what} file (larger than {MAX_FILE} bytes)")
+        raise EnrollError(f"not {_ARTICLE[kind]} file (larger than {MAX_FILE} bytes)")
     lines = text.split("\n")
     title = KINDS[kind]
     if len(lines) != 5 or lines[4] != "" or not lines[0].startswith("-----BEGIN "):
-        raise EnrollError(f"not a {what} file, or it was changed (the layout is not the one written)")
+        raise EnrollError(f"not {_ARTICLE[kind]} file, or it was changed (the layout is not the one written)")
     for other, other_title in KINDS.items():
         if other != kind and lines[0] == f"-----BEGIN {other_title}-----":
             raise EnrollError(f"this is {_ARTICLE[other]}, not {_ARTICLE[kind]}")
     if text != _render(title, lines[1], lines[2]):
-        raise EnrollError(f"not a {what} file, or it was changed (the layout is not the one written)")
+        raise EnrollError(f"not {_ARTICLE[kind]} file, or it was changed (the layout is not the one written)")
     raw = _unb64(lines[1], what)
     sig = _unb64(lines[2], what)
     body = load_json(raw, f"{what} was changed or is damaged: its body", EnrollError)
@@ -171,6 +173,32 @@ def read_envelope(path: str | Path, kind: str, what: str = "") -> dict[str, Any]
 
 def new_request_id() -> str:
     return secrets.token_hex(16)
+
+
+# --- proofs that the device holds each key it names -------------------------------------------------------
+
+
+def _proof_message(request_id: str, part: str, key: str) -> bytes:
+    return f"dchat-ops enrollment request {request_id}: {part} key {key}".encode()
+
+
+def key_proofs(request_id: str, keys: dict[str, KeyPair]) -> dict[str, str]:
+    """Signatures by the node and system keys over the request id: the device holds their seeds.  (The
+    user key signs the whole request.)  Without them a request could name someone else's key, and the
+    operator would issue a JWT, and later revoke, for a key the device does not hold."""
+    return {
+        part: _b64(kp.sign(_proof_message(request_id, part, kp.public_key)))
+        for part, kp in keys.items()
+        if part != "user"
+    }
+
+
+def _check_key_proofs(body: dict[str, Any], keys: dict[str, Any], what: str) -> None:
+    proofs = _field(body, "proofs", dict, what)
+    for part in ("node", "system"):
+        sig = _unb64(str(proofs.get(part, "")), f"{what}: proof of its {part} key")
+        if not PublicKey(keys[part]).verify(_proof_message(body["id"], part, keys[part]), sig):
+            raise EnrollError(f"{what}: the device does not hold the seed of its {part} key (its proof does not hold)")
 
 
 # --- checks of the fields -----------------------------------------------------------------------------------
@@ -218,6 +246,7 @@ def check_request_body(body: dict[str, Any]) -> dict[str, Any]:
         raise EnrollError(f"{what}: the device's three users need three keys and three names")
     if body["signer"] != keys["user"]:
         raise EnrollError(f"{what}: not signed by the device's user key")
+    _check_key_proofs(body, keys, what)
     _subjects(body.get("want_sub", []), f"{what}: want_sub")
     return body
 
@@ -241,11 +270,35 @@ def beyond_grant(grant: list[str], subject: str) -> bool:
     return not any(covers(g, subj) for g in grant)
 
 
+def keys_in_use(store: Store, keys: list[str]) -> list[str]:
+    """Those of ``keys`` that are already someone's in this store: a key in the keystore, or the subject of
+    a user JWT of any account (a device's user, whose seed is on the device)."""
+    wanted = set(keys)
+    found = {k for k in wanted if store.has_key(k)}
+    op_name = store.current_operator()
+    for acc in store.account_names(op_name):
+        for name in store.user_names(acc, op_name):
+            subject = store.user(acc, name, op_name).claims.subject
+            if subject in wanted:
+                found.add(subject)
+    return sorted(found)
+
+
 def issue_for_key(
-    store: Store, account: str, name: str, public_key: str, spec: UserSpec, *, replace: bool = False
+    store: Store,
+    account: str,
+    name: str,
+    public_key: str,
+    spec: UserSpec,
+    *,
+    replace: bool = False,
+    replaces_key: str = "",
 ) -> str:
     """Sign and write the JWT of user ``name`` of ``account`` for a public key whose seed is elsewhere (no
-    creds file: the device makes its own).  Inside the store's unit of work.  Returns the JWT."""
+    creds file: the device makes its own).  Inside the store's unit of work.  Returns the JWT.
+
+    An existing user of that name is replaced only when ``replace`` and it has this key (a wider grant), or
+    when it has ``replaces_key`` (a revoked device enrolling again with new keys: the old stays revoked)."""
     check_public_key(public_key, "user", "user key")
     with store.transaction():
         op = store.operator()
@@ -254,7 +307,8 @@ def issue_for_key(
         previous = 0
         if path.exists():
             old = store.user(account, name, op.name).claims
-            if not replace or old.subject != public_key:
+            same = replace and old.subject == public_key
+            if not same and not (replaces_key and old.subject == replaces_key):
                 raise StoreError(f"user {name} already exists in account {account}")
             previous = old.issued_at
         signer, scope = user_signer(store, op.claims, acc.claims)

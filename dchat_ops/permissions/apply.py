@@ -194,7 +194,8 @@ def _within_grant(store: Store, node: Node, direction: str, verb: str, subject: 
         raise EnrollError(
             f"{subject!r} is beyond what this device's operator granted ({', '.join(grant) or 'nothing'}): "
             f"nothing changed; a request for the operator is in {path} "
-            f"(the operator runs 'dchat-ops enroll sign {path.name}', you then 'dchat-ops enroll import' the answer)"
+            f"(the operator runs 'dchat-ops enroll sign {path.name} -o {path.stem}.resp', you then "
+            f"'dchat-ops enroll import {path.stem}.resp')"
         )
 
 
