@@ -12,11 +12,31 @@ group after a space: ``"orders.* workers"``.
 
 from __future__ import annotations
 
+import re
+
 from dchat_ops.errors import SEED_PATTERN, ConfigError
 
-__all__ = ["check_subject", "covering", "covers", "matches", "split_queue"]
+__all__ = ["check_subject", "covering", "covers", "inbox_prefix", "inbox_prefix_of", "matches", "split_queue"]
 
 _MAX_LEN = 1024
+
+
+def inbox_prefix(node_id: str) -> str:
+    """The reply-inbox prefix of a node's users (its local user, an enrolled device's users): the only
+    reply subjects they may subscribe to, and the only ones the node lets in from its routes for them."""
+    return f"_INBOX_{node_id.replace('.', '_')}"
+
+
+_OWN_INBOX = re.compile(r"(_INBOX_[^.\s*>]+)\.>\Z")
+
+
+def inbox_prefix_of(sub_allow: list[str]) -> str:
+    """The inbox prefix a client must use with these subscribe permissions: ``_INBOX_x`` when they allow
+    replies only on ``_INBOX_x.>`` (and not on ``_INBOX.>``); "" otherwise (the default inbox)."""
+    if any(s in (">", "_INBOX.>", "_INBOX.*") for s in sub_allow):
+        return ""
+    own = [m.group(1) for s in sub_allow if (m := _OWN_INBOX.match(s))]
+    return own[0] if len(own) == 1 else ""
 
 
 def split_queue(entry: str) -> tuple[str, str]:

@@ -717,3 +717,23 @@ def test_show_names_the_account_and_reads_grant_requests(tmp_path, store, capsys
     hint[2] = str(grant_req)
     hint[-1] = str(tmp_path / hint[-1])
     assert dchat(store.home, *hint)[0] == 0
+
+
+def test_a_devices_users_read_replies_on_their_own_inbox_only(tmp_path, store, requested):
+    """Not ``_INBOX.>``: in the system account that would show a device the answers to everyone's system
+    requests (the operator's pull, say), in the application account every user's replies."""
+    from dchat_ops.runtime.client import own_inbox
+    from dchat_ops.subjects import inbox_prefix, inbox_prefix_of
+
+    dev, req = requested
+    resp = tmp_path / "phone.resp"
+    assert dchat(store.home, "enroll", "sign", str(req), "-o", str(resp))[0] == 0
+    assert dchat(dev.home, "enroll", "import", str(resp))[0] == 0
+    own = inbox_prefix("phone-node")
+    for acc, name in (("SYS", "phone-sys"), ("chat", "phone"), ("chat", "phone-node")):
+        allow = store.user(acc, name).claims.permissions.sub.allow
+        assert "_INBOX.>" not in allow and f"{own}.>" in allow, (name, allow)
+        # and the one way to connect uses that prefix for these creds, without being told
+        assert own_inbox(creds_of(dev, name, acc), None) == own
+    assert inbox_prefix_of(["chat.>", "_INBOX.>", "_INBOX_x.>"]) == ""
+    assert inbox_prefix_of(["_INBOX_a.>", "_INBOX_b.>"]) == ""

@@ -417,7 +417,7 @@ def sign_request(
                     account,
                     names["user"],
                     keys["user"],
-                    env.device_user_spec(grant),
+                    env.device_user_spec(grant, node["id"]),
                     replaces_key=old_keys.get("user", ""),
                 ),
             ),
@@ -441,7 +441,7 @@ def sign_request(
                     sys_acc.name,
                     names["system"],
                     keys["system"],
-                    env.system_user_spec(),
+                    env.system_user_spec(node["id"]),
                     replaces_key=old_keys.get("system", ""),
                 ),
             ),
@@ -520,7 +520,7 @@ def sign_grant(
     account, names, keys = rec["account"], rec["names"], rec["keys"]
     with store.transaction():
         u = env.issue_for_key(
-            store, account, names["user"], keys["user"], env.device_user_spec(new_grant), replace=True
+            store, account, names["user"], keys["user"], env.device_user_spec(new_grant, names["node"]), replace=True
         )
         n = env.issue_for_key(
             store, account, names["node"], keys["node"], device_node_user_spec(names["node"], new_grant), replace=True

@@ -40,7 +40,7 @@ from dchat_ops._fs import atomic_write
 from dchat_ops.errors import ConfigError
 from dchat_ops.hosts import check_advertise, check_host, check_url
 from dchat_ops.nsc.store import Store, check_name
-from dchat_ops.subjects import check_subject
+from dchat_ops.subjects import check_subject, inbox_prefix
 
 __all__ = [
     "ROUTE_SCHEMES",
@@ -79,11 +79,6 @@ _TOP_KEYS = {
     "policy",
     "max_payload",
 }
-
-
-def inbox_prefix(node_id: str) -> str:
-    """The reply-inbox prefix of a node's local user: its only subscription allowed by default."""
-    return f"_INBOX_{node_id.replace('.', '_')}"
 
 
 def node_path(store: Store, node_id: str) -> Path:

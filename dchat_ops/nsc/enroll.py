@@ -42,7 +42,7 @@ from dchat_ops.nsc.jwt import decode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, PublicKey, check_public_key
 from dchat_ops.nsc.spec import UserSpec
 from dchat_ops.nsc.store import Store, check_name
-from dchat_ops.subjects import check_subject, covers
+from dchat_ops.subjects import check_subject, covers, inbox_prefix
 
 __all__ = [
     "DEVICE_SYSTEM_PUB",
@@ -254,14 +254,19 @@ def check_request_body(body: dict[str, Any]) -> dict[str, Any]:
 # --- what the operator issues ---------------------------------------------------------------------------------
 
 
-def device_user_spec(grant: list[str]) -> UserSpec:
-    """The device's user: publish anywhere, subscribe within ``grant`` (and reply inboxes)."""
-    return UserSpec(pub_allow=[], pub_deny=[], sub_allow=[*grant, "_INBOX.>"], sub_deny=[])
+def device_user_spec(grant: list[str], node_id: str) -> UserSpec:
+    """The device's user: publish anywhere, subscribe within ``grant`` and to the replies of its own node's
+    inbox prefix (not ``_INBOX.>``: those are every user's replies)."""
+    return UserSpec(pub_allow=[], pub_deny=[], sub_allow=[*grant, f"{inbox_prefix(node_id)}.>"], sub_deny=[])
 
 
-def system_user_spec() -> UserSpec:
-    """The device's system user: asks the servers what they hold, nothing else (:data:`DEVICE_SYSTEM_PUB`)."""
-    return UserSpec(pub_allow=list(DEVICE_SYSTEM_PUB), pub_deny=[], sub_allow=["_INBOX.>"], sub_deny=[])
+def system_user_spec(node_id: str) -> UserSpec:
+    """The device's system user: asks the servers what they hold, nothing else (:data:`DEVICE_SYSTEM_PUB`);
+    it reads the answers on its node's inbox prefix only (``_INBOX.>`` in the system account would show it
+    the answers to everyone else's system requests)."""
+    return UserSpec(
+        pub_allow=list(DEVICE_SYSTEM_PUB), pub_deny=[], sub_allow=[f"{inbox_prefix(node_id)}.>"], sub_deny=[]
+    )
 
 
 def beyond_grant(grant: list[str], subject: str) -> bool:

@@ -32,7 +32,7 @@ from dchat_ops.nsc.claims import UserClaims
 from dchat_ops.nsc.creds import parse_creds
 from dchat_ops.nsc.jwt import decode_unverified
 from dchat_ops.nsc.store import Store
-from dchat_ops.subjects import matches, split_queue
+from dchat_ops.subjects import inbox_prefix_of, matches, split_queue
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -137,6 +137,8 @@ async def connect(
 
     quiet_asyncio_ssl_eof()
     creds = RawCredentials(creds_text) if creds_text is not None else str(creds_path)
+    if "inbox_prefix" not in kw and (own := own_inbox(creds_path, creds_text)):
+        kw["inbox_prefix"] = own  # a user allowed replies on its own prefix only: nats-py must use it
     if tls is not None:
         kw["tls"] = tls
     kw.setdefault("connect_timeout", timeout)
@@ -207,6 +209,17 @@ def node_target(store: Store, node: Union[str, Node]) -> NodeTarget:
         monitor_url=nodes.monitor_url(node),
         tls=client_tls_for(store, node),
     )
+
+
+def own_inbox(creds_path: Optional[Path], creds_text: Optional[str]) -> str:
+    """The inbox prefix the user of these creds must use (:func:`dchat_ops.subjects.inbox_prefix_of` of its
+    subscribe permissions), or "" for the default one (also when the creds cannot be read: the connect says why)."""
+    try:
+        text = creds_text if creds_text is not None else Path(str(creds_path)).read_text()
+        claims = decode_unverified(parse_creds(text).jwt)
+    except (OSError, ValueError, DchatOpsError):
+        return ""
+    return inbox_prefix_of(claims.permissions.sub.allow) if isinstance(claims, UserClaims) else ""
 
 
 async def connect_node(
