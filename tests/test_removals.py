@@ -253,3 +253,19 @@ def test_a_user_of_a_role_shows_the_roles_template_in_describe_and_perms_show(st
     assert d["role"] == "reader" and d["subscribe"]["allow"] == ["news.>"]
     out = cli_run(store, "perms", "show", "--user", "default")[1]
     assert "publish: allow (all)" in out and "role" not in out
+
+
+def test_a_re_issue_in_the_second_of_a_revocation_is_not_covered_by_it_and_says_so(tmp_path):
+    from dchat_ops.nsc import admin, revoke
+
+    now = [1_900_000_000]
+    store = Store(tmp_path / "h", clock=lambda: now[0])
+    admin.init(store)
+    admin.add_user(store, "chat", "alice", admin.UserSpec(sub_allow=["chat.>"]))
+    now[0] += 5
+    revoke.revoke_all(store, "chat")  # covers every JWT issued until now
+    r = admin.edit_user(store, "chat", "alice", admin.UserSpec(sub_allow=["chat.>", "room.x"]))  # the same second
+    acc = store.account("chat").claims
+    assert not acc.is_revoked(r.entity.public_key, r.entity.claims.issued_at)
+    assert r.entity.claims.issued_at > acc.revocations["*"]
+    assert any("was revoked" in w for w in r.warnings)

@@ -489,7 +489,12 @@ class Store:
                 else:
                     signer, _ = user_signer(self, op.claims, acc.claims)
                 claims.issuer_account = "" if signer.public_key == acc.public_key else acc.public_key
-                token = self.sign(claims, signer, replaces=ent.claims.issued_at)
+                # after the version it replaces, and after a revocation that covers it: a re-issue made in
+                # the second of a revocation is not covered by it, as one made a second later is not
+                revs = acc.claims.revocations
+                covering = max(revs.get(claims.subject, 0), revs.get("*", 0))
+                replaces = max(ent.claims.issued_at, covering if covering >= ent.claims.issued_at else 0)
+                token = self.sign(claims, signer, replaces=replaces)
                 self.write_user(op.name, account, name, token)
                 if self.has_key(claims.subject):
                     creds = format_creds(token, self.load_key(claims.subject).seed)
