@@ -292,3 +292,21 @@ def test_a_backup_restores_revoked_and_expired_users_too(store, tmp_path):
     findings = validate_store(other)
     assert [f for f in findings if f.level == "error"] == []
     assert any("revoked" in f.message for f in findings)
+
+
+def test_an_older_bundle_never_rolls_an_account_back(store, tmp_path):
+    """A bundle made before a revocation, imported (with --force too) where the account moved on since:
+    the store keeps its newer account JWT, revocations and all; the bundle's user comes in."""
+
+    admin.add_user(store, "chat", "alice")
+    admin.add_user(store, "chat", "mallory")
+    data = transfer.export_bundle(store, "creds", user="alice", passphrase=PW)
+    revoke.revoke_user(store, "chat", "mallory")
+    newer = store.account("chat").token
+    second = fresh_copy_of_operator(store, tmp_path, "all")  # another machine of the same operator
+    for target in (store, second):
+        for force in (False, True):
+            plan = transfer.import_bundle(target, data, passphrase=PW, force=force)
+            assert "account chat (this store's version is newer)" in plan.unchanged
+            assert target.account("chat").token == newer
+    assert second.user("chat", "alice").public_key == store.user("chat", "alice").public_key

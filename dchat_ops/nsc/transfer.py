@@ -260,6 +260,11 @@ def _import_payload(
         known = accounts.get(acc.subject)
         if known and known[0] != name:
             name = known[0]
+        if known and known[1].issued_at > acc.issued_at:
+            # an older version of an account this store holds (a bundle made before a revocation, say): the
+            # store's stays, with --force too: taking it would undo revocations and limits made since
+            plan.unchanged.append(f"account {name} (this store's version is newer)")
+            continue
         accounts[acc.subject] = (name, acc)
         _plan_write(plan, store.account_jwt_path(op_name, name), a["jwt"], f"account {name}", force)
     wanted_keys = {op.subject, *op.signing_keys}
