@@ -464,3 +464,12 @@ def test_jetstream_on_the_system_account_is_refused(tmp_path):
     admin.init(store, "dchat", "chat", "default")
     refused(store.home, "edit", "account", "SYS", "--js-mem", "1G", message="system account")
     assert run(store.home, "edit", "account", "chat", "--js-mem", "1G")[0] == 0
+
+
+def test_an_account_with_jetstream_cannot_become_the_system_account(tmp_path):
+    store = Store(tmp_path / "h")
+    admin.init(store, "dchat", "chat", "default")
+    assert run(store.home, "edit", "account", "chat", "--js-mem", "1G")[0] == 0
+    refused(store.home, "edit", "operator", "--system-account", "chat", message="JetStream")
+    assert run(store.home, "edit", "account", "chat", "--js-mem", "0", "--js-disk", "0")[0] == 0
+    assert run(store.home, "edit", "operator", "--system-account", "chat")[0] == 0

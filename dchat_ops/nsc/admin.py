@@ -933,7 +933,15 @@ def edit_operator(
         if account_server_url is not None:
             claims.account_server_url = account_server_url
         if system_account is not None:
-            claims.system_account = store.find_account(system_account).public_key
+            sys_acc = store.find_account(system_account)
+            js = sys_acc.claims.limits
+            if js.jetstream.enabled() or js.tiers:
+                raise FieldError(
+                    "system_account",
+                    f"account {sys_acc.name} has JetStream limits, which nats-server refuses on the system account: "
+                    f"take them off first (dchat-ops edit account {sys_acc.name} --js-mem 0 --js-disk 0)",
+                )
+            claims.system_account = sys_acc.public_key
         claims.tags = _changed_tags(claims.tags, tags, add_tags, remove_tags)
         changed = claims.to_dict() != before
         if new_key is not None and changed:
