@@ -129,8 +129,8 @@ def atomic_write(
         current: bytes | None = read_file(target)[0]
     except FileNotFoundError:
         current = None
-    except OSError as exc:
-        raise DchatOpsError(f"cannot read {target}: {exc.strerror}") from None
+    except OSError as exc:  # reading what is there is the first step of writing it
+        raise DchatOpsError(f"cannot write {target}: {exc.strerror}") from None
     if current == data:
         if private and stat.S_IMODE(os.stat(target).st_mode) != PRIVATE_FILE:
             os.chmod(target, PRIVATE_FILE)

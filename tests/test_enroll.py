@@ -737,3 +737,21 @@ def test_a_devices_users_read_replies_on_their_own_inbox_only(tmp_path, store, r
         assert own_inbox(creds_of(dev, name, acc), None) == own
     assert inbox_prefix_of(["chat.>", "_INBOX.>", "_INBOX_x.>"]) == ""
     assert inbox_prefix_of(["_INBOX_a.>", "_INBOX_b.>"]) == ""
+
+
+def test_a_request_that_cannot_be_written_leaves_nothing(tmp_path, store, capsys):
+    dev = Store(tmp_path / "device")
+    (tmp_path / "a-file").write_text("x")
+    key = store.operator().public_key
+    out = tmp_path / "a-file" / "pc.req"  # its folder is a file
+    code, _, err = dchat(
+        dev.home, "enroll", "request", "--device", "pc", "--operator", key, "-o", str(out), capsys=capsys
+    )
+    assert code == 1 and "cannot write" in err, err
+    left = [p for p in dev.home.rglob("*") if p.is_file() and p.name not in (".lock", ".gitignore")]
+    assert left == [] and seeds_in(dev.home) == {}
+    # and the retry needs no --force
+    assert (
+        dchat(dev.home, "enroll", "request", "--device", "pc", "--operator", key, "-o", str(tmp_path / "pc.req"))[0]
+        == 0
+    )

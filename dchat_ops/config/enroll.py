@@ -183,7 +183,8 @@ def make_request(
                 "imported": 0,
             },
         )
-    return _write_out(out, text, True), body
+        written = _write_out(out, text, True)  # last, inside: a request that cannot be written leaves no keys
+    return written, body
 
 
 def import_response(store: Store, path: str | Path) -> dict[str, Any]:
