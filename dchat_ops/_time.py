@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 
 from dchat_ops.errors import DchatOpsError
@@ -16,6 +17,7 @@ from dchat_ops.errors import DchatOpsError
 __all__ = ["format_time", "iso_time", "parse_duration", "parse_expiry"]
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", re.ASCII)
 
 
@@ -24,10 +26,10 @@ def parse_duration(text: str) -> float:
     t = str(text).strip().lower()
     if not t or _PART.sub("", t):
         raise DchatOpsError(f"invalid duration {text!r}: use a number and a unit, like 30s, 15m, 12h, 7d")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(t))
-
-
-MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
+    seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(t))
+    if not math.isfinite(seconds):  # int() of it would overflow; what fits is checked where it is used
+        raise DchatOpsError(f"duration {text!r} is out of range")
+    return seconds
 
 
 def parse_expiry(text: str, now: int) -> int:
@@ -43,11 +45,9 @@ def _parse_expiry(text: str, now: int) -> int:
     if t in ("0", "", "never", "none"):
         return 0
     if t.isdigit() and len(t) >= 9:  # Unix seconds
-        return int(t)
-    try:
+        return int(t) if len(t) <= 12 else MAX_TIME + 1  # (out of range, without reading 5,000 digits)
+    if t and not _PART.sub("", t.lower()):  # a duration: its own errors (out of range) are the ones to show
         return now + int(parse_duration(t))
-    except DchatOpsError:
-        pass
     try:
         d = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
     except (ValueError, OverflowError):

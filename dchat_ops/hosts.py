@@ -26,7 +26,7 @@ import shutil
 import subprocess
 from typing import Optional
 
-from dchat_ops.errors import ConfigError
+from dchat_ops.errors import SEED_PATTERN, ConfigError
 
 __all__ = [
     "LOOPBACK",
@@ -84,6 +84,8 @@ def check_host(host: str, what: str = "host") -> str:
     ('0.0.0.0', '[fd00::1]', 'node-1.example.org')
     """
     h = host if isinstance(host, str) else ""
+    if SEED_PATTERN.search(h):  # a seed pasted in the wrong place: refused, never written into a config or JWT
+        raise ConfigError(f"{what}: an nkey seed is not a host (a secret: it was not written anywhere)")
     inner = h[1:-1] if h.startswith("[") and h.endswith("]") else h
     if (inner != h and ":" in inner and is_ip(inner)) or (inner == h and (is_ip(h) or _is_host_name(h))):
         return host

@@ -473,3 +473,22 @@ def test_an_account_with_jetstream_cannot_become_the_system_account(tmp_path):
     refused(store.home, "edit", "operator", "--system-account", "chat", message="JetStream")
     assert run(store.home, "edit", "account", "chat", "--js-mem", "0", "--js-disk", "0")[0] == 0
     assert run(store.home, "edit", "operator", "--system-account", "chat")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["add", "user", "x", "--expiry", "9" * 5000],
+        ["add", "user", "x", "--expiry", "9" * 56 + "d"],
+        ["add", "user", "x", "--payload", "9" * 5000],
+        ["edit", "account", "chat", "--js-mem", "9" * 5000],
+        ["expirations", "--within", "9" * 400 + "d"],
+        ["revoke", "user", "default", "--at", "9" * 5000],
+        ["edit", "operator", "--service-url", f"nats://{SEED}:4222"],
+        ["node", "add", "n9", "--advertise", f"{SEED}:4222"],
+        ["edit", "account", "chat", "--js-disk", SEED],
+    ],
+)
+def test_huge_numbers_and_seeds_in_the_wrong_place_are_one_line_exit_2(home, args):
+    err = refused(home, *args)
+    assert "S…(a seed, not shown)" in err or SEED[:20] not in err

@@ -108,7 +108,7 @@ def test_cli_at_that_would_revoke_nothing_is_a_usage_error(store, capsys):
     for args in (["revoke", "user", "default"], ["revoke", "--all-users"]):
         assert run_cli(cli, [*home, *args, "--at", "2020-01-01", "--no-push"]) == 2
         err = capsys.readouterr().err
-        errors = [line for line in err.splitlines() if line.startswith("Error:")]
+        errors = [line for line in err.splitlines() if line.lower().startswith("error:")]
         assert len(errors) == 1 and "would revoke nothing" in errors[0] and "Traceback" not in err, err
     assert run_cli(cli, [*home, "revoke", "user", "default", "--at", "soon", "--no-push"]) == 2
     assert "invalid time 'soon'" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from typing import Optional
 
 import click
 
-from dchat_ops._cli.app import Ctx, cli, pass_ctx
+from dchat_ops._cli.app import Ctx, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import format_time, parse_expiry
@@ -211,13 +211,12 @@ def _revocation_time(store, account: str, user: str, at: Optional[str]) -> Optio
 
     if not at:
         return None
-    try:
-        t = parse_expiry(at, admin.now(store))
-    except DchatOpsError as exc:
-        raise click.UsageError(str(exc)) from None
+    from dchat_ops.errors import FieldError
+
+    t = parsed("--at", parse_expiry, at, admin.now(store))
     reason = revoke.uncovered(store, account, user, t)
     if reason:
-        raise click.UsageError(reason)
+        raise FieldError("--at", reason, message=reason)
     return t
 
 

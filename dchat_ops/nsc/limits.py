@@ -87,10 +87,12 @@ def parse_size(name: str, text: Any) -> int:
         return check_limit(name, text)
     m = _SIZE.fullmatch(str(text).strip())
     if m is None or (m.group(3) and not m.group(2) and m.group(3).upper() != "B"):
-        raise FieldError(name, f"{str(text)[:40]!r} is not a size: {RULES['size']}")
+        raise FieldError(name, f"{str(text)!r} is not a size: {RULES['size']}")
+    if len(m.group(1).lstrip("-")) > 20:  # more digits than any int64 has (and than int() reads at once)
+        raise FieldError(name, f"{str(text)!r} is larger than the int64 maximum {INT64_MAX}")
     n, unit = int(m.group(1)), m.group(2).upper()
     if n < 0 and unit:
-        raise FieldError(name, f"{str(text)[:40]!r}: only -1 (unlimited) may be negative, with no unit")
+        raise FieldError(name, f"{str(text)!r}: only -1 (unlimited) may be negative, with no unit")
     return check_limit(name, n * _SIZE_UNITS[unit])
 
 
