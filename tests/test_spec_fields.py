@@ -158,3 +158,30 @@ def test_valid_fields_pass_both_paths(tmp_path):
     admin.init(store)
     u = admin.add_user(store, "chat", "ok", UserSpec.from_fields(fields, now=admin.now(store))).entity.claims
     assert u.limits.times[0].start == "22:00:00" and u.limits.payload == INT64_MAX and u.tags == ["team"]
+
+
+def test_account_sizes_take_units_in_a_spec_as_on_the_command_line(tmp_path, capsys):
+    from dchat_ops import provision
+
+    text = """\
+version: 1
+operator: {name: dchat}
+accounts:
+  - name: chat
+    limits: {payload: 1M, data: 10G}
+    jetstream: {mem: 512M, disk: 1G, streams: 10, mem_max_stream_bytes: 64MiB}
+    users:
+      - name: fine
+"""
+    path = tmp_path / "network.yaml"
+    path.write_text(text)
+    store = Store(tmp_path / "home")
+    r = provision.apply(store, provision.load_spec(path))
+    assert not r.error
+    limits = store.account("chat").claims.limits
+    assert (limits.payload, limits.data) == (1 << 20, 10 << 30)
+    js = limits.jetstream
+    assert (js.mem_storage, js.disk_storage, js.streams, js.mem_max_stream_bytes) == (512 << 20, 1 << 30, 10, 64 << 20)
+    (tmp_path / "bad").mkdir()
+    _, err = _plan_error(tmp_path / "bad", capsys, text.replace("512M", "512Q"))
+    assert "not a size" in err and ":6" in err, err

@@ -28,7 +28,7 @@ from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, check_url, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
-from dchat_ops.nsc.limits import check_service_url, check_text
+from dchat_ops.nsc.limits import check_service_url, check_text, parse_size
 from dchat_ops.nsc.spec import (
     INT64_MAX,
     PERMISSION_FIELDS,
@@ -85,8 +85,8 @@ _LIMITS = {
     "conn": "limit",
     "leaf": "limit",
     "subs": "limit",
-    "data": "limit",
-    "payload": "limit",
+    "data": "size",
+    "payload": "size",
     "imports": "limit",
     "exports": "limit",
     "wildcards": "bool",
@@ -103,7 +103,8 @@ JS_FIELDS = {
     "disk_max_stream_bytes": "disk_max_stream_bytes",
     "max_bytes_required": "max_bytes_required",
 }
-_JS = {k: ("bool" if k == "max_bytes_required" else "limit") for k in JS_FIELDS}
+_JS_SIZES = ("mem", "disk", "mem_max_stream_bytes", "disk_max_stream_bytes")
+_JS = {k: ("bool" if k == "max_bytes_required" else "size" if k in _JS_SIZES else "limit") for k in JS_FIELDS}
 # the optional fields of an export and of an import (spec name = claim attribute) and their kinds
 EXPORT_FIELDS = {
     "name": "str",
@@ -287,6 +288,11 @@ class _Checker:
             if not isinstance(v, bool):
                 self.fail(parent, key, where, "must be true or false")
             return v
+        if kind == "size":  # bytes, as on the command line: 1024, -1, or with a unit (512M, 1G)
+            try:
+                return parse_size(str(key), v)
+            except FieldError as exc:
+                self.fail(parent, key, where, exc.reason)
         if kind in ("int", "port", "limit", "count"):
             if isinstance(v, bool) or not isinstance(v, int):
                 self.fail(parent, key, where, "must be a whole number")
