@@ -7,7 +7,7 @@
 //	jwtcheck verify PUBKEY DATAFILE SIG    exit 0 when SIG (base64url) holds, 1 when it does not
 //	jwtcheck make DIR              makes an operator (with a signing key, strict), an account (signed by
 //	                               that signing key, with a plain and a scoped signing key) and three users
-//	                               (signed by the account, its signing key, its scoped key) as plain .jwt,
+//	                               (two signed by its signing key, one by its scoped key) as plain .jwt,
 //	                               .nk and .creds files; prints what it made as JSON
 //
 // Exit codes: 0 ok, 1 a check failed, 2 bad usage or an unreadable input.
@@ -79,7 +79,8 @@ type Entry struct {
 	Warnings   []string        `json:"warnings"`
 	TimeChecks []string        `json:"time_checks"`
 	Claims     json.RawMessage `json:"claims,omitempty"`
-	Scope      string          `json:"scope,omitempty"` // the role of the scoped key that signed a user
+	Scope      string          `json:"scope,omitempty"`   // the role of the scoped key that signed a user
+	Revoked    bool            `json:"revoked,omitempty"` // a user JWT its account's revocations cover
 }
 
 // Report is the whole answer of "store".
@@ -180,7 +181,8 @@ func checkStore(home string) int {
 					continue
 				}
 				validate(ue, uc)
-				ue.Chain, ue.Scope = userChain(acc, uc)
+				ue.Chain, ue.Scope = userChain(op, acc, uc)
+				ue.Revoked = acc.IsClaimRevoked(uc)
 				userTokens[opName+"/"+accName+"/"+strings.TrimSuffix(filepath.Base(uf), ".jwt")] = utok
 			}
 		}
@@ -219,6 +221,7 @@ func checkStore(home string) int {
 		pub, _ := kp.PublicKey()
 		if pub != want {
 			ke.Chain = "the seed's public key is " + pub
+			continue
 		}
 		// sign and verify with the public key alone, as a server does with a nonce
 		msg := []byte("nonce " + want)
@@ -247,9 +250,13 @@ func accountChain(op *jwt.OperatorClaims, acc *jwt.AccountClaims) string {
 	return "ok"
 }
 
-// userChain says whether the account trusts the user's issuer, and the role of a scoped signer.
-func userChain(acc *jwt.AccountClaims, uc *jwt.UserClaims) (string, string) {
+// userChain says whether the account trusts the user's issuer, and the role of a scoped signer.  As
+// nats-server decides it: under a strict operator the account's identity key signs no user.
+func userChain(op *jwt.OperatorClaims, acc *jwt.AccountClaims, uc *jwt.UserClaims) (string, string) {
 	if uc.Issuer == acc.Subject {
+		if op.StrictSigningKeyUsage {
+			return "strict operator: user signed by the account's identity key", ""
+		}
 		if uc.IssuerAccount != "" && uc.IssuerAccount != acc.Subject {
 			return "issuer_account " + uc.IssuerAccount + " is not the account", ""
 		}
@@ -460,7 +467,7 @@ func makeFiles(dir string) int {
 		m.write(name+".creds", string(creds), 0o600)
 		return nil
 	}
-	if err := addUser("alice", accKP, func(uc *jwt.UserClaims) {
+	if err := addUser("alice", accSK, func(uc *jwt.UserClaims) {
 		uc.Pub.Allow.Add("chat.>")
 		uc.Sub.Allow.Add("chat.>", "_INBOX.>")
 		uc.Sub.Deny.Add("chat.secret")
