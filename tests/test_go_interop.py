@@ -13,6 +13,7 @@ Without Go or the libraries the tests are skipped, and say what to install; with
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -424,3 +425,47 @@ def test_a_store_imported_from_go_files_validates_and_grows_in_both(jwtcheck, go
     users = by_name(report, "users")
     assert users["erin"]["scope"] == "reader" and users["carol"]["scope"] == "reader"
     assert users["dave"]["claims"]["nats"]["issuer_account"] == keys["account"]
+
+
+async def test_a_server_dchat_ops_configures_admits_go_users_with_their_scopes(jwtcheck, go_files, tmp_path, servers):
+    """Go's operator imported, dchat-ops renders the server config: Go's users (signed by the account's
+    signing key, and by its scoped key) and a user dchat-ops signed with Go's keys talk to each other, and
+    the scoped user is held to its role's template."""
+    from dchat_ops.runtime.client import close_quietly, connect
+
+    folder, keys = go_files
+    home = tmp_path / "home"
+    ok(home, "import", "keys", str(folder), "--trust-operator")
+    ok(home, "add", "user", "dave", "-a", "goacc", "--allow-pub", "news.>", "--allow-sub", "chat.bob.>")
+    dave_jwt = json.loads(ok(home, "describe", "user", "dave", "-a", "goacc", "--json"))
+    assert dave_jwt["issuer"] == keys["account-sk"]  # the operator is strict: Go's account signing key signs
+    store = Store(home)
+    url, _ = servers.standalone(store)
+
+    errors: list[str] = []
+    carol = await connect(url, folder / "carol.creds", errors=errors)  # Go: the scoped key of role "reader"
+    bob = await connect(url, folder / "bob.creds")  # Go: the account's plain signing key
+    dave = await connect(url, store.creds_path("goop", "goacc", "dave"))  # dchat-ops, with Go's keys
+    try:
+        news = await carol.subscribe("news.>")
+        chat = await dave.subscribe("chat.bob.>")
+        await carol.flush()
+        await dave.flush()
+        await dave.publish("news.today", b"from dchat-ops")
+        await bob.publish("chat.bob.hi", b"from go")
+        assert (await news.next_msg(timeout=5)).data == b"from dchat-ops"
+        assert (await chat.next_msg(timeout=5)).data == b"from go"
+        fake = await bob.subscribe("news.fake")
+        await bob.flush()
+        await carol.publish("news.fake", b"the role denies every publish")
+        await carol.flush()
+        for _ in range(100):  # the server's -ERR reaches the error callback a moment after the flush
+            if any('permissions violation for publish to "news.fake"' in e.lower() for e in errors):
+                break
+            await asyncio.sleep(0.05)
+        assert any('permissions violation for publish to "news.fake"' in e.lower() for e in errors), errors
+        with pytest.raises(asyncio.TimeoutError):
+            await fake.next_msg(timeout=0.5)
+    finally:
+        for nc in (carol, bob, dave):
+            await close_quietly(nc)
