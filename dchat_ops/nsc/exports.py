@@ -485,9 +485,9 @@ def add_import(
         if x.token_req and not token:
             raise FieldError(
                 "token",
-                f"export {x.subject!r} of {exporter_claims.name} is private: an activation token is needed "
-                f"('dchat-ops generate activation --account {exporter_claims.name} --subject {subject} "
-                f"--target-account {account}')",
+                f"export {x.subject} of {exporter_claims.name} is private: an activation token is needed; "
+                f"the exporter makes one with: dchat-ops generate activation --account {exporter_claims.name} "
+                f"--subject {subject} --target-account {account}",
             )
         if not x.token_req and token:
             token = ""  # a public export needs none; a stale token would only be a reason to refuse later
