@@ -268,9 +268,10 @@ def add_export(
     if response_threshold is not None:
         x.response_threshold = _threshold_ns(response_threshold)
     if latency_subject or latency_sampling is not None:
+        sampling = _sampling(latency_sampling or "100")
         if not latency_subject:
             raise FieldError("latency_subject", "latency sampling needs the subject the measurements go to")
-        x.service_latency = {"sampling": _sampling(latency_sampling or "100"), "results": latency_subject}
+        x.service_latency = {"sampling": sampling, "results": latency_subject}
     check_export(x)
     with store.edit_account(account) as claims:
         claims.exports.append(x)
