@@ -169,6 +169,7 @@ def test_private_service_needs_a_verified_token_and_a_revoked_one_stops_it(two_a
     assert store.account("ops").public_key in data["export"]["revocations"]
     # the server now holds the revocation: the import no longer reaches the service
     assert wait_for(lambda: asyncio.run(_ask(node, requester, responder, "help.ask")) is None, timeout=15)
+    assert asyncio.run(_ask(node, responder, responder, "help.ask")) == b"answer to q"  # the service still runs
 
     # and the revoked token is refused when it is offered again
     ok(store, "rm", "import", "-a", "ops", "-s", "help.ask")
