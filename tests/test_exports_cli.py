@@ -301,3 +301,49 @@ def test_without_running_nodes_nothing_is_claimed_pushed(two_accounts):
     assert "no node running: nothing pushed" in out and "ok" not in out.split("\n", 1)[1]
     out = ok(two_accounts, "rm", "export", "-s", "feed.>", "--no-push")
     assert "not pushed" in out
+
+
+SPEC = """\
+accounts:
+  - name: chat
+    exports:
+      - {{subject: "feed.>", type: stream}}
+      - {export}
+  - name: ops
+    imports:
+      - {import_}
+"""
+
+
+@pytest.mark.parametrize(
+    ("export", "import_", "line", "message"),
+    [
+        ('{subject: "feed.x", type: stream}', '{account: chat, subject: "feed.>"}', 5, "already exports 'feed.x'"),
+        ("{subject: a.b, type: stream, response_type: Stream}", '{account: chat, subject: "feed.>"}', 5, "service"),
+        (
+            "{subject: help.ask, type: service}",
+            "{account: chat, subject: help.ask, type: service, local_subject: 'x.>'}",
+            8,
+            "must both end in '>'",
+        ),
+        ("{subject: help.ask, type: service}", '{account: chat, subject: "feed.>", share: true}', 8, "share"),
+    ],
+)
+def test_a_spec_is_checked_by_the_same_rules(tmp_path, export, import_, line, message):
+    from dchat_ops.errors import SpecError
+    from dchat_ops.provision import parse_spec
+
+    with pytest.raises(SpecError) as exc:
+        parse_spec(SPEC.format(export=export, import_=import_), tmp_path / "net.yaml")
+    assert f"net.yaml:{line}:" in str(exc.value) and message in str(exc.value), str(exc.value)
+
+
+def test_revoking_every_importer_and_a_narrower_activation(two_accounts):
+    store = two_accounts
+    exports.add_export(store, "chat", "help.*", service=True, private=True)
+    act = exports.generate_activation(store, "chat", "help.ask", "ops")
+    assert act.claims.import_subject == "help.ask" and act.export.subject == "help.*"
+    x = exports.revoke_activation(store, "chat", "help.*", "*", at=act.claims.issued_at)
+    assert x.revocations == {"*": act.claims.issued_at}
+    with pytest.raises(FieldError, match="revoked"):
+        exports.add_import(store, "ops", "chat", "help.ask", service=True, token=act.token)
