@@ -347,3 +347,24 @@ def test_revoking_every_importer_and_a_narrower_activation(two_accounts):
     assert x.revocations == {"*": act.claims.issued_at}
     with pytest.raises(FieldError, match="revoked"):
         exports.add_import(store, "ops", "chat", "help.ask", service=True, token=act.token)
+
+
+def test_validate_names_imports_the_server_would_skip(two_accounts):
+    from dchat_ops.nsc.describe import validate_store
+
+    store = two_accounts
+    exports.add_export(store, "chat", "help.ask", service=True, private=True)
+    exports.add_export(store, "chat", "feed.>")
+    act = exports.generate_activation(store, "chat", "help.ask", "ops")
+    exports.add_import(store, "ops", "chat", "help.ask", service=True, token=act.token)
+    exports.add_import(store, "ops", "chat", "feed.>")
+    assert [f for f in validate_store(store) if "import" in f.message] == []
+
+    exports.revoke_activation(store, "chat", "help.ask", "ops", at=act.claims.issued_at)
+    exports.remove_export(store, "chat", "feed.>")
+    found = {f.message for f in validate_store(store) if f.entity == "account ops"}
+    assert any("help.ask" in m and "revoked" in m for m in found), found
+    assert any("feed.>" in m and "exports no stream" in m for m in found), found
+    assert f"activation of {store.account('ops').public_key} revoked at" in ok(store, "describe", "account", "chat")
+    code, out, _ = cli_run(store, "validate")
+    assert code == 0 and "warning: account ops: service import help.ask from chat" in out, out

@@ -456,6 +456,8 @@ def _describe_lines(d: dict) -> list[str]:
             lines.append(
                 f"  export       {x.get('subject')} ({x.get('type')}{extra}){' ' + x['name'] if x.get('name') else ''}"
             )
+            for key, t in (x.get("revocations") or {}).items():
+                lines.append(f"    activation of {key} revoked at {format_time(t)}")
         for x in n.get("imports", []):
             local = f" as {x['local_subject']}" if x.get("local_subject") else ""
             lines.append(f"  import       {x.get('subject')}{local} ({x.get('type')}) from {x.get('account')}")

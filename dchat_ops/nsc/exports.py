@@ -41,6 +41,7 @@ __all__ = [
     "check_exports",
     "check_import",
     "check_imports",
+    "exchange_problems",
     "export_from_fields",
     "find_export",
     "generate_activation",
@@ -529,3 +530,55 @@ def remove_import(store: Store, account: str, subject: str = "", name: str = "",
             raise DchatOpsError(f"account {account} has {len(hits)} imports {subject or name!r}: give --from-account")
         claims.imports.remove(hits[0])
     return hits[0]
+
+
+# --- what validate finds ---------------------------------------------------------------------------------
+
+
+def exchange_problems(store: Store, account: Entity[AccountClaims], now: int) -> list[tuple[str, str]]:
+    """(level, message) for an account's exports and imports: what nats-server refuses in the JWT
+    (errors), and imports the server skips (warnings): an export that is gone or became private, an
+    activation token that is invalid, expired, revoked or not for this import."""
+    out: list[tuple[str, str]] = []
+    c = account.claims
+    try:
+        check_exports(c.exports)
+    except FieldError as exc:
+        out.append(("error", f"exports: {exc}"))
+    try:
+        check_imports(c.imports, c.subject)
+    except FieldError as exc:
+        out.append(("error", f"imports: {exc}"))
+    if not c.imports:
+        return out
+    names: dict[str, Entity[AccountClaims]] = {}
+    for n in store.account_names():
+        try:
+            e = store.account(n)
+        except DchatOpsError:  # validate reports it on its own
+            continue
+        names[e.public_key] = e
+    for i in c.imports:
+        exporter = names.get(i.account)
+        label = f"{i.type} import {i.subject} from {exporter.name if exporter else i.account}"
+        x = find_export(exporter.claims, i.subject, i.type) if exporter else None
+        if exporter is not None and x is None:
+            out.append(("warning", f"{label}: that account exports no {i.type} covering it (the server skips it)"))
+            continue
+        if not i.token:
+            if x is not None and x.token_req:
+                out.append(("warning", f"{label}: the export is private and the import has no activation token"))
+            continue
+        try:
+            verify_activation(
+                i.token,
+                exporter=i.account,
+                importer=c.subject,
+                subject=i.to if i.type == "service" and i.to else i.subject,
+                kind=i.type,
+                now=now,
+                exporter_claims=exporter.claims if exporter else None,
+            )
+        except FieldError as exc:
+            out.append(("warning", f"{label}: activation token {exc.reason} (the server skips the import)"))
+    return out
