@@ -368,3 +368,32 @@ def test_validate_names_imports_the_server_would_skip(two_accounts):
     assert f"activation of {store.account('ops').public_key} revoked at" in ok(store, "describe", "account", "chat")
     code, out, _ = cli_run(store, "validate")
     assert code == 0 and "warning: account ops: service import help.ask from chat" in out, out
+
+
+def test_the_server_takes_every_option_of_an_export(two_accounts, node):
+    """Each optional field as the server reads it: the push is confirmed ("jwt updated")."""
+    store = two_accounts
+    for args in (
+        ["-s", "svc.a", "--service", "--response-type", "Stream", "--response-threshold", "5s"],
+        ["-s", "svc.b", "--service", "--latency-subject", "lat.b", "--latency-sampling", "headers"],
+        ["-s", "svc.c", "--service", "--private", "--latency-subject", "lat.c", "--latency-sampling", "25%"],
+        ["-s", "str.*", "--name", "streams", "--description", "every str", "--advertise"],
+    ):
+        data = confirmed(ok(store, "add", "export", *args, "--json"))
+        assert data["push"]["results"][0]["message"] == "jwt updated", data
+    x = {e.subject: e for e in store.account("chat").claims.exports}
+    assert x["svc.a"].response_threshold == 5_000_000_000 and x["svc.a"].response_type == "Stream"
+    assert x["svc.b"].service_latency == {"sampling": "headers", "results": "lat.b"}
+    assert x["svc.c"].service_latency == {"sampling": 25, "results": "lat.c"} and x["svc.c"].token_req
+    assert x["str.*"].name == "streams" and x["str.*"].advertise
+
+
+def test_rm_by_name(two_accounts):
+    store = two_accounts
+    ok(store, "add", "export", "-s", "feed.>", "--name", "feed")
+    ok(store, "add", "import", "-a", "ops", "--from-account", "chat", "--remote-subject", "feed.a", "--name", "news")
+    assert [i.name for i in store.account("ops").claims.imports] == ["news"]
+    removed = json.loads(ok(store, "rm", "import", "-a", "ops", "--name", "news", "--json"))["removed"]
+    assert removed["subject"] == "feed.a" and store.account("ops").claims.imports == []
+    ok(store, "rm", "export", "--name", "feed")
+    assert store.account("chat").claims.exports == []
