@@ -59,7 +59,7 @@ COMMAND_MODULES = {
 # The one-line help of each top-level command, so that ``dchat-ops --help`` lists them without importing
 # a command module.  tests/test_cli.py checks it against the commands' own help.
 COMMAND_HELP = {
-    "add": "Add an account or a user.",
+    "add": "Add an account, a user, an export or an import.",
     "allow-pub": "Allow publishing to SUBJECT.",
     "allow-sub": "Allow subscribing to SUBJECT (a node: live, with rollback on failure).",
     "apply": "Make the store and node configs what the spec says; a second apply changes nothing.",
@@ -71,7 +71,7 @@ COMMAND_HELP = {
     "enroll": "Equip a device with its own keys: a signed request, the operator's signed answer, no seed travels.",
     "expirations": "JWTs that expire within a window (default 30 days), have expired, or are not valid yet.",
     "export": "Export creds or keys to an encrypted bundle (or nsc's plain formats).",
-    "generate": "Generate creds files and server configs.",
+    "generate": "Generate creds files, server configs and activation tokens.",
     "import": "Import a bundle, or plain .creds / .nk / .jwt files or folders: verified, then all or nothing.",
     "init": "Create an operator, the system account and user, an application account and its first user.",
     "list": "List the operator, its accounts and their users.",
@@ -83,8 +83,8 @@ COMMAND_HELP = {
     "push": "Send account JWTs to the running nodes over the system account; report per server.",
     "recover": "Roll back a change a killed command left unfinished, and remove its temporary files.",
     "revocations": "Show revocations.",
-    "revoke": "Revoke a user (revoke user NAME) or every user (revoke --all-users).",
-    "rm": "Remove an account or a user (its JWTs and creds, revoked; seeds stay in the keystore).",
+    "revoke": "Revoke a user (revoke user NAME), every user (revoke --all-users), or an activation (revoke activation).",
+    "rm": "Remove an account, a user (its JWTs and creds, revoked; seeds stay in the keystore), an export or an import.",
     "rm-pub": "Remove SUBJECT from the publish allow and deny lists.",
     "rm-sub": "Remove SUBJECT from the subscribe allow and deny lists.",
     "spec": "Specs for provisioning.",

@@ -56,12 +56,12 @@ def init(c: Ctx, operator, account, user, strict, as_json):
 
 @cli.group()
 def add():
-    """Add an account or a user."""
+    """Add an account, a user, an export or an import."""
 
 
 @cli.group()
 def rm():
-    """Remove an account or a user (its JWTs and creds, revoked; seeds stay in the keystore)."""
+    """Remove an account, a user (its JWTs and creds, revoked; seeds stay in the keystore), an export or an import."""
 
 
 @rm.command("account")
@@ -456,6 +456,8 @@ def _describe_lines(d: dict) -> list[str]:
             lines.append(
                 f"  export       {x.get('subject')} ({x.get('type')}{extra}){' ' + x['name'] if x.get('name') else ''}"
             )
+            for key, t in (x.get("revocations") or {}).items():
+                lines.append(f"    activation of {key} revoked at {format_time(t)}")
         for x in n.get("imports", []):
             local = f" as {x['local_subject']}" if x.get("local_subject") else ""
             lines.append(f"  import       {x.get('subject')}{local} ({x.get('type')}) from {x.get('account')}")
@@ -619,7 +621,7 @@ def recover(c: Ctx, as_json):
 
 @cli.group()
 def generate():
-    """Generate creds files and server configs."""
+    """Generate creds files, server configs and activation tokens."""
 
 
 @generate.command("creds")
@@ -743,3 +745,7 @@ def generate_config(
     else:
         render.semantic_check(cfg)
         click.echo(render.render(cfg), nl=False)
+
+
+# the export, import and activation subcommands of add, rm and generate (and revoke)
+from dchat_ops._cli import exports as _exports  # noqa: E402,F401

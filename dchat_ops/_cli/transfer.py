@@ -190,7 +190,7 @@ def import_(
 @json_option
 @click.pass_context
 def revoke(ctx, all_users, account, at, no_push, as_json):
-    """Revoke a user (revoke user NAME) or every user (revoke --all-users)."""
+    """Revoke a user (revoke user NAME), every user (revoke --all-users), or an activation (revoke activation)."""
     if ctx.invoked_subcommand is not None:
         return
     if not all_users:
@@ -391,3 +391,7 @@ def pull_cmd(c: Ctx, update, as_json):
     if report.refused:
         note(f"error: refused JWTs from: {', '.join(sorted({r['server'] for r in report.refused}))}")
     return 0 if report.ok and not report.refused else 1
+
+
+# revoke activation (with the other export and import subcommands)
+from dchat_ops._cli import exports as _exports  # noqa: E402,F401

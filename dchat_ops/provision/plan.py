@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from dchat_ops._fs import read_file
-from dchat_ops._time import parse_duration, parse_expiry
+from dchat_ops._time import parse_expiry
 from dchat_ops.config.node import NodeFile, list_nodes, node_path, read_nodes
 from dchat_ops.config.nodes import advertise_on
 from dchat_ops.config.pki import ca_paths
@@ -25,19 +25,19 @@ from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     AccountClaims,
-    Export,
     Import,
     JetStreamLimits,
     ScopedSigningKey,
     UserClaims,
     UserPermissionLimits,
 )
+from dchat_ops.nsc.exports import export_from_fields
 from dchat_ops.nsc.jwt import decode
 from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec, dedupe
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.apply import NodeEdit
-from dchat_ops.provision.schema import EXPORT_FIELDS, IMPORT_FIELDS, JS_FIELDS, Spec, SpecError, node_user_clash
+from dchat_ops.provision.schema import IMPORT_FIELDS, JS_FIELDS, Spec, SpecError, node_user_clash
 from dchat_ops.provision.state import fingerprint, load_state, sha
 
 __all__ = ["AccountStep", "Change", "NodeStep", "Plan", "UserStep", "plan", "spec_uses_tls"]
@@ -158,21 +158,10 @@ def account_desired(
     for k, attr in JS_FIELDS.items():
         setattr(claims.limits.jetstream, attr, js.get(k, getattr(js_base, attr)))
 
-    def export_options(e: dict) -> dict[str, Any]:
-        return {
-            k: (round(parse_duration(e[k]) * 1e9) if k == "response_threshold" else e[k])
-            for k in EXPORT_FIELDS
-            if k in e
-        }
-
-    claims.exports = [
-        Export(
-            e["subject"],
-            e.get("type", "stream"),
-            **export_options(e),
-        )
-        for e in spec_acc.get("exports", [])
-    ]
+    revoked = {(x.subject, x.type): x.revocations for x in claims.exports}  # revoked activations stay
+    claims.exports = [export_from_fields(e["subject"], e.get("type", "stream"), e) for e in spec_acc.get("exports", [])]
+    for x in claims.exports:
+        x.revocations = dict(revoked.get((x.subject, x.type), {}))
     claims.imports = [
         Import(
             i["subject"],

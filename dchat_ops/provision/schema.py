@@ -28,6 +28,15 @@ from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES
 from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, check_url, listeners_overlap
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
+from dchat_ops.nsc.claims import Import
+from dchat_ops.nsc.exports import (
+    EXPORT_FIELDS,
+    IMPORT_FIELDS,
+    RESPONSE_TYPES,
+    check_exports,
+    check_imports,
+    export_from_fields,
+)
 from dchat_ops.nsc.limits import check_service_url, check_text, parse_size
 from dchat_ops.nsc.spec import (
     INT64_MAX,
@@ -43,8 +52,6 @@ from dchat_ops.nsc.spec import (
 from dchat_ops.nsc.store import Store, check_name
 from dchat_ops.provision._yaml import BadScalar, TooDeep, load_yaml
 from dchat_ops.subjects import check_subject
-
-RESPONSE_TYPES = ("Singleton", "Stream", "Chunked")
 
 __all__ = [
     "EXPORT_FIELDS",
@@ -105,19 +112,7 @@ JS_FIELDS = {
 }
 _JS_SIZES = ("mem", "disk", "mem_max_stream_bytes", "disk_max_stream_bytes")
 _JS = {k: ("bool" if k == "max_bytes_required" else "size" if k in _JS_SIZES else "limit") for k in JS_FIELDS}
-# the optional fields of an export and of an import (spec name = claim attribute) and their kinds
-EXPORT_FIELDS = {
-    "name": "str",
-    "token_req": "bool",
-    "advertise": "bool",
-    "allow_trace": "bool",
-    "response_type": "response_type",
-    "response_threshold": "duration",
-    "account_token_position": "count",
-    "description": "str",
-    "info_url": "str",
-}
-IMPORT_FIELDS = {"name": "str", "local_subject": "subject", "share": "bool", "allow_trace": "bool"}
+# the optional fields of an export and of an import: the table of nsc.exports (its rules check the values)
 _EXPORT = {"subject": "subject", "type": "export_type", **EXPORT_FIELDS}
 _IMPORT = {"account": "name", "subject": "subject", "type": "export_type", **IMPORT_FIELDS}
 _ACCOUNT = {
@@ -404,7 +399,7 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
 
 
 # Part of the cache key: raised when the checks change, so a spec validated by older checks is checked again.
-_CHECKS_REVISION = 4
+_CHECKS_REVISION = 5
 
 
 def _cache_key(text: str) -> str:
@@ -525,6 +520,7 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
             for k in ("account", "subject"):
                 if k not in imp:
                     ck.fail(adoc["imports"][j], None, f"accounts[{i}].imports[{j}]", f"{k} is missing")
+        _check_exchange(ck, adoc, a, f"accounts[{i}]")
     for i, a in enumerate(accounts):
         for j, imp in enumerate(a.get("imports") or []):
             if imp["account"] not in names:
@@ -626,6 +622,35 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
                             else f" has no {what} listener"
                         ),
                     )
+
+
+def _check_exchange(ck: _Checker, adoc, a: dict, where: str) -> None:
+    """An account's exports and imports, by the rules of nsc.exports (what nats-server refuses)."""
+    for section in ("exports", "imports"):
+        for j, item in enumerate(a.get(section) or []):
+            if "subject" not in item:
+                ck.fail(adoc[section][j], None, f"{where}.{section}[{j}]", "subject is missing")
+    try:
+        check_exports([export_from_fields(x["subject"], x.get("type", "stream"), x) for x in a.get("exports") or []])
+    except FieldError as exc:
+        _fail_item(ck, adoc, "exports", exc, where)
+    try:
+        check_imports(
+            [
+                Import(x["subject"], "", x.get("type", "stream"), **{k: x[k] for k in IMPORT_FIELDS if k in x})
+                for x in a.get("imports") or []
+            ]
+        )
+    except FieldError as exc:
+        _fail_item(ck, adoc, "imports", exc, where)
+
+
+def _fail_item(ck: _Checker, adoc, section: str, exc: FieldError, where: str) -> None:
+    items = adoc[section]
+    j = exc.index if exc.index is not None else 0
+    item = items[j] if j < len(items) else None
+    key = exc.field if isinstance(item, dict) and exc.field in item else None
+    ck.fail(item if item is not None else items, key, f"{where}.{section}[{j}].{exc.field}", exc.reason)
 
 
 def _listens(n: dict, kind: str) -> bool:
