@@ -406,6 +406,10 @@ def _account_fix(name: str, field: str) -> str:
         return f"run '{edit} --description TEXT'"
     if field == "tags":
         return f"run '{edit} --rm-tag TAG'"
+    if field.startswith("mapping."):
+        return f"run 'dchat-ops rm mapping --account {name} --from SUBJECT' and add it again"
+    if field in ("jetstream", "jetstream.tiers"):
+        return f"run '{edit} --js-mem 0 --js-disk 0' (account-wide) or '{edit} --rm-js-tier NAME'"
     return "re-sign the account where it was made"
 
 
