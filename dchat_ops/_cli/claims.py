@@ -113,7 +113,7 @@ def _require_current(store: Store, account: str) -> None:
 
 
 def _finish(as_json: bool, data: dict, first: str, lines: list[str], report: dict | None) -> None:
-    emit(as_json, {**data, "push": report}, [first, *lines])
+    emit(as_json, {**data, "push": report, "messages": [m.strip() for m in lines]}, [first, *lines])
     if report is not None and not report["ok"]:
         raise DchatOpsError("the change is in the store, but not every server took it: run 'dchat-ops push'")
 

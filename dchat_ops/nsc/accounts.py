@@ -34,12 +34,13 @@ __all__ = [
     "apply_default_permissions",
     "apply_js_tier",
     "check_info_url",
-    "check_js_tier",
     "check_jetstream_layout",
+    "check_js_tier",
     "edit_role",
     "make_strict",
     "remove_mapping",
     "role_users",
+    "strict_problems",
 ]
 
 

@@ -26,7 +26,6 @@ from typing import Any, Optional
 
 from dchat_ops.errors import SEED_PATTERN, ConfigError, FieldError
 from dchat_ops.hosts import check_url
-from dchat_ops.nsc.mappings import check_mapping
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     JETSTREAM_LIMIT_KEYS,
@@ -37,6 +36,7 @@ from dchat_ops.nsc.claims import (
     UserPermissionLimits,
     jetstream_field,
 )
+from dchat_ops.nsc.mappings import check_mapping
 
 __all__ = [
     "INT64_MAX",
