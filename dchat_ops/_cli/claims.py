@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dchat_ops._cli.app import SIZE, Ctx, _split, pass_ctx
-from dchat_ops._cli.output import emit, json_option, note
+from dchat_ops._cli.output import emit, json_option
 from dchat_ops.errors import DchatOpsError
 
 if TYPE_CHECKING:
@@ -263,8 +263,6 @@ def edit_role(c: Ctx, account, role, as_json, no_push, **kw):
         lines.insert(0, f"  taken away from its {len(r.users)} user(s): {'; '.join(r.taken_away)}")
     first = f"role {role} of account {account}: template " + ("changed" if r.changed else "unchanged")
     _finish(as_json, r.to_dict(), first, lines, report)
-    if r.changed and report is None and not no_push:
-        note("the role's users get the new template once a server holds the new account JWT")
 
 
 def account_describe_lines(n: dict) -> list[str]:
