@@ -316,3 +316,13 @@ def test_info_url_is_set_and_removed(store, capsys):
     assert "info url     https://example.com/chat" in capsys.readouterr().out
     assert ops(store, "edit", "account", "chat", "--info-url", "") == 0
     assert store.account("chat").claims.info_url == ""
+
+
+def test_strict_is_refused_where_the_operator_seed_is_not(store, capsys):
+    op = store.operator().claims
+    store.key_path(op.subject).unlink()
+    before = snapshot(store.home)
+    assert ops(store, "edit", "operator", "--strict") == 1
+    err = capsys.readouterr().err
+    assert "operator identity seed" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(store.home) == before

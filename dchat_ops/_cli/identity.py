@@ -57,7 +57,7 @@ def init(c: Ctx, operator, account, user, strict, as_json):
 
 @cli.group()
 def add():
-    """Add an account or a user."""
+    """Add an account, a user or a subject mapping."""
 
 
 @cli.group()
@@ -214,7 +214,7 @@ def add_user(c: Ctx, name, account, role, signing_key, force, as_json, **kw):
 
 @cli.group()
 def edit():
-    """Change an operator, account or user (and re-sign it)."""
+    """Change an operator, account, role template or user (and re-sign it)."""
 
 
 @edit.command("user")

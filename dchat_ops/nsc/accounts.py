@@ -267,7 +267,6 @@ def edit_role(
 class StrictResult:
     """What moving to strict signing key usage re-signed."""
 
-    operator_key_added: bool = False
     accounts: list[str] = field(default_factory=list)  # re-signed by an operator signing key
     account_keys_added: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)  # account/user re-signed by an account signing key
@@ -278,8 +277,6 @@ class StrictResult:
 
     def messages(self) -> list[str]:
         out = []
-        if self.operator_key_added:
-            out.append("added an operator signing key (its seed is in the keystore)")
         if self.account_keys_added:
             out.append(f"added an account signing key to {', '.join(self.account_keys_added)}")
         if self.accounts:

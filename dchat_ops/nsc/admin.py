@@ -992,11 +992,12 @@ def _edit_operator(
     with store.edit_operator() as claims:
         before = claims.to_dict()
         new_key = None
-        if strict and not claims.strict_signing_key_usage:
+        turning_strict = bool(strict) and not claims.strict_signing_key_usage
+        if turning_strict:
             problems = _accounts.strict_problems(store, claims)
             if problems:
                 raise StoreError("cannot turn on strict signing key usage: " + "; ".join(problems))
-        if add_signing_key or (strict and not any(store.has_key(k) for k in claims.signing_keys)):
+        if add_signing_key or (turning_strict and not any(store.has_key(k) for k in claims.signing_keys)):
             new_key = KeyPair.generate("operator")
             claims.signing_keys.append(new_key.public_key)
             if not add_signing_key and report is not None:
