@@ -457,7 +457,7 @@ def _describe_lines(d: dict) -> list[str]:
             lines.append(f"  signing key  {sk}")
     if d["kind"] == "account":
         lim = n.get("limits", {})
-        lines.append("  limits       " + ", ".join(f"{k}={v}" for k, v in lim.items()))
+        lines.append("  limits       " + ", ".join(f"{k}={v}" for k, v in lim.items() if k != "tiered_limits"))
         for sk in d.get("signing_keys", []):
             lines.append(f"  signing key  {sk if isinstance(sk, str) else sk['key'] + ' (role ' + sk['role'] + ')'}")
         for r, t in n.get("revocations", {}).items():

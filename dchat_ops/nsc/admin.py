@@ -649,7 +649,8 @@ def edit_user(
             scope = acc.claims.signing_key_map().get(claims.issuer)
             if scope is not None and spec.has_permissions_or_limits():
                 raise StoreError(
-                    f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead"
+                    f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead "
+                    f"('dchat-ops edit role {account} {scope.role} ...')"
                 )
             spec.apply(claims)
             check_bearer_allowed(account, acc.claims, claims.limits)
