@@ -326,3 +326,23 @@ def test_strict_is_refused_where_the_operator_seed_is_not(store, capsys):
     err = capsys.readouterr().err
     assert "operator identity seed" in err and len(err.strip().splitlines()) == 1
     assert snapshot(store.home) == before
+
+
+async def test_a_jetstream_tier_is_what_a_real_server_enforces(store, supervised):
+    from nats.js.api import StorageType
+    from nats.js.errors import APIError
+
+    from dchat_ops.config import nodes
+
+    assert ops(store, "edit", "account", "chat", "--js-tier", "R1", "--js-mem", "1M", "--js-streams", "1") == 0
+    nodes.add_node(store, "js", cluster=False, jetstream=True)
+    supervised("js")
+    nc = await connect(node_url(store, "js"), store.creds_path("dchat", "chat", "default"))
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="ONE", subjects=["one.>"], storage=StorageType.MEMORY, num_replicas=1)
+        with pytest.raises(APIError) as e:  # the tier allows one stream
+            await js.add_stream(name="TWO", subjects=["two.>"], storage=StorageType.MEMORY, num_replicas=1)
+        assert "maximum number of streams" in str(e.value).lower()
+    finally:
+        await close_quietly(nc)
