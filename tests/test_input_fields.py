@@ -390,7 +390,7 @@ def test_validate_names_each_broken_value_and_its_repair(tmp_path):
     expect = {
         ("error", "operator dchat", "service_urls[0]"): "dchat-ops edit operator --service-url",
         ("error", "account chat", "leaf"): "dchat-ops edit account chat --leaf N",
-        ("error", "account chat", "role guest"): "--rm-sk guest",
+        ("error", "account chat", "role guest"): "dchat-ops edit role chat guest --payload N",
         ("error", "user chat/default", "subs"): "dchat-ops edit user default -a chat --subs N",
         ("error", "user chat/default", "source_networks[0]"): "write 127.0.0.1/32",
         ("warning", "user chat/default", "source_networks[1]"): "write 10.0.0.0/8",

@@ -59,7 +59,7 @@ COMMAND_MODULES = {
 # The one-line help of each top-level command, so that ``dchat-ops --help`` lists them without importing
 # a command module.  tests/test_cli.py checks it against the commands' own help.
 COMMAND_HELP = {
-    "add": "Add an account, a user, an export or an import.",
+    "add": "Add an account, a user, an export, an import or a subject mapping.",
     "allow-pub": "Allow publishing to SUBJECT.",
     "allow-sub": "Allow subscribing to SUBJECT (a node: live, with rollback on failure).",
     "apply": "Make the store and node configs what the spec says; a second apply changes nothing.",
@@ -67,7 +67,7 @@ COMMAND_HELP = {
     "deny-pub": "Deny publishing to SUBJECT.",
     "deny-sub": "Deny subscribing to SUBJECT.",
     "describe": "Show an operator, account or user by name, or any JWT or creds file (the seed is never shown).",
-    "edit": "Change an operator, account or user (and re-sign it).",
+    "edit": "Change an operator, account, role template or user (and re-sign it).",
     "enroll": "Equip a device with its own keys: a signed request, the operator's signed answer, no seed travels.",
     "expirations": "JWTs that expire within a window (default 30 days), have expired, or are not valid yet.",
     "export": "Export creds or keys to an encrypted bundle (or nsc's plain formats).",

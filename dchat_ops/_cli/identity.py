@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from dchat_ops._cli import claims as _claims
 from dchat_ops._cli.app import SIZE, Ctx, _split, _times, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
@@ -56,7 +57,7 @@ def init(c: Ctx, operator, account, user, strict, as_json):
 
 @cli.group()
 def add():
-    """Add an account, a user, an export or an import."""
+    """Add an account, a user, an export, an import or a subject mapping."""
 
 
 @cli.group()
@@ -213,7 +214,7 @@ def add_user(c: Ctx, name, account, role, signing_key, force, as_json, **kw):
 
 @cli.group()
 def edit():
-    """Change an operator, account or user (and re-sign it)."""
+    """Change an operator, account, role template or user (and re-sign it)."""
 
 
 @edit.command("user")
@@ -298,6 +299,7 @@ def _limit_kw(**kw) -> dict:
 @click.option("--tag", multiple=True, help="Add a tag (repeatable).")
 @click.option("--rm-tag", multiple=True, help="Remove a tag (repeatable).")
 @click.option("--description")
+@_claims.account_claim_options
 @json_option
 @pass_ctx
 def edit_account(
@@ -328,8 +330,10 @@ def edit_account(
     rm_tag,
     description,
     as_json,
+    **more,
 ):
-    """Change an account's limits, JetStream, signing keys and roles; re-sign it."""
+    """Change an account's limits, JetStream (account-wide or per tier), signing keys and roles, default
+    permissions; re-sign it."""
     from dchat_ops.nsc import admin
     from dchat_ops.nsc import describe as inspect_
 
@@ -347,6 +351,7 @@ def edit_account(
     from dchat_ops.runtime import push
 
     push.require_current_store(store, [name])  # an edit on an older JWT than a node holds would undo it
+    more_js, more_kw = _claims.account_claim_kwargs(more)
     e, changed = admin.edit_account(
         store,
         name,
@@ -361,7 +366,10 @@ def edit_account(
             wildcards=wildcards,
             disallow_bearer=disallow_bearer,
         ),
-        jetstream=_limit_kw(mem_storage=js_mem, disk_storage=js_disk, streams=js_streams, consumer=js_consumers),
+        jetstream={
+            **_limit_kw(mem_storage=js_mem, disk_storage=js_disk, streams=js_streams, consumer=js_consumers),
+            **more_js,
+        },
         add_signing_key=add_sk,
         add_role=role,
         role_spec=role_spec,
@@ -370,6 +378,7 @@ def edit_account(
         add_tags=_split(tag),
         remove_tags=_split(rm_tag),
         description=description,
+        **more_kw,
     )
     emit(
         as_json,
@@ -399,6 +408,7 @@ def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, syste
     from dchat_ops.nsc import admin
     from dchat_ops.nsc import describe as inspect_
 
+    report: list[str] = []
     e, changed = admin.edit_operator(
         c.store(),
         add_signing_key=add_sk,
@@ -408,11 +418,12 @@ def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, syste
         system_account=system_account,
         add_tags=_split(tag),
         remove_tags=_split(rm_tag),
+        report=report,
     )
     emit(
         as_json,
-        {**inspect_.describe_claims(e.claims), "changed": changed},
-        f"operator {e.name} re-signed" if changed else f"operator {e.name} unchanged",
+        {**inspect_.describe_claims(e.claims), "changed": changed, "migrated": report},
+        [f"operator {e.name} re-signed" if changed else f"operator {e.name} unchanged", *(f"  {m}" for m in report)],
     )
     if changed:
         note("servers read the operator JWT at start: regenerate their configs and restart them")
@@ -446,7 +457,7 @@ def _describe_lines(d: dict) -> list[str]:
             lines.append(f"  signing key  {sk}")
     if d["kind"] == "account":
         lim = n.get("limits", {})
-        lines.append("  limits       " + ", ".join(f"{k}={v}" for k, v in lim.items()))
+        lines.append("  limits       " + ", ".join(f"{k}={v}" for k, v in lim.items() if k != "tiered_limits"))
         for sk in d.get("signing_keys", []):
             lines.append(f"  signing key  {sk if isinstance(sk, str) else sk['key'] + ' (role ' + sk['role'] + ')'}")
         for r, t in n.get("revocations", {}).items():
@@ -462,8 +473,12 @@ def _describe_lines(d: dict) -> list[str]:
             local = f" as {x['local_subject']}" if x.get("local_subject") else ""
             lines.append(f"  import       {x.get('subject')}{local} ({x.get('type')}) from {x.get('account')}")
         for subject, targets in n.get("mappings", {}).items():
-            to = ", ".join(f"{t.get('subject')} {t.get('weight', 100)}%" for t in targets)
+            to = ", ".join(
+                f"{t.get('subject')} {t.get('weight') or 100}%{' in ' + t['cluster'] if t.get('cluster') else ''}"
+                for t in targets
+            )
             lines.append(f"  mapping      {subject} -> {to}")
+        lines += _claims.account_describe_lines(n)
     if d["kind"] == "user":
         if d.get("role"):
             lines.append(f"  role         {d['role']} (its template below is what the server applies)")
@@ -749,3 +764,8 @@ def generate_config(
 
 # the export, import and activation subcommands of add, rm and generate (and revoke)
 from dchat_ops._cli import exports as _exports  # noqa: E402,F401
+
+# commands of the account claims module, in this module's groups
+add.add_command(_claims.add_mapping)
+rm.add_command(_claims.rm_mapping)
+edit.add_command(_claims.edit_role)

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from dchat_ops._fs import deferred_sync, die_with_parent, journal_new_files, untracked
 from dchat_ops.errors import ExistsError, JWTError, StoreError
+from dchat_ops.nsc import accounts as _accounts
 from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS as _ACCOUNT_LIMITS
 from dchat_ops.nsc.claims import JETSTREAM_LIMIT_KEYS as _JS_LIMITS
 from dchat_ops.nsc.claims import (
@@ -648,7 +649,8 @@ def edit_user(
             scope = acc.claims.signing_key_map().get(claims.issuer)
             if scope is not None and spec.has_permissions_or_limits():
                 raise StoreError(
-                    f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead"
+                    f"user {name} is issued by scoped role {scope.role!r}; change the role's template instead "
+                    f"('dchat-ops edit role {account} {scope.role} ...')"
                 )
             spec.apply(claims)
             check_bearer_allowed(account, acc.claims, claims.limits)
@@ -746,8 +748,17 @@ def edit_account(
     description: Optional[str] = None,
     add_tags: Optional[list[str]] = None,
     remove_tags: Optional[list[str]] = None,
+    js_tier: Optional[str] = None,
+    remove_js_tiers: Optional[list[str]] = None,
+    default_permissions: Optional[UserChanges] = None,
+    info_url: Optional[str] = None,
 ) -> tuple[Entity[AccountClaims], bool]:
     """Change an account's limits, JetStream limits, signing keys (plain or scoped roles), expiry or tags.
+
+    With ``js_tier`` (``R1``...``R5``) the ``jetstream`` limits are those of that tier (made when missing);
+    ``remove_js_tiers`` removes tiers.  An account has account-wide JetStream limits or tiers, not both
+    (FieldError).  ``default_permissions`` changes what users with no permissions of their own get;
+    ``info_url`` ('' removes it) is shown by tools.
 
     Returns (account, changed).  A new signing key's seed goes to the keystore.  Every limit, the role
     name, the tags and the expiry are checked first (FieldError, nothing written) with the validators specs
@@ -760,11 +771,31 @@ def edit_account(
     check_tags("tags", list(add_tags or []))
     if description is not None:
         check_text("description", description)
+    if js_tier is not None:
+        _accounts.check_js_tier(js_tier)
+    if info_url is not None:
+        _accounts.check_info_url(info_url)
     with store.edit_account(name) as claims:
         before = claims.to_dict()
         new_keys = _edit_account_claims(
-            name, claims, limits, jetstream, add_signing_key, add_role, role_spec, remove_signing_key
+            name,
+            claims,
+            limits,
+            None if js_tier is not None else jetstream,
+            add_signing_key,
+            add_role,
+            role_spec,
+            remove_signing_key,
         )
+        if js_tier is not None:
+            _accounts.apply_js_tier(claims, js_tier, dict(jetstream or {}))
+        for tier in remove_js_tiers or ():
+            if claims.limits.tiers.pop(tier, None) is None:
+                raise FieldError("jetstream.tier", f"account {name} has no JetStream tier {tier!r}")
+        if default_permissions is not None:
+            _accounts.apply_default_permissions(claims, default_permissions)
+        if info_url is not None:
+            claims.info_url = info_url
         if expires is not None:
             claims.expires = expires
         claims.tags = _changed_tags(claims.tags, tags, add_tags, remove_tags)
@@ -773,6 +804,7 @@ def edit_account(
         changed = claims.to_dict() != before
         if changed:
             _refuse_what_the_server_refuses(store, name, claims)
+            _accounts.check_jetstream_layout(name, claims, tier_edit=js_tier is not None)
         for kp in new_keys if changed else ():  # last: nothing above may fail once a seed is kept
             store.save_key(kp)
     return store.account(name), changed
@@ -909,24 +941,69 @@ def edit_operator(
     tags: Optional[list[str]] = None,
     add_tags: Optional[list[str]] = None,
     remove_tags: Optional[list[str]] = None,
+    report: Optional[list[str]] = None,
 ) -> tuple[Entity[OperatorClaims], bool]:
     """Change the operator's signing keys, strict mode, service URLs, account server URL, system account or
     tags (``tags`` sets them, ``add_tags`` / ``remove_tags`` change them).  Every value is checked first
-    (FieldError, nothing written): service URLs are ``nats://`` or ``tls://`` host:port."""
+    (FieldError, nothing written): service URLs are ``nats://`` or ``tls://`` host:port.
+
+    Turning strict signing key usage on migrates the store in the same unit of work
+    (:func:`~dchat_ops.nsc.accounts.make_strict`): an operator signing key is added when the keystore holds
+    none, accounts and users signed by identity keys are re-signed by signing keys.  What it did goes into
+    ``report`` (lines for a person).  The store stays valid throughout."""
     for i, u in enumerate(service_urls or []):
         check_service_url("service_urls", u, i)
     if account_server_url:
         check_account_server_url("account_server_url", account_server_url)
     check_tags("tags", list(tags or []) + list(add_tags or []))
+    with store.transaction():
+        was_strict = store.operator().claims.strict_signing_key_usage
+        e, changed = _edit_operator(
+            store,
+            add_signing_key,
+            strict,
+            service_urls,
+            account_server_url,
+            system_account,
+            tags,
+            add_tags,
+            remove_tags,
+            report,
+        )
+        if strict and not was_strict:
+            done = _accounts.make_strict(store)
+            if report is not None:
+                report.extend(done.messages())
+            e = store.operator()
+    return e, changed
+
+
+def _edit_operator(
+    store: Store,
+    add_signing_key: bool,
+    strict: Optional[bool],
+    service_urls: Optional[list[str]],
+    account_server_url: Optional[str],
+    system_account: Optional[str],
+    tags: Optional[list[str]],
+    add_tags: Optional[list[str]],
+    remove_tags: Optional[list[str]],
+    report: Optional[list[str]],
+) -> tuple[Entity[OperatorClaims], bool]:
     with store.edit_operator() as claims:
         before = claims.to_dict()
         new_key = None
-        if add_signing_key:
+        turning_strict = bool(strict) and not claims.strict_signing_key_usage
+        if turning_strict:
+            problems = _accounts.strict_problems(store, claims)
+            if problems:
+                raise StoreError("cannot turn on strict signing key usage: " + "; ".join(problems))
+        if add_signing_key or (turning_strict and not any(store.has_key(k) for k in claims.signing_keys)):
             new_key = KeyPair.generate("operator")
             claims.signing_keys.append(new_key.public_key)
+            if not add_signing_key and report is not None:
+                report.append("added an operator signing key (its seed is in the keystore)")
         if strict is not None:
-            if strict and not claims.signing_keys:
-                raise StoreError("strict signing key usage needs an operator signing key (add one with --sk)")
             claims.strict_signing_key_usage = strict
         if service_urls is not None:
             claims.operator_service_urls = list(service_urls)

@@ -402,12 +402,16 @@ def _account_fix(name: str, field: str) -> str:
     if field in _JS_OPTIONS:
         return f"run '{edit} {_JS_OPTIONS[field]} N'"
     if field.startswith("role "):
-        role = field[5:].split(":", 1)[0]
-        return f"run '{edit} --rm-sk {role}' and add the role again with --role {role}"
+        role, _, sub = field[5:].partition(": ")
+        return _user_fix(sub, f"dchat-ops edit role {name} {role}")
     if field == "description":
         return f"run '{edit} --description TEXT'"
     if field == "tags":
         return f"run '{edit} --rm-tag TAG'"
+    if field.startswith("mapping."):
+        return f"run 'dchat-ops rm mapping --account {name} --from SUBJECT' and add it again"
+    if field in ("jetstream", "jetstream.tiers"):
+        return f"run '{edit} --js-mem 0 --js-disk 0' (account-wide) or '{edit} --rm-js-tier NAME'"
     return "re-sign the account where it was made"
 
 

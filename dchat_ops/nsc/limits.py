@@ -30,11 +30,13 @@ from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     JETSTREAM_LIMIT_KEYS,
     AccountClaims,
+    AccountLimits,
     OperatorClaims,
     ScopedSigningKey,
     UserPermissionLimits,
     jetstream_field,
 )
+from dchat_ops.nsc.mappings import check_mapping
 
 __all__ = [
     "INT64_MAX",
@@ -54,6 +56,7 @@ __all__ = [
     "operator_problems",
     "parse_size",
     "template_problems",
+    "tier_problem",
     "user_problems",
 ]
 
@@ -294,7 +297,29 @@ def account_problems(c: AccountClaims) -> list[Problem]:
             for level, exc in template_problems(sk.template):
                 out.append((level, FieldError(f"role {sk.role}: {exc.field}", exc.reason, exc.index)))
     _collect(out, "warning", check_text, "description", c.description)
+    tiers = tier_problem(lim)
+    if tiers is not None:
+        out.append(("error", tiers))
+    for source, targets in sorted(c.mappings.items()):
+        _collect(out, "error", check_mapping, source, targets)
     return out + _tag_problems(c.tags)
+
+
+def tier_problem(lim: AccountLimits) -> Optional[FieldError]:
+    """The JetStream layout the JWT library refuses: account-wide limits beside tiers (nats-server would use only
+    the tiers), or a tier named ''.  None when it is fine."""
+    if not lim.tiers:
+        return None
+    if "" in lim.tiers:
+        return FieldError("jetstream.tiers", "a tier may not be named ''")
+    if lim.jetstream.to_dict():
+        set_ = ", ".join(sorted(lim.jetstream.to_dict()))
+        return FieldError(
+            "jetstream",
+            f"account-wide JetStream limits ({set_}) and tiers are mutually exclusive: nats-server throws the "
+            "account-wide ones away when tiers exist",
+        )
+    return None
 
 
 def operator_problems(c: OperatorClaims) -> list[Problem]:
