@@ -35,6 +35,7 @@ from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import Clock, Encoder, decode, encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, fresh_keys
 from dchat_ops.nsc.limits import check_account_server_url, check_service_url, check_text
+from dchat_ops.nsc.rotate import check_account_key_removal, check_operator_key_removal
 from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec, check_limit, check_tags, check_time
 from dchat_ops.nsc.spec import dedupe as _dedupe
 from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
@@ -746,6 +747,7 @@ def edit_account(
     description: Optional[str] = None,
     add_tags: Optional[list[str]] = None,
     remove_tags: Optional[list[str]] = None,
+    force: bool = False,
 ) -> tuple[Entity[AccountClaims], bool]:
     """Change an account's limits, JetStream limits, signing keys (plain or scoped roles), expiry or tags.
 
@@ -755,12 +757,17 @@ def edit_account(
 
     ``tags`` sets the tags outright; ``add_tags`` and ``remove_tags`` change the current ones (as
     ``edit user --tag`` / ``--rm-tag`` do).
+
+    Removing a signing key that still signs users of the account is refused (:class:`KeyInUseError`:
+    ``dchat-ops rotate account-key`` replaces it without breaking them), unless ``force``.
     """
     check_account_changes(limits, jetstream, add_role, expires, tags)
     check_tags("tags", list(add_tags or []))
     if description is not None:
         check_text("description", description)
     with store.edit_account(name) as claims:
+        if remove_signing_key:
+            check_account_key_removal(store, name, remove_signing_key, force=force)
         before = claims.to_dict()
         new_keys = _edit_account_claims(
             name, claims, limits, jetstream, add_signing_key, add_role, role_spec, remove_signing_key
@@ -909,10 +916,15 @@ def edit_operator(
     tags: Optional[list[str]] = None,
     add_tags: Optional[list[str]] = None,
     remove_tags: Optional[list[str]] = None,
+    remove_signing_key: Optional[str] = None,
+    force: bool = False,
 ) -> tuple[Entity[OperatorClaims], bool]:
     """Change the operator's signing keys, strict mode, service URLs, account server URL, system account or
     tags (``tags`` sets them, ``add_tags`` / ``remove_tags`` change them).  Every value is checked first
-    (FieldError, nothing written): service URLs are ``nats://`` or ``tls://`` host:port."""
+    (FieldError, nothing written): service URLs are ``nats://`` or ``tls://`` host:port.
+
+    Removing a signing key that still signs accounts is refused (:class:`KeyInUseError`: ``dchat-ops rotate
+    operator-key`` replaces it without breaking them), unless ``force``."""
     for i, u in enumerate(service_urls or []):
         check_service_url("service_urls", u, i)
     if account_server_url:
@@ -924,10 +936,15 @@ def edit_operator(
         if add_signing_key:
             new_key = KeyPair.generate("operator")
             claims.signing_keys.append(new_key.public_key)
+        if remove_signing_key:
+            check_operator_key_removal(store, remove_signing_key, force=force)
+            claims.signing_keys = [k for k in claims.signing_keys if k != remove_signing_key]
         if strict is not None:
             if strict and not claims.signing_keys:
                 raise StoreError("strict signing key usage needs an operator signing key (add one with --sk)")
             claims.strict_signing_key_usage = strict
+        if claims.strict_signing_key_usage and not claims.signing_keys:
+            raise StoreError("a strict operator needs a signing key: none would be left (or turn --no-strict)")
         if service_urls is not None:
             claims.operator_service_urls = list(service_urls)
         if account_server_url is not None:
