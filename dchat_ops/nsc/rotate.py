@@ -26,9 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from dchat_ops.errors import KeyInUseError, StoreError
+from dchat_ops.errors import DchatOpsError, KeyInUseError, StoreError
 from dchat_ops.nsc.claims import AccountClaims, ScopedSigningKey, UserClaims
-from dchat_ops.nsc.creds import format_creds
+from dchat_ops.nsc.creds import format_creds, parse_creds
 from dchat_ops.nsc.keys import KeyPair, check_public_key
 from dchat_ops.nsc.store import Entity, Store, user_signer
 
@@ -209,11 +209,23 @@ def reissue_users(store: Store, account: str, old_key: str, new_key: str) -> lis
             claims.issuer_account = acc.public_key
             token = store.sign(claims, signer, replaces=user.claims.issued_at)
             store.write_user(op.name, account, user.name, token)
-            if store.has_key(user.public_key):
-                seed = store.load_key(user.public_key).seed
+            seed = _seed(store, op.name, account, user)
+            if seed:
                 store.write_creds(op.name, account, user.name, format_creds(token, seed), force=True)
             done.append(user.name)
         return done
+
+
+def _seed(store: Store, operator: str, account: str, user: Entity[UserClaims]) -> str:
+    """The user's seed: from the keystore, else from its creds file (a user imported as creds); "" when the
+    store has neither (then only its JWT is re-issued)."""
+    if store.has_key(user.public_key):
+        return store.load_key(user.public_key).seed
+    try:
+        creds = parse_creds(store.read_creds(operator, account, user.name))
+    except DchatOpsError:
+        return ""
+    return creds.seed if KeyPair.from_seed(creds.seed).public_key == user.public_key else ""
 
 
 def retire_account_key(store: Store, account: str, old_key: str, *, force: bool = False) -> None:

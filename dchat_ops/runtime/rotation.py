@@ -28,6 +28,7 @@ seed is gone): the report's ``remaining`` says what is left to do, and the comma
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -106,6 +107,12 @@ def _servers(sups: list[Supervisor]) -> list[str]:
     return [s.node().server_name for s in sups]
 
 
+def _offline_unit(store: Store, sups: list[Supervisor]):
+    """With no node running, nothing is sent between the steps: they are then one unit of work together
+    (a failure in any step leaves the store as it was).  Otherwise each step is its own."""
+    return store.transaction() if not sups else contextlib.nullcontext()
+
+
 # --- account signing key ----------------------------------------------------------------------------------
 
 
@@ -159,7 +166,7 @@ def rotate_account_key(
     push.require_current_store(store, [account])
     acc_key = store.account(account).public_key
     old_tokens = {store.user(account, u).token for u in plan.users}
-    try:
+    with _offline_unit(store, sups), contextlib.suppress(_Stop):
         report.new_key = rotate.add_account_key(store, account, plan.old_key)
         _push(
             store,
@@ -184,8 +191,6 @@ def rotate_account_key(
             [account],
             f"key {plan.old_key} is retired in the store, but not every server holds that: run dchat-ops push",
         )
-    except _Stop:
-        pass
     return report
 
 
@@ -260,7 +265,7 @@ def rotate_operator_key(store: Store, *, key: Optional[str] = None, dry_run: boo
             _step(report, s, True, "planned")
         return report
     push.require_current_store(store, plan.accounts)
-    try:
+    with _offline_unit(store, sups), contextlib.suppress(_Stop):
         report.new_key = rotate.add_operator_key(store)
         _restart_all(
             store,
@@ -296,8 +301,6 @@ def rotate_operator_key(store: Store, *, key: Optional[str] = None, dry_run: boo
             )
         else:
             _step(report, steps[2], True)
-    except _Stop:
-        pass
     return report
 
 
@@ -335,9 +338,17 @@ def rotate_user(
         return report
     push.require_current_store(store, [account])
     old_iat = store.user(account, user).claims.issued_at
+    creds = store.creds_path(store.current_operator(), account, user)
+    if not sups and not wait_connect:  # nothing to send between the steps: one unit of work
+        with store.transaction():
+            old_key, report.new_key, _ = rotate.new_user_key(store, account, user)
+            rotate.revoke_user_key(store, account, old_key, old_iat)
+        _step(report, steps[0], True, f"creds: {creds}")
+        _step(report, steps[1], True, "no node running: nodes take the revocation from the store when they start")
+        return report
     old_key, new_key, old_token = rotate.new_user_key(store, account, user)
     report.new_key = new_key
-    _step(report, steps[0], True, f"creds: {store.creds_path(store.current_operator(), account, user)}")
+    _step(report, steps[0], True, f"creds: {creds}")
     revoke = f"dchat-ops revoke user {old_key} --account {account}"
     if wait_connect:
         if not sups:
@@ -352,9 +363,6 @@ def rotate_user(
             report.remaining = f"the old key is not revoked: once the new creds are in use, run {revoke}"
             return report
     rotate.revoke_user_key(store, account, old_key, old_iat)
-    if not sups:
-        _step(report, steps[1], True, "no node running: nodes take the revocation from the store when they start")
-        return report
     pr, _ = push.push_revocation(store, account, old_key, old_token)
     if pr is None:
         _step(report, steps[1], True, "no node running: nodes take the revocation from the store when they start")
