@@ -187,6 +187,9 @@ def test_a_client_connected_through_an_account_key_rotation_loses_no_message(sto
 
         await sub.subscribe("room.x", cb=on_msg)
         await sub.flush()
+        # a plain client on the creds file: the retirement closes its connection, and it reconnects with the
+        # new JWT (the client reads the file at each connect)
+        plain = await connect(u, creds(store, "alice"), max_reconnect_attempts=-1, reconnect_time_wait=0.1)
         rotation = asyncio.ensure_future(asyncio.to_thread(rotate_account_key, store, "chat"))
         sent = 0
         while not rotation.done() or sent < 50:
@@ -200,6 +203,12 @@ def test_a_client_connected_through_an_account_key_rotation_loses_no_message(sto
                 break
             await asyncio.sleep(0.02)
         swaps = sub.swaps
+        for _ in range(100):
+            if plain.is_connected and plain.stats["reconnects"] >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert plain.is_connected and plain.stats["reconnects"] >= 1
+        await close_quietly(plain)
         await sub.close()
         await pub.close()
         assert swaps >= 1
