@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import snapshot, wait_for
@@ -21,7 +25,7 @@ from dchat_ops.runtime.client import ManagedClient, close_quietly, connect, refu
 from dchat_ops.runtime.interest import route_peers
 from dchat_ops.runtime.process import http_json
 from dchat_ops.runtime.rotation import rotate_account_key, rotate_operator_key, rotate_user
-from dchat_ops.runtime.supervisor import chain
+from dchat_ops.runtime.supervisor import Supervisor, chain
 
 
 def sk_of(store: Store, account: str = "chat") -> str:
@@ -326,3 +330,38 @@ def test_user_rotation_waiting_for_a_connection_that_never_comes_keeps_the_old_k
     code, _, err = cli_run(store, capsys, "rotate", "user", "chat", "alice", "--wait-connect", "0.3")
     assert code == 1 and "dchat-ops revoke user U" in err and len(err.strip().splitlines()) == 1
     assert asyncio.run(refused(url(store, "a"), creds_text=old_creds)) is None  # not revoked
+
+
+# --- the guide ---------------------------------------------------------------------------------------------
+
+
+def _guide_block(heading: str) -> str:
+    text = (Path(__file__).parent.parent / "docs" / "rotation.md").read_text()
+    return text.split(heading, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_guide_runs_as_written(tmp_path):
+    """docs/rotation.md's walk-through, pasted into a shell; then its refusal, as it shows it."""
+    script = "set -euo pipefail\n" + _guide_block("## Try it") + "\n"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DCHAT_OPS_HOME", None)
+    home = tmp_path / "rotation-demo"
+    try:
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        if (home / "nodes" / "a.yaml").exists():
+            Supervisor(Store(home), "a").down()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("rotated: account-key") == 2 and r.stdout.count("rotated: operator-key") == 2
+    assert "re-issue 2 user(s)" in r.stdout and "store is valid" in r.stdout
+    refusal = _guide_block("Removing a key that still signs").splitlines()
+    r = subprocess.run(
+        ["bash", "-c", refusal[0]],
+        cwd=tmp_path,
+        env={**env, "DCHAT_OPS_HOME": str(home)},
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1
+    shown = " ".join(line.lstrip("# ").strip() for line in refusal[1:] if line.strip())
+    assert r.stderr.strip() == shown
