@@ -17,7 +17,7 @@ from dchat_ops._cli.main import cli
 from dchat_ops._cli.output import run_cli
 from dchat_ops.config.node import NodeFile
 from dchat_ops.config.nodes import add_node
-from dchat_ops.errors import KeyInUseError
+from dchat_ops.errors import DchatOpsError, KeyInUseError
 from dchat_ops.nsc import admin, rotate
 from dchat_ops.nsc.store import Store
 from dchat_ops.runtime import push
@@ -156,6 +156,17 @@ def test_account_key_rotation_in_the_store_keeps_user_keys_and_retires_the_old_k
     assert creds(store, "alice").read_text().count(after.token) == 1
     assert old not in store.account("chat").claims.signing_key_map()
     assert rotate.account_key_users(store, "chat", old) == []
+
+
+def test_users_of_the_identity_key_move_to_a_signing_key_and_the_identity_key_stays(store):
+    acc = store.account("chat")
+    assert acc.claims.signing_keys == [] and store.user("chat", "default").claims.issuer == acc.public_key
+    r = rotate_account_key(store, "chat")
+    assert r.ok and "retire nothing" in r.steps[2]["step"]
+    assert store.account("chat").claims.signing_keys == [r.new_key]
+    assert store.user("chat", "default").claims.issuer == r.new_key
+    with pytest.raises(DchatOpsError, match="identity key of account chat"):
+        rotate_account_key(store, "chat", key=acc.public_key)
 
 
 def test_a_role_rotation_keeps_the_role_and_its_template(store):

@@ -147,7 +147,8 @@ def plan_account_key(
     """Which signing key of ``account`` a rotation replaces and whose users it re-issues; nothing is written.
 
     The key is given by ``role`` (a scoped key), by ``key`` (its public key), or else is the plain signing
-    key the store signs the account's users with."""
+    key the store signs the account's users with; without one, the account's identity key, whose users then
+    move to a new signing key (the identity key itself is not retired)."""
     if role and key:
         raise StoreError("give --role or --key, not both")
     acc = store.account(account)
@@ -164,13 +165,10 @@ def plan_account_key(
     else:
         plain = [k for k in acc.claims.signing_keys if isinstance(k, str)]
         held = [k for k in plain if store.has_key(k)]
-        if not (held or plain):
-            raise StoreError(
-                f"account {account} has no plain signing key to rotate (its users are signed by the account key): "
-                f"add one with 'dchat-ops edit account {account} --sk'"
-            )
-        old = (held or plain)[0]
-    scope = acc.claims.signing_key_map()[old]
+        # no plain signing key: the identity key signs the users; they move to a new signing key, and the
+        # identity key (which cannot be retired) stays
+        old = (held or plain or [acc.public_key])[0]
+    scope = acc.claims.signing_key_map().get(old)
     return AccountKeyPlan(account, old, scope.role if scope else "", account_key_users(store, account, old))
 
 
@@ -180,7 +178,7 @@ def add_account_key(store: Store, account: str, old_key: str) -> str:
     kp = KeyPair.generate("account")
     with store.edit_account(account) as claims:
         scope = claims.signing_key_map().get(old_key)
-        if old_key not in claims.signing_key_map():
+        if old_key != claims.subject and old_key not in claims.signing_key_map():
             raise StoreError(f"account {account} has no signing key {old_key}")
         if scope is None:
             claims.signing_keys.append(kp.public_key)

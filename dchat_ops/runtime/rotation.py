@@ -154,10 +154,13 @@ def rotate_account_key(
     sups = push.running_nodes(store)
     report = RotationReport("account-key", dry_run, plan.to_dict(), _servers(sups))
     kind = f"scoped key of role {plan.role!r}" if plan.role else "signing key"
+    identity = plan.old_key == store.account(account).public_key
     steps = [
         f"add a new {kind} to account {account} (the old one stays) and push the account JWT",
         f"re-issue {len(plan.users)} user(s) signed by {plan.old_key} with the new key (same user nkeys)",
-        f"retire {plan.old_key} and push the account JWT: what it signed is refused",
+        "retire nothing: the users were signed by the account's identity key, which stays"
+        if identity
+        else f"retire {plan.old_key} and push the account JWT: what it signed is refused",
     ]
     if dry_run:
         for s in steps:
@@ -183,6 +186,9 @@ def rotate_account_key(
         if left:
             detail += f"; {left} connection(s) still presented an old JWT after {grace:g}s (they are closed next)"
         _step(report, steps[1], True, detail)
+        if identity:
+            _step(report, steps[2], True)
+            return report
         rotate.retire_account_key(store, account, plan.old_key)
         _push(
             store,
