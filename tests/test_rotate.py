@@ -104,6 +104,24 @@ def test_rm_sk_of_an_operator_key_that_signs_accounts_is_refused(store, capsys):
     assert store.operator().claims.signing_keys == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rotate", "account-key", "chat", "--key", "AXYZ"],
+        ["rotate", "account-key", "chat", "--role", "guest", "--key", "AXYZ"],
+        ["rotate", "operator-key", "--key", "not-a-key"],
+        ["rotate", "user", "chat", "bad name"],
+        ["rotate", "user", "chat", "alice", "--wait-connect", "-1"],
+        ["edit", "operator", "--rm-sk", "OXYZ"],
+    ],
+)
+def test_a_bad_value_is_exit_2_in_one_line_and_changes_nothing(store, capsys, args):
+    before = snapshot(store.home)
+    code, out, err = cli_run(store, capsys, *args)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert snapshot(store.home) == before
+
+
 def test_strict_operator_keeps_a_signing_key(strict_store, capsys):
     op = strict_store.operator().claims
     code, _, err = cli_run(strict_store, capsys, "edit", "operator", "--rm-sk", op.signing_keys[0], "--force")

@@ -413,6 +413,10 @@ def edit_operator(
     from dchat_ops.nsc import describe as inspect_
 
     store = c.store()
+    if rm_sk:
+        from dchat_ops.nsc.keys import check_public_key
+
+        parsed("--rm-sk", check_public_key, rm_sk, "operator", "signing key")
     if rm_sk and force:
         from dchat_ops.nsc.rotate import check_operator_key_removal
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dchat_ops._cli.app import Ctx, cli, pass_ctx
+from dchat_ops._cli.app import Ctx, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option
 from dchat_ops.errors import DchatOpsError
 
@@ -47,8 +47,11 @@ def operator_key(c: Ctx, key, dry_run, as_json):
 
     Servers read the operator JWT only when they start: the running nodes are restarted one after the
     other, first to trust both keys, and again once the old key is retired."""
+    from dchat_ops.nsc.keys import check_public_key
     from dchat_ops.runtime.rotation import rotate_operator_key
 
+    if key:
+        parsed("--key", check_public_key, key, "operator", "signing key")
     _finish(rotate_operator_key(c.store(), key=key, dry_run=dry_run), as_json)
 
 
@@ -65,8 +68,14 @@ def account_key(c: Ctx, account, role, key, dry_run, as_json):
     """A new account signing key: its users re-issued (same nkeys, new creds), pushed, then the old key retired."""
     from dchat_ops.runtime.rotation import rotate_account_key
 
+    from dchat_ops.nsc.keys import check_public_key
+
+    from dchat_ops.errors import FieldError
+
     if role and key:
-        raise click.UsageError("give --role or --key, not both")
+        raise FieldError("--key", "give --role or --key, not both")
+    if key:
+        parsed("--key", check_public_key, key, "account", "signing key")
     _finish(rotate_account_key(c.store(), account, role=role, key=key, dry_run=dry_run), as_json)
 
 
@@ -75,7 +84,7 @@ def account_key(c: Ctx, account, role, key, dry_run, as_json):
 @click.argument("user")
 @click.option(
     "--wait-connect",
-    type=click.FloatRange(min=0),
+    type=float,
     default=0.0,
     help="Revoke the old key only once the new one connected to a running node (wait up to SECONDS).",
 )
@@ -87,6 +96,10 @@ def user(c: Ctx, account, user, wait_connect, dry_run, as_json):
     from dchat_ops.nsc.store import check_name
     from dchat_ops.runtime.rotation import rotate_user
 
+    from dchat_ops.errors import FieldError
+
+    if wait_connect < 0:
+        raise FieldError("--wait-connect", "must be 0 or more seconds")
     check_name(account, "account name")
     check_name(user, "user name")
     _finish(rotate_user(c.store(), account, user, dry_run=dry_run, wait_connect=wait_connect), as_json)
