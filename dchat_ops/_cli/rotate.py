@@ -8,7 +8,7 @@ import click
 
 from dchat_ops._cli.app import Ctx, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option
-from dchat_ops.errors import DchatOpsError
+from dchat_ops.errors import DchatOpsError, FieldError
 
 if TYPE_CHECKING:
     from dchat_ops.runtime.rotation import RotationReport
@@ -66,11 +66,8 @@ def operator_key(c: Ctx, key, dry_run, as_json):
 @pass_ctx
 def account_key(c: Ctx, account, role, key, dry_run, as_json):
     """A new account signing key: its users re-issued (same nkeys, new creds), pushed, then the old key retired."""
-    from dchat_ops.runtime.rotation import rotate_account_key
-
     from dchat_ops.nsc.keys import check_public_key
-
-    from dchat_ops.errors import FieldError
+    from dchat_ops.runtime.rotation import rotate_account_key
 
     if role and key:
         raise FieldError("--key", "give --role or --key, not both")
@@ -95,8 +92,6 @@ def user(c: Ctx, account, user, wait_connect, dry_run, as_json):
     """A new nkey, JWT and creds for USER; every JWT of its old nkey revoked and pushed."""
     from dchat_ops.nsc.store import check_name
     from dchat_ops.runtime.rotation import rotate_user
-
-    from dchat_ops.errors import FieldError
 
     if wait_connect < 0:
         raise FieldError("--wait-connect", "must be 0 or more seconds")
