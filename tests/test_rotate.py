@@ -394,3 +394,28 @@ def test_the_guide_runs_as_written(tmp_path):
     assert r.returncode == 1
     shown = " ".join(line.lstrip("# ").strip() for line in refusal[1:] if line.strip())
     assert r.stderr.strip() == shown
+
+
+def test_a_server_that_does_not_confirm_stops_the_rotation_before_the_next_step(store, two):
+    """Node b frozen (SIGSTOP): the account JWT with both keys reaches a only; no user is re-issued, the old key
+    stays, the store keeps what a holds, and the command names what is left."""
+    import signal
+
+    old = with_users(store, "alice")
+    assert push.push(store, ["chat"]).ok
+    alice = store.user("chat", "alice").token
+    pid = two[1].pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        r = rotate_account_key(store, "chat")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert not r.ok and len(r.steps) == 1
+    rows = {x["server"]: x["ok"] for x in r.steps[0]["results"]}
+    assert rows == {"a": True, "b": False}
+    assert "run dchat-ops push" in r.remaining and r.new_key in r.remaining
+    keys = store.account("chat").claims.signing_key_map()
+    assert old in keys and r.new_key in keys  # what server a holds
+    assert store.user("chat", "alice").token == alice  # not re-issued
+    assert push.push(store, ["chat"]).ok  # b takes it once it answers again
