@@ -187,6 +187,22 @@ def test_users_of_the_identity_key_move_to_a_signing_key_and_the_identity_key_st
         rotate_account_key(store, "chat", key=acc.public_key)
 
 
+def test_a_revoked_user_stays_revoked_through_a_rotation(store):
+    from dchat_ops.nsc import revoke
+    from dchat_ops.nsc.describe import validate_store
+
+    with_users(store, "alice", "mallory")
+    revoke.revoke_user(store, "chat", "mallory")
+    r = rotate_account_key(store, "chat")
+    assert r.ok and r.plan["users"] == ["alice", "mallory"]
+    mallory = store.user("chat", "mallory")
+    assert mallory.claims.issuer == r.new_key  # no JWT left to the retired key ...
+    assert store.account("chat").claims.is_revoked(mallory.public_key, mallory.claims.issued_at)  # ... still revoked
+    assert [f for f in validate_store(store) if f.level == "error"] == []
+    with pytest.raises(DchatOpsError, match="is revoked: a new key would let it back in"):
+        rotate_user(store, "chat", "mallory")
+
+
 def test_a_role_rotation_keeps_the_role_and_its_template(store):
     admin.edit_account(store, "chat", add_role="guest", role_spec=admin.UserSpec(sub_allow=["lobby.>"]))
     admin.add_user(store, "chat", "visitor", role="guest")

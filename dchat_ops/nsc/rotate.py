@@ -67,9 +67,15 @@ def _users(store: Store, account: str) -> list[Entity[UserClaims]]:
     return out
 
 
-def account_key_users(store: Store, account: str, key: str) -> list[str]:
-    """The users of ``account`` in the store whose JWT ``key`` signed."""
-    return [u.name for u in _users(store, account) if u.claims.issuer == key]
+def account_key_users(store: Store, account: str, key: str, *, revoked: bool = True) -> list[str]:
+    """The users of ``account`` in the store whose JWT ``key`` signed; with ``revoked`` False, not those whose
+    JWT the account revoked."""
+    acc = store.account(account).claims
+    return [
+        u.name
+        for u in _users(store, account)
+        if u.claims.issuer == key and (revoked or not acc.is_revoked(u.public_key, u.claims.issued_at))
+    ]
 
 
 def operator_key_accounts(store: Store, key: str) -> list[str]:
@@ -174,44 +180,61 @@ def plan_account_key(
 
 def add_account_key(store: Store, account: str, old_key: str) -> str:
     """Step 1: a new signing key next to ``old_key`` in the account (a scoped one gets the same role and
-    template); returns its public key.  One unit of work."""
+    template); returns its public key.  One unit of work.
+
+    Revoked users ``old_key`` signed move to the new key here, with their revocation moved up to the new
+    JWT's ``iat`` in the same account JWT: they stay revoked, and no JWT is left to a retired key."""
     kp = KeyPair.generate("account")
-    with store.edit_account(account) as claims:
-        scope = claims.signing_key_map().get(old_key)
-        if old_key != claims.subject and old_key not in claims.signing_key_map():
+    with store.transaction():
+        acc = store.account(account)
+        if old_key != acc.public_key and old_key not in acc.claims.signing_key_map():
             raise StoreError(f"account {account} has no signing key {old_key}")
-        if scope is None:
-            claims.signing_keys.append(kp.public_key)
-        else:
-            claims.signing_keys.append(
-                ScopedSigningKey(kp.public_key, scope.role, scope.template, scope.description, dict(scope.extra))
-            )
         store.save_key(kp)
+        live = set(account_key_users(store, account, old_key, revoked=False))
+        revoked = [n for n in account_key_users(store, account, old_key) if n not in live]
+        moved = _resign_users(store, account, revoked, kp)
+        with store.edit_account(account) as claims:
+            scope = claims.signing_key_map().get(old_key)
+            if scope is None:
+                claims.signing_keys.append(kp.public_key)
+            else:
+                claims.signing_keys.append(
+                    ScopedSigningKey(kp.public_key, scope.role, scope.template, scope.description, dict(scope.extra))
+                )
+            for user_key, iat in moved.values():
+                claims.revocations[user_key] = max(claims.revocations.get(user_key, 0), iat)
     return kp.public_key
+
+
+def _resign_users(store: Store, account: str, names: list[str], signer: KeyPair) -> dict[str, tuple[str, int]]:
+    """Each of ``names`` gets its JWT signed by ``signer`` (an account signing key) and new creds, for the same
+    user nkey; returns name -> (user public key, new ``iat``)."""
+    op = store.operator()
+    acc_key = store.account(account, op.name).public_key
+    out = {}
+    for name in names:
+        user = store.user(account, name, op.name)
+        claims = user.claims.copy()
+        claims.issuer_account = acc_key
+        token = store.sign(claims, signer, replaces=user.claims.issued_at)
+        store.write_user(op.name, account, user.name, token)
+        seed = _seed(store, op.name, account, user)
+        if seed:
+            store.write_creds(op.name, account, user.name, format_creds(token, seed), force=True)
+        out[name] = (user.public_key, claims.issued_at)
+    return out
 
 
 def reissue_users(store: Store, account: str, old_key: str, new_key: str) -> list[str]:
     """Step 2: every user of ``account`` whose JWT ``old_key`` signed gets a JWT signed by ``new_key`` and new
-    creds, for the same user nkey (the seed in the keystore, unchanged); returns their names.  One unit of work."""
+    creds, for the same user nkey (the seed in the keystore, unchanged); returns their names.  One unit of
+    work."""
     with store.transaction():
-        op = store.operator()
-        acc = store.account(account, op.name)
+        acc = store.account(account)
         if new_key not in acc.claims.signing_key_map():
             raise StoreError(f"{new_key} is not a signing key of account {account}")
-        signer = store.load_key(new_key)
-        done = []
-        for user in _users(store, account):
-            if user.claims.issuer != old_key:
-                continue
-            claims = user.claims.copy()
-            claims.issuer_account = acc.public_key
-            token = store.sign(claims, signer, replaces=user.claims.issued_at)
-            store.write_user(op.name, account, user.name, token)
-            seed = _seed(store, op.name, account, user)
-            if seed:
-                store.write_creds(op.name, account, user.name, format_creds(token, seed), force=True)
-            done.append(user.name)
-        return done
+        names = account_key_users(store, account, old_key, revoked=False)
+        return list(_resign_users(store, account, names, store.load_key(new_key)))
 
 
 def _seed(store: Store, operator: str, account: str, user: Entity[UserClaims]) -> str:
@@ -313,7 +336,13 @@ class UserKeyPlan:
 
 
 def plan_user_key(store: Store, account: str, user: str) -> UserKeyPlan:
+    """What :func:`new_user_key` replaces; a revoked user is refused (its new key would not be revoked)."""
     u = store.user(account, user)
+    if store.account(account).claims.is_revoked(u.public_key, u.claims.issued_at):
+        raise StoreError(
+            f"user {account}/{user} is revoked: a new key would let it back in (lift the revocation first: "
+            f"dchat-ops unrevoke {user} --account {account})"
+        )
     return UserKeyPlan(account, user, u.public_key, u.claims.issuer)
 
 
