@@ -16,6 +16,7 @@ than 60 characters is cut to its first 60 and its length.
     ├── StoreError           missing store, unknown entity, invalid name
     │   ├── ExistsError      refusing to overwrite without force
     │   ├── FieldError       a user or role field the server would refuse (field, index, reason)
+    │   ├── KeyInUseError    removing a signing key that still signs users or accounts (rotate it instead)
     │   └── StoreBehindError running servers hold a newer account JWT than the store (pull first)
     ├── ConfigError          a server config that would not start or would misbehave
     │   ├── TLSError         a certificate, key or TLS setting that is missing or unusable
@@ -55,6 +56,7 @@ __all__ = [
     "ExistsError",
     "FieldError",
     "JWTError",
+    "KeyInUseError",
     "NKeyError",
     "ServerError",
     "SpecError",
@@ -175,6 +177,11 @@ class FieldError(StoreError):
     @property
     def where(self) -> str:
         return self.field if self.index is None else f"{self.field}[{self.index}]"
+
+
+class KeyInUseError(StoreError):
+    """Removing a signing key that still signs users (an account key) or accounts (an operator key): their
+    JWTs would be refused.  ``dchat-ops rotate`` replaces such a key without that."""
 
 
 class StoreBehindError(StoreError):

@@ -290,7 +290,8 @@ def _limit_kw(**kw) -> dict:
 @click.option("--js-consumers", type=int)
 @click.option("--sk", "add_sk", is_flag=True, help="Add a plain account signing key.")
 @click.option("--role", help="Add a scoped signing key with this role; its template is the user options below.")
-@click.option("--rm-sk", help="Remove a signing key (public key or role).")
+@click.option("--rm-sk", help="Remove a signing key (public key or role); refused while it signs users.")
+@click.option("--force", is_flag=True, help="With --rm-sk: remove the key even though it still signs users.")
 @click.option("--role-allow-pub", multiple=True)
 @click.option("--role-allow-sub", multiple=True)
 @click.option("--role-deny-pub", multiple=True)
@@ -321,6 +322,7 @@ def edit_account(
     add_sk,
     role,
     rm_sk,
+    force,
     role_allow_pub,
     role_allow_sub,
     role_deny_pub,
@@ -352,6 +354,12 @@ def edit_account(
 
     push.require_current_store(store, [name])  # an edit on an older JWT than a node holds would undo it
     more_js, more_kw = _claims.account_claim_kwargs(more)
+    if rm_sk and force:
+        from dchat_ops.nsc.rotate import check_account_key_removal
+
+        warning = check_account_key_removal(store, name, rm_sk, force=True)
+        if warning:
+            note(f"warning: {warning}")
     e, changed = admin.edit_account(
         store,
         name,
@@ -374,6 +382,7 @@ def edit_account(
         add_role=role,
         role_spec=role_spec,
         remove_signing_key=rm_sk,
+        force=force,
         expires=parsed("expiry", parse_expiry, expiry, admin.now(store)) if expiry is not None else None,
         add_tags=_split(tag),
         remove_tags=_split(rm_tag),
@@ -395,6 +404,8 @@ def edit_account(
 
 @edit.command("operator")
 @click.option("--sk", "add_sk", is_flag=True, help="Add an operator signing key.")
+@click.option("--rm-sk", help="Remove an operator signing key (public key); refused while it signs accounts.")
+@click.option("--force", is_flag=True, help="With --rm-sk: remove the key even though it still signs accounts.")
 @click.option("--strict/--no-strict", default=None, help="Require signing keys (strict signing key usage).")
 @click.option("--service-url", multiple=True, help="Operator service URL (nats://...).")
 @click.option("--account-server-url")
@@ -403,15 +414,30 @@ def edit_account(
 @click.option("--rm-tag", multiple=True, help="Remove a tag (repeatable).")
 @json_option
 @pass_ctx
-def edit_operator(c: Ctx, add_sk, strict, service_url, account_server_url, system_account, tag, rm_tag, as_json):
+def edit_operator(
+    c: Ctx, add_sk, rm_sk, force, strict, service_url, account_server_url, system_account, tag, rm_tag, as_json
+):
     """Change the operator's signing keys, strict mode, URLs or system account."""
     from dchat_ops.nsc import admin
     from dchat_ops.nsc import describe as inspect_
 
     report: list[str] = []
+    store = c.store()
+    if rm_sk:
+        from dchat_ops.nsc.keys import check_public_key
+
+        parsed("--rm-sk", check_public_key, rm_sk, "operator", "signing key")
+    if rm_sk and force:
+        from dchat_ops.nsc.rotate import check_operator_key_removal
+
+        warning = check_operator_key_removal(store, rm_sk, force=True)
+        if warning:
+            note(f"warning: {warning}")
     e, changed = admin.edit_operator(
-        c.store(),
+        store,
         add_signing_key=add_sk,
+        remove_signing_key=rm_sk,
+        force=force,
         strict=strict,
         service_urls=_split(service_url) or None,
         account_server_url=account_server_url,

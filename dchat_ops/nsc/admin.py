@@ -36,6 +36,7 @@ from dchat_ops.nsc.creds import format_creds
 from dchat_ops.nsc.jwt import Clock, Encoder, decode, encode, verify_chain
 from dchat_ops.nsc.keys import KeyPair, fresh_keys
 from dchat_ops.nsc.limits import check_account_server_url, check_service_url, check_text
+from dchat_ops.nsc.rotate import check_account_key_removal, check_operator_key_removal
 from dchat_ops.nsc.spec import FieldError, UserChanges, UserSpec, check_limit, check_tags, check_time
 from dchat_ops.nsc.spec import dedupe as _dedupe
 from dchat_ops.nsc.store import Entity, Store, check_name, operator_signer, user_signer
@@ -752,6 +753,7 @@ def edit_account(
     remove_js_tiers: Optional[list[str]] = None,
     default_permissions: Optional[UserChanges] = None,
     info_url: Optional[str] = None,
+    force: bool = False,
 ) -> tuple[Entity[AccountClaims], bool]:
     """Change an account's limits, JetStream limits, signing keys (plain or scoped roles), expiry or tags.
 
@@ -766,6 +768,9 @@ def edit_account(
 
     ``tags`` sets the tags outright; ``add_tags`` and ``remove_tags`` change the current ones (as
     ``edit user --tag`` / ``--rm-tag`` do).
+
+    Removing a signing key that still signs users of the account is refused (:class:`KeyInUseError`:
+    ``dchat-ops rotate account-key`` replaces it without breaking them), unless ``force``.
     """
     check_account_changes(limits, jetstream, add_role, expires, tags)
     check_tags("tags", list(add_tags or []))
@@ -776,6 +781,8 @@ def edit_account(
     if info_url is not None:
         _accounts.check_info_url(info_url)
     with store.edit_account(name) as claims:
+        if remove_signing_key:
+            check_account_key_removal(store, name, remove_signing_key, force=force)
         before = claims.to_dict()
         new_keys = _edit_account_claims(
             name,
@@ -942,6 +949,8 @@ def edit_operator(
     add_tags: Optional[list[str]] = None,
     remove_tags: Optional[list[str]] = None,
     report: Optional[list[str]] = None,
+    remove_signing_key: Optional[str] = None,
+    force: bool = False,
 ) -> tuple[Entity[OperatorClaims], bool]:
     """Change the operator's signing keys, strict mode, service URLs, account server URL, system account or
     tags (``tags`` sets them, ``add_tags`` / ``remove_tags`` change them).  Every value is checked first
@@ -950,7 +959,10 @@ def edit_operator(
     Turning strict signing key usage on migrates the store in the same unit of work
     (:func:`~dchat_ops.nsc.accounts.make_strict`): an operator signing key is added when the keystore holds
     none, accounts and users signed by identity keys are re-signed by signing keys.  What it did goes into
-    ``report`` (lines for a person).  The store stays valid throughout."""
+    ``report`` (lines for a person).  The store stays valid throughout.
+
+    Removing a signing key that still signs accounts is refused (:class:`KeyInUseError`: ``dchat-ops rotate
+    operator-key`` replaces it without breaking them), unless ``force``."""
     for i, u in enumerate(service_urls or []):
         check_service_url("service_urls", u, i)
     if account_server_url:
@@ -969,6 +981,8 @@ def edit_operator(
             add_tags,
             remove_tags,
             report,
+            remove_signing_key,
+            force,
         )
         if strict and not was_strict:
             done = _accounts.make_strict(store)
@@ -989,6 +1003,8 @@ def _edit_operator(
     add_tags: Optional[list[str]],
     remove_tags: Optional[list[str]],
     report: Optional[list[str]],
+    remove_signing_key: Optional[str] = None,
+    force: bool = False,
 ) -> tuple[Entity[OperatorClaims], bool]:
     with store.edit_operator() as claims:
         before = claims.to_dict()
@@ -1003,8 +1019,13 @@ def _edit_operator(
             claims.signing_keys.append(new_key.public_key)
             if not add_signing_key and report is not None:
                 report.append("added an operator signing key (its seed is in the keystore)")
+        if remove_signing_key:
+            check_operator_key_removal(store, remove_signing_key, force=force)
+            claims.signing_keys = [k for k in claims.signing_keys if k != remove_signing_key]
         if strict is not None:
             claims.strict_signing_key_usage = strict
+        if claims.strict_signing_key_usage and not claims.signing_keys:
+            raise StoreError("a strict operator needs a signing key: none would be left (or turn --no-strict)")
         if service_urls is not None:
             claims.operator_service_urls = list(service_urls)
         if account_server_url is not None:
