@@ -51,6 +51,7 @@ COMMAND_MODULES = {
     "spec": "provision",
     "tls": "tls",
     "unrevoke": "transfer",
+    "use": "operators",
     "validate": "identity",
     "verify": "verify",
 }
@@ -90,6 +91,7 @@ COMMAND_HELP = {
     "spec": "Specs for provisioning.",
     "tls": "TLS for every link: the store's CA, node certificates, and which links of a node use them.",
     "unrevoke": "Lift a revocation (NAME, a public key, or '*' for --all-users).",
+    "use": "Choose what later commands work on: the current operator of the home.",
     "validate": "Check every signature, chain, expiry, key and creds file in the store.",
     "verify": "Build a throw-away network on loopback and prove it works against real nats-servers.",
 }
@@ -124,13 +126,14 @@ class LazyGroup(click.Group):
 
 
 class Ctx:
-    def __init__(self, home: Optional[str]):
+    def __init__(self, home: Optional[str], operator: Optional[str] = None):
         self.home = home
+        self.operator = operator  # the global --operator (None: the home's current operator)
 
     def store(self, must_exist: bool = True) -> Store:
         from dchat_ops.nsc.store import Store
 
-        store = Store(self.home)
+        store = Store(self.home, operator=self.operator)
         if must_exist:
             store.require()
         return store
@@ -194,8 +197,19 @@ def parsed(option: str, parse, *args, **kwargs):
     type=click.Path(file_okay=False),
     help="Store folder (default: $DCHAT_OPS_HOME, else $XDG_DATA_HOME/dchat-ops).",
 )
+@click.option(
+    "--operator",
+    "operator",
+    envvar="DCHAT_OPS_OPERATOR",
+    metavar="NAME",
+    help="Operator to work on, in a home that holds several (default: $DCHAT_OPS_OPERATOR, else the current one).",
+)
 @click.version_option(__version__, prog_name="dchat-ops")
 @click.pass_context
-def cli(ctx: click.Context, home: Optional[str]):
+def cli(ctx: click.Context, home: Optional[str], operator: Optional[str] = None):
     """Credentials and configuration for decentralized NATS chat networks."""
-    ctx.obj = Ctx(home)
+    if operator:  # a bad name is a bad value (exit 2), before any command runs
+        from dchat_ops.nsc.store import check_name
+
+        check_name(operator, "operator name")
+    ctx.obj = Ctx(home, operator or None)
