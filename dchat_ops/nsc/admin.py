@@ -403,7 +403,9 @@ def _init(
             message=f"store at {store.home} already holds operator {op}; nothing changed",
         )
     if existing and store.operator_dir(operator).exists():
-        raise StoreError(f"{store.operator_dir(operator)} exists but holds no operator JWT; remove it or choose another name")
+        raise StoreError(
+            f"{store.operator_dir(operator)} exists but holds no operator JWT; remove it or choose another name"
+        )
     op_kp = KeyPair.generate("operator")
     op_claims = OperatorClaims(subject=op_kp.public_key, name=operator)
     op_sk = None
@@ -448,7 +450,6 @@ def _init(
         creds,
         message=f"created operator {operator} with accounts {system_account} (system) and {account}{also}",
     )
-
 
 
 def _complete_init(

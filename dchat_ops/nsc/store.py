@@ -250,8 +250,9 @@ class Store:
             if name not in names:
                 self.require()
                 raise FieldError(
-                    "operator", f"no operator named {name!r}", message=f"no operator named {name!r} in the store "
-                    f"(operators: {', '.join(names)})"
+                    "operator",
+                    f"no operator named {name!r}",
+                    message=f"no operator named {name!r} in the store (operators: {', '.join(names)})",
                 )
             ctx = self.context()
             ctx["operator"] = name

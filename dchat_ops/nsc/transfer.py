@@ -410,9 +410,7 @@ def import_path(
     payload["users"] = list({u["jwt"]: u for u in payload["users"]}.values())
     payload["seeds"] = list(dict.fromkeys(payload["seeds"]))
     if len(operators) > 1 or store.selected_operator and operators:
-        return _import_operators(
-            store, operators, payload, trust_operator=trust_operator, force=force, dry_run=dry_run
-        )
+        return _import_operators(store, operators, payload, trust_operator=trust_operator, force=force, dry_run=dry_run)
     if op_token is None:
         if not store.exists():
             raise StoreError("the files hold no operator JWT and this store has none to verify them against")
@@ -480,7 +478,7 @@ def _import_operators(
             )
         groups = [groups[names.index(chosen)]]
     total = ImportPlan(operators=[g["operator"]["name"] for g in groups])
-    with store.lock(), (nullcontext() if dry_run else store.transaction()):
+    with store.lock(), nullcontext() if dry_run else store.transaction():
         for g in groups:  # an error in any of them: nothing of the import is written
             plan = _import_payload(store, g, trust_operator=trust_operator, force=force, dry_run=dry_run)
             name = plan.operator_name
