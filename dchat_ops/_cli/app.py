@@ -76,7 +76,7 @@ COMMAND_HELP = {
     "import": "Import a bundle, or plain .creds / .nk / .jwt files or folders: verified, then all or nothing.",
     "init": "Create an operator, the system account and user, an application account and its first user.",
     "list": "List the operator, its accounts and their users.",
-    "nkey": "nkey tools: generate any kind of key (curve included), show a public key, sign, verify.",
+    "nkey": "nkey tools: generate any kind of key (curve included), show a public key, sign, verify, seal, open.",
     "node": "Node configs and supervised nats-server processes.",
     "perms": "Show permissions.",
     "plan": "Show what applying the spec would create, change, re-issue or revoke (and drift).",
