@@ -380,7 +380,7 @@ def _init(
 ) -> InitResult:
     existing = store.operator_names()
     if existing and (operator in existing or not chosen):
-        op = operator if operator in existing else store.current_operator()
+        op = operator if chosen else store.current_operator()
         done = _complete_init(store, op, account, user, system_account, system_user, strict, user_spec)
         ctx = store.context()
         if done:
