@@ -409,7 +409,7 @@ def import_path(
     # an nsc home holds each user twice (its JWT and its creds file) and a seed may come twice
     payload["users"] = list({u["jwt"]: u for u in payload["users"]}.values())
     payload["seeds"] = list(dict.fromkeys(payload["seeds"]))
-    if len(operators) > 1 or store.selected_operator and operators:
+    if len(operators) > 1 or (store.selected_operator and operators):
         return _import_operators(store, operators, payload, trust_operator=trust_operator, force=force, dry_run=dry_run)
     if op_token is None:
         if not store.exists():
@@ -436,7 +436,7 @@ def _import_operators(
         check_name(o["name"], "operator name")
     if len(set(names)) != len(names):
         raise StoreError(f"the import holds two different operators named alike ({', '.join(sorted(names))})")
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"kind": "files", "operator": {"name": o["name"], "jwt": o["jwt"]}, "accounts": [], "users": [], "seeds": []}
         for o in operators
     ]
