@@ -529,7 +529,10 @@ def describe(c: Ctx, kind, name, account, as_json):
 @json_option
 @pass_ctx
 def list_(c: Ctx, what, as_json):
-    """List the operator, its accounts and their users (``list operators``: the home's operators)."""
+    """List the operator, its accounts and their users.
+
+    'list operators': the home's operators, the current one marked with *.
+    """
     from dchat_ops.nsc import describe as inspect_
 
     if what == "operators":
