@@ -236,6 +236,9 @@ async def test_a_node_of_each_operator_accepts_only_its_own_users(tmp_path):
     code, _, err = run(home, "--operator", "dchat", "node", "up", "nb")
     assert code == 1 and "node nb belongs to operator acme, not to the current operator dchat" in err
     assert not (home / "run" / "nb" / "nats-server.pid").exists()
+    # nor is it removed by another operator (whose account would lose a user of that name)
+    code, _, err = run(home, "--operator", "dchat", "node", "rm", "nb")
+    assert code == 1 and "belongs to operator acme" in err and (home / "nodes" / "nb.yaml").is_file()
 
     started = []
     try:
