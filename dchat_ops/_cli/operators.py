@@ -22,7 +22,8 @@ def show_operators(store: Store, as_json: bool) -> None:
     def human():
         for row in d["operators"]:
             mark = "*" if row["current"] else " "
-            yield f"{mark} {row['name']}  {row['public_key']}  ({row['accounts']} accounts)"
+            key = row["public_key"] or row.get("error")
+            yield f"{mark} {row['name']}  {key}  ({row['accounts']} accounts)"
         if d["current"] is None:
             yield "no current operator: choose one with 'dchat-ops use operator NAME' (or --operator NAME)"
 
