@@ -11,11 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import snapshot
 
 from dchat_ops._cli.main import cli
 from dchat_ops._cli.output import run_cli
 from dchat_ops.nsc.store import Store
-from tests.conftest import snapshot
 
 
 def run(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
