@@ -52,6 +52,7 @@ COMMAND_MODULES = {
     "spec": "provision",
     "tls": "tls",
     "unrevoke": "transfer",
+    "use": "operators",
     "validate": "identity",
     "verify": "verify",
 }
@@ -76,7 +77,7 @@ COMMAND_HELP = {
     "import": "Import a bundle, or plain .creds / .nk / .jwt files or folders: verified, then all or nothing.",
     "init": "Create an operator, the system account and user, an application account and its first user.",
     "list": "List the operator, its accounts and their users.",
-    "nkey": "nkey tools: generate any kind of key (curve included), show a public key, sign, verify.",
+    "nkey": "nkey tools: generate any kind of key (curve included), show a public key, sign, verify, seal, open.",
     "node": "Node configs and supervised nats-server processes.",
     "perms": "Show permissions.",
     "plan": "Show what applying the spec would create, change, re-issue or revoke (and drift).",
@@ -92,6 +93,7 @@ COMMAND_HELP = {
     "spec": "Specs for provisioning.",
     "tls": "TLS for every link: the store's CA, node certificates, and which links of a node use them.",
     "unrevoke": "Lift a revocation (NAME, a public key, or '*' for --all-users).",
+    "use": "Choose what later commands work on: the current operator of the home.",
     "validate": "Check every signature, chain, expiry, key and creds file in the store.",
     "verify": "Build a throw-away network on loopback and prove it works against real nats-servers.",
 }
@@ -126,13 +128,14 @@ class LazyGroup(click.Group):
 
 
 class Ctx:
-    def __init__(self, home: Optional[str]):
+    def __init__(self, home: Optional[str], operator: Optional[str] = None):
         self.home = home
+        self.operator = operator  # the global --operator (None: the home's current operator)
 
     def store(self, must_exist: bool = True) -> Store:
         from dchat_ops.nsc.store import Store
 
-        store = Store(self.home)
+        store = Store(self.home, operator=self.operator)
         if must_exist:
             store.require()
         return store
@@ -196,8 +199,19 @@ def parsed(option: str, parse, *args, **kwargs):
     type=click.Path(file_okay=False),
     help="Store folder (default: $DCHAT_OPS_HOME, else $XDG_DATA_HOME/dchat-ops).",
 )
+@click.option(
+    "--operator",
+    "operator",
+    envvar="DCHAT_OPS_OPERATOR",
+    metavar="NAME",
+    help="Operator to work on, in a home that holds several (default: $DCHAT_OPS_OPERATOR, else the current one).",
+)
 @click.version_option(__version__, prog_name="dchat-ops")
 @click.pass_context
-def cli(ctx: click.Context, home: Optional[str]):
+def cli(ctx: click.Context, home: Optional[str], operator: Optional[str] = None):
     """Credentials and configuration for decentralized NATS chat networks."""
-    ctx.obj = Ctx(home)
+    if operator:  # a bad name is a bad value (exit 2), before any command runs
+        from dchat_ops.nsc.store import check_name
+
+        check_name(operator, "operator name")
+    ctx.obj = Ctx(home, operator or None)

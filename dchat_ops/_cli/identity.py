@@ -29,7 +29,11 @@ DEFAULT_USER = "default"
 
 
 @cli.command()
-@click.option("--operator", default=DEFAULT_OPERATOR, show_default=True, help="Operator name.")
+@click.option(
+    "--operator",
+    help=f"Operator name (default: the global --operator, else the current one, else {DEFAULT_OPERATOR}); "
+    "a new name adds an operator to the home.",
+)
 @click.option("--account", default=DEFAULT_ACCOUNT, show_default=True, help="Application account name.")
 @click.option("--user", default=DEFAULT_USER, show_default=True, help="First user of the account.")
 @click.option("--strict", is_flag=True, help="Sign with signing keys only (strict signing key usage).")
@@ -564,12 +568,21 @@ def describe(c: Ctx, kind, name, account, as_json):
 
 
 @cli.command("list")
+@click.argument("what", required=False, type=click.Choice(["operators"]))
 @json_option
 @pass_ctx
-def list_(c: Ctx, as_json):
-    """List the operator, its accounts and their users."""
+def list_(c: Ctx, what, as_json):
+    """List the operator, its accounts and their users.
+
+    'list operators': the home's operators, the current one marked with *.
+    """
     from dchat_ops.nsc import describe as inspect_
 
+    if what == "operators":
+        from dchat_ops._cli.operators import show_operators
+
+        show_operators(c.store(), as_json)
+        return
     tree = inspect_.list_store(c.store())
 
     def human():

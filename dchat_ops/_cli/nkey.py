@@ -1,4 +1,4 @@
-"""nkey tools: make a key of any kind (curve included), show a seed's public key, sign and verify."""
+"""nkey tools: make a key of any kind (curve included), show a seed's public key, sign and verify, seal and open."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ KIND_CHOICE = click.Choice(["operator", "account", "user", "server", "cluster", 
 
 @cli.group("nkey")
 def nkey():
-    """nkey tools: generate any kind of key (curve included), show a public key, sign, verify."""
+    """nkey tools: generate any kind of key (curve included), show a public key, sign, verify, seal, open."""
 
 
 @nkey.command("gen")
@@ -92,3 +92,119 @@ def nkey_verify(public_key, data_file, signature, as_json):
     emit(as_json, {"public_key": public_key, "valid": ok}, "signature ok" if ok else "signature does NOT hold")
     if not ok:
         raise DchatOpsError(f"the signature of {data_file} does not hold for {public_key}")
+
+
+def _curve_args(public_key: str, key_file: str, hint: str):
+    """The curve public key and the curve key pair of KEY_FILE, each a bad value (exit 2) when it is not one."""
+    from dchat_ops.errors import DchatOpsError
+    from dchat_ops.nsc.keys import check_public_key, read_key_file
+
+    try:
+        check_public_key(public_key, "curve")
+    except DchatOpsError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    try:
+        kp = read_key_file(key_file)
+    except DchatOpsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key") from None
+    if kp.kind != "curve":
+        raise click.BadParameter(f"{key_file} holds a {kp.kind} seed, not a curve (SX...) seed", param_hint="--key")
+    return kp
+
+
+def _read_input(path: str) -> bytes:
+    import sys
+
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}", param_hint="--in") from None
+
+
+def _write_output(data: bytes, out: str | None, force: bool, *, private: bool) -> None:
+    import sys
+    from pathlib import Path
+
+    from dchat_ops._fs import atomic_write
+
+    if out is None or out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        atomic_write(Path(out), data, private=private, force=force)
+
+
+_IO = [
+    click.option("--in", "in_file", default="-", show_default=True, help="Read from this file (- : standard input)."),
+    click.option("--out", "out_file", help="Write to this file (default: standard output)."),
+    click.option("--force", is_flag=True, help="Replace an existing --out file."),
+]
+
+
+def _io(f):
+    for option in reversed(_IO):
+        f = option(f)
+    return f
+
+
+@nkey.command("seal")
+@click.option("--to", "recipient", required=True, help="The recipient's curve public key (X...).")
+@click.option("--key", "key_file", required=True, help="Your curve seed file (SX...: 'dchat-ops nkey gen curve').")
+@_io
+@json_option
+def nkey_seal(recipient, key_file, in_file, out_file, force, as_json):
+    """Seal data to a curve public key, as nkeys' Seal does: xkv1, a random nonce, then the NaCl box.
+
+    Only the holder of the recipient's curve seed opens it, knowing it came from your key
+    ('dchat-ops nkey open --from YOUR_X_KEY').
+    """
+    import base64
+
+    from dchat_ops.nsc.keys import seal
+
+    kp = _curve_args(recipient, key_file, "--to")
+    sealed = seal(_read_input(in_file), recipient, kp)
+    if as_json:
+        d = {"from": kp.public_key, "to": recipient, "bytes": len(sealed), "out": out_file}
+        if not out_file:
+            d["sealed"] = base64.b64encode(sealed).decode()
+        else:
+            _write_output(sealed, out_file, force, private=False)
+        emit(True, d)
+        return
+    _write_output(sealed, out_file, force, private=False)
+
+
+@nkey.command("open")
+@click.option("--from", "sender", required=True, help="The sender's curve public key (X...).")
+@click.option("--key", "key_file", required=True, help="Your curve seed file (SX...), the key it was sealed to.")
+@_io
+@json_option
+def nkey_open(sender, key_file, in_file, out_file, force, as_json):
+    """Open data sealed to your curve key by SENDER (nkeys' Open): exit 1 when it was not sealed by that
+    key to yours, or was changed since; nothing is written then."""
+    import base64
+
+    from dchat_ops.errors import DchatOpsError
+    from dchat_ops.nsc.keys import XKEY_VERSION, open_sealed
+
+    kp = _curve_args(sender, key_file, "--from")
+    data = _read_input(in_file)
+    if not data.startswith(XKEY_VERSION):
+        raise click.BadParameter("not a sealed message (it does not start with xkv1)", param_hint="--in")
+    try:
+        opened = open_sealed(data, sender, kp)
+    except DchatOpsError as exc:
+        raise DchatOpsError(str(exc)) from None
+    if as_json:
+        d = {"from": sender, "to": kp.public_key, "bytes": len(opened), "out": out_file}
+        if not out_file:
+            d["data"] = base64.b64encode(opened).decode()
+        else:
+            _write_output(opened, out_file, force, private=True)
+        emit(True, d)
+        return
+    _write_output(opened, out_file, force, private=True)

@@ -164,9 +164,15 @@ def node_list(c: Ctx, as_json):
 
     store = c.store()
     rows = []
+    several = len(store.operator_names()) > 1
     for n in list_nodes(store):
         try:
-            rows.append(Supervisor(store, n).status().to_dict())
+            sup = Supervisor(store, n)
+            rows.append(sup.status().to_dict())
+            if several:  # a home with several operators: whose node it is
+                from dchat_ops.config.node import node_operators
+
+                rows[-1]["operator"] = ", ".join(node_operators(store, sup.node())) or None
         except DchatOpsError as exc:
             rows.append({"id": n, "running": False, "error": str(exc)})
     emit(
@@ -175,6 +181,7 @@ def node_list(c: Ctx, as_json):
         lambda: (
             [
                 f"{r['id']:<20} "
+                + (f"operator {r['operator']}, " if r.get("operator") else "")
                 + (r["error"] if r.get("error") else "running pid " + str(r["pid"]) if r["running"] else "stopped")
                 + (
                     f", {_plural(len(r['warnings']), 'warning')}: dchat-ops node status {r['id']}"

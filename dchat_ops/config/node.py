@@ -48,9 +48,12 @@ __all__ = [
     "NodeFile",
     "Policy",
     "Rule",
+    "check_node_operator",
     "inbox_prefix",
     "list_nodes",
+    "node_operators",
     "node_path",
+    "of_current_operator",
     "read_nodes",
 ]
 
@@ -89,6 +92,37 @@ def list_nodes(store: Store) -> list[str]:
     if not store.nodes_dir.is_dir():
         return []
     return sorted(p.stem for p in store.nodes_dir.glob("*.yaml") if not p.name.startswith(".tmp-"))
+
+
+def node_operators(store: Store, node: Node) -> list[str]:
+    """The operators of the home whose store holds the node's identity user (its account and user): the
+    operator a node belongs to.  In a home with one operator, that one (the node's user may be missing)."""
+    names = store.operator_names()
+    if len(names) <= 1:
+        return names
+    return [op for op in names if store.user_jwt_path(op, node.account, node.user).is_file()]
+
+
+def of_current_operator(store: Store, node: Node) -> bool:
+    """Whether ``node`` belongs to the current operator (or to no operator the home knows)."""
+    if len(store.operator_names()) <= 1:
+        return True
+    owners = node_operators(store, node)
+    return not owners or store.current_operator() in owners
+
+
+def check_node_operator(store: Store, node: Node) -> None:
+    """ConfigError when the node belongs to another operator than the current one (a home with several):
+    its config would carry the wrong operator, and its users would be refused."""
+    if len(store.operator_names()) <= 1:
+        return
+    current = store.current_operator()
+    owners = node_operators(store, node)
+    if owners and current not in owners:
+        raise ConfigError(
+            f"node {node.id} belongs to operator {owners[0]}, not to the current operator {current}: run "
+            f"'dchat-ops --operator {owners[0]} ...' or 'dchat-ops use operator {owners[0]}'"
+        )
 
 
 _PARSED: dict[Path, tuple[str, Node]] = {}  # path -> (text, node) of the last parse of that file here

@@ -29,6 +29,7 @@ from dchat_ops.config.node import (
     ROUTE_SCHEMES,
     Node,
     NodeFile,
+    check_node_operator,
     inbox_prefix,
     node_path,
     read_nodes,
@@ -672,6 +673,7 @@ def render_node(
             creds = rem.get("credentials") or store.creds_path(store.current_operator(), acc_name, user)
             if not Path(creds).is_file():
                 raise ConfigError(f"node {node.id}: leafnode remote creds {creds} do not exist")
+    check_node_operator(store, node)
     try:
         store.user(node.account, node.user)
     except StoreError as exc:

@@ -318,7 +318,7 @@ def _new_account(
 
 def init(
     store: Store,
-    operator: str = DEFAULT_OPERATOR,
+    operator: Optional[str] = None,
     account: str = DEFAULT_ACCOUNT,
     user: Optional[str] = DEFAULT_USER,
     *,
@@ -329,11 +329,26 @@ def init(
 ) -> InitResult:
     """Create an operator, its system account and user, an application account and its first user.
 
-    ``user=None`` makes no first user.  On a store that already has an operator, only what an init left
+    ``operator``: its name; None: the store's current operator when it has one (the Store's chosen one
+    included), else ``DEFAULT_OPERATOR``.  A name the home does not hold yet makes a new operator next to
+    the ones it holds (as nsc keeps several), which becomes the current one.
+
+    ``user=None`` makes no first user.  On an operator the store already has, only what an init left
     out is made (a store made before changes were journaled, or with files removed by hand: see
     :func:`_complete_init`); when nothing is, nothing is changed and ``created`` is False.  All in one
     unit of work: a kill in it is rolled back by the next command, and running init again does it all.
     """
+    if operator is None:
+        operator = store.selected_operator or DEFAULT_OPERATOR
+        chosen = bool(store.selected_operator)
+    elif store.selected_operator and store.selected_operator != operator:
+        raise FieldError(
+            "operator",
+            "two operators named",
+            message=f"init: operator {operator!r} is not the chosen operator {store.selected_operator!r}",
+        )
+    else:
+        chosen = True
     for n, what in (
         (operator, "operator name"),
         (account, "account name"),
@@ -344,8 +359,14 @@ def init(
         check_name(n, what)
     if account == system_account:
         raise StoreError("the application account and the system account need different names")
+    selected = store.selected_operator
     with store.transaction():  # two inits at once make one operator; a failed one leaves no half store
-        return _init(store, operator, account, user, system_account, system_user, strict, user_spec)
+        if chosen:  # what init makes goes to the operator it names, whichever is current
+            store.selected_operator = operator if operator in store.operator_names() else None
+        try:
+            return _init(store, operator, account, user, system_account, system_user, strict, user_spec, chosen)
+        finally:
+            store.selected_operator = selected
 
 
 def _init(
@@ -357,10 +378,11 @@ def _init(
     system_user: str,
     strict: bool,
     user_spec: Optional[UserSpec],
+    chosen: bool = True,
 ) -> InitResult:
     existing = store.operator_names()
-    if existing:
-        op = store.current_operator()
+    if existing and (operator in existing or not chosen):
+        op = operator if chosen else store.current_operator()
         done = _complete_init(store, op, account, user, system_account, system_user, strict, user_spec)
         ctx = store.context()
         if done:
@@ -381,6 +403,10 @@ def _init(
             user,
             system_user,
             message=f"store at {store.home} already holds operator {op}; nothing changed",
+        )
+    if existing and store.operator_dir(operator).exists():
+        raise StoreError(
+            f"{store.operator_dir(operator)} exists but holds no operator JWT; remove it or choose another name"
         )
     op_kp = KeyPair.generate("operator")
     op_claims = OperatorClaims(subject=op_kp.public_key, name=operator)
@@ -415,6 +441,7 @@ def _init(
     creds[system_user] = add_user(store, system_account, system_user).creds_path
     if user:
         creds[user] = add_user(store, account, user, user_spec).creds_path
+    also = f"; it is now the current operator (the home also holds {', '.join(existing)})" if existing else ""
     return InitResult(
         True,
         operator,
@@ -423,7 +450,7 @@ def _init(
         user or "",
         system_user,
         creds,
-        message=f"created operator {operator} with accounts {system_account} (system) and {account}",
+        message=f"created operator {operator} with accounts {system_account} (system) and {account}{also}",
     )
 
 

@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 from dchat_ops._decode import read_text
 from dchat_ops._fs import JOURNAL_NAME, find_temps, process_gone, read_file
 from dchat_ops._time import iso_time
-from dchat_ops.errors import ChainError, CredsError, DchatOpsError, JWTError, StoreError, cut, scrub_seeds
+from dchat_ops.errors import (
+    ChainError,
+    CredsError,
+    DchatOpsError,
+    FieldError,
+    JWTError,
+    StoreError,
+    cut,
+    scrub_seeds,
+)
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     AccountClaims,
@@ -43,6 +52,7 @@ __all__ = [
     "effective_limits",
     "expirations",
     "leftovers",
+    "list_operators",
     "list_store",
     "validate_store",
     "validity",
@@ -150,6 +160,28 @@ def list_store(store: Store, *, workers: int | None = None) -> dict[str, Any]:
             }
         )
     return out
+
+
+def list_operators(store: Store) -> dict[str, Any]:
+    """The operators of the home: name, public key, number of accounts, and which one is current (the
+    Store's chosen operator, else the context's, else the only one; None when several and none chosen)."""
+    store.require()
+    try:
+        current: str | None = store.current_operator()
+    except FieldError:  # a chosen operator the home does not hold
+        raise
+    except StoreError:  # several, none chosen
+        current = None
+    rows = []
+    for name in store.operator_names():
+        row: dict[str, Any] = {"name": name, "public_key": None, "accounts": len(store.account_names(name))}
+        try:
+            row["public_key"] = store.operator(name).public_key
+        except StoreError as exc:  # a damaged JWT: listed with its error ('validate' says more)
+            row["error"] = str(exc)
+        row["current"] = name == current
+        rows.append(row)
+    return {"current": current, "operators": rows}
 
 
 def expirations(

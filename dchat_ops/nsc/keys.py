@@ -45,7 +45,9 @@ __all__ = [
     "kind_of_public",
     "kind_of_seed",
     "looks_like_seed",
+    "open_sealed",
     "read_key_file",
+    "seal",
 ]
 
 _PREFIX_SEED = 18 << 3
@@ -433,6 +435,58 @@ def x25519_public(public_key: str) -> X25519PublicKey:
 
     check_public_key(public_key, "curve")
     return X25519PublicKey.from_public_bytes(_decode_public(public_key)[1])
+
+
+# Sealed messages as nkeys' curve keys make them (Go nkeys ``Seal`` / ``Open``): the version tag, a random
+# 24-byte nonce, then NaCl's box of the message (X25519, XSalsa20-Poly1305: a 16-byte tag, then the text).
+XKEY_VERSION = b"xkv1"
+_NONCE_LEN = 24
+_BOX_TAG_LEN = 16
+
+
+def _curve_pair(kp: KeyPair, what: str) -> bytes:
+    if kp.kind != "curve":
+        raise NKeyError(
+            f"{what} must be a curve (X) key, not an {kp.kind} key"
+            if kp.kind[0] in "aeiou"
+            else f"{what} must be a curve (X) key, not a {kp.kind} key"
+        )
+    return kp._raw_seed
+
+
+def seal(data: bytes, recipient: str, sender: KeyPair, *, nonce: bytes | None = None) -> bytes:
+    """``data`` sealed to the curve public key ``recipient`` (``X...``) by the curve key pair ``sender``:
+    ``xkv1`` + nonce + box, what nkeys' ``Seal`` makes and ``Open`` reads.  ``nonce``: 24 bytes (a fresh
+    random one by default; never use one twice with the same keys)."""
+    from nacl.bindings import crypto_box
+
+    secret = _curve_pair(sender, "the sender")
+    check_public_key(recipient, "curve")
+    if nonce is None:
+        nonce = os.urandom(_NONCE_LEN)
+    elif len(nonce) != _NONCE_LEN:
+        raise NKeyError(f"a nonce is {_NONCE_LEN} bytes")
+    return XKEY_VERSION + nonce + crypto_box(data, nonce, _decode_public(recipient)[1], secret)
+
+
+def open_sealed(data: bytes, sender: str, recipient: KeyPair) -> bytes:
+    """The message in ``data`` (sealed by :func:`seal` or nkeys' ``Seal``) from the curve public key
+    ``sender``, opened with the recipient's curve key pair.  :class:`NKeyError` when it is not such a
+    message, or was not sealed by ``sender`` to ``recipient`` (or was changed)."""
+    from nacl.bindings import crypto_box_open
+    from nacl.exceptions import CryptoError
+
+    secret = _curve_pair(recipient, "the key that opens")
+    check_public_key(sender, "curve")
+    if len(data) < len(XKEY_VERSION) + _NONCE_LEN + _BOX_TAG_LEN:
+        raise NKeyError("not a sealed message: too short")
+    if data[: len(XKEY_VERSION)] != XKEY_VERSION:
+        raise NKeyError("not a sealed message: it does not start with xkv1")
+    nonce = data[len(XKEY_VERSION) : len(XKEY_VERSION) + _NONCE_LEN]
+    try:
+        return crypto_box_open(data[len(XKEY_VERSION) + _NONCE_LEN :], nonce, _decode_public(sender)[1], secret)
+    except CryptoError:
+        raise NKeyError(f"cannot open: not sealed by {sender} to this key, or changed since") from None
 
 
 _SEED_IN_TEXT = re.compile(r"\bS[OACUNX][A-Z2-7]{56}\b")

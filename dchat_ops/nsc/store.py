@@ -103,9 +103,18 @@ class Store:
     """An nsc-compatible store under ``home``.  ``clock`` (Unix seconds) is used for ``iat`` / expiry.
 
     ``location`` is the resolved :class:`~dchat_ops.home.Home`; ``home`` its absolute path.
+    ``operator`` chooses the operator this Store works on in a home that holds several (see
+    :meth:`current_operator`); None: the context's.
     """
 
-    def __init__(self, home: Optional[Union[Home, os.PathLike[str], str]] = None, *, clock: Optional[Clock] = None):
+    def __init__(
+        self,
+        home: Optional[Union[Home, os.PathLike[str], str]] = None,
+        *,
+        clock: Optional[Clock] = None,
+        operator: Optional[str] = None,
+    ):
+        self.selected_operator = operator or None
         self.location = Home(home)
         self.home: Path = self.location.path
         self.clock = clock
@@ -208,15 +217,48 @@ class Store:
         return sorted(p.name for p in self.stores_dir.iterdir() if (p / f"{p.name}.jwt").is_file())
 
     def current_operator(self) -> str:
+        """The operator this Store works on: the one it was made with (``operator``), else the context's
+        (``dchat-ops use operator``), else the only one.  A chosen operator the home does not hold is a bad
+        value (:class:`FieldError`)."""
         names = self.operator_names()
         if not names:
             self.require()
+        if self.selected_operator:
+            if self.selected_operator not in names:
+                raise FieldError(
+                    "--operator",
+                    f"no operator named {self.selected_operator!r}",
+                    message=f"no operator named {self.selected_operator!r} in the store (operators: {', '.join(names)})",
+                )
+            return self.selected_operator
         ctx = self.context().get("operator")
         if isinstance(ctx, str) and ctx in names:
             return ctx
         if len(names) == 1:
             return names[0]
-        raise StoreError(f"the store holds several operators ({', '.join(names)}); choose one with --operator")
+        raise StoreError(
+            f"the store holds several operators ({', '.join(names)}) and none is current: choose one with "
+            "'dchat-ops --operator NAME ...' or 'dchat-ops use operator NAME'"
+        )
+
+    def use_operator(self, name: str) -> None:
+        """Make ``name`` the current operator of the home (the context's; its account is kept when it is
+        one of that operator's, else dropped)."""
+        check_name(name, "operator name")
+        with self.transaction():
+            names = self.operator_names()
+            if name not in names:
+                self.require()
+                raise FieldError(
+                    "operator",
+                    f"no operator named {name!r}",
+                    message=f"no operator named {name!r} in the store (operators: {', '.join(names)})",
+                )
+            ctx = self.context()
+            ctx["operator"] = name
+            if ctx.get("account") not in self.account_names(name):
+                ctx.pop("account", None)
+            self._write(self.context_path, json.dumps(ctx, indent=2, sort_keys=True) + "\n")
 
     def default_account(self) -> str:
         """The context's account, else the only non-system account."""

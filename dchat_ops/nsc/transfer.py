@@ -14,13 +14,14 @@ the same name needs ``force``.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from dchat_ops._decode import read_text
 from dchat_ops._fs import atomic_write, ensure_dir
-from dchat_ops.errors import CredsError, ExistsError, JWTError, NKeyError, StoreError
+from dchat_ops.errors import CredsError, ExistsError, FieldError, JWTError, NKeyError, StoreError
 from dchat_ops.nsc.bundle import check_payload, open_bundle, seal_bundle
 from dchat_ops.nsc.claims import AccountClaims, OperatorClaims, UserClaims
 from dchat_ops.nsc.creds import format_creds, parse_creds
@@ -164,6 +165,7 @@ class ImportPlan:
     keys: list[KeyPair] = field(default_factory=list)
     operator_name: str = ""
     new_operator: bool = False
+    operators: list[str] = field(default_factory=list)  # every operator of the import (several: an nsc home)
 
     @property
     def changes(self) -> bool:
@@ -176,6 +178,7 @@ class ImportPlan:
             "replaced": self.replaced,
             "operator": self.operator_name,
             "new_operator": self.new_operator,
+            "operators": self.operators or ([self.operator_name] if self.operator_name else []),
         }
 
 
@@ -372,6 +375,7 @@ def import_path(
         raise StoreError(f"nothing to import in {path}")
     payload: dict[str, Any] = {"kind": "files", "accounts": [], "users": [], "seeds": []}
     op_token = None
+    operators: list[dict[str, Any]] = []  # every operator JWT among the files: {"name", "jwt", "claims"}
     for f in files:
         if f.suffix not in (".creds", ".nk", ".jwt"):
             continue
@@ -397,18 +401,102 @@ def import_path(
                 raise StoreError(f"{f}: {exc}") from None
             if isinstance(c, OperatorClaims):
                 op_token = text
+                # nsc's layout names the operator by its folder: stores/<name>/<name>.jwt
+                name = f.stem if f.parent.name == f.stem else c.name
+                if all(o["claims"].subject != c.subject for o in operators):
+                    operators.append({"name": name, "jwt": text, "claims": c})
             elif isinstance(c, AccountClaims):
                 payload["accounts"].append({"jwt": text})
             elif isinstance(c, UserClaims):
                 payload["users"].append({"jwt": text})
     if not (payload["accounts"] or payload["users"] or payload["seeds"] or op_token):
         raise StoreError(f"nothing to import in {path}: expected .creds, .nk or .jwt files or a bundle")
+    # an nsc home holds each user twice (its JWT and its creds file) and a seed may come twice
+    payload["users"] = list({u["jwt"]: u for u in payload["users"]}.values())
+    payload["seeds"] = list(dict.fromkeys(payload["seeds"]))
+    if len(operators) > 1 or (store.selected_operator and operators):
+        return _import_operators(store, operators, payload, trust_operator=trust_operator, force=force, dry_run=dry_run)
     if op_token is None:
         if not store.exists():
             raise StoreError("the files hold no operator JWT and this store has none to verify them against")
         op_token = store.operator().token
     payload["operator"] = {"jwt": op_token}
     return import_payload(store, payload, trust_operator=trust_operator, force=force, dry_run=dry_run)
+
+
+def _import_operators(
+    store: Store,
+    operators: list[dict[str, Any]],
+    files: dict[str, Any],
+    *,
+    trust_operator: bool,
+    force: bool,
+    dry_run: bool,
+) -> ImportPlan:
+    """Import files of several operators (an nsc home: ``stores/<operator>/...``), each operator with its
+    own accounts, users and seeds, all in one unit of work (all or nothing); only the Store's chosen
+    operator (``--operator``) when it has one."""
+    names = [o["name"] for o in operators]
+    for o in operators:
+        check_name(o["name"], "operator name")
+    if len(set(names)) != len(names):
+        raise StoreError(f"the import holds two different operators named alike ({', '.join(sorted(names))})")
+    groups: list[dict[str, Any]] = [
+        {"kind": "files", "operator": {"name": o["name"], "jwt": o["jwt"]}, "accounts": [], "users": [], "seeds": []}
+        for o in operators
+    ]
+    keys: dict[str, int] = {}  # public key named by a JWT of the import -> its operator's group
+    for i, o in enumerate(operators):
+        for k in (o["claims"].subject, *o["claims"].signing_keys):
+            keys[k] = i
+    for a in files["accounts"]:
+        acc = decode(a["jwt"], AccountClaims)
+        if acc.issuer not in keys:
+            raise StoreError(
+                f"account {acc.name or acc.subject} is signed by {acc.issuer}, which is none of the import's "
+                f"operators ({', '.join(names)}) nor one of their signing keys"
+            )
+        i = keys[acc.issuer]
+        groups[i]["accounts"].append(a)
+        for k in (acc.subject, *acc.signing_key_map()):
+            keys.setdefault(k, i)
+    for u in files["users"]:
+        claims = decode(u["jwt"], UserClaims)
+        acc_key = claims.issuer_account or claims.issuer
+        if acc_key not in keys:
+            raise StoreError(f"user {claims.name} belongs to account {acc_key}, which is not in the import")
+        groups[keys[acc_key]]["users"].append(u)
+        keys.setdefault(claims.subject, keys[acc_key])
+    chosen = store.selected_operator
+    for seed in files["seeds"]:
+        pub = _keypair(seed).public_key
+        if pub in keys:
+            groups[keys[pub]]["seeds"].append(seed)
+        elif not chosen:
+            raise StoreError(f"the import holds a seed for {pub}, which no imported JWT names")
+    if chosen:
+        if chosen not in names:
+            raise FieldError(
+                "--operator",
+                f"no operator named {chosen!r} in the import",
+                message=f"the import holds operators {', '.join(names)}, none named {chosen!r}",
+            )
+        groups = [groups[names.index(chosen)]]
+    total = ImportPlan(operators=[g["operator"]["name"] for g in groups])
+    with store.lock(), nullcontext() if dry_run else store.transaction():
+        for g in groups:  # an error in any of them: nothing of the import is written
+            plan = _import_payload(store, g, trust_operator=trust_operator, force=force, dry_run=dry_run)
+            name = plan.operator_name
+
+            def of(labels: list[str], name: str = name) -> list[str]:
+                return [x if x.startswith(("operator ", "key ")) else f"{x} of operator {name}" for x in labels]
+
+            total.added += of(plan.added)
+            total.unchanged += of(plan.unchanged)
+            total.replaced += of(plan.replaced)
+            total.new_operator = total.new_operator or plan.new_operator
+            total.operator_name = total.operator_name or plan.operator_name
+    return total
 
 
 def read_secret(env: Optional[str] = None, file: Optional[str] = None) -> Optional[str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from dchat_ops._fs import read_bytes, with_store_lock
-from dchat_ops.config.node import Node, NodeFile, Policy, Rule, read_nodes
+from dchat_ops.config.node import Node, NodeFile, Policy, Rule, check_node_operator, read_nodes
 from dchat_ops.config.nodes import (
     check_leaf_queue_entries,
     dependent_nodes,
@@ -671,6 +671,7 @@ def remove_node(store: Store, node_id: str, *, keep_user: bool = False, binary: 
     check_name(node_id, "node id")
     nf = NodeFile.load(store, node_id)
     node = nf.node
+    check_node_operator(store, node)  # its user is revoked in its operator's account, not another's
     others = {nid: n for nid, n in read_nodes(store).items() if nid != node_id}
     leaves = [lid for lid, leaf in others.items() if node_id in leaf_hubs(store, leaf, {**others, node_id: node})]
     if leaves:

@@ -24,7 +24,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from dchat_ops.config.node import Node, list_nodes
+from dchat_ops.config.node import Node, list_nodes, of_current_operator
 from dchat_ops.config.nodes import render_node
 from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc.admin import adopt_account_jwts
@@ -66,7 +66,18 @@ __all__ = [
 
 
 def running_nodes(store: Store) -> list[Supervisor]:
-    return [s for s in (Supervisor(store, n) for n in list_nodes(store)) if s.running()]
+    """The running nodes of the store's operator (a home with several operators: of the current one)."""
+    running = [s for s in (Supervisor(store, n) for n in list_nodes(store)) if s.running()]
+    if len(store.operator_names()) > 1:
+        running = [s for s in running if _of_operator(store, s)]
+    return running
+
+
+def _of_operator(store: Store, sup: Supervisor) -> bool:
+    try:
+        return of_current_operator(store, sup.node())
+    except DchatOpsError:  # a damaged node file: reported where it is read
+        return True
 
 
 def _running(store: Store) -> list[tuple[Supervisor, Node]]:
@@ -128,7 +139,10 @@ def push(store: Store, accounts: Optional[list[str]] = None, *, timeout: float =
     names = accounts or store.account_names(op.name)
     running = _running(store)
     up = {s.node_id for s, _ in running}
-    report = PushReport(expected_servers=len(running), stopped=[n for n in list_nodes(store) if n not in up])
+    stopped = [n for n in list_nodes(store) if n not in up]
+    if len(store.operator_names()) > 1:  # nodes of other operators are not this push's
+        stopped = [n for n in stopped if _of_operator(store, Supervisor(store, n))]
+    report = PushReport(expected_servers=len(running), stopped=stopped)
     if not running:
         raise DchatOpsError("no node of this store is running; start one with 'dchat-ops node up'")
     for _, node in running:  # configs follow the store, so a restart also starts from the new JWTs

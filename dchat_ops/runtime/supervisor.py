@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Optional
 
 from dchat_ops._fs import atomic_write, read_bytes
 from dchat_ops.config import nodes
-from dchat_ops.config.node import Node, NodeFile, read_nodes
+from dchat_ops.config.node import Node, NodeFile, of_current_operator, read_nodes
 from dchat_ops.config.nodes import render_node, run_dir
 from dchat_ops.config.tls import tls_warnings
 from dchat_ops.errors import DchatOpsError, ServerError
@@ -330,7 +330,10 @@ class Supervisor:
         return [
             other
             for nid, other in read_nodes(self.store).items()
-            if nid != self.node_id and other.resolver == "full" and Supervisor(self.store, nid).running()
+            if nid != self.node_id
+            and other.resolver == "full"
+            and of_current_operator(self.store, other)
+            and Supervisor(self.store, nid).running()
         ]
 
     def _running_peers(self, node: Node) -> list[Node]:
