@@ -469,3 +469,43 @@ async def test_a_server_dchat_ops_configures_admits_go_users_with_their_scopes(j
     finally:
         for nc in (carol, bob, dave):
             await close_quietly(nc)
+
+
+def test_activation_tokens_are_valid_in_go_and_chain_to_the_exporting_account(jwtcheck, tmp_path):
+    home = tmp_path / "home"
+    ok(home, "init")
+    ok(home, "add", "account", "ops")
+    ok(home, "add", "export", "--account", "chat", "--subject", "help.>", "--service", "--private")
+    token = tmp_path / "ops.act"
+    ok(
+        home,
+        "generate",
+        "activation",
+        "--account",
+        "chat",
+        "--subject",
+        "help.ask",
+        "--target-account",
+        "ops",
+        "-o",
+        str(token),
+        "--expiry",
+        "30d",
+    )
+    store = Store(home)
+    acc_jwt = store.account_jwt_path(store.current_operator(), "chat")
+    res = go(jwtcheck, "activation", str(token), str(acc_jwt))
+    assert res.returncode == 0, res.stdout + res.stderr
+    entry = json.loads(res.stdout)
+    assert entry["chain"] == "ok" and entry["errors"] == []
+    claims = entry["claims"]
+    assert claims["sub"] == store.account("ops").public_key
+    assert claims["nats"]["subject"] == "help.ask" and claims["nats"]["kind"] == "service"
+    # another account's JWT does not stand behind it, and a changed byte is caught
+    other = store.account_jwt_path(store.current_operator(), "ops")
+    assert go(jwtcheck, "activation", str(token), str(other)).returncode == 1
+    text = token.read_text().strip()
+    head, body, sig = text.split(".")
+    bad = tmp_path / "bad.act"
+    bad.write_text(f"{head}.{body}.{sig[:-2]}{'AA' if sig[-2:] != 'AA' else 'BB'}")
+    assert go(jwtcheck, "activation", str(bad), str(acc_jwt)).returncode != 0

@@ -5,6 +5,9 @@
 //	                               dchat-ops home (nsc's layout); prints one JSON report
 //	jwtcheck sign SEEDFILE DATAFILE    prints the Ed25519 signature of DATAFILE, base64url without padding
 //	jwtcheck verify PUBKEY DATAFILE SIG    exit 0 when SIG (base64url) holds, 1 when it does not
+//	jwtcheck activation TOKENFILE ACCOUNTJWTFILE    decode and validate an activation token and check that
+//	                               the exporting account (its JWT in ACCOUNTJWTFILE) or one of its signing
+//	                               keys issued it; prints one JSON entry
 //	jwtcheck make DIR              makes an operator (with a signing key, strict), an account (signed by
 //	                               that signing key, with a plain and a scoped signing key) and three users
 //	                               (two signed by its signing key, one by its scoped key) as plain .jwt,
@@ -51,12 +54,17 @@ func main() {
 			usage()
 		}
 		os.Exit(makeFiles(os.Args[2]))
+	case "activation":
+		if len(os.Args) != 4 {
+			usage()
+		}
+		os.Exit(checkActivation(os.Args[2], os.Args[3]))
 	}
 	usage()
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: jwtcheck store HOME | sign SEEDFILE DATAFILE | verify PUBKEY DATAFILE SIG | make DIR")
+	fmt.Fprintln(os.Stderr, "usage: jwtcheck store HOME | sign SEEDFILE DATAFILE | verify PUBKEY DATAFILE SIG | make DIR | activation TOKENFILE ACCOUNTJWTFILE")
 	os.Exit(2)
 }
 
@@ -488,5 +496,44 @@ func makeFiles(dir string) int {
 	}
 	out, _ := json.MarshalIndent(m.items, "", "  ")
 	fmt.Println(string(out))
+	return 0
+}
+
+// --- activation ----------------------------------------------------------------------------------
+
+func checkActivation(tokenFile, accountFile string) int {
+	token, err := readToken(tokenFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	accToken, err := readToken(accountFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	acc, err := jwt.DecodeAccountClaims(accToken)
+	if err != nil {
+		return fail("account %s: %v", accountFile, err)
+	}
+	e := &Entry{Path: tokenFile, Kind: "activation"}
+	ac, err := jwt.DecodeActivationClaims(token)
+	if err != nil {
+		e.Chain = "undecodable"
+		e.Errors = []string{err.Error()}
+	} else {
+		validate(e, ac)
+		switch {
+		case ac.Issuer == acc.Subject:
+			e.Chain = "ok"
+		case acc.SigningKeys.Contains(ac.Issuer) && ac.IssuerAccount == acc.Subject:
+			e.Chain = "ok"
+		default:
+			e.Chain = "issuer is neither the exporting account nor one of its signing keys"
+		}
+	}
+	out, _ := json.Marshal(e)
+	fmt.Println(string(out))
+	if e.Chain != "ok" || len(e.Errors) > 0 {
+		return 1
+	}
 	return 0
 }
