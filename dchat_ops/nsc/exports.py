@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from dchat_ops._time import MAX_TIME, parse_duration
+from dchat_ops._time import MAX_TIME, format_time, parse_duration
 from dchat_ops.errors import DchatOpsError, FieldError, JWTError
 from dchat_ops.nsc.claims import AccountClaims, ActivationClaims, Export, Import
 from dchat_ops.nsc.jwt import decode
@@ -417,7 +417,7 @@ def verify_activation(
             for key in (importer, "*"):
                 t = x.revocations.get(key)
                 if t is not None and act.issued_at <= t:
-                    raise FieldError("token", f"was revoked by the exporting account (activations issued until {t})")
+                    raise FieldError("token", f"was revoked by the exporting account (activations issued until {format_time(t)})")
     return act
 
 
