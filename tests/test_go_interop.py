@@ -358,9 +358,9 @@ def test_nkeys_signatures_verify_both_ways(jwtcheck, tmp_path, kind):
     ops_sig = ok(home, "nkey", "sign", str(seed_file), str(data)).strip()
     assert go_sig_text == ops_sig  # Ed25519 is deterministic: the same key and bytes give the same signature
 
-    assert ops(home, "nkey", "verify", public, str(data), go_sig_text)[0] == 0
+    assert ops(home, "nkey", "verify", "--", public, str(data), go_sig_text)[0] == 0
     assert go(jwtcheck, "verify", public, str(data), ops_sig).returncode == 0
-    assert ops(home, "nkey", "verify", public, str(other), go_sig_text)[0] == 1
+    assert ops(home, "nkey", "verify", "--", public, str(other), go_sig_text)[0] == 1
     assert go(jwtcheck, "verify", public, str(other), ops_sig).returncode == 1
     stranger = json.loads(ok(home, "nkey", "gen", kind, "-o", str(tmp_path / "s.nk"), "--json"))["public_key"]
     assert go(jwtcheck, "verify", stranger, str(data), ops_sig).returncode == 1

@@ -58,14 +58,14 @@ def test_sign_and_verify_round_trip_and_a_changed_file_fails(tmp_path):
     code, out, _ = run("nkey", "sign", str(key_file), str(data))
     sig = out.strip()
     assert code == 0 and kp.verify(data.read_bytes(), __import__("base64").urlsafe_b64decode(sig + "=="))
-    code, out, _ = run("nkey", "verify", kp.public_key, str(data), sig)
+    code, out, _ = run("nkey", "verify", "--", kp.public_key, str(data), sig)
     assert code == 0 and "signature ok" in out
     data.write_bytes(b"hello \x00 World")
-    code, out, err = run("nkey", "verify", kp.public_key, str(data), sig)
+    code, out, err = run("nkey", "verify", "--", kp.public_key, str(data), sig)
     assert code == 1 and "does NOT hold" in out and "does not hold" in err
-    code, _, err = run("nkey", "verify", "not-a-key", str(data), sig)
+    code, _, err = run("nkey", "verify", "--", "not-a-key", str(data), sig)
     assert code == 2 and "Traceback" not in err
-    code, _, err = run("nkey", "verify", kp.public_key, str(data), "!!!")
+    code, _, err = run("nkey", "verify", "--", kp.public_key, str(data), "!!!")
     assert code == 2 and "not base64" in err
 
 

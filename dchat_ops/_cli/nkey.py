@@ -71,7 +71,10 @@ def nkey_sign(key_file, data_file, as_json):
 @click.argument("signature")
 @json_option
 def nkey_verify(public_key, data_file, signature, as_json):
-    """Check SIGNATURE (base64url or base64) of DATA_FILE's bytes by PUBLIC_KEY; exit 1 when it does not hold."""
+    """Check SIGNATURE (base64url or base64) of DATA_FILE's bytes by PUBLIC_KEY; exit 1 when it does not hold.
+
+    A base64url signature may start with '-': put '--' before the arguments (nkey verify -- KEY FILE SIG).
+    """
     import base64
     import binascii
     from pathlib import Path
