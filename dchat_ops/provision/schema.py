@@ -314,7 +314,7 @@ class _Checker:
                         raise FieldError("token", f"not a valid activation token: {exc}") from None
                     v = v.strip()
             except FieldError as exc:
-                self.fail(parent, key, where, exc.reason if kind == "text" else str(exc))
+                self.fail(parent, key, where, exc.reason if kind in ("text", "info_url", "token") else str(exc))
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
             return v
