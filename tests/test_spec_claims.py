@@ -344,3 +344,45 @@ def _run(tmp_path, *args, home=None):
     with redirect_stdout(out), redirect_stderr(err):
         code = run_cli(cli, ["--home", str(home or tmp_path / "home"), *args])
     return code, out.getvalue(), err.getvalue()
+
+
+LIVE = """\
+version: 1
+operator: {name: dchat}
+accounts:
+  - name: chat
+    mappings:
+      "orders.*": [{subject: "shard.$1", weight: 100}]
+    users:
+      - {name: poster}
+nodes:
+  - id: n1
+    cluster: false
+"""
+
+
+async def test_a_mapping_of_the_spec_routes_messages_on_a_real_server(tmp_path, supervised_factory):
+    import asyncio
+
+    from dchat_ops.config.node import NodeFile
+    from dchat_ops.runtime.client import connect
+
+    store = Store(tmp_path / "home")
+    path = tmp_path / "network.yaml"
+    path.write_text(LIVE)
+    provision.apply(store, provision.load_spec(path))
+    supervised_factory(store)("n1")
+    url = f"nats://127.0.0.1:{NodeFile.load(store, 'n1').node.client_port}"
+    nc = await connect(url, store.creds_path("dchat", "chat", "poster"))
+    try:
+        mapped = await nc.subscribe("shard.>")
+        source = await nc.subscribe("orders.>")
+        await nc.flush()
+        await nc.publish("orders.42", b"hello")
+        await nc.flush()
+        msg = await mapped.next_msg(timeout=5)
+        assert (msg.subject, msg.data) == ("shard.42", b"hello")
+        with pytest.raises(asyncio.TimeoutError):  # all of it went on: a weight of 100
+            await source.next_msg(timeout=0.3)
+    finally:
+        await nc.close()

@@ -203,6 +203,17 @@ def account_desired(
     return claims, missing_roles, max(0, spec_acc.get("plain_signing_keys", 0) - plain)
 
 
+def _claims_changed(have: AccountClaims, want: AccountClaims, missing_roles: list[str]) -> str:
+    """What differs between two account claims, by JWT field (``limits``, ``mappings``, ``imports``...)."""
+    h, w = have.to_dict(), want.to_dict()
+    parts = [k for k in ("exp", "tags") if h.get(k) != w.get(k)]
+    hn, wn = h["nats"], w["nats"]
+    parts += [k for k in dict.fromkeys([*wn, *hn]) if hn.get(k) != wn.get(k)]
+    if missing_roles and "signing_keys" not in parts:
+        parts.append("signing_keys")
+    return ", ".join(parts) or "signing_keys"
+
+
 def _check_new_tokens(spec: Spec, ai: int, a: dict, account_keys: dict[str, str], creating: bool) -> None:
     """Refuse a spec's activation token for an account apply has yet to make: it cannot be for its new key."""
     for j, i in enumerate(a.get("imports", [])):
@@ -514,7 +525,7 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
         desired, missing_roles, missing_plain = account_desired(a, e, account_keys, now)
         activation_tokens(store, spec, a, desired, e.claims, now)
         if desired.to_dict() != e.claims.to_dict() or missing_roles or missing_plain:
-            p.changes.append(Change("update", "account", a["name"], "limits, keys, exports or imports"))
+            p.changes.append(Change("update", "account", a["name"], _claims_changed(e.claims, desired, missing_roles)))
             resolved = all(i["account"] in account_keys for i in a.get("imports", []))
             p.accounts.append(
                 AccountStep(a["name"], False, a, desired if resolved else None, missing_roles, missing_plain)
