@@ -60,7 +60,7 @@ def build_store(home) -> Store:
         "--default-deny-pub",
         "admin.>",
         "--info-url",
-        "https://example.com/chat"
+        "https://example.com/chat",
     )
     _cli(home, "edit", "account", "chat", "--js-tier", "R1", "--js-disk", "1G", "--js-streams", "10")
     _cli(
@@ -75,7 +75,7 @@ def build_store(home) -> Store:
         "--js-disk",
         "5G",
         "--js-max-ack-pending",
-        "100"
+        "100",
     )
     _cli(
         home,
@@ -315,7 +315,7 @@ def test_bad_latency_names_its_line(tmp_path):
     code, _, err = _run(tmp_path, "plan", "-f", str(spec))
     assert code == 1 and f"{spec}:6:" in err and "latency_sampling" in err, err
     spec.write_text(BASE.replace("token_req: true}", "latency_subject: lat.x, latency_sampling: headers}"))
-    code, out, err = _run(tmp_path, "plan", "-f", str(spec))
+    code, _, err = _run(tmp_path, "plan", "-f", str(spec))
     assert code == 0, err
 
 
