@@ -314,6 +314,10 @@ def test_bad_latency_names_its_line(tmp_path):
     spec.write_text(BASE.replace("token_req: true}", "token_req: true, latency_sampling: 500}"))
     code, _, err = _run(tmp_path, "plan", "-f", str(spec))
     assert code == 1 and f"{spec}:6:" in err and "latency_sampling" in err, err
+    second = '      - {subject: "ask.>", type: service, latency_sampling: 20%}\n'
+    spec.write_text(BASE.replace("  - name: feeds\n", second + "  - name: feeds\n"))
+    code, _, err = _run(tmp_path, "plan", "-f", str(spec))
+    assert code == 1 and f"{spec}:7:" in err and "exports[1].latency_subject" in err, err
     spec.write_text(BASE.replace("token_req: true}", "latency_subject: lat.x, latency_sampling: headers}"))
     code, _, err = _run(tmp_path, "plan", "-f", str(spec))
     assert code == 0, err

@@ -254,7 +254,9 @@ def activation_tokens(
     private export of the spec: the spec's token, verified (:func:`~dchat_ops.nsc.exports.verify_activation`);
     else the one the account holds when it still verifies; else a new one, signed with the exporting
     account's key.  An import of a public export has none.  SpecError names the import when none verifies."""
-    ai = spec.accounts.index(spec_acc)
+    if not spec_acc.get("imports"):
+        return
+    ai = next(n for n, a in enumerate(spec.accounts) if a is spec_acc)
     for j, (item, imp) in enumerate(zip(spec_acc.get("imports", []), claims.imports, strict=True)):
         x = _spec_export(spec, item["account"], imp.subject, imp.type)
         if x is None or not x.token_req:

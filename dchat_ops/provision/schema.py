@@ -378,7 +378,7 @@ class _Checker:
                 check_mapping(source, [dict(d) for d in dests])
             except FieldError as exc:
                 self.fail(v, source, f"{at}.{exc.field.split('.')[-1]}", exc.reason)
-            out[source] = [{k: d[k] for k in _DESTINATION if k in d} for d in dests]
+            out[source] = [{k: d[k] for k in _DESTINATION if k in d and (k != "cluster" or d[k])} for d in dests]
         return out
 
     def field(self, parent, key, where: str, fields: dict) -> Any:
@@ -704,7 +704,13 @@ def _check_exchange(ck: _Checker, adoc, a: dict, where: str) -> None:
             if "subject" not in item:
                 ck.fail(adoc[section][j], None, f"{where}.{section}[{j}]", "subject is missing")
     try:
-        check_exports([export_from_fields(x["subject"], x.get("type", "stream"), x) for x in a.get("exports") or []])
+        exports = []
+        for j, x in enumerate(a.get("exports") or []):
+            try:
+                exports.append(export_from_fields(x["subject"], x.get("type", "stream"), x))
+            except FieldError as exc:
+                raise FieldError(exc.field, exc.reason, j) from None
+        check_exports(exports)
     except FieldError as exc:
         _fail_item(ck, adoc, "exports", exc, where)
     try:
