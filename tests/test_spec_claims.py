@@ -212,6 +212,37 @@ def test_plan_and_apply_make_a_changed_mapping_and_a_removed_tier(tmp_path):
     assert c.default_permissions.to_dict() == {"pub": {}, "sub": {}}
 
 
+def test_apply_keeps_the_revoked_activations_of_an_export(tmp_path):
+    a = build_store(tmp_path / "a")
+    admin.add_account(a, "third")
+    _cli(
+        tmp_path / "a",
+        "revoke",
+        "activation",
+        "-a",
+        "chat",
+        "--subject",
+        "help.>",
+        "--target-account",
+        "third",
+        "--at",
+        "2026-01-01",
+        "--no-push",
+    )
+    data = provision.export_spec(a)
+    assert "revocations" not in provision.dump_spec(data)
+    chat = next(x for x in data["accounts"] if x["name"] == "chat")
+    help_export = next(x for x in chat["exports"] if x["subject"] == "help.>")
+    help_export["latency_sampling"] = "headers"
+    spec = provision.parse_spec(provision.dump_spec(data), tmp_path / "x.yaml")
+    assert [c.detail for c in provision.plan(a, spec).changes] == ["exports"]
+    provision.apply(a, spec)
+    x = next(x for x in a.account("chat").claims.exports if x.subject == "help.>")
+    assert x.service_latency == {"sampling": "headers", "results": "latency.help"}
+    assert list(x.revocations) == [a.account("third").public_key]
+    _token_ok(a, "feeds", "chat", "help.>")  # the importer's activation was not revoked
+
+
 def test_a_token_in_the_spec_is_verified_and_used(tmp_path):
     a = build_store(tmp_path / "a")
     data = provision.export_spec(a)
