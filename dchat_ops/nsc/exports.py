@@ -33,6 +33,7 @@ __all__ = [
     "EXPORT_FIELDS",
     "EXPORT_TYPES",
     "IMPORT_FIELDS",
+    "LATENCY_FIELDS",
     "RESPONSE_TYPES",
     "Activation",
     "add_export",
@@ -45,9 +46,12 @@ __all__ = [
     "export_from_fields",
     "find_export",
     "generate_activation",
+    "latency_fields",
     "remove_export",
     "remove_import",
     "revoke_activation",
+    "service_latency",
+    "sign_activation",
     "verify_activation",
 ]
 
@@ -68,7 +72,10 @@ EXPORT_FIELDS = {
     "description": "str",
     "info_url": "str",
 }
-IMPORT_FIELDS = {"name": "str", "local_subject": "subject", "share": "bool", "allow_trace": "bool"}
+# service latency tracking (Export.service_latency {"sampling", "results"}) as a spec and the CLI write it
+LATENCY_FIELDS = {"latency_subject": "subject", "latency_sampling": "sampling"}
+# ``token``: the activation JWT of an import of a private export (checked by verify_activation)
+IMPORT_FIELDS = {"name": "str", "local_subject": "subject", "share": "bool", "allow_trace": "bool", "token": "token"}
 
 
 # --- the rules -------------------------------------------------------------------------------------------
@@ -215,7 +222,27 @@ def export_from_fields(subject: str, kind: str, fields: dict[str, Any]) -> Expor
     kw = {k: fields[k] for k in EXPORT_FIELDS if k in fields}
     if "response_threshold" in kw:
         kw["response_threshold"] = _threshold_ns(kw["response_threshold"])
-    return Export(subject, kind, **kw)
+    x = Export(subject, kind, **kw)
+    if any(k in fields for k in LATENCY_FIELDS):
+        x.service_latency = service_latency(fields.get("latency_subject", ""), fields.get("latency_sampling"))
+    return x
+
+
+def service_latency(subject: Any, sampling: Any) -> dict[str, Any]:
+    """An export's ``service_latency`` from its subject and its sampling (a percentage ``50`` / ``"50%"``, or
+    ``headers``; 100 when None); FieldError when the subject is missing or the sampling is not one."""
+    rate = _sampling("100" if sampling is None else str(sampling))
+    if not subject:
+        raise FieldError("latency_subject", "latency sampling needs the subject the measurements go to")
+    return {"sampling": rate, "results": subject}
+
+
+def latency_fields(x: Export) -> dict[str, Any]:
+    """The :data:`LATENCY_FIELDS` of an export (empty when its latency is not tracked)."""
+    lat = x.service_latency
+    if not isinstance(lat, dict):
+        return {}
+    return {"latency_subject": lat.get("results", ""), "latency_sampling": lat.get("sampling")}
 
 
 def _threshold_ns(text: Any) -> int:
@@ -269,10 +296,7 @@ def add_export(
     if response_threshold is not None:
         x.response_threshold = _threshold_ns(response_threshold)
     if latency_subject or latency_sampling is not None:
-        sampling = _sampling(latency_sampling or "100")
-        if not latency_subject:
-            raise FieldError("latency_subject", "latency sampling needs the subject the measurements go to")
-        x.service_latency = {"sampling": sampling, "results": latency_subject}
+        x.service_latency = service_latency(latency_subject, latency_sampling or None)
     check_export(x)
     with store.edit_account(account) as claims:
         claims.exports.append(x)
@@ -367,6 +391,14 @@ def generate_activation(
         raise FieldError("target_account", "an account does not import from itself")
     if expires and expires <= (now or _now(store)):
         raise FieldError("expiry", "is in the past")
+    return sign_activation(store, exporter, x, subject, target_key, expires=expires)
+
+
+def sign_activation(
+    store: Store, exporter: Entity[AccountClaims], x: Export, subject: str, target_key: str, *, expires: int = 0
+) -> Activation:
+    """An activation of ``subject`` (covered by the private export ``x`` of ``exporter``) for the account
+    ``target_key``, signed by the exporter's signing key (or identity key) the keystore holds."""
     signer, _ = user_signer(store, store.operator().claims, exporter.claims)
     act = ActivationClaims(
         subject=target_key, name=subject, import_subject=subject, import_type=x.type, expires=expires

@@ -29,6 +29,7 @@ from dchat_ops.nsc.limits import INT64_MAX, check_cidr, check_duration, check_li
 from dchat_ops.subjects import check_subject
 
 __all__ = [
+    "DEFAULT_PERMISSION_FIELDS",
     "INT64_MAX",
     "ROLE_FIELDS",
     "USER_FIELDS",
@@ -80,6 +81,11 @@ USER_FIELDS: dict[str, tuple[str, str]] = {
 PERMISSION_FIELDS = tuple(k for k in USER_FIELDS if k not in ("expiry", "start", "tags"))
 # what a scoped signing key's template (a role) may set: every permission and limit of a user
 ROLE_FIELDS: dict[str, tuple[str, str]] = {k: USER_FIELDS[k] for k in PERMISSION_FIELDS}
+# an account's default permissions (what a user with no permissions of its own gets): the permission lists
+# and the response permission of a user
+DEFAULT_PERMISSION_FIELDS: dict[str, tuple[str, str]] = {
+    k: USER_FIELDS[k] for k in ("allow_pub", "deny_pub", "allow_sub", "deny_sub", "resp_max", "resp_ttl")
+}
 _NAME_OF = {attr: name for name, (attr, _) in USER_FIELDS.items()}
 
 

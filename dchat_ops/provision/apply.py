@@ -31,6 +31,7 @@ from dchat_ops.provision.plan import (
     Plan,
     UserStep,
     account_desired,
+    activation_tokens,
     node_edits,
     plan,
     role_template,
@@ -198,6 +199,7 @@ def _apply_accounts(store: Store, spec: Spec, p: Plan) -> None:
             desired, missing_roles, missing_plain = step.desired, step.missing_roles, step.missing_plain
         else:  # created now (or importing from one created now): its keys exist only from here on
             desired, missing_roles, missing_plain = account_desired(step.item, e, keys, admin.now(store))
+            activation_tokens(store, spec, step.item, desired, e.claims, admin.now(store))
         for _ in range(missing_plain):
             kp = KeyPair.generate("account")
             store.save_key(kp)

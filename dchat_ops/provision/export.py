@@ -6,10 +6,29 @@ import io
 
 from dchat_ops._decode import round_trip_yaml
 from dchat_ops.config.node import Node, NodeFile, list_nodes
+from dchat_ops.errors import DchatOpsError
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
-from dchat_ops.nsc.claims import ACCOUNT_LIMIT_KEYS, AccountClaims, AccountLimits, Export, ScopedSigningKey, UserClaims
-from dchat_ops.nsc.spec import PERMISSION_FIELDS, ROLE_FIELDS, UserSpec, duration_text, time_text
-from dchat_ops.nsc.store import Store
+from dchat_ops.nsc.claims import (
+    ACCOUNT_LIMIT_KEYS,
+    AccountClaims,
+    AccountLimits,
+    Export,
+    JetStreamLimits,
+    OperatorClaims,
+    ScopedSigningKey,
+    UserClaims,
+    UserPermissionLimits,
+)
+from dchat_ops.nsc.exports import latency_fields
+from dchat_ops.nsc.spec import (
+    DEFAULT_PERMISSION_FIELDS,
+    PERMISSION_FIELDS,
+    ROLE_FIELDS,
+    UserSpec,
+    duration_text,
+    time_text,
+)
+from dchat_ops.nsc.store import Store, user_signer
 from dchat_ops.provision.schema import EXPORT_FIELDS, IMPORT_FIELDS, JS_FIELDS
 
 __all__ = ["dump_spec", "export_spec"]
@@ -29,10 +48,13 @@ def export_spec(store: Store) -> dict:
     node_ids = set(list_nodes(store))
     accounts = []
     keys = {x.public_key: x.name for x in store.accounts(op.name)}
+    # accounts whose activations apply can make (it holds a key that signs them): an import of their
+    # private exports is written without its token, apply makes one for the accounts' keys where it runs
+    signers = {x.public_key for x in store.accounts(op.name) if _can_sign(store, op.claims, x.claims)}
     for e in store.accounts(op.name):
         if e.public_key == op.claims.system_account:
             continue
-        a = _account_dict(e.name, e.claims, keys)
+        a = _account_dict(e.name, e.claims, keys, signers)
         users = []
         sk_map = e.claims.signing_key_map()
         for uname in store.user_names(e.name, op.name):
@@ -134,7 +156,7 @@ def _operator_dict(store: Store, op) -> dict:
     return d
 
 
-def _account_dict(name: str, c: AccountClaims, keys: dict[str, str]) -> dict:
+def _account_dict(name: str, c: AccountClaims, keys: dict[str, str], signers: set[str]) -> dict:
     a: dict = {"name": name}
     base = AccountLimits()
     lim = {
@@ -144,9 +166,17 @@ def _account_dict(name: str, c: AccountClaims, keys: dict[str, str]) -> dict:
     }
     if lim:
         a["limits"] = lim
-    js = {k: getattr(c.limits.jetstream, attr) for k, attr in JS_FIELDS.items() if getattr(c.limits.jetstream, attr)}
+    js = _js_dict(c.limits.jetstream)
+    if c.limits.tiers:
+        js["tiers"] = {name: _js_dict(t) for name, t in c.limits.tiers.items()}
     if js:
         a["jetstream"] = js
+    if c.mappings:
+        a["mappings"] = {source: [dict(d) for d in dests] for source, dests in c.mappings.items()}
+    perms = UserSpec.from_claims(UserClaims(subject="", limits=UserPermissionLimits(permissions=c.default_permissions)))
+    dp = perms.to_fields(DEFAULT_PERMISSION_FIELDS)
+    if dp:
+        a["default_permissions"] = dp
     plain = sum(1 for k in c.signing_keys if isinstance(k, str))
     if plain:
         a["plain_signing_keys"] = plain
@@ -165,8 +195,13 @@ def _account_dict(name: str, c: AccountClaims, keys: dict[str, str]) -> dict:
             }
             for x in c.imports
         ]
+        for d, x in zip(a["imports"], c.imports, strict=True):
+            if x.account in signers:
+                d.pop("token", None)
     if c.description:
         a["description"] = c.description
+    if c.info_url:
+        a["info_url"] = c.info_url
     if c.expires:
         a["expiry"] = time_text(c.expires)
     if c.tags:
@@ -180,7 +215,21 @@ def _export_dict(x: Export) -> dict:
         v = getattr(x, k)
         if v:
             d[k] = duration_text(v / 1e9) if k == "response_threshold" else v
+    d.update(latency_fields(x))
     return d
+
+
+def _js_dict(js: JetStreamLimits) -> dict:
+    return {k: getattr(js, attr) for k, attr in JS_FIELDS.items() if getattr(js, attr)}
+
+
+def _can_sign(store: Store, op: OperatorClaims, c: AccountClaims) -> bool:
+    """True when the keystore holds a key that signs the account's activations."""
+    try:
+        user_signer(store, op, c)
+    except DchatOpsError:
+        return False
+    return True
 
 
 def _role_dict(k: ScopedSigningKey) -> dict:

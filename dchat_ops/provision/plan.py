@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Optional
 
 from dchat_ops._fs import read_file
@@ -18,26 +19,27 @@ from dchat_ops._time import parse_expiry
 from dchat_ops.config.node import NodeFile, list_nodes, node_path, read_nodes
 from dchat_ops.config.nodes import advertise_on
 from dchat_ops.config.pki import ca_paths
-from dchat_ops.errors import ConfigError, JWTError, StoreError
+from dchat_ops.errors import ConfigError, FieldError, JWTError, StoreError
 from dchat_ops.hosts import dial_host, host_of, host_port, is_wildcard
 from dchat_ops.hosts import url as host_url
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import (
     ACCOUNT_LIMIT_KEYS,
     AccountClaims,
+    Export,
     Import,
-    JetStreamLimits,
+    Permissions,
     ScopedSigningKey,
     UserClaims,
     UserPermissionLimits,
 )
-from dchat_ops.nsc.exports import export_from_fields
+from dchat_ops.nsc.exports import export_from_fields, find_export, sign_activation, verify_activation
 from dchat_ops.nsc.jwt import decode
-from dchat_ops.nsc.spec import ROLE_FIELDS, USER_FIELDS, UserSpec, dedupe
-from dchat_ops.nsc.store import Store, check_name
+from dchat_ops.nsc.spec import DEFAULT_PERMISSION_FIELDS, ROLE_FIELDS, USER_FIELDS, UserSpec, dedupe
+from dchat_ops.nsc.store import Entity, Store, check_name
 from dchat_ops.nsc.supersede import taken_away
 from dchat_ops.permissions.apply import NodeEdit
-from dchat_ops.provision.schema import IMPORT_FIELDS, JS_FIELDS, Spec, SpecError, node_user_clash
+from dchat_ops.provision.schema import IMPORT_FIELDS, Spec, SpecError, node_user_clash, spec_jetstream
 from dchat_ops.provision.state import fingerprint, load_state, sha
 
 __all__ = ["AccountStep", "Change", "NodeStep", "Plan", "UserStep", "plan", "spec_uses_tls"]
@@ -129,6 +131,17 @@ def user_spec(u: dict, now: int) -> UserSpec:
     return spec
 
 
+def default_permissions(fields: dict) -> Permissions:
+    """An account's default permissions from its spec fields (every list set: the spec and nothing else)."""
+    u = UserClaims(subject="", name="")
+    spec = UserSpec.from_fields(fields, now=0, known=DEFAULT_PERMISSION_FIELDS)
+    for attr in ("pub_allow", "pub_deny", "sub_allow", "sub_deny"):
+        if getattr(spec, attr) is None:
+            setattr(spec, attr, [])
+    spec.apply(u)
+    return u.limits.permissions
+
+
 def role_template(r: dict) -> UserPermissionLimits:
     u = UserClaims(subject="", name="")
     UserSpec.from_fields({k: v for k, v in r.items() if k in ROLE_FIELDS}, now=0, known=ROLE_FIELDS).apply(u)
@@ -153,10 +166,10 @@ def account_desired(
     base = AccountClaims(subject="", name="").limits
     for limit in (*ACCOUNT_LIMIT_KEYS, "wildcards", "disallow_bearer"):
         setattr(claims.limits, limit, lim.get(limit, getattr(base, limit)))
-    js = spec_acc.get("jetstream", {})
-    js_base = JetStreamLimits()
-    for k, attr in JS_FIELDS.items():
-        setattr(claims.limits.jetstream, attr, js.get(k, getattr(js_base, attr)))
+    claims.limits.jetstream, claims.limits.tiers = spec_jetstream(spec_acc.get("jetstream", {}))
+    claims.mappings = {source: [dict(d) for d in dests] for source, dests in spec_acc.get("mappings", {}).items()}
+    claims.default_permissions = default_permissions(spec_acc.get("default_permissions", {}))
+    claims.info_url = spec_acc.get("info_url", "")
 
     revoked = {(x.subject, x.type): x.revocations for x in claims.exports}  # revoked activations stay
     claims.exports = [export_from_fields(e["subject"], e.get("type", "stream"), e) for e in spec_acc.get("exports", [])]
@@ -188,6 +201,104 @@ def account_desired(
     claims.signing_keys = kept
     plain = sum(1 for k in kept if isinstance(k, str))
     return claims, missing_roles, max(0, spec_acc.get("plain_signing_keys", 0) - plain)
+
+
+def _claims_changed(have: AccountClaims, want: AccountClaims, missing_roles: list[str]) -> str:
+    """What differs between two account claims, by JWT field (``limits``, ``mappings``, ``imports``...)."""
+    h, w = have.to_dict(), want.to_dict()
+    parts = [k for k in ("exp", "tags") if h.get(k) != w.get(k)]
+    hn, wn = h["nats"], w["nats"]
+    parts += [k for k in dict.fromkeys([*wn, *hn]) if hn.get(k) != wn.get(k)]
+    if missing_roles and "signing_keys" not in parts:
+        parts.append("signing_keys")
+    return ", ".join(parts) or "signing_keys"
+
+
+def _check_new_tokens(spec: Spec, ai: int, a: dict, account_keys: dict[str, str], creating: bool) -> None:
+    """Refuse a spec's activation token for an account apply has yet to make: it cannot be for its new key."""
+    for j, i in enumerate(a.get("imports", [])):
+        if i.get("token") and (creating or i["account"] not in account_keys):
+            new = a["name"] if creating else i["account"]
+            raise SpecError(
+                f"{spec.where('accounts', ai, 'imports', j, 'token')}: accounts[{ai}].imports[{j}].token: "
+                f"account {new} is made by this apply, so no token can be for its key yet: leave token out "
+                "(apply makes the activation with the exporting account's key)"
+            )
+
+
+def _spec_export(spec: Spec, account: str, subject: str, kind: str) -> Optional[Export]:
+    """The export of the spec's ``account`` that covers ``subject`` (of ``kind``)."""
+    acc = next((a for a in spec.accounts if a["name"] == account), None)
+    if acc is None:
+        return None
+    xs = [export_from_fields(x["subject"], x.get("type", "stream"), x) for x in acc.get("exports", [])]
+    return find_export(AccountClaims(subject="", exports=xs), subject, kind)
+
+
+def _verify(exporter: Entity[AccountClaims], importer: str, imp: Import, now: int, token: str) -> None:
+    verify_activation(
+        token,
+        exporter=exporter.public_key,
+        importer=importer,
+        subject=imp.subject,
+        kind=imp.type,
+        now=now,
+        exporter_claims=exporter.claims,
+    )
+
+
+def activation_tokens(
+    store: Store, spec: Spec, spec_acc: dict, claims: AccountClaims, current: Optional[AccountClaims], now: int
+) -> None:
+    """The activation token of each import of ``claims`` (built by :func:`account_desired`) that takes a
+    private export of the spec: the spec's token, verified (:func:`~dchat_ops.nsc.exports.verify_activation`);
+    else the one the account holds when it still verifies; else a new one, signed with the exporting
+    account's key.  An import of a public export has none.  SpecError names the import when none verifies."""
+    if not spec_acc.get("imports"):
+        return
+    ai = next(n for n, a in enumerate(spec.accounts) if a is spec_acc)
+    for j, (item, imp) in enumerate(zip(spec_acc.get("imports", []), claims.imports, strict=True)):
+        x = _spec_export(spec, item["account"], imp.subject, imp.type)
+        if x is None or not x.token_req:
+            imp.token = ""
+            continue
+        if not imp.account or not claims.subject:
+            continue  # keys made by apply: it comes back here once they exist
+        exporter = store.account(item["account"])
+        where = f"accounts[{ai}].imports[{j}]"
+        check = partial(_verify, exporter, claims.subject, imp, now)
+        if imp.token:
+            try:
+                check(imp.token)
+            except FieldError as exc:
+                raise SpecError(
+                    f"{spec.where('accounts', ai, 'imports', j, 'token')}: {where}.token: {exc.reason}"
+                ) from None
+            continue
+        held = next(
+            (
+                h.token
+                for h in (current.imports if current else [])
+                if h.token and (h.account, h.subject, h.type) == (imp.account, imp.subject, imp.type)
+            ),
+            "",
+        )
+        if held:
+            try:
+                check(held)
+                imp.token = held
+                continue
+            except FieldError:
+                pass
+        try:
+            imp.token = sign_activation(store, exporter, x, imp.subject, claims.subject).token
+            check(imp.token)
+        except (FieldError, StoreError) as exc:
+            reason = exc.reason if isinstance(exc, FieldError) else str(exc)
+            raise SpecError(
+                f"{spec.where('accounts', ai, 'imports', j)}: {where}: no activation of {x.type} "
+                f"{imp.subject!r} from account {item['account']}: {reason}"
+            ) from None
 
 
 # what a node id in a spec's URL list stands for: (URL scheme, section of the port)
@@ -406,15 +517,17 @@ def plan(store: Store, spec: Spec, *, keep_removed: bool = False) -> Plan:
             p.changes.append(Change("update", "operator", op_name, "tags"))
     existing_accounts = {} if p.create_operator else {n: store.account(n) for n in store.account_names()}
     account_keys = {n: e.public_key for n, e in existing_accounts.items()}
-    for a in spec.accounts:
+    for ai, a in enumerate(spec.accounts):
         e = existing_accounts.get(a["name"])
+        _check_new_tokens(spec, ai, a, account_keys, e is None)
         if e is None:
             p.changes.append(Change("create", "account", a["name"]))
             p.accounts.append(AccountStep(a["name"], True, a))
             continue
         desired, missing_roles, missing_plain = account_desired(a, e, account_keys, now)
+        activation_tokens(store, spec, a, desired, e.claims, now)
         if desired.to_dict() != e.claims.to_dict() or missing_roles or missing_plain:
-            p.changes.append(Change("update", "account", a["name"], "limits, keys, exports or imports"))
+            p.changes.append(Change("update", "account", a["name"], _claims_changed(e.claims, desired, missing_roles)))
             resolved = all(i["account"] in account_keys for i in a.get("imports", []))
             p.accounts.append(
                 AccountStep(a["name"], False, a, desired if resolved else None, missing_roles, missing_plain)

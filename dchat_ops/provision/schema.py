@@ -25,20 +25,25 @@ from dchat_ops._decode import BAD_SCALAR, BAD_SCALAR_MESSAGE, MAX_DEPTH, quietly
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import parse_duration, parse_expiry
 from dchat_ops.config.node import GATEWAY_SCHEMES, LEAF_SCHEMES, ROUTE_SCHEMES
-from dchat_ops.errors import ConfigError, DchatOpsError, SpecError
+from dchat_ops.errors import ConfigError, DchatOpsError, JWTError, SpecError
 from dchat_ops.hosts import check_advertise, check_host, check_url, listeners_overlap
+from dchat_ops.nsc.accounts import check_info_url, check_js_tier
 from dchat_ops.nsc.admin import SYSTEM_ACCOUNT
-from dchat_ops.nsc.claims import Import
+from dchat_ops.nsc.claims import AccountLimits, ActivationClaims, Import, JetStreamLimits
 from dchat_ops.nsc.exports import (
     EXPORT_FIELDS,
     IMPORT_FIELDS,
+    LATENCY_FIELDS,
     RESPONSE_TYPES,
     check_exports,
     check_imports,
     export_from_fields,
 )
-from dchat_ops.nsc.limits import check_service_url, check_text, parse_size
+from dchat_ops.nsc.jwt import decode
+from dchat_ops.nsc.limits import check_service_url, check_text, parse_size, tier_problem
+from dchat_ops.nsc.mappings import check_mapping
 from dchat_ops.nsc.spec import (
+    DEFAULT_PERMISSION_FIELDS,
     INT64_MAX,
     PERMISSION_FIELDS,
     ROLE_FIELDS,
@@ -64,6 +69,7 @@ __all__ = [
     "node_user_clash",
     "parse_spec",
     "spec_cache_dir",
+    "spec_jetstream",
 ]
 
 
@@ -111,9 +117,11 @@ JS_FIELDS = {
     "max_bytes_required": "max_bytes_required",
 }
 _JS_SIZES = ("mem", "disk", "mem_max_stream_bytes", "disk_max_stream_bytes")
-_JS = {k: ("bool" if k == "max_bytes_required" else "size" if k in _JS_SIZES else "limit") for k in JS_FIELDS}
+_JS_LIMITS = {k: ("bool" if k == "max_bytes_required" else "size" if k in _JS_SIZES else "limit") for k in JS_FIELDS}
+# tiers: R1..R5 -> the same limits, for streams of that many replicas (instead of account-wide limits)
+_JS = {**_JS_LIMITS, "tiers": ("tiers", _JS_LIMITS)}
 # the optional fields of an export and of an import: the table of nsc.exports (its rules check the values)
-_EXPORT = {"subject": "subject", "type": "export_type", **EXPORT_FIELDS}
+_EXPORT = {"subject": "subject", "type": "export_type", **EXPORT_FIELDS, **LATENCY_FIELDS}
 _IMPORT = {"account": "name", "subject": "subject", "type": "export_type", **IMPORT_FIELDS}
 _ACCOUNT = {
     "name": "name",
@@ -123,11 +131,15 @@ _ACCOUNT = {
     "exports": ("list", _EXPORT),
     "imports": ("list", _IMPORT),
     "users": ("list", _USER),
+    "mappings": "mappings",
+    "default_permissions": ("map", {k: _SHAPE[shape] for k, (_, shape) in DEFAULT_PERMISSION_FIELDS.items()}),
+    "info_url": "info_url",
     "description": "text",
     "expiry": "date",
     "tags": "strings",
     "plain_signing_keys": "count",
 }
+_DESTINATION = ("subject", "weight", "cluster")  # of a mapping (the JWT's names)
 _RULE = {"allow": "queue_subjects", "deny": "queue_subjects"}
 _POLICY = {"publish": ("map", {"allow": "subjects", "deny": "subjects"}), "subscribe": ("map", _RULE)}
 # node ids of the spec or URLs: routes, gateway remotes' urls, leaf remotes' urls (a hub's id)
@@ -227,6 +239,17 @@ class _Checker:
                 if not isinstance(v, dict):
                     self.fail(parent, key, where, "must be a mapping")
                 return {k: self.field(v, k, f"{where}.{k}", fields) for k in v}
+            if form == "tiers":  # tier name -> a map of fields
+                if not isinstance(v, dict):
+                    self.fail(parent, key, where, "must be a mapping of tier names (R1..R5) to limits")
+                out_tiers = {}
+                for name in v:
+                    try:
+                        check_js_tier(name)
+                    except FieldError as exc:
+                        self.fail(v, name, f"{where}.{name}", exc.reason)
+                    out_tiers[name] = self.value(v, name, f"{where}.{name}", ("map", fields))
+                return out_tiers
             if not isinstance(v, list):
                 self.fail(parent, key, where, "must be a list")
             out: list[dict[str, Any]] = []
@@ -237,6 +260,12 @@ class _Checker:
             return out
         if isinstance(v, str):
             v = self.env(parent, key, where, v)
+        if kind == "mappings":
+            return self.mappings(parent, key, where, v)
+        if kind == "sampling":  # a percentage (50, "50%") or "headers": checked with the export (nsc.exports)
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                self.fail(parent, key, where, "must be a percentage 1 to 100 or 'headers'")
+            return v
         if kind in (
             "str",
             "text",
@@ -249,6 +278,8 @@ class _Checker:
             "advertise",
             "duration",
             "response_type",
+            "info_url",
+            "token",
         ):
             if not isinstance(v, str):
                 if (kind == "date" and isinstance(v, (int,))) or (kind == "date" and hasattr(v, "isoformat")):
@@ -274,8 +305,16 @@ class _Checker:
                     raise ConfigError(f"must be one of {', '.join(RESPONSE_TYPES)}")
                 elif kind == "duration":
                     parse_duration(v)
+                elif kind == "info_url":
+                    check_info_url(v)
+                elif kind == "token":  # the shape here; plan verifies it against the accounts' keys
+                    try:
+                        decode(v.strip(), ActivationClaims)
+                    except JWTError as exc:
+                        raise FieldError("token", f"not a valid activation token: {exc}") from None
+                    v = v.strip()
             except FieldError as exc:
-                self.fail(parent, key, where, exc.reason if kind == "text" else str(exc))
+                self.fail(parent, key, where, exc.reason if kind in ("text", "info_url", "token") else str(exc))
             except DchatOpsError as exc:
                 self.fail(parent, key, where, str(exc))
             return v
@@ -321,6 +360,26 @@ class _Checker:
                 texts.append(x)
             return texts
         raise AssertionError(kind)
+
+    def mappings(self, parent, key, where: str, v: Any) -> dict:
+        """Subject mappings: source subject -> [{subject, weight, cluster}], by the rules of nsc.mappings."""
+        if not isinstance(v, dict):
+            self.fail(parent, key, where, "must be a mapping of source subjects to lists of destinations")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for source, dests in v.items():
+            at = f"{where}[{source}]"
+            if not isinstance(dests, list) or not all(isinstance(d, dict) for d in dests):
+                self.fail(v, source, at, "must be a list of destinations ({subject, weight, cluster})")
+            for d in dests:
+                unknown = sorted(str(k) for k in d if k not in _DESTINATION)
+                if unknown:
+                    self.fail(v, source, at, f"unknown field {unknown[0]!r} (known: {', '.join(_DESTINATION)})")
+            try:
+                check_mapping(source, [dict(d) for d in dests])
+            except FieldError as exc:
+                self.fail(v, source, f"{at}.{exc.field.split('.')[-1]}", exc.reason)
+            out[source] = [{k: d[k] for k in _DESTINATION if k in d and (k != "cluster" or d[k])} for d in dests]
+        return out
 
     def field(self, parent, key, where: str, fields: dict) -> Any:
         if key not in fields:
@@ -399,7 +458,7 @@ def load_spec(path: Path, *, cache_dir: Optional[Path] = None) -> Spec:
 
 
 # Part of the cache key: raised when the checks change, so a spec validated by older checks is checked again.
-_CHECKS_REVISION = 5
+_CHECKS_REVISION = 6
 
 
 def _cache_key(text: str) -> str:
@@ -482,6 +541,20 @@ def _cross_checks(ck: _Checker, doc, data: dict) -> None:
             ck.fail(adoc, exc.field, f"accounts[{i}].{exc.where}", exc.reason)
         except DchatOpsError as exc:
             ck.fail(adoc, "expiry", f"accounts[{i}].expiry", str(exc))
+        if "default_permissions" in a:
+            _check_fields(
+                ck,
+                adoc["default_permissions"],
+                a["default_permissions"],
+                f"accounts[{i}].default_permissions",
+                DEFAULT_PERMISSION_FIELDS,
+            )
+        if "jetstream" in a:
+            wide, tiers = spec_jetstream(a["jetstream"])
+            problem = tier_problem(AccountLimits(jetstream=wide, tiers=tiers))
+            if problem is not None:
+                jdoc = adoc["jetstream"]
+                ck.fail(jdoc, "tiers" if "tiers" in jdoc else None, f"accounts[{i}].jetstream", problem.reason)
         checked: set = set()  # field sets already checked: users that share permissions are checked once
         roles = set()
         for j, r in enumerate(a.get("signing_keys") or []):
@@ -631,7 +704,13 @@ def _check_exchange(ck: _Checker, adoc, a: dict, where: str) -> None:
             if "subject" not in item:
                 ck.fail(adoc[section][j], None, f"{where}.{section}[{j}]", "subject is missing")
     try:
-        check_exports([export_from_fields(x["subject"], x.get("type", "stream"), x) for x in a.get("exports") or []])
+        exports = []
+        for j, x in enumerate(a.get("exports") or []):
+            try:
+                exports.append(export_from_fields(x["subject"], x.get("type", "stream"), x))
+            except FieldError as exc:
+                raise FieldError(exc.field, exc.reason, j) from None
+        check_exports(exports)
     except FieldError as exc:
         _fail_item(ck, adoc, "exports", exc, where)
     try:
@@ -660,6 +739,19 @@ def _listens(n: dict, kind: str) -> bool:
     if kind == "gateway":
         return bool(n.get("gateway") is not None)
     return bool((n.get("leafnodes") or {}).get("port"))
+
+
+def spec_jetstream(js: dict) -> tuple[JetStreamLimits, dict[str, JetStreamLimits]]:
+    """The account-wide JetStream limits and the tiers of a spec's ``jetstream`` section."""
+
+    def limits(d: dict) -> JetStreamLimits:
+        out = JetStreamLimits()
+        for k, attr in JS_FIELDS.items():
+            if k in d:
+                setattr(out, attr, d[k])
+        return out
+
+    return limits(js), {name: limits(t) for name, t in (js.get("tiers") or {}).items()}
 
 
 def node_user_clash(node_id: str, account: str) -> str:
