@@ -449,7 +449,9 @@ def verify_activation(
             for key in (importer, "*"):
                 t = x.revocations.get(key)
                 if t is not None and act.issued_at <= t:
-                    raise FieldError("token", f"was revoked by the exporting account (activations issued until {format_time(t)})")
+                    raise FieldError(
+                        "token", f"was revoked by the exporting account (activations issued until {format_time(t)})"
+                    )
     return act
 
 
