@@ -41,14 +41,14 @@ async def client(store, user, node):
 
 
 async def send_all(c: ChatClient, to: str, n: int, prefix: str, window: int = 256) -> None:
-    """``n`` DMs, up to ``window`` of them waiting for their JetStream confirmation at a time."""
-    sem = asyncio.Semaphore(window)
+    """``n`` DMs, up to ``window`` of them waiting for their JetStream confirmation at a time (one
+    sender per slot of the window, each sending its next message once the last is confirmed)."""
 
-    async def one(i: int) -> None:
-        async with sem:
+    async def sender(k: int) -> None:
+        for i in range(k, n, window):
             await c.send_dm(to, f"{prefix} {i}")
 
-    await asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.gather(*(sender(k) for k in range(window)))
 
 
 async def drain(c: ChatClient, n: int, timeout: float = 60) -> None:

@@ -1,6 +1,7 @@
 """The chat runtime through real nodes: sealing, groups and key rotation, rooms, rejections, history."""
 
 import asyncio
+import base64
 import json
 
 import pytest
@@ -515,3 +516,38 @@ async def test_terminal_echo_unread_paging_help_and_ctrl_c(chat_net):
     finally:
         await a.quit()
         await b.quit()
+
+
+def test_envelope_is_made_once_and_reads_as_its_canonical_form(store):
+    """The fast path of sealing (canonical form made once, the wire form cut from it) gives what the
+    canonical form of every field says: the seal's associated data and the signed bytes alike."""
+    from dchat_ops.chat.client import _canonical, _header_of
+    from dchat_ops.nsc.keys import PublicKey
+
+    me = ChatIdentity.load(store, "default")
+    c = ChatClient(me, "nats://127.0.0.1:1")
+    try:
+        key = bytes(range(32))
+        for kind, version in (("dm", 0), ("group", 3)):
+            env, wire = c._sealed(kind, "bob", 'héllo "quoted"'.encode(), key=key, version=version)
+            assert json.loads(wire) == env
+            signed = _canonical(env)
+            assert PublicKey(me.user_key.public_key).verify(signed, base64.b64decode(env["sig"]))
+            header = _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
+            assert _header_of(env, signed) == header == _header_of(env)
+            assert c._open(json.loads(wire), key, signed).decode() == 'héllo "quoted"'
+        # a field that sorts before the body: the associated data is made anew, and still opens
+        odd = dict(env, aaa=1)
+        assert _header_of(odd, _canonical(odd)) == _canonical(
+            {k: v for k, v in odd.items() if k not in ("body", "sig")}
+        )
+        from cryptography.exceptions import InvalidTag
+
+        with pytest.raises(InvalidTag):  # it is not part of what was sealed
+            c._open(odd, key, _canonical(odd))
+        env, wire = c._sealed("room", "lobby", b"plain")
+        assert json.loads(wire) == env and PublicKey(me.user_key.public_key).verify(
+            _canonical(env), base64.b64decode(env["sig"])
+        )
+    finally:
+        c.history.close()

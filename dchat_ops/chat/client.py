@@ -27,7 +27,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +115,23 @@ def _loads(value: Optional[bytes]) -> Any:
 
 def _canonical(env: dict) -> bytes:
     return json.dumps({k: v for k, v in env.items() if k != "sig"}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _with_body(header: bytes, body: str) -> bytes:
+    """``_canonical`` of an envelope from that of its header (every field but body and signature) and
+    its base64 body: ``"body"`` sorts before every header field, so it goes first."""
+    return b'{"body":' + json.dumps(body).encode() + b"," + header[1:]
+
+
+def _header_of(env: dict, signed: Optional[bytes] = None) -> bytes:
+    """``_canonical`` of an envelope without its body: the associated data of its seal. Cut from
+    ``signed`` (the envelope's ``_canonical``) when that begins with the body, else made anew."""
+    body = env.get("body")
+    if signed is not None and isinstance(body, str):
+        head = b'{"body":' + json.dumps(body).encode() + b","
+        if signed.startswith(head):
+            return b"{" + signed[len(head) :]
+    return _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
 
 
 # --- identity -------------------------------------------------------------------------------------------
@@ -358,7 +374,8 @@ STORE_ATTEMPT_S = 2.0
 DEDUP_WINDOW_S = 120.0
 CLUSTER_SIZE_WAIT_S = 3.0
 ROOM_CONFIRM_S = 10.0
-MAIL_BATCH = 500  # messages asked for per pull from the mailbox (one history commit, then their acks)
+MAIL_BATCH = 500  # messages asked for per pull from the mailbox
+MAIL_PULL_S = 1.0  # how long a pull request waits for messages before it is asked again
 
 
 def _jsz_cluster_size(monitor_url: str) -> int:
@@ -371,6 +388,12 @@ def _jsz_cluster_size(monitor_url: str) -> int:
         return int((data.get("meta_cluster") or {}).get("cluster_size") or 0)
     except Exception:  # no monitoring port, not HTTP, not JSON: the caller falls back to INFO
         return 0
+
+
+def _expire(fut: asyncio.Future) -> None:
+    """An acknowledgement not come in time: its waiter gets None."""
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _no_jetstream(exc: BaseException) -> str:
@@ -435,7 +458,6 @@ class ChatClient:
         self._rooms_client: Optional[ManagedClient] = None
         self._pair_keys: dict[str, bytes] = {}
         self._aeads: dict[bytes, ChaCha20Poly1305] = {}
-        self._pull: Optional[JetStreamContext.PullSubscription] = None
         self._loop_task: Optional[asyncio.Task] = None
         self._watch_task: Optional[asyncio.Task] = None
         self._background: set[asyncio.Future] = set()
@@ -445,6 +467,9 @@ class ChatClient:
         self._ack_all = True  # the mailbox acknowledges a batch with its last message
         self._closing = False
         self._commit_pending = False
+        self._ack_prefix: Optional[str] = None  # the subscription JetStream acknowledges mail on
+        self._acks: dict[str, asyncio.Future] = {}
+        self._ack_count = 0
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
 
     @classmethod
@@ -635,8 +660,6 @@ class ChatClient:
                     cfg.ack_policy = AckPolicy.EXPLICIT
                     await self.js.add_consumer(MAIL_STREAM, cfg)
                 self._mailbox_filters = set(filters)
-            if self._pull is None:
-                self._pull = await self.js.pull_subscribe_bind(durable=durable, stream=MAIL_STREAM)
         for g in added:
             await self._catch_up(g)
 
@@ -796,9 +819,19 @@ class ChatClient:
         return key
 
     def _envelope(self, kind: str, to: str, body: bytes, *, key: Optional[bytes] = None, version: int = 0) -> dict:
-        env = {
+        return self._sealed(kind, to, body, key=key, version=version)[0]
+
+    def _sealed(
+        self, kind: str, to: str, body: bytes, *, key: Optional[bytes] = None, version: int = 0
+    ) -> tuple[dict, bytes]:
+        """An envelope and its bytes on the wire: sealed with ``key`` (if given) and signed.
+
+        The canonical form is made once: the seal's associated data is the header's canonical form,
+        and the signed bytes are the same with ``"body"`` put first (it sorts before every header
+        field). The wire form is the signed bytes with the signature added."""
+        env: dict[str, Any] = {
             "v": 1,
-            "id": uuid.uuid4().hex,
+            "id": os.urandom(16).hex(),
             "ts": int(time.time() * 1000),
             "from": self.me.name,
             "from_key": self.me.user_key.public_key,
@@ -809,13 +842,15 @@ class ChatClient:
             nonce = os.urandom(12)
             if version:
                 env["key_version"] = version
-            aad = _canonical({**env, "nonce": _b64(nonce)})
             env["nonce"] = _b64(nonce)
+            aad = _canonical(env)
             env["body"] = _b64(self._aead(key).encrypt(nonce, body, aad))
+            signed = _with_body(aad, env["body"])
         else:
             env["body"] = _b64(body)
-        env["sig"] = _b64(self.me.user_key.sign(_canonical(env)))
-        return env
+            signed = _canonical(env)
+        env["sig"] = sig = _b64(self.me.user_key.sign(signed))
+        return env, signed[:-1] + b',"sig":"' + sig.encode() + b'"}'
 
     def _aead(self, key: bytes) -> ChaCha20Poly1305:
         aead = self._aeads.get(key)
@@ -823,31 +858,26 @@ class ChatClient:
             aead = self._aeads[key] = ChaCha20Poly1305(key)
         return aead
 
-    def _open(self, env: dict, key: bytes) -> bytes:
-        aad = _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
-        return self._aead(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), aad)
+    def _open(self, env: dict, key: bytes, signed: Optional[bytes] = None) -> bytes:
+        """The sealed body of ``env``; ``signed``: its canonical form (without the signature), if made already."""
+        return self._aead(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), _header_of(env, signed))
 
     # sending -----------------------------------------------------------------------------------------
-    async def _store(self, subject: str, env: dict) -> int:
-        """Publish an envelope to mail and wait until JetStream confirms it stored; retried (same
-        message id, so stored once) until ``store_timeout``; :class:`ChatError` when not confirmed.
-        Returns the stream sequence."""
+    async def _store(self, subject: str, env: dict, data: bytes) -> int:
+        """Publish an envelope (``data``, its wire form) to mail and wait until JetStream confirms it
+        stored; retried (same message id, so stored once) until ``store_timeout``; :class:`ChatError`
+        when not confirmed. Returns the stream sequence."""
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import APIError, NoStreamResponseError
+        from nats.js.errors import APIError
 
-        assert self.js is not None, "start() first"
-        data = json.dumps(env).encode()
         deadline = time.monotonic() + self.store_timeout
         last = ""
         while True:
             left = deadline - time.monotonic()
             try:
-                ack = await self.js.publish(
-                    subject, data, timeout=max(0.2, min(STORE_ATTEMPT_S, left)), headers={"Nats-Msg-Id": env["id"]}
-                )
-                return ack.seq
-            except (NatsTimeout, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError, APIError) as exc:
+                return await self._publish_acked(subject, data, env["id"], max(0.2, min(STORE_ATTEMPT_S, left)))
+            except (NatsTimeout, NoRespondersError, APIError) as exc:
                 last = str(exc) or type(exc).__name__
             if deadline - time.monotonic() <= 0.25:
                 raise ChatError(
@@ -856,12 +886,57 @@ class ChatClient:
                 )
             await asyncio.sleep(0.25)
 
+    async def _publish_acked(self, subject: str, data: bytes, msg_id: str, timeout: float) -> int:
+        """One publish to JetStream (``Nats-Msg-Id``: ``msg_id``) and its acknowledgement; the stream sequence.
+
+        Acknowledgements come to one subscription of this client (``<inbox>.<n>``), each awaited with a
+        timer of its own: many messages may await theirs at once without a task or a request each."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import APIError
+
+        nc = self.nc
+        assert nc is not None, "start() first"
+        if self._ack_prefix is None:
+            prefix = nc.new_inbox() + "."
+            await nc.subscribe(prefix + "*", cb=self._on_ack)
+            self._ack_prefix = prefix
+        self._ack_count += 1
+        token = str(self._ack_count)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self._acks[token] = fut
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            await nc.publish(subject, data, reply=self._ack_prefix + token, headers={"Nats-Msg-Id": msg_id})
+            msg = await fut
+        finally:
+            timer.cancel()
+            self._acks.pop(token, None)
+        if msg is None:
+            raise NatsTimeout
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise NoRespondersError
+        try:
+            resp = json.loads(msg.data)
+            if "error" in resp:
+                raise APIError.from_error(resp["error"])
+            return int(resp["seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise APIError(description=f"unexpected acknowledgement: {exc}") from None
+
+    async def _on_ack(self, msg) -> None:
+        assert self._ack_prefix is not None
+        fut = self._acks.get(msg.subject[len(self._ack_prefix) :])
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
     async def send_dm(self, to: str, text: str) -> str:
         """Seal and send; someone not yet a friend is looked up in the directory (verified) and added."""
         if to not in self.friends:
             await self.add_friend(to)
-        env = self._envelope("dm", to, text.encode(), key=self._pair_key(to))
-        await self._store(mail_subject(to), env)
+        env, data = self._sealed("dm", to, text.encode(), key=self._pair_key(to))
+        await self._store(mail_subject(to), env, data)
         self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
         self._commit_soon()
         return env["id"]
@@ -899,8 +974,8 @@ class ChatClient:
             self.groups.pop(group, None)
             await self._retrying(self._bind_mailbox)
             return f"deleted group {group} (you owned it)"
-        env = self._envelope("group-leave", group, group.encode(), key=self._pair_key(g.owner))
-        await self._store(mail_subject(g.owner), env)
+        env, data = self._sealed("group-leave", group, group.encode(), key=self._pair_key(g.owner))
+        await self._store(mail_subject(g.owner), env, data)
         self.history.leave(group, g.version)
         self.groups.pop(group, None)
         await self._retrying(self._bind_mailbox)
@@ -1004,8 +1079,8 @@ class ChatClient:
         g = self.groups.get(group) or await self._refresh_group(group)
         if g is None:
             raise ChatError(f"not a member of group {group}")
-        env = self._envelope("group", group, text.encode(), key=g.keys[g.version], version=g.version)
-        await self._store(group_subject(group), env)
+        env, data = self._sealed("group", group, text.encode(), key=g.keys[g.version], version=g.version)
+        await self._store(group_subject(group), env, data)
         self.history.add(env["id"], env["ts"], "out", "group", group, f"group:{group}", text)
         self._commit_soon()
         return env["id"]
@@ -1074,9 +1149,9 @@ class ChatClient:
             await sub.unsubscribe()
 
     async def send_room(self, room: str, text: str) -> str:
-        env = self._envelope("room", room, text.encode())
+        env, data = self._sealed("room", room, text.encode())
         assert self.nc is not None, "start() first"
-        await self.nc.publish(room_subject(room), json.dumps(env).encode())
+        await self.nc.publish(room_subject(room), data)
         return env["id"]
 
     async def _on_room(self, msg) -> None:
@@ -1085,31 +1160,66 @@ class ChatClient:
 
     # receiving ---------------------------------------------------------------------------------------
     async def _mail_loop(self) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
+        """Read the mailbox: pull requests for up to MAIL_BATCH messages, answered to an inbox of this
+        client; what has come is handled a batch at a time (one history commit, then one ack)."""
+        nc = self.nc
+        assert nc is not None and self._mailbox_filters is not None, "the mailbox is bound before the loop starts"
+        inbox = nc.new_inbox()
+        came: list = []
+        wake = asyncio.Event()
 
-        assert self._pull is not None, "the mailbox is bound before the loop starts"
-        while not self._closing:
-            try:
-                msgs = await self._pull.fetch(MAIL_BATCH, timeout=1)
-            except (NatsTimeout, asyncio.TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._closing:
-                    break
-                self.errors.append(f"mailbox: {exc}")
-                await asyncio.sleep(0.2)
-                continue
-            # one commit per batch, before its acks: what is acknowledged is in the history
-            for m in msgs:
-                await self._receive(m.data, commit=False)
-            self.history.commit()
-            if self._ack_all and msgs:  # the last one acknowledges the batch
-                await msgs[-1].ack()
-            else:
+        async def on_delivery(msg) -> None:
+            came.append(msg)
+            wake.set()
+
+        sub = await nc.subscribe(inbox, cb=on_delivery)
+        next_api = f"$JS.API.CONSUMER.MSG.NEXT.{MAIL_STREAM}.mbox-{_tok(self.me.name)}"
+        ask = json.dumps({"batch": MAIL_BATCH, "expires": int(MAIL_PULL_S * 1e9)}).encode()
+        left = 0  # what the open pull request may still deliver
+        ends = 0.0  # when it expires
+        try:
+            while not self._closing:
+                if left <= 0 or time.monotonic() > ends:
+                    try:
+                        await nc.publish(next_api, ask, reply=inbox)
+                    except Exception as exc:  # the connection is closing or reconnecting
+                        if self._closing:
+                            break
+                        self.errors.append(f"mailbox: {exc}")
+                        await asyncio.sleep(0.2)
+                        continue
+                    left, ends = MAIL_BATCH, time.monotonic() + MAIL_PULL_S + 0.5
+                if not came:
+                    try:
+                        await asyncio.wait_for(wake.wait(), MAIL_PULL_S + 0.5)
+                    except asyncio.TimeoutError:
+                        continue
+                wake.clear()
+                batch = came[:]
+                del came[:]
+                msgs = []
+                for m in batch:
+                    status = m.headers.get("Status") if m.headers else None
+                    if status is None:
+                        msgs.append(m)
+                    elif status != "100":  # the request ended (no messages, expired, ...); not a heartbeat
+                        left = 0
+                left -= len(msgs)
+                # one commit per batch, before its acks: what is acknowledged is in the history
                 for m in msgs:
-                    await m.ack()
+                    await self._receive(m.data, commit=False)
+                self.history.commit()
+                if self._ack_all and msgs:  # the last one acknowledges the batch
+                    await msgs[-1].ack()
+                else:
+                    for m in msgs:
+                        await m.ack()
+        finally:
+            if not nc.is_closed:
+                try:
+                    await sub.unsubscribe()
+                except Exception:  # closing meanwhile
+                    pass
 
     async def _receive(
         self, data: bytes, room: bool = False, catch_up: bool = False, commit: bool = True
@@ -1160,8 +1270,9 @@ class ChatClient:
             except ChatError:
                 self._reject("unknown sender", sender)
                 return None
+        signed = _canonical(env)
         if env.get("from_key") != peer["user_key"] or not PublicKey(peer["user_key"]).verify(
-            _canonical(env), _unb64(env.get("sig", ""))
+            signed, _unb64(env.get("sig", ""))
         ):
             self._reject("bad signature", f"{sender} {msg_id}")
             return None
@@ -1174,7 +1285,7 @@ class ChatClient:
             return None
         try:
             if kind == "dm":
-                body = self._open(env, self._pair_key(sender)).decode()
+                body = self._open(env, self._pair_key(sender), signed).decode()
                 conv = f"dm:{sender}"
             elif kind == "group":
                 group = env["to"]
@@ -1188,13 +1299,13 @@ class ChatClient:
                 if sender not in g.members:
                     self._reject("not a member", f"{sender} in {group}")
                     return None
-                body = self._open(env, g.keys[env["key_version"]]).decode()
+                body = self._open(env, g.keys[env["key_version"]], signed).decode()
                 conv = f"group:{group}"
             elif kind == "room":
                 body = _unb64(env["body"]).decode()
                 conv = f"room:{env['to']}"
             elif kind == "group-leave":
-                self._open(env, self._pair_key(sender))
+                self._open(env, self._pair_key(sender), signed)
                 group = env["to"]
                 g = self.groups.get(group)
                 if g is not None and g.owner == self.me.name and sender in g.members:
