@@ -352,7 +352,8 @@ class Term:
             stderr=asyncio.subprocess.STDOUT,
         )
         t = cls(proc)
-        await t.expect(f"connected as {node}")
+        user = args[args.index("--user") + 1] if "--user" in args else node
+        await t.expect(f"connected as {user} to node {node}")
         return t
 
     async def type(self, line: str) -> None:
@@ -406,6 +407,52 @@ async def test_joined_room_means_the_next_message_arrives(chat_net):
         assert await bob.quit() == 0
     finally:
         await bob.quit()
+        await close(c)
+
+
+async def test_two_users_of_one_node_join_rooms_and_the_permission_follows_the_user(chat_net):
+    from dchat_ops.nsc.admin import UserSpec, add_user
+
+    # dave is a user of the account, not a node's: his JWT lists what he may subscribe to
+    add_user(chat_net, "chat", "dave", UserSpec(sub_allow=["_INBOX.>"], sub_deny=["room.secret"]))
+    c = await online(chat_net, "alice", "carol")
+    bob = await Term.open(chat_net, "bob")
+    dave = await Term.open(chat_net, "bob", "--user", "dave")  # a second user on bob's node
+    try:
+        for t in (bob, dave):
+            await t.type("/join lobby")
+            await t.expect("joined room lobby")
+        # bob's node lets the room in; dave's own JWT allows it (bob's node policy is not his)
+        assert "room.lobby" in NodeFile.load(chat_net, "bob").node.policy.subscribe.allow
+        assert "room.lobby" in chat_net.user("chat", "dave").claims.permissions.sub.allow
+        await c["carol"].send_room("lobby", "hello both")  # from another node, at once
+        for t in (bob, dave):
+            await t.expect("[room:lobby] carol: hello both")
+        await dave.type("/say lobby dave here")
+        await bob.expect("[room:lobby] dave: dave here")
+        # mail for a user who is not a node's own: replies come to his inbox from any node
+        await dave.type("/dm alice hi alice, dave on bob's node")
+        m = await c["alice"].next_message(10)
+        assert (m.sender, m.body) == ("dave", "hi alice, dave on bob's node")
+        await c["alice"].send_dm("dave", "hi dave")
+        await dave.expect("[dm:alice] alice: hi dave")
+        # what his JWT denies stays denied, and he is told what lifts it
+        await dave.type("/join secret")
+        await dave.expect("error: dave's permissions deny room.secret (room.secret): 'dchat-ops rm-sub room.secret")
+        assert await dave.quit() == 0
+        # the permission follows dave to another node: there, only that node's policy is added
+        dave = await Term.open(chat_net, "carol", "--user", "dave")
+        await dave.type("/join lobby")
+        await dave.expect("joined room lobby")
+        assert "room.lobby" in NodeFile.load(chat_net, "carol").node.policy.subscribe.allow
+        await c["alice"].send_room("lobby", "dave, now on carol's node")
+        await dave.expect("[room:lobby] alice: dave, now on carol's node")
+        await bob.expect("[room:lobby] alice: dave, now on carol's node")
+        for t in (bob, dave):
+            assert await t.quit() == 0
+    finally:
+        await bob.quit()
+        await dave.quit()
         await close(c)
 
 

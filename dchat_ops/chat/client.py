@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dchat_ops._fs import atomic_write, ensure_dir
-from dchat_ops.config.node import inbox_prefix
+from dchat_ops.config.node import inbox_prefix, read_nodes
 from dchat_ops.config.nodes import CHAT_IMPORTS
 from dchat_ops.errors import ChatError, DchatOpsError, JWTError
 from dchat_ops.nsc.creds import parse_creds
@@ -150,6 +150,13 @@ class ChatIdentity:
     account_jwt: str
     home: Path
     account: str = ""
+    node: str = ""  # the node whose own user this is; "" for another user of the account
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Where replies to this user go: a node's own user has ``_INBOX_<node>`` (all its JWT allows,
+        imported by its node); any other user the usual ``_INBOX``, which every node imports."""
+        return inbox_prefix(self.node) if self.node else "_INBOX"
 
     @classmethod
     def load(cls, store: Store, user: str, account: Optional[str] = None) -> ChatIdentity:
@@ -181,6 +188,7 @@ class ChatIdentity:
             curve = KeyPair.generate("curve")
             store.save_key(curve)
             atomic_write(ident_file, json.dumps({"user": user, "curve_key": curve.public_key}) + "\n")
+        own = sorted(n.id for n in read_nodes(store).values() if n.user == user and n.account == account)
         return cls(
             user,
             creds_path,
@@ -191,6 +199,7 @@ class ChatIdentity:
             store.account(account).token,
             folder,
             account,
+            own[0] if own else "",
         )
 
     def directory_entry(self) -> dict:
@@ -433,9 +442,11 @@ class ChatClient:
         """
         self.me = identity
         self.monitor_url: Optional[str] = None
+        self.node_id = identity.node  # the node this client is on, when known
         if isinstance(url, NodeTarget):
             connect_kw = {**url.connect_kw(), **connect_kw}
             self.monitor_url = url.monitor_url
+            self.node_id = url.node_id
             url = url.url
         self.url = url
         self.replicas = replicas
@@ -485,7 +496,7 @@ class ChatClient:
             self.url,
             self.me.creds_path,
             errors=self.errors,
-            inbox_prefix=inbox_prefix(self.me.name),
+            inbox_prefix=self.me.inbox_prefix,
             name=f"dchat-{self.me.name}",
             **self.connect_kw,
         )
@@ -1093,7 +1104,7 @@ class ChatClient:
 
     # rooms -------------------------------------------------------------------------------------------
     async def join_room(self, room: str, store: Optional[Store] = None) -> None:
-        """Subscribe to a public room; with ``store``, first allow it on this user's node (allow-sub).
+        """Subscribe to a public room; with ``store``, first allow it where it must be (see :meth:`allow_room`).
 
         Rooms live on a connection that follows the creds file, so the subscription comes alive as
         soon as the re-issued creds allow it; mail and KV stay on the main connection, undisturbed.
@@ -1106,13 +1117,13 @@ class ChatClient:
             self._rooms_client = await ManagedClient(
                 self.url,
                 self.me.creds_path,
-                inbox_prefix=inbox_prefix(self.me.name),
+                inbox_prefix=self.me.inbox_prefix,
                 name=f"dchat-{self.me.name}-rooms",
                 **self.connect_kw,
             ).start()
         rc = self._rooms_client
         if store is not None:
-            await asyncio.to_thread(apply_node_edit, store, self.me.name, "allow-sub", subject)
+            await asyncio.to_thread(self.allow_room, store, room)
             await self._rooms_on_current_creds()
         seen = len(rc.errors)
         ms = await rc.subscribe(subject, cb=self._on_room)
@@ -1121,11 +1132,64 @@ class ChatClient:
         refused = [e for e in rc.errors[seen:] if "permissions violation" in e.lower() and f'"{subject}"' in e]
         if refused:
             await ms.unsubscribe()
-            raise ChatError(
-                f"{self.me.name} may not subscribe to {subject} on {self.url}: "
-                f"allow it on the user's node ('dchat-ops allow-sub {subject} --node NODE')"
-            )
+            raise ChatError(f"{self.me.name} may not subscribe to {subject} on {self.url}: {self._room_fix(subject)}")
         self.rooms[room] = ms
+
+    def _room_fix(self, subject: str) -> str:
+        """The commands that let this user hear ``subject`` on the node the client is on."""
+        node = self.node_id or "NODE"
+        cmds = [f"dchat-ops allow-sub {subject} --node {node}"]
+        if self.me.node and self.me.node != node:
+            cmds.append(f"dchat-ops allow-sub {subject} --node {self.me.node}")
+        elif not self.me.node:
+            cmds.append(f"dchat-ops allow-sub {subject} --user {self.me.name} -a {self.me.account or 'ACCOUNT'}")
+        return "run " + ", then ".join(f"'{c}'" for c in cmds)
+
+    def allow_room(self, store: Store, room: str) -> list[str]:
+        """Let this user hear ``room`` on the node the client is on; what was changed, as lines.
+
+        Two things decide it (docs/permissions.md): the node's subscribe policy, which is the list of
+        subjects it lets in over its routes, and the user's JWT. So the node the client is on allows
+        the room (live). The user's own permission goes with the user, to any node: a node's own user
+        gets it in its node's policy (its JWT); another user of the account in its JWT, when that
+        lists what it may subscribe to (a JWT without a list allows every subject already). A room
+        the user's JWT denies stays denied. Runs blocking (call it in a thread from async code)."""
+        from dchat_ops.permissions.apply import apply_user_edit
+        from dchat_ops.subjects import covering
+
+        subject = room_subject(room)
+        node = self.node_id
+        if not node:
+            raise ChatError(f"which node is {self.url}? join rooms from a client made with ChatClient.on_node")
+        edits: list[tuple[str, Callable[[], Any]]] = [
+            (f"node {node}", lambda: apply_node_edit(store, node, "allow-sub", subject))
+        ]
+        if self.me.node and self.me.node != node:
+            own = self.me.node
+            edits.append((f"node {own}", lambda: apply_node_edit(store, own, "allow-sub", subject)))
+        elif not self.me.node:
+            perms = store.user(self.me.account, self.me.name).claims.permissions.sub
+            denied = next((d for d in perms.deny if covering([d], subject) or d == subject), None)
+            if denied:
+                raise ChatError(
+                    f"{self.me.name}'s permissions deny {subject} ({denied}): "
+                    f"'dchat-ops rm-sub {denied} --user {self.me.name} -a {self.me.account}' lifts that"
+                )
+            if perms.allow and not covering(perms.allow, subject) and subject not in perms.allow:
+                edits.append(
+                    (
+                        f"user {self.me.name}",
+                        lambda: apply_user_edit(store, self.me.account, self.me.name, "allow-sub", subject),
+                    )
+                )
+        done = []
+        for what, edit in edits:
+            try:
+                r = edit()
+            except DchatOpsError as exc:
+                raise ChatError(f"could not allow {subject} on {what}: {exc}; {self._room_fix(subject)}") from None
+            done.append(f"{what}: {r.outcome}")
+        return done
 
     async def _rooms_on_current_creds(self, timeout: float = ROOM_CONFIRM_S) -> None:
         """Wait until the rooms connection runs on the creds file as it is now (re-issued by allow-sub)."""
