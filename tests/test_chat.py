@@ -598,3 +598,43 @@ def test_envelope_is_made_once_and_reads_as_its_canonical_form(store):
         )
     finally:
         c.history.close()
+
+
+async def test_chat_on_nodes_with_client_tls(store, supervised):
+    """Every node of the cluster takes clients over TLS only (alice's also verifies their certificates):
+    the terminal client and the library reach them with the store's CA, and DMs, groups and rooms flow."""
+    from dchat_ops.config import pki, tls
+    from dchat_ops.runtime.process import http_json
+
+    admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1})
+    chain(store, list(USERS), jetstream=True, start=False)
+    pki.init_ca(store)
+    for u in USERS:
+        tls.enable(store, u, ["client"], client_verify=u == "alice")
+    sups = [supervised(u) for u in USERS]
+    assert wait_jetstream_leader(sups[0])
+    c = await online(store, "bob", "carol")
+    alice = await Term.open(store, "alice")  # the terminal client, over TLS with a client certificate
+    try:
+        await alice.type("/dm bob hello over tls")
+        await alice.expect("[dm:bob] alice: hello over tls")
+        m = await c["bob"].next_message(20)
+        assert (m.sender, m.body) == ("alice", "hello over tls")
+        await c["bob"].send_dm("alice", "and back")
+        await alice.expect("[dm:bob] bob: and back")  # she wrote first: bob is her friend
+        await alice.type("/mkgroup tls bob carol")
+        await alice.expect("created group tls: alice, bob, carol")
+        await alice.type("/group tls to both")
+        for u in ("bob", "carol"):
+            assert (await c[u].next_message(20)).body == "to both"
+        await alice.type("/join lobby")
+        await alice.expect("joined room lobby")
+        await c["carol"].send_room("lobby", "room over tls")
+        await alice.expect("[room:lobby] carol: room over tls")
+        for sup in sups:  # each node has its user's client, and none without TLS
+            _, connz = http_json(sup.monitor_url + "/connz")
+            assert connz["connections"] and all(x.get("tls_version") for x in connz["connections"])
+        assert await alice.quit() == 0
+    finally:
+        await alice.quit()
+        await close(c)
