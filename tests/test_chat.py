@@ -305,17 +305,24 @@ async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
         assert [(await c[y].next_message(20)).body for _ in range(11)] == [f"x{i}" for i in range(10)] + [
             "the group still works"
         ]
+        # groups are made and changed meanwhile too: the groups bucket keeps working on two nodes of three
+        await c[x].create_group("made-while-down", [y, gone])
+        await c[x].send_group("made-while-down", "a new group, one node down")
+        assert (await c[y].next_message(20)).body == "a new group, one node down"
         assert [(await c[x].next_message(20)).body for _ in range(10)] == [f"y{i}" for i in range(10)]
         # it comes back: its user gets everything sent meanwhile, once, in order
         await asyncio.to_thread(Supervisor(chat_net, gone).up)
         c[gone] = (await online(chat_net, gone))[gone]
         got = []
         try:
-            for _ in range(11):
+            for _ in range(12):
                 got.append((await c[gone].next_message(20)).body)
         except asyncio.TimeoutError:
             raise AssertionError(f"{gone} got {got}; errors {c[gone].errors}") from None
-        assert sorted(got) == sorted([f"while you were away {i}" for i in range(10)] + ["the group still works"])
+        assert sorted(got) == sorted(
+            [f"while you were away {i}" for i in range(10)] + ["the group still works", "a new group, one node down"]
+        )
+        assert sorted(c[gone].groups) == ["all", "made-while-down"]
         # two of three gone: nothing can be stored, and the sender is told so
         await c.pop(y).close()
         await c.pop(gone).close()
