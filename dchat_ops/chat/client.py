@@ -119,8 +119,8 @@ def _canonical(env: dict) -> bytes:
 
 def _with_body(header: bytes, body: str) -> bytes:
     """``_canonical`` of an envelope from that of its header (every field but body and signature) and
-    its base64 body: ``"body"`` sorts before every header field, so it goes first."""
-    return b'{"body":' + json.dumps(body).encode() + b"," + header[1:]
+    its base64 body (which JSON writes as it is): ``"body"`` sorts before every header field, so it goes first."""
+    return b'{"body":"' + body.encode() + b'",' + header[1:]  # base64 needs no escaping in JSON
 
 
 def _header_of(env: dict, signed: Optional[bytes] = None) -> bytes:
@@ -247,6 +247,7 @@ class History:
         finally:
             os.umask(old)
         self.db: Optional[sqlite3.Connection] = db
+        self._sent: list[tuple] = []
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("""CREATE TABLE IF NOT EXISTS messages (
             id TEXT PRIMARY KEY, ts INTEGER, direction TEXT, kind TEXT, peer TEXT, conversation TEXT,
@@ -266,6 +267,7 @@ class History:
         return self.db
 
     def seen(self, msg_id: str) -> bool:
+        self._write_sent()
         return self._open_db().execute("SELECT 1 FROM messages WHERE id=?", (msg_id,)).fetchone() is not None
 
     def add(
@@ -285,15 +287,28 @@ class History:
         )
         return cur.rowcount == 1
 
+    def add_sent(
+        self, msg_id: str, ts: int, kind: str, peer: str, conversation: str, body: str, status: str = "verified"
+    ) -> None:
+        """A message this user sent: written with the next batch (any read or commit writes it first)."""
+        self._sent.append((msg_id, ts, "out", kind, peer, conversation, body, status, int(time.time() * 1000)))
+
+    def _write_sent(self) -> None:
+        if self._sent:
+            rows, self._sent = self._sent, []
+            self._open_db().executemany("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
     def reject(self, reason: str, detail: str) -> None:
         self._open_db().execute("INSERT INTO rejected VALUES (?,?,?)", (int(time.time() * 1000), reason, detail))
 
     def commit(self) -> None:
         if self.db is not None:
+            self._write_sent()
             self.db.commit()
 
     def messages(self, conversation: Optional[str] = None, limit: int = 50, skip: int = 0) -> list[dict]:
         """The newest ``limit`` messages (of a conversation) after skipping the ``skip`` newest, oldest first."""
+        self._write_sent()
         q = "SELECT id, ts, direction, kind, peer, conversation, body, status FROM messages"
         args: tuple = ()
         if conversation:
@@ -337,6 +352,7 @@ class History:
 
     def close(self) -> None:
         if self.db is not None:
+            self._write_sent()
             self.db.commit()
             self.db.close()
             self.db = None
@@ -384,6 +400,7 @@ DEDUP_WINDOW_S = 120.0
 CLUSTER_SIZE_WAIT_S = 3.0
 ROOM_CONFIRM_S = 10.0
 MAIL_BATCH = 500  # messages asked for per pull from the mailbox
+ACK_SWEEP_S = 0.1  # how often acknowledgements past their deadline are given up on
 MAIL_PULL_S = 1.0  # how long a pull request waits for messages before it is asked again
 
 
@@ -397,12 +414,6 @@ def _jsz_cluster_size(monitor_url: str) -> int:
         return int((data.get("meta_cluster") or {}).get("cluster_size") or 0)
     except Exception:  # no monitoring port, not HTTP, not JSON: the caller falls back to INFO
         return 0
-
-
-def _expire(fut: asyncio.Future) -> None:
-    """An acknowledgement not come in time: its waiter gets None."""
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _no_jetstream(exc: BaseException) -> str:
@@ -479,8 +490,9 @@ class ChatClient:
         self._closing = False
         self._commit_pending = False
         self._ack_prefix: Optional[str] = None  # the subscription JetStream acknowledges mail on
-        self._acks: dict[str, asyncio.Future] = {}
+        self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # token: its waiter, its deadline
         self._ack_count = 0
+        self._ack_sweeper: Optional[asyncio.Future] = None
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
 
     @classmethod
@@ -539,6 +551,8 @@ class ChatClient:
         if self._rooms_client is not None:
             await self._rooms_client.close()
         self._closing = True
+        if self._ack_sweeper is not None:
+            self._ack_sweeper.cancel()
         if self._watch_task is not None:
             self._watch_task.cancel()
             await asyncio.wait({self._watch_task}, timeout=3)
@@ -900,8 +914,9 @@ class ChatClient:
     async def _publish_acked(self, subject: str, data: bytes, msg_id: str, timeout: float) -> int:
         """One publish to JetStream (``Nats-Msg-Id``: ``msg_id``) and its acknowledgement; the stream sequence.
 
-        Acknowledgements come to one subscription of this client (``<inbox>.<n>``), each awaited with a
-        timer of its own: many messages may await theirs at once without a task or a request each."""
+        Acknowledgements come to one subscription of this client (``<inbox>.<n>``); one sweeper gives up
+        on those past their deadline: many messages may await theirs at once without a task, a request
+        or a timer each."""
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.errors import APIError
@@ -914,15 +929,14 @@ class ChatClient:
             self._ack_prefix = prefix
         self._ack_count += 1
         token = str(self._ack_count)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-        self._acks[token] = fut
-        timer = loop.call_later(timeout, _expire, fut)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._acks[token] = (fut, time.monotonic() + timeout)
+        if self._ack_sweeper is None or self._ack_sweeper.done():
+            self._ack_sweeper = asyncio.ensure_future(self._sweep_acks())
         try:
             await nc.publish(subject, data, reply=self._ack_prefix + token, headers={"Nats-Msg-Id": msg_id})
             msg = await fut
         finally:
-            timer.cancel()
             self._acks.pop(token, None)
         if msg is None:
             raise NatsTimeout
@@ -938,9 +952,18 @@ class ChatClient:
 
     async def _on_ack(self, msg) -> None:
         assert self._ack_prefix is not None
-        fut = self._acks.get(msg.subject[len(self._ack_prefix) :])
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+        waiting = self._acks.get(msg.subject[len(self._ack_prefix) :])
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(msg)
+
+    async def _sweep_acks(self) -> None:
+        """Acknowledgements not come by their deadline: their waiters get None (one timer for all)."""
+        while self._acks:
+            await asyncio.sleep(ACK_SWEEP_S)
+            now = time.monotonic()
+            for fut, deadline in list(self._acks.values()):
+                if deadline <= now and not fut.done():
+                    fut.set_result(None)
 
     async def send_dm(self, to: str, text: str) -> str:
         """Seal and send; someone not yet a friend is looked up in the directory (verified) and added."""
@@ -948,7 +971,7 @@ class ChatClient:
             await self.add_friend(to)
         env, data = self._sealed("dm", to, text.encode(), key=self._pair_key(to))
         await self._store(mail_subject(to), env, data)
-        self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
+        self.history.add_sent(env["id"], env["ts"], "dm", to, f"dm:{to}", text)
         self._commit_soon()
         return env["id"]
 
@@ -1092,7 +1115,7 @@ class ChatClient:
             raise ChatError(f"not a member of group {group}")
         env, data = self._sealed("group", group, text.encode(), key=g.keys[g.version], version=g.version)
         await self._store(group_subject(group), env, data)
-        self.history.add(env["id"], env["ts"], "out", "group", group, f"group:{group}", text)
+        self.history.add_sent(env["id"], env["ts"], "group", group, f"group:{group}", text)
         self._commit_soon()
         return env["id"]
 
@@ -1220,7 +1243,7 @@ class ChatClient:
 
     async def _on_room(self, msg) -> None:
         await self._receive(msg.data, room=True, commit=False)
-        self.history.commit()  # a rejection too
+        self._commit_soon()  # a rejection too; in batches, as outgoing messages (a room has no acks to wait on)
 
     # receiving ---------------------------------------------------------------------------------------
     async def _mail_loop(self) -> None:
@@ -1239,11 +1262,12 @@ class ChatClient:
         sub = await nc.subscribe(inbox, cb=on_delivery)
         next_api = f"$JS.API.CONSUMER.MSG.NEXT.{MAIL_STREAM}.mbox-{_tok(self.me.name)}"
         ask = json.dumps({"batch": MAIL_BATCH, "expires": int(MAIL_PULL_S * 1e9)}).encode()
-        left = 0  # what the open pull request may still deliver
+        left = 0  # what the open pull requests may still deliver
         ends = 0.0  # when it expires
         try:
             while not self._closing:
-                if left <= 0 or time.monotonic() > ends:
+                # the next request goes out while half of one is still to come: deliveries do not pause
+                if left <= MAIL_BATCH // 2 or time.monotonic() > ends:
                     try:
                         await nc.publish(next_api, ask, reply=inbox)
                     except Exception as exc:  # the connection is closing or reconnecting
@@ -1252,7 +1276,7 @@ class ChatClient:
                         self.errors.append(f"mailbox: {exc}")
                         await asyncio.sleep(0.2)
                         continue
-                    left, ends = MAIL_BATCH, time.monotonic() + MAIL_PULL_S + 0.5
+                    left, ends = max(left, 0) + MAIL_BATCH, time.monotonic() + MAIL_PULL_S + 0.5
                 if not came:
                     try:
                         await asyncio.wait_for(wake.wait(), MAIL_PULL_S + 0.5)
