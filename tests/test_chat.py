@@ -645,3 +645,41 @@ async def test_chat_on_nodes_with_client_tls(store, supervised):
     finally:
         await alice.quit()
         await close(c)
+
+
+def _doc_block(heading: str, nth: int = 0) -> str:
+    """The ``nth`` sh block under ``heading`` in docs/runtime.md, as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "runtime.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)[nth]
+
+
+def _run_as_pasted(store, block: str) -> str:
+    """A doc block run by bash as a person pastes it, ``dchat-ops`` working on the test's store."""
+    import shlex
+    import subprocess
+
+    prelude = f'dchat-ops() {{ {shlex.quote(_exe())} --home {shlex.quote(str(store.home))} "$@"; }}\nset -e\n'
+    p = subprocess.run(["bash", "-c", prelude + block], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+async def test_runtime_md_commands_work_as_written(chat_net):
+    c = await online(chat_net, "alice", "bob")
+    try:
+        # the terminal client's piped script
+        out = await asyncio.to_thread(_run_as_pasted, chat_net, _doc_block("## The terminal client", 1))
+        assert "bob is a friend" in out and "dm:bob -> bob: hello" in out
+        assert (await c["bob"].next_message(10)).body == "hello"
+        # a second user on bob's node
+        out = await asyncio.to_thread(_run_as_pasted, chat_net, _doc_block("## A second user on a node"))
+        assert "connected as dave to node bob" in out and "joined room lobby" in out
+        assert "subscribe: allow ['_INBOX.>', 'room.lobby']" in out
+        m = await c["alice"].next_message(10)
+        assert (m.sender, m.body, m.request) == ("dave", "hi alice, dave here", True)
+    finally:
+        await close(c)
