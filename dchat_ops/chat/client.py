@@ -689,46 +689,31 @@ class ChatClient:
             await self._catch_up(g)
 
     async def _catch_up(self, group: str) -> None:
-        """Read a group's messages from where this user was added, once (an ephemeral consumer)."""
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        """Read a group's messages from where this user was added, once: each the next of the group's
+        subject from the stream's leader (a replica still catching up, as on a node just back, could
+        have fewer)."""
+        from nats.js.errors import NotFoundError
 
         g = self.groups.get(group)
-        if g is None or not g.since:
+        js = self.js
+        if g is None or not g.since or js is None:
             return
-        assert self.js is not None, "start() first"
-        cfg = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=g.since,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=30,
-            mem_storage=True,
-            num_replicas=1,
-        )
-        try:
-            sub = await self.js.pull_subscribe(group_subject(group), stream=MAIL_STREAM, config=cfg)
-        except Exception as exc:
-            self.errors.append(f"group {group}: cannot read what came before: {exc}")
-            return
-        try:
+        subject, seq = group_subject(group), g.since
+        while not self._closing:
             try:
-                nothing = (await sub.consumer_info()).num_pending == 0
-            except Exception:  # ask by fetching
-                nothing = False
-            while not nothing:
-                try:
-                    msgs = await sub.fetch(100, timeout=1)
-                except (NatsTimeout, asyncio.TimeoutError):
-                    break
-                for m in msgs:
-                    await self._receive(m.data, catch_up=True)
-                if not msgs or msgs[-1].metadata.num_pending == 0:
-                    break
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # the consumer goes away by itself after its inactive threshold
-                pass
+                m = await self._retrying(
+                    lambda seq=seq: js.get_msg(MAIL_STREAM, seq=seq, subject=subject, next=True)  # type: ignore[misc]
+                )
+            except NotFoundError:  # nothing more
+                return
+            except Exception as exc:
+                self.errors.append(f"group {group}: cannot read what came before: {exc}")
+                return
+            if m.data:
+                await self._receive(m.data, catch_up=True)
+            if not m.seq:
+                return
+            seq = m.seq + 1
 
     async def _follow_groups(self) -> None:
         """Apply every change of the groups bucket as it happens."""
