@@ -318,7 +318,9 @@ async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
             for _ in range(12):
                 got.append((await c[gone].next_message(20)).body)
         except asyncio.TimeoutError:
-            raise AssertionError(f"{gone} got {got}; errors {c[gone].errors}; groups {c[gone].group_list()}; notices {c[gone].notices}") from None
+            raise AssertionError(
+                f"{gone} got {got}; errors {c[gone].errors}; groups {c[gone].group_list()}; notices {c[gone].notices}"
+            ) from None
         assert sorted(got) == sorted(
             [f"while you were away {i}" for i in range(10)] + ["the group still works", "a new group, one node down"]
         )
