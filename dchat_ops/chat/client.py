@@ -15,7 +15,8 @@ senders and replays (a message id seen before).
 
 Mail (direct and group messages) goes to a JetStream stream, so a recipient who is offline gets
 it when they come back, once, in order, through their own durable consumer. Rooms are plain
-subjects (signed, not sealed: a room is public), joined with allow-sub on the user's node.
+subjects (signed, not sealed: a room is public), joined with allow-sub on the node the client is on
+and in the user's own permissions (see ChatClient.allow_room).
 History is kept per user in SQLite. See docs/runtime.md.
 """
 
@@ -557,13 +558,13 @@ class ChatClient:
             self._watch_task.cancel()
             await asyncio.wait({self._watch_task}, timeout=3)
         if self._loop_task:
-            # a flag as well as cancel(): on Python 3.11 a cancel that lands as a fetch times out can be
+            # a flag as well as cancel(): on Python 3.11 a cancel that lands as a wait times out can be
             # swallowed inside asyncio.wait_for, and the loop would go on
             self._loop_task.cancel()
             await asyncio.wait({self._loop_task}, timeout=3)
         if self.nc is not None and not self.nc.is_closed:
             # close, not drain: every delivered message is acked already, and draining a pull
-            # subscription would wait out its pending fetch
+            # request would wait for it to expire
             try:
                 await self.nc.close()
             except (OSError, asyncio.TimeoutError):  # the node went away meanwhile: nothing left to close
