@@ -1,6 +1,7 @@
 """The chat runtime through real nodes: sealing, groups and key rotation, rooms, rejections, history."""
 
 import asyncio
+import base64
 import json
 
 import pytest
@@ -304,17 +305,26 @@ async def test_mail_has_three_copies_and_survives_its_leader_leaving(chat_net):
         assert [(await c[y].next_message(20)).body for _ in range(11)] == [f"x{i}" for i in range(10)] + [
             "the group still works"
         ]
+        # groups are made and changed meanwhile too: the groups bucket keeps working on two nodes of three
+        await c[x].create_group("made-while-down", [y, gone])
+        await c[x].send_group("made-while-down", "a new group, one node down")
+        assert (await c[y].next_message(20)).body == "a new group, one node down"
         assert [(await c[x].next_message(20)).body for _ in range(10)] == [f"y{i}" for i in range(10)]
         # it comes back: its user gets everything sent meanwhile, once, in order
         await asyncio.to_thread(Supervisor(chat_net, gone).up)
         c[gone] = (await online(chat_net, gone))[gone]
         got = []
         try:
-            for _ in range(11):
+            for _ in range(12):
                 got.append((await c[gone].next_message(20)).body)
         except asyncio.TimeoutError:
-            raise AssertionError(f"{gone} got {got}; errors {c[gone].errors}") from None
-        assert sorted(got) == sorted([f"while you were away {i}" for i in range(10)] + ["the group still works"])
+            raise AssertionError(
+                f"{gone} got {got}; errors {c[gone].errors}; groups {c[gone].group_list()}; notices {c[gone].notices}"
+            ) from None
+        assert sorted(got) == sorted(
+            [f"while you were away {i}" for i in range(10)] + ["the group still works", "a new group, one node down"]
+        )
+        assert sorted(c[gone].groups) == ["all", "made-while-down"]
         # two of three gone: nothing can be stored, and the sender is told so
         await c.pop(y).close()
         await c.pop(gone).close()
@@ -351,7 +361,8 @@ class Term:
             stderr=asyncio.subprocess.STDOUT,
         )
         t = cls(proc)
-        await t.expect(f"connected as {node}")
+        user = args[args.index("--user") + 1] if "--user" in args else node
+        await t.expect(f"connected as {user} to node {node}")
         return t
 
     async def type(self, line: str) -> None:
@@ -405,6 +416,52 @@ async def test_joined_room_means_the_next_message_arrives(chat_net):
         assert await bob.quit() == 0
     finally:
         await bob.quit()
+        await close(c)
+
+
+async def test_two_users_of_one_node_join_rooms_and_the_permission_follows_the_user(chat_net):
+    from dchat_ops.nsc.admin import UserSpec, add_user
+
+    # dave is a user of the account, not a node's: his JWT lists what he may subscribe to
+    add_user(chat_net, "chat", "dave", UserSpec(sub_allow=["_INBOX.>"], sub_deny=["room.secret"]))
+    c = await online(chat_net, "alice", "carol")
+    bob = await Term.open(chat_net, "bob")
+    dave = await Term.open(chat_net, "bob", "--user", "dave")  # a second user on bob's node
+    try:
+        for t in (bob, dave):
+            await t.type("/join lobby")
+            await t.expect("joined room lobby")
+        # bob's node lets the room in; dave's own JWT allows it (bob's node policy is not his)
+        assert "room.lobby" in NodeFile.load(chat_net, "bob").node.policy.subscribe.allow
+        assert "room.lobby" in chat_net.user("chat", "dave").claims.permissions.sub.allow
+        await c["carol"].send_room("lobby", "hello both")  # from another node, at once
+        for t in (bob, dave):
+            await t.expect("[room:lobby] carol: hello both")
+        await dave.type("/say lobby dave here")
+        await bob.expect("[room:lobby] dave: dave here")
+        # mail for a user who is not a node's own: replies come to his inbox from any node
+        await dave.type("/dm alice hi alice, dave on bob's node")
+        m = await c["alice"].next_message(10)
+        assert (m.sender, m.body) == ("dave", "hi alice, dave on bob's node")
+        await c["alice"].send_dm("dave", "hi dave")
+        await dave.expect("[dm:alice] alice: hi dave")
+        # what his JWT denies stays denied, and he is told what lifts it
+        await dave.type("/join secret")
+        await dave.expect("error: dave's permissions deny room.secret (room.secret): 'dchat-ops rm-sub room.secret")
+        assert await dave.quit() == 0
+        # the permission follows dave to another node: there, only that node's policy is added
+        dave = await Term.open(chat_net, "carol", "--user", "dave")
+        await dave.type("/join lobby")
+        await dave.expect("joined room lobby")
+        assert "room.lobby" in NodeFile.load(chat_net, "carol").node.policy.subscribe.allow
+        await c["alice"].send_room("lobby", "dave, now on carol's node")
+        await dave.expect("[room:lobby] alice: dave, now on carol's node")
+        await bob.expect("[room:lobby] alice: dave, now on carol's node")
+        for t in (bob, dave):
+            assert await t.quit() == 0
+    finally:
+        await bob.quit()
+        await dave.quit()
         await close(c)
 
 
@@ -515,3 +572,116 @@ async def test_terminal_echo_unread_paging_help_and_ctrl_c(chat_net):
     finally:
         await a.quit()
         await b.quit()
+
+
+def test_envelope_is_made_once_and_reads_as_its_canonical_form(store):
+    """The fast path of sealing (canonical form made once, the wire form cut from it) gives what the
+    canonical form of every field says: the seal's associated data and the signed bytes alike."""
+    from dchat_ops.chat.client import _canonical, _header_of
+    from dchat_ops.nsc.keys import PublicKey
+
+    me = ChatIdentity.load(store, "default")
+    c = ChatClient(me, "nats://127.0.0.1:1")
+    try:
+        key = bytes(range(32))
+        for kind, version in (("dm", 0), ("group", 3)):
+            env, wire = c._sealed(kind, "bob", 'héllo "quoted"'.encode(), key=key, version=version)
+            assert json.loads(wire) == env
+            signed = _canonical(env)
+            assert PublicKey(me.user_key.public_key).verify(signed, base64.b64decode(env["sig"]))
+            header = _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
+            assert _header_of(env, signed) == header == _header_of(env)
+            assert c._open(json.loads(wire), key, signed).decode() == 'héllo "quoted"'
+        # a field that sorts before the body: the associated data is made anew, and still opens
+        odd = dict(env, aaa=1)
+        assert _header_of(odd, _canonical(odd)) == _canonical(
+            {k: v for k, v in odd.items() if k not in ("body", "sig")}
+        )
+        from cryptography.exceptions import InvalidTag
+
+        with pytest.raises(InvalidTag):  # it is not part of what was sealed
+            c._open(odd, key, _canonical(odd))
+        env, wire = c._sealed("room", "lobby", b"plain")
+        assert json.loads(wire) == env and PublicKey(me.user_key.public_key).verify(
+            _canonical(env), base64.b64decode(env["sig"])
+        )
+    finally:
+        c.history.close()
+
+
+async def test_chat_on_nodes_with_client_tls(store, supervised):
+    """Every node of the cluster takes clients over TLS only (alice's also verifies their certificates):
+    the terminal client and the library reach them with the store's CA, and DMs, groups and rooms flow."""
+    from dchat_ops.config import pki, tls
+    from dchat_ops.runtime.process import http_json
+
+    admin.edit_account(store, "chat", jetstream={"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1})
+    chain(store, list(USERS), jetstream=True, start=False)
+    pki.init_ca(store)
+    for u in USERS:
+        tls.enable(store, u, ["client"], client_verify=u == "alice")
+    sups = [supervised(u) for u in USERS]
+    assert wait_jetstream_leader(sups[0])
+    c = await online(store, "bob", "carol")
+    alice = await Term.open(store, "alice")  # the terminal client, over TLS with a client certificate
+    try:
+        await alice.type("/dm bob hello over tls")
+        await alice.expect("[dm:bob] alice: hello over tls")
+        m = await c["bob"].next_message(20)
+        assert (m.sender, m.body) == ("alice", "hello over tls")
+        await c["bob"].send_dm("alice", "and back")
+        await alice.expect("[dm:bob] bob: and back")  # she wrote first: bob is her friend
+        await alice.type("/mkgroup tls bob carol")
+        await alice.expect("created group tls: alice, bob, carol")
+        await alice.type("/group tls to both")
+        for u in ("bob", "carol"):
+            assert (await c[u].next_message(20)).body == "to both"
+        await alice.type("/join lobby")
+        await alice.expect("joined room lobby")
+        await c["carol"].send_room("lobby", "room over tls")
+        await alice.expect("[room:lobby] carol: room over tls")
+        for sup in sups:  # each node has its user's client, and none without TLS
+            _, connz = http_json(sup.monitor_url + "/connz")
+            assert connz["connections"] and all(x.get("tls_version") for x in connz["connections"])
+        assert await alice.quit() == 0
+    finally:
+        await alice.quit()
+        await close(c)
+
+
+def _doc_block(heading: str, nth: int = 0) -> str:
+    """The ``nth`` sh block under ``heading`` in docs/runtime.md, as written."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "runtime.md").read_text()
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)[nth]
+
+
+def _run_as_pasted(store, block: str) -> str:
+    """A doc block run by bash as a person pastes it, ``dchat-ops`` working on the test's store."""
+    import shlex
+    import subprocess
+
+    prelude = f'dchat-ops() {{ {shlex.quote(_exe())} --home {shlex.quote(str(store.home))} "$@"; }}\nset -e\n'
+    p = subprocess.run(["bash", "-c", prelude + block], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+async def test_runtime_md_commands_work_as_written(chat_net):
+    c = await online(chat_net, "alice", "bob")
+    try:
+        # the terminal client's piped script
+        out = await asyncio.to_thread(_run_as_pasted, chat_net, _doc_block("## The terminal client", 1))
+        assert "bob is a friend" in out and "dm:bob -> bob: hello" in out
+        assert (await c["bob"].next_message(10)).body == "hello"
+        # a second user on bob's node
+        out = await asyncio.to_thread(_run_as_pasted, chat_net, _doc_block("## A second user on a node"))
+        assert "connected as dave to node bob" in out and "joined room lobby" in out
+        assert "subscribe: allow ['_INBOX.>', 'room.lobby']" in out
+        m = await c["alice"].next_message(10)
+        assert (m.sender, m.body, m.request) == ("dave", "hi alice, dave here", True)
+    finally:
+        await close(c)

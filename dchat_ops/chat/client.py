@@ -15,7 +15,8 @@ senders and replays (a message id seen before).
 
 Mail (direct and group messages) goes to a JetStream stream, so a recipient who is offline gets
 it when they come back, once, in order, through their own durable consumer. Rooms are plain
-subjects (signed, not sealed: a room is public), joined with allow-sub on the user's node.
+subjects (signed, not sealed: a room is public), joined with allow-sub on the node the client is on
+and in the user's own permissions (see ChatClient.allow_room).
 History is kept per user in SQLite. See docs/runtime.md.
 """
 
@@ -27,7 +28,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dchat_ops._fs import atomic_write, ensure_dir
-from dchat_ops.config.node import inbox_prefix
+from dchat_ops.config.node import inbox_prefix, read_nodes
 from dchat_ops.config.nodes import CHAT_IMPORTS
 from dchat_ops.errors import ChatError, DchatOpsError, JWTError
 from dchat_ops.nsc.creds import parse_creds
@@ -118,6 +118,23 @@ def _canonical(env: dict) -> bytes:
     return json.dumps({k: v for k, v in env.items() if k != "sig"}, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _with_body(header: bytes, body: str) -> bytes:
+    """``_canonical`` of an envelope from that of its header (every field but body and signature) and
+    its base64 body (which JSON writes as it is): ``"body"`` sorts before every header field, so it goes first."""
+    return b'{"body":"' + body.encode() + b'",' + header[1:]  # base64 needs no escaping in JSON
+
+
+def _header_of(env: dict, signed: Optional[bytes] = None) -> bytes:
+    """``_canonical`` of an envelope without its body: the associated data of its seal. Cut from
+    ``signed`` (the envelope's ``_canonical``) when that begins with the body, else made anew."""
+    body = env.get("body")
+    if signed is not None and isinstance(body, str):
+        head = b'{"body":' + json.dumps(body).encode() + b","
+        if signed.startswith(head):
+            return b"{" + signed[len(head) :]
+    return _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
+
+
 # --- identity -------------------------------------------------------------------------------------------
 
 
@@ -134,6 +151,13 @@ class ChatIdentity:
     account_jwt: str
     home: Path
     account: str = ""
+    node: str = ""  # the node whose own user this is; "" for another user of the account
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Where replies to this user go: a node's own user has ``_INBOX_<node>`` (all its JWT allows,
+        imported by its node); any other user the usual ``_INBOX``, which every node imports."""
+        return inbox_prefix(self.node) if self.node else "_INBOX"
 
     @classmethod
     def load(cls, store: Store, user: str, account: Optional[str] = None) -> ChatIdentity:
@@ -165,6 +189,7 @@ class ChatIdentity:
             curve = KeyPair.generate("curve")
             store.save_key(curve)
             atomic_write(ident_file, json.dumps({"user": user, "curve_key": curve.public_key}) + "\n")
+        own = sorted(n.id for n in read_nodes(store).values() if n.user == user and n.account == account)
         return cls(
             user,
             creds_path,
@@ -175,6 +200,7 @@ class ChatIdentity:
             store.account(account).token,
             folder,
             account,
+            own[0] if own else "",
         )
 
     def directory_entry(self) -> dict:
@@ -222,6 +248,7 @@ class History:
         finally:
             os.umask(old)
         self.db: Optional[sqlite3.Connection] = db
+        self._sent: list[tuple] = []
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("""CREATE TABLE IF NOT EXISTS messages (
             id TEXT PRIMARY KEY, ts INTEGER, direction TEXT, kind TEXT, peer TEXT, conversation TEXT,
@@ -241,6 +268,7 @@ class History:
         return self.db
 
     def seen(self, msg_id: str) -> bool:
+        self._write_sent()
         return self._open_db().execute("SELECT 1 FROM messages WHERE id=?", (msg_id,)).fetchone() is not None
 
     def add(
@@ -260,15 +288,28 @@ class History:
         )
         return cur.rowcount == 1
 
+    def add_sent(
+        self, msg_id: str, ts: int, kind: str, peer: str, conversation: str, body: str, status: str = "verified"
+    ) -> None:
+        """A message this user sent: written with the next batch (any read or commit writes it first)."""
+        self._sent.append((msg_id, ts, "out", kind, peer, conversation, body, status, int(time.time() * 1000)))
+
+    def _write_sent(self) -> None:
+        if self._sent:
+            rows, self._sent = self._sent, []
+            self._open_db().executemany("INSERT OR IGNORE INTO messages VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
     def reject(self, reason: str, detail: str) -> None:
         self._open_db().execute("INSERT INTO rejected VALUES (?,?,?)", (int(time.time() * 1000), reason, detail))
 
     def commit(self) -> None:
         if self.db is not None:
+            self._write_sent()
             self.db.commit()
 
     def messages(self, conversation: Optional[str] = None, limit: int = 50, skip: int = 0) -> list[dict]:
         """The newest ``limit`` messages (of a conversation) after skipping the ``skip`` newest, oldest first."""
+        self._write_sent()
         q = "SELECT id, ts, direction, kind, peer, conversation, body, status FROM messages"
         args: tuple = ()
         if conversation:
@@ -312,6 +353,7 @@ class History:
 
     def close(self) -> None:
         if self.db is not None:
+            self._write_sent()
             self.db.commit()
             self.db.close()
             self.db = None
@@ -358,7 +400,9 @@ STORE_ATTEMPT_S = 2.0
 DEDUP_WINDOW_S = 120.0
 CLUSTER_SIZE_WAIT_S = 3.0
 ROOM_CONFIRM_S = 10.0
-MAIL_BATCH = 500  # messages asked for per pull from the mailbox (one history commit, then their acks)
+MAIL_BATCH = 500  # messages asked for per pull from the mailbox
+ACK_SWEEP_S = 0.1  # how often acknowledgements past their deadline are given up on
+MAIL_PULL_S = 1.0  # how long a pull request waits for messages before it is asked again
 
 
 def _jsz_cluster_size(monitor_url: str) -> int:
@@ -410,9 +454,11 @@ class ChatClient:
         """
         self.me = identity
         self.monitor_url: Optional[str] = None
+        self.node_id = identity.node  # the node this client is on, when known
         if isinstance(url, NodeTarget):
             connect_kw = {**url.connect_kw(), **connect_kw}
             self.monitor_url = url.monitor_url
+            self.node_id = url.node_id
             url = url.url
         self.url = url
         self.replicas = replicas
@@ -435,7 +481,6 @@ class ChatClient:
         self._rooms_client: Optional[ManagedClient] = None
         self._pair_keys: dict[str, bytes] = {}
         self._aeads: dict[bytes, ChaCha20Poly1305] = {}
-        self._pull: Optional[JetStreamContext.PullSubscription] = None
         self._loop_task: Optional[asyncio.Task] = None
         self._watch_task: Optional[asyncio.Task] = None
         self._background: set[asyncio.Future] = set()
@@ -445,6 +490,10 @@ class ChatClient:
         self._ack_all = True  # the mailbox acknowledges a batch with its last message
         self._closing = False
         self._commit_pending = False
+        self._ack_prefix: Optional[str] = None  # the subscription JetStream acknowledges mail on
+        self._acks: dict[str, tuple[asyncio.Future, float]] = {}  # token: its waiter, its deadline
+        self._ack_count = 0
+        self._ack_sweeper: Optional[asyncio.Future] = None
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
 
     @classmethod
@@ -460,7 +509,7 @@ class ChatClient:
             self.url,
             self.me.creds_path,
             errors=self.errors,
-            inbox_prefix=inbox_prefix(self.me.name),
+            inbox_prefix=self.me.inbox_prefix,
             name=f"dchat-{self.me.name}",
             **self.connect_kw,
         )
@@ -503,17 +552,19 @@ class ChatClient:
         if self._rooms_client is not None:
             await self._rooms_client.close()
         self._closing = True
+        if self._ack_sweeper is not None:
+            self._ack_sweeper.cancel()
         if self._watch_task is not None:
             self._watch_task.cancel()
             await asyncio.wait({self._watch_task}, timeout=3)
         if self._loop_task:
-            # a flag as well as cancel(): on Python 3.11 a cancel that lands as a fetch times out can be
+            # a flag as well as cancel(): on Python 3.11 a cancel that lands as a wait times out can be
             # swallowed inside asyncio.wait_for, and the loop would go on
             self._loop_task.cancel()
             await asyncio.wait({self._loop_task}, timeout=3)
         if self.nc is not None and not self.nc.is_closed:
             # close, not drain: every delivered message is acked already, and draining a pull
-            # subscription would wait out its pending fetch
+            # request would wait for it to expire
             try:
                 await self.nc.close()
             except (OSError, asyncio.TimeoutError):  # the node went away meanwhile: nothing left to close
@@ -635,52 +686,35 @@ class ChatClient:
                     cfg.ack_policy = AckPolicy.EXPLICIT
                     await self.js.add_consumer(MAIL_STREAM, cfg)
                 self._mailbox_filters = set(filters)
-            if self._pull is None:
-                self._pull = await self.js.pull_subscribe_bind(durable=durable, stream=MAIL_STREAM)
         for g in added:
             await self._catch_up(g)
 
     async def _catch_up(self, group: str) -> None:
-        """Read a group's messages from where this user was added, once (an ephemeral consumer)."""
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        """Read a group's messages from where this user was added, once: each the next of the group's
+        subject from the stream's leader (a replica still catching up, as on a node just back, could
+        have fewer)."""
+        from nats.js.errors import NotFoundError
 
         g = self.groups.get(group)
-        if g is None or not g.since:
+        js = self.js
+        if g is None or not g.since or js is None:
             return
-        assert self.js is not None, "start() first"
-        cfg = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=g.since,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=30,
-            mem_storage=True,
-            num_replicas=1,
-        )
-        try:
-            sub = await self.js.pull_subscribe(group_subject(group), stream=MAIL_STREAM, config=cfg)
-        except Exception as exc:
-            self.errors.append(f"group {group}: cannot read what came before: {exc}")
-            return
-        try:
+        subject, seq = group_subject(group), g.since
+        while not self._closing:
             try:
-                nothing = (await sub.consumer_info()).num_pending == 0
-            except Exception:  # ask by fetching
-                nothing = False
-            while not nothing:
-                try:
-                    msgs = await sub.fetch(100, timeout=1)
-                except (NatsTimeout, asyncio.TimeoutError):
-                    break
-                for m in msgs:
-                    await self._receive(m.data, catch_up=True)
-                if not msgs or msgs[-1].metadata.num_pending == 0:
-                    break
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # the consumer goes away by itself after its inactive threshold
-                pass
+                m = await self._retrying(
+                    lambda seq=seq: js.get_msg(MAIL_STREAM, seq=seq, subject=subject, next=True)  # type: ignore[misc]
+                )
+            except NotFoundError:  # nothing more
+                return
+            except Exception as exc:
+                self.errors.append(f"group {group}: cannot read what came before: {exc}")
+                return
+            if m.data:
+                await self._receive(m.data, catch_up=True)
+            if not m.seq:
+                return
+            seq = m.seq + 1
 
     async def _follow_groups(self) -> None:
         """Apply every change of the groups bucket as it happens."""
@@ -796,9 +830,19 @@ class ChatClient:
         return key
 
     def _envelope(self, kind: str, to: str, body: bytes, *, key: Optional[bytes] = None, version: int = 0) -> dict:
-        env = {
+        return self._sealed(kind, to, body, key=key, version=version)[0]
+
+    def _sealed(
+        self, kind: str, to: str, body: bytes, *, key: Optional[bytes] = None, version: int = 0
+    ) -> tuple[dict, bytes]:
+        """An envelope and its bytes on the wire: sealed with ``key`` (if given) and signed.
+
+        The canonical form is made once: the seal's associated data is the header's canonical form,
+        and the signed bytes are the same with ``"body"`` put first (it sorts before every header
+        field). The wire form is the signed bytes with the signature added."""
+        env: dict[str, Any] = {
             "v": 1,
-            "id": uuid.uuid4().hex,
+            "id": os.urandom(16).hex(),
             "ts": int(time.time() * 1000),
             "from": self.me.name,
             "from_key": self.me.user_key.public_key,
@@ -809,13 +853,15 @@ class ChatClient:
             nonce = os.urandom(12)
             if version:
                 env["key_version"] = version
-            aad = _canonical({**env, "nonce": _b64(nonce)})
             env["nonce"] = _b64(nonce)
+            aad = _canonical(env)
             env["body"] = _b64(self._aead(key).encrypt(nonce, body, aad))
+            signed = _with_body(aad, env["body"])
         else:
             env["body"] = _b64(body)
-        env["sig"] = _b64(self.me.user_key.sign(_canonical(env)))
-        return env
+            signed = _canonical(env)
+        env["sig"] = sig = _b64(self.me.user_key.sign(signed))
+        return env, signed[:-1] + b',"sig":"' + sig.encode() + b'"}'
 
     def _aead(self, key: bytes) -> ChaCha20Poly1305:
         aead = self._aeads.get(key)
@@ -823,31 +869,26 @@ class ChatClient:
             aead = self._aeads[key] = ChaCha20Poly1305(key)
         return aead
 
-    def _open(self, env: dict, key: bytes) -> bytes:
-        aad = _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
-        return self._aead(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), aad)
+    def _open(self, env: dict, key: bytes, signed: Optional[bytes] = None) -> bytes:
+        """The sealed body of ``env``; ``signed``: its canonical form (without the signature), if made already."""
+        return self._aead(key).decrypt(_unb64(env["nonce"]), _unb64(env["body"]), _header_of(env, signed))
 
     # sending -----------------------------------------------------------------------------------------
-    async def _store(self, subject: str, env: dict) -> int:
-        """Publish an envelope to mail and wait until JetStream confirms it stored; retried (same
-        message id, so stored once) until ``store_timeout``; :class:`ChatError` when not confirmed.
-        Returns the stream sequence."""
+    async def _store(self, subject: str, env: dict, data: bytes) -> int:
+        """Publish an envelope (``data``, its wire form) to mail and wait until JetStream confirms it
+        stored; retried (same message id, so stored once) until ``store_timeout``; :class:`ChatError`
+        when not confirmed. Returns the stream sequence."""
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import APIError, NoStreamResponseError
+        from nats.js.errors import APIError
 
-        assert self.js is not None, "start() first"
-        data = json.dumps(env).encode()
         deadline = time.monotonic() + self.store_timeout
         last = ""
         while True:
             left = deadline - time.monotonic()
             try:
-                ack = await self.js.publish(
-                    subject, data, timeout=max(0.2, min(STORE_ATTEMPT_S, left)), headers={"Nats-Msg-Id": env["id"]}
-                )
-                return ack.seq
-            except (NatsTimeout, asyncio.TimeoutError, NoRespondersError, NoStreamResponseError, APIError) as exc:
+                return await self._publish_acked(subject, data, env["id"], max(0.2, min(STORE_ATTEMPT_S, left)))
+            except (NatsTimeout, NoRespondersError, APIError) as exc:
                 last = str(exc) or type(exc).__name__
             if deadline - time.monotonic() <= 0.25:
                 raise ChatError(
@@ -856,13 +897,67 @@ class ChatClient:
                 )
             await asyncio.sleep(0.25)
 
+    async def _publish_acked(self, subject: str, data: bytes, msg_id: str, timeout: float) -> int:
+        """One publish to JetStream (``Nats-Msg-Id``: ``msg_id``) and its acknowledgement; the stream sequence.
+
+        Acknowledgements come to one subscription of this client (``<inbox>.<n>``); one sweeper gives up
+        on those past their deadline: many messages may await theirs at once without a task, a request
+        or a timer each."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import APIError
+
+        nc = self.nc
+        assert nc is not None, "start() first"
+        if self._ack_prefix is None:
+            prefix = nc.new_inbox() + "."
+            await nc.subscribe(prefix + "*", cb=self._on_ack)
+            self._ack_prefix = prefix
+        self._ack_count += 1
+        token = str(self._ack_count)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._acks[token] = (fut, time.monotonic() + timeout)
+        if self._ack_sweeper is None or self._ack_sweeper.done():
+            self._ack_sweeper = asyncio.ensure_future(self._sweep_acks())
+        try:
+            await nc.publish(subject, data, reply=self._ack_prefix + token, headers={"Nats-Msg-Id": msg_id})
+            msg = await fut
+        finally:
+            self._acks.pop(token, None)
+        if msg is None:
+            raise NatsTimeout
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise NoRespondersError
+        try:
+            resp = json.loads(msg.data)
+            if "error" in resp:
+                raise APIError.from_error(resp["error"])
+            return int(resp["seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise APIError(description=f"unexpected acknowledgement: {exc}") from None
+
+    async def _on_ack(self, msg) -> None:
+        assert self._ack_prefix is not None
+        waiting = self._acks.get(msg.subject[len(self._ack_prefix) :])
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(msg)
+
+    async def _sweep_acks(self) -> None:
+        """Acknowledgements not come by their deadline: their waiters get None (one timer for all)."""
+        while self._acks:
+            await asyncio.sleep(ACK_SWEEP_S)
+            now = time.monotonic()
+            for fut, deadline in list(self._acks.values()):
+                if deadline <= now and not fut.done():
+                    fut.set_result(None)
+
     async def send_dm(self, to: str, text: str) -> str:
         """Seal and send; someone not yet a friend is looked up in the directory (verified) and added."""
         if to not in self.friends:
             await self.add_friend(to)
-        env = self._envelope("dm", to, text.encode(), key=self._pair_key(to))
-        await self._store(mail_subject(to), env)
-        self.history.add(env["id"], env["ts"], "out", "dm", to, f"dm:{to}", text)
+        env, data = self._sealed("dm", to, text.encode(), key=self._pair_key(to))
+        await self._store(mail_subject(to), env, data)
+        self.history.add_sent(env["id"], env["ts"], "dm", to, f"dm:{to}", text)
         self._commit_soon()
         return env["id"]
 
@@ -899,8 +994,8 @@ class ChatClient:
             self.groups.pop(group, None)
             await self._retrying(self._bind_mailbox)
             return f"deleted group {group} (you owned it)"
-        env = self._envelope("group-leave", group, group.encode(), key=self._pair_key(g.owner))
-        await self._store(mail_subject(g.owner), env)
+        env, data = self._sealed("group-leave", group, group.encode(), key=self._pair_key(g.owner))
+        await self._store(mail_subject(g.owner), env, data)
         self.history.leave(group, g.version)
         self.groups.pop(group, None)
         await self._retrying(self._bind_mailbox)
@@ -1004,9 +1099,9 @@ class ChatClient:
         g = self.groups.get(group) or await self._refresh_group(group)
         if g is None:
             raise ChatError(f"not a member of group {group}")
-        env = self._envelope("group", group, text.encode(), key=g.keys[g.version], version=g.version)
-        await self._store(group_subject(group), env)
-        self.history.add(env["id"], env["ts"], "out", "group", group, f"group:{group}", text)
+        env, data = self._sealed("group", group, text.encode(), key=g.keys[g.version], version=g.version)
+        await self._store(group_subject(group), env, data)
+        self.history.add_sent(env["id"], env["ts"], "group", group, f"group:{group}", text)
         self._commit_soon()
         return env["id"]
 
@@ -1018,7 +1113,7 @@ class ChatClient:
 
     # rooms -------------------------------------------------------------------------------------------
     async def join_room(self, room: str, store: Optional[Store] = None) -> None:
-        """Subscribe to a public room; with ``store``, first allow it on this user's node (allow-sub).
+        """Subscribe to a public room; with ``store``, first allow it where it must be (see :meth:`allow_room`).
 
         Rooms live on a connection that follows the creds file, so the subscription comes alive as
         soon as the re-issued creds allow it; mail and KV stay on the main connection, undisturbed.
@@ -1031,13 +1126,13 @@ class ChatClient:
             self._rooms_client = await ManagedClient(
                 self.url,
                 self.me.creds_path,
-                inbox_prefix=inbox_prefix(self.me.name),
+                inbox_prefix=self.me.inbox_prefix,
                 name=f"dchat-{self.me.name}-rooms",
                 **self.connect_kw,
             ).start()
         rc = self._rooms_client
         if store is not None:
-            await asyncio.to_thread(apply_node_edit, store, self.me.name, "allow-sub", subject)
+            await asyncio.to_thread(self.allow_room, store, room)
             await self._rooms_on_current_creds()
         seen = len(rc.errors)
         ms = await rc.subscribe(subject, cb=self._on_room)
@@ -1046,11 +1141,64 @@ class ChatClient:
         refused = [e for e in rc.errors[seen:] if "permissions violation" in e.lower() and f'"{subject}"' in e]
         if refused:
             await ms.unsubscribe()
-            raise ChatError(
-                f"{self.me.name} may not subscribe to {subject} on {self.url}: "
-                f"allow it on the user's node ('dchat-ops allow-sub {subject} --node NODE')"
-            )
+            raise ChatError(f"{self.me.name} may not subscribe to {subject} on {self.url}: {self._room_fix(subject)}")
         self.rooms[room] = ms
+
+    def _room_fix(self, subject: str) -> str:
+        """The commands that let this user hear ``subject`` on the node the client is on."""
+        node = self.node_id or "NODE"
+        cmds = [f"dchat-ops allow-sub {subject} --node {node}"]
+        if self.me.node and self.me.node != node:
+            cmds.append(f"dchat-ops allow-sub {subject} --node {self.me.node}")
+        elif not self.me.node:
+            cmds.append(f"dchat-ops allow-sub {subject} --user {self.me.name} -a {self.me.account or 'ACCOUNT'}")
+        return "run " + ", then ".join(f"'{c}'" for c in cmds)
+
+    def allow_room(self, store: Store, room: str) -> list[str]:
+        """Let this user hear ``room`` on the node the client is on; what was changed, as lines.
+
+        Two things decide it (docs/permissions.md): the node's subscribe policy, which is the list of
+        subjects it lets in over its routes, and the user's JWT. So the node the client is on allows
+        the room (live). The user's own permission goes with the user, to any node: a node's own user
+        gets it in its node's policy (its JWT); another user of the account in its JWT, when that
+        lists what it may subscribe to (a JWT without a list allows every subject already). A room
+        the user's JWT denies stays denied. Runs blocking (call it in a thread from async code)."""
+        from dchat_ops.permissions.apply import apply_user_edit
+        from dchat_ops.subjects import covering
+
+        subject = room_subject(room)
+        node = self.node_id
+        if not node:
+            raise ChatError(f"which node is {self.url}? join rooms from a client made with ChatClient.on_node")
+        edits: list[tuple[str, Callable[[], Any]]] = [
+            (f"node {node}", lambda: apply_node_edit(store, node, "allow-sub", subject))
+        ]
+        if self.me.node and self.me.node != node:
+            own = self.me.node
+            edits.append((f"node {own}", lambda: apply_node_edit(store, own, "allow-sub", subject)))
+        elif not self.me.node:
+            perms = store.user(self.me.account, self.me.name).claims.permissions.sub
+            denied = next((d for d in perms.deny if covering([d], subject) or d == subject), None)
+            if denied:
+                raise ChatError(
+                    f"{self.me.name}'s permissions deny {subject} ({denied}): "
+                    f"'dchat-ops rm-sub {denied} --user {self.me.name} -a {self.me.account}' lifts that"
+                )
+            if perms.allow and not covering(perms.allow, subject) and subject not in perms.allow:
+                edits.append(
+                    (
+                        f"user {self.me.name}",
+                        lambda: apply_user_edit(store, self.me.account, self.me.name, "allow-sub", subject),
+                    )
+                )
+        done = []
+        for what, edit in edits:
+            try:
+                r = edit()
+            except DchatOpsError as exc:
+                raise ChatError(f"could not allow {subject} on {what}: {exc}; {self._room_fix(subject)}") from None
+            done.append(f"{what}: {r.outcome}")
+        return done
 
     async def _rooms_on_current_creds(self, timeout: float = ROOM_CONFIRM_S) -> None:
         """Wait until the rooms connection runs on the creds file as it is now (re-issued by allow-sub)."""
@@ -1074,42 +1222,78 @@ class ChatClient:
             await sub.unsubscribe()
 
     async def send_room(self, room: str, text: str) -> str:
-        env = self._envelope("room", room, text.encode())
+        env, data = self._sealed("room", room, text.encode())
         assert self.nc is not None, "start() first"
-        await self.nc.publish(room_subject(room), json.dumps(env).encode())
+        await self.nc.publish(room_subject(room), data)
         return env["id"]
 
     async def _on_room(self, msg) -> None:
         await self._receive(msg.data, room=True, commit=False)
-        self.history.commit()  # a rejection too
+        self._commit_soon()  # a rejection too; in batches, as outgoing messages (a room has no acks to wait on)
 
     # receiving ---------------------------------------------------------------------------------------
     async def _mail_loop(self) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
+        """Read the mailbox: pull requests for up to MAIL_BATCH messages, answered to an inbox of this
+        client; what has come is handled a batch at a time (one history commit, then one ack)."""
+        nc = self.nc
+        assert nc is not None and self._mailbox_filters is not None, "the mailbox is bound before the loop starts"
+        inbox = nc.new_inbox()
+        came: list = []
+        wake = asyncio.Event()
 
-        assert self._pull is not None, "the mailbox is bound before the loop starts"
-        while not self._closing:
-            try:
-                msgs = await self._pull.fetch(MAIL_BATCH, timeout=1)
-            except (NatsTimeout, asyncio.TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._closing:
-                    break
-                self.errors.append(f"mailbox: {exc}")
-                await asyncio.sleep(0.2)
-                continue
-            # one commit per batch, before its acks: what is acknowledged is in the history
-            for m in msgs:
-                await self._receive(m.data, commit=False)
-            self.history.commit()
-            if self._ack_all and msgs:  # the last one acknowledges the batch
-                await msgs[-1].ack()
-            else:
+        async def on_delivery(msg) -> None:
+            came.append(msg)
+            wake.set()
+
+        sub = await nc.subscribe(inbox, cb=on_delivery)
+        next_api = f"$JS.API.CONSUMER.MSG.NEXT.{MAIL_STREAM}.mbox-{_tok(self.me.name)}"
+        ask = json.dumps({"batch": MAIL_BATCH, "expires": int(MAIL_PULL_S * 1e9)}).encode()
+        left = 0  # what the open pull requests may still deliver
+        ends = 0.0  # when it expires
+        try:
+            while not self._closing:
+                # the next request goes out while half of one is still to come: deliveries do not pause
+                if left <= MAIL_BATCH // 2 or time.monotonic() > ends:
+                    try:
+                        await nc.publish(next_api, ask, reply=inbox)
+                    except Exception as exc:  # the connection is closing or reconnecting
+                        if self._closing:
+                            break
+                        self.errors.append(f"mailbox: {exc}")
+                        await asyncio.sleep(0.2)
+                        continue
+                    left, ends = max(left, 0) + MAIL_BATCH, time.monotonic() + MAIL_PULL_S + 0.5
+                if not came:
+                    try:
+                        await asyncio.wait_for(wake.wait(), MAIL_PULL_S + 0.5)
+                    except asyncio.TimeoutError:
+                        continue
+                wake.clear()
+                batch = came[:]
+                del came[:]
+                msgs = []
+                for m in batch:
+                    status = m.headers.get("Status") if m.headers else None
+                    if status is None:
+                        msgs.append(m)
+                    elif status != "100":  # the request ended (no messages, expired, ...); not a heartbeat
+                        left = 0
+                left -= len(msgs)
+                # one commit per batch, before its acks: what is acknowledged is in the history
                 for m in msgs:
-                    await m.ack()
+                    await self._receive(m.data, commit=False)
+                self.history.commit()
+                if self._ack_all and msgs:  # the last one acknowledges the batch
+                    await msgs[-1].ack()
+                else:
+                    for m in msgs:
+                        await m.ack()
+        finally:
+            if not nc.is_closed:
+                try:
+                    await sub.unsubscribe()
+                except Exception:  # closing meanwhile
+                    pass
 
     async def _receive(
         self, data: bytes, room: bool = False, catch_up: bool = False, commit: bool = True
@@ -1160,8 +1344,9 @@ class ChatClient:
             except ChatError:
                 self._reject("unknown sender", sender)
                 return None
+        signed = _canonical(env)
         if env.get("from_key") != peer["user_key"] or not PublicKey(peer["user_key"]).verify(
-            _canonical(env), _unb64(env.get("sig", ""))
+            signed, _unb64(env.get("sig", ""))
         ):
             self._reject("bad signature", f"{sender} {msg_id}")
             return None
@@ -1174,7 +1359,7 @@ class ChatClient:
             return None
         try:
             if kind == "dm":
-                body = self._open(env, self._pair_key(sender)).decode()
+                body = self._open(env, self._pair_key(sender), signed).decode()
                 conv = f"dm:{sender}"
             elif kind == "group":
                 group = env["to"]
@@ -1188,13 +1373,13 @@ class ChatClient:
                 if sender not in g.members:
                     self._reject("not a member", f"{sender} in {group}")
                     return None
-                body = self._open(env, g.keys[env["key_version"]]).decode()
+                body = self._open(env, g.keys[env["key_version"]], signed).decode()
                 conv = f"group:{group}"
             elif kind == "room":
                 body = _unb64(env["body"]).decode()
                 conv = f"room:{env['to']}"
             elif kind == "group-leave":
-                self._open(env, self._pair_key(sender))
+                self._open(env, self._pair_key(sender), signed)
                 group = env["to"]
                 g = self.groups.get(group)
                 if g is not None and g.owner == self.me.name and sender in g.members:
