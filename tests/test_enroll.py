@@ -735,6 +735,10 @@ def test_a_devices_users_read_replies_on_their_own_inbox_only(tmp_path, store, r
         assert "_INBOX.>" not in allow and f"{own}.>" in allow, (name, allow)
         # and the one way to connect uses that prefix for these creds, without being told
         assert own_inbox(creds_of(dev, name, acc), None) == own
+    # the chat client of the device's user (not its node's own) reads its replies there too
+    from dchat_ops.chat.client import ChatIdentity
+
+    assert ChatIdentity.load(dev, "phone").inbox_prefix == own
     assert inbox_prefix_of(["chat.>", "_INBOX.>", "_INBOX_x.>"]) == ""
     assert inbox_prefix_of(["_INBOX_a.>", "_INBOX_b.>"]) == ""
 

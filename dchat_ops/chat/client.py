@@ -155,9 +155,16 @@ class ChatIdentity:
 
     @property
     def inbox_prefix(self) -> str:
-        """Where replies to this user go: a node's own user has ``_INBOX_<node>`` (all its JWT allows,
-        imported by its node); any other user the usual ``_INBOX``, which every node imports."""
-        return inbox_prefix(self.node) if self.node else "_INBOX"
+        """Where replies to this user go: the one inbox prefix its JWT allows when it allows replies on one
+        only (a node's own user: ``_INBOX_<node>``, imported by its node; an enrolled device's user: its
+        node's), else the usual ``_INBOX``, which every node imports."""
+        from dchat_ops.nsc.claims import UserClaims
+        from dchat_ops.nsc.jwt import decode_unverified
+        from dchat_ops.subjects import inbox_prefix_of
+
+        claims = decode_unverified(self.user_jwt)
+        own = inbox_prefix_of(claims.permissions.sub.allow) if isinstance(claims, UserClaims) else ""
+        return own or (inbox_prefix(self.node) if self.node else "_INBOX")
 
     @classmethod
     def load(cls, store: Store, user: str, account: Optional[str] = None) -> ChatIdentity:
