@@ -22,8 +22,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import shutil
-import subprocess
 from typing import Optional
 
 from dchat_ops.errors import SEED_PATTERN, ConfigError
@@ -193,6 +191,9 @@ def url(scheme: str, host: str, port: int) -> str:
 
 def local_addresses() -> list[tuple[str, str]]:
     """(interface, IPv4 address) pairs of this machine."""
+    import shutil  # (here: most commands never look for the machine's addresses)
+    import subprocess
+
     ip = shutil.which("ip")
     if ip:
         try:

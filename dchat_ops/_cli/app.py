@@ -127,6 +127,27 @@ class LazyGroup(click.Group):
                 formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
 
 
+class SubGroup(click.Group):
+    """A command group some of whose subcommands live in another command module, imported when one of
+    them is used or the group's help lists them.  ``lazy`` maps a name to ``"module"`` (a module that
+    registers its commands on this group) or ``"module:attribute"`` (a command the group adds)."""
+
+    def __init__(self, *args, lazy: Optional[dict[str, str]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            loaded = importlib.import_module(f"dchat_ops._cli.{module}")
+            if attribute:
+                self.add_command(getattr(loaded, attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+
 class Ctx:
     def __init__(self, home: Optional[str], operator: Optional[str] = None):
         self.home = home

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dchat_ops._cli import claims as _claims
-from dchat_ops._cli.app import SIZE, Ctx, _split, _times, cli, parsed, pass_ctx
+from dchat_ops._cli import account_options as _claims
+from dchat_ops._cli.app import SIZE, Ctx, SubGroup, _split, _times, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import format_time, parse_duration, parse_expiry
@@ -59,12 +59,12 @@ def init(c: Ctx, operator, account, user, strict, as_json):
 # --- add -------------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(cls=SubGroup, lazy={"export": "exports", "import": "exports", "mapping": "claims:add_mapping"})
 def add():
     """Add an account, a user, an export, an import or a subject mapping."""
 
 
-@cli.group()
+@cli.group(cls=SubGroup, lazy={"export": "exports", "import": "exports", "mapping": "claims:rm_mapping"})
 def rm():
     """Remove an account, a user (its JWTs and creds, revoked; seeds stay in the keystore), an export or an import."""
 
@@ -216,7 +216,7 @@ def add_user(c: Ctx, name, account, role, signing_key, force, as_json, **kw):
 # --- edit --------------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(cls=SubGroup, lazy={"role": "claims:edit_role"})
 def edit():
     """Change an operator, account, role template or user (and re-sign it)."""
 
@@ -673,7 +673,7 @@ def recover(c: Ctx, as_json):
 # --- generate ----------------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(cls=SubGroup, lazy={"activation": "exports"})
 def generate():
     """Generate creds files, server configs and activation tokens."""
 
@@ -799,12 +799,3 @@ def generate_config(
     else:
         render.semantic_check(cfg)
         click.echo(render.render(cfg), nl=False)
-
-
-# the export, import and activation subcommands of add, rm and generate (and revoke)
-from dchat_ops._cli import exports as _exports  # noqa: E402,F401
-
-# commands of the account claims module, in this module's groups
-add.add_command(_claims.add_mapping)
-rm.add_command(_claims.rm_mapping)
-edit.add_command(_claims.edit_role)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import click
 
-from dchat_ops._cli.app import Ctx, cli, parsed, pass_ctx
+from dchat_ops._cli.app import Ctx, SubGroup, cli, parsed, pass_ctx
 from dchat_ops._cli.output import emit, json_option, note
 from dchat_ops._fs import atomic_write
 from dchat_ops._time import format_time, parse_expiry
@@ -182,7 +182,7 @@ def import_(
     emit(as_json, {**plan.to_dict(), "dry_run": dry_run}, human)
 
 
-@cli.group(invoke_without_command=True)
+@cli.group(cls=SubGroup, lazy={"activation": "exports"}, invoke_without_command=True)
 @click.option("--all-users", is_flag=True, help="Revoke every user of the account issued until now (or --at).")
 @click.option("--account", "-a")
 @click.option("--at", help="Revoke JWTs issued at or before this time (default: now).")
@@ -391,7 +391,3 @@ def pull_cmd(c: Ctx, update, as_json):
     if report.refused:
         note(f"error: refused JWTs from: {', '.join(sorted({r['server'] for r in report.refused}))}")
     return 0 if report.ok and not report.refused else 1
-
-
-# revoke activation (with the other export and import subcommands)
-from dchat_ops._cli import exports as _exports  # noqa: E402,F401

@@ -39,7 +39,6 @@ from dchat_ops.nsc.claims import (
     UserPermissionLimits,
 )
 from dchat_ops.nsc.creds import parse_creds
-from dchat_ops.nsc.exports import exchange_problems
 from dchat_ops.nsc.jwt import Clock, compute_jti, decode, decode_unverified, verify_chain
 from dchat_ops.nsc.limits import Problem, account_problems, operator_problems, user_problems
 from dchat_ops.nsc.store import Entity, Store, check_name
@@ -378,6 +377,8 @@ def validate_store(store: Store, clock: Clock | None = None, *, workers: int | N
         if not store.has_key(acc.public_key):
             out.append(Finding("warning", alabel, "the keystore does not hold the account seed"))
         out.extend(_rule_findings(alabel, account_problems(accc), functools.partial(_account_fix, name)))
+        from dchat_ops.nsc.exports import exchange_problems  # (only validate needs it: not at every start)
+
         out.extend(Finding(level, alabel, message) for level, message in exchange_problems(store, acc, now))
         if acc.public_key == opc.system_account and accc.limits.jetstream.enabled():
             out.append(Finding("error", alabel, "the system account must not have JetStream limits"))

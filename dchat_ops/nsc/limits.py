@@ -36,7 +36,6 @@ from dchat_ops.nsc.claims import (
     UserPermissionLimits,
     jetstream_field,
 )
-from dchat_ops.nsc.mappings import check_mapping
 
 __all__ = [
     "INT64_MAX",
@@ -300,6 +299,8 @@ def account_problems(c: AccountClaims) -> list[Problem]:
     tiers = tier_problem(lim)
     if tiers is not None:
         out.append(("error", tiers))
+    from dchat_ops.nsc.mappings import check_mapping  # (only accounts with mappings need it)
+
     for source, targets in sorted(c.mappings.items()):
         _collect(out, "error", check_mapping, source, targets)
     return out + _tag_problems(c.tags)
