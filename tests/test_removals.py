@@ -269,3 +269,15 @@ def test_a_re_issue_in_the_second_of_a_revocation_is_not_covered_by_it_and_says_
     assert not acc.is_revoked(r.entity.public_key, r.entity.claims.issued_at)
     assert r.entity.claims.issued_at > acc.revocations["*"]
     assert any("was revoked" in w for w in r.warnings)
+
+
+def test_a_reload_after_the_operator_changed_says_to_restart(store, supervised):
+    from dchat_ops.config import nodes
+
+    nodes.add_node(store, "a", cluster=False)
+    supervised("a")
+    assert cli_run(store, "edit", "operator", "--sk")[0] == 0  # a new operator JWT
+    code, out, err = cli_run(store, "node", "reload", "a")
+    assert code == 1, (out, err)
+    assert "takes a changed operator JWT only when it starts" in err and "node down a && dchat-ops node up a" in err
+    assert len(err.strip().splitlines()) == 1

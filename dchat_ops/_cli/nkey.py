@@ -17,7 +17,9 @@ def nkey():
 
 @nkey.command("gen")
 @click.argument("kind", type=KIND_CHOICE)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the seed here (0600, in a 0700 folder).")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write the seed here (0600; a folder made for it is 0700)."
+)
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @click.option("--print-seed", is_flag=True, help="Print the seed on standard output instead (you asked for it).")
 @json_option

@@ -272,6 +272,11 @@ class Supervisor:
             return ""
         for line in text.splitlines():
             if "[ERR]" in line and "reload" in line.lower():
+                if "not supported for Trusted" in line:  # the operator JWT (or trusted keys) changed
+                    return (
+                        "nats-server takes a changed operator JWT only when it starts: restart the node "
+                        f"(dchat-ops node down {self.node_id} && dchat-ops node up {self.node_id})"
+                    )
                 return line.split("[ERR] ", 1)[-1]
         return ""
 
