@@ -93,7 +93,7 @@ COMMAND_HELP = {
     "spec": "Specs for provisioning.",
     "tls": "TLS for every link: the store's CA, node certificates, and which links of a node use them.",
     "unrevoke": "Lift a revocation (NAME, a public key, or '*' for --all-users).",
-    "use": "Choose what later commands work on: the current operator of the home.",
+    "use": "Choose what later commands work on: the current operator or account of the home.",
     "validate": "Check every signature, chain, expiry, key and creds file in the store.",
     "verify": "Build a throw-away network on loopback and prove it works against real nats-servers.",
 }

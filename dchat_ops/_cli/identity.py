@@ -568,13 +568,16 @@ def describe(c: Ctx, kind, name, account, as_json):
 
 
 @cli.command("list")
-@click.argument("what", required=False, type=click.Choice(["operators"]))
+@click.argument("what", required=False, type=click.Choice(["operators", "keys"]))
+@click.option("--no-users", is_flag=True, help="With 'keys': the operator's and accounts' keys only.")
 @json_option
 @pass_ctx
-def list_(c: Ctx, what, as_json):
+def list_(c: Ctx, what, no_users, as_json):
     """List the operator, its accounts and their users.
 
     'list operators': the home's operators, the current one marked with *.
+    'list keys': every key of the current operator, its accounts and users, and whether this home holds
+    its seed (never shown).
     """
     from dchat_ops.nsc import describe as inspect_
 
@@ -582,6 +585,20 @@ def list_(c: Ctx, what, as_json):
         from dchat_ops._cli.operators import show_operators
 
         show_operators(c.store(), as_json)
+        return
+    if what == "keys":
+        keys = inspect_.list_keys(c.store(), users=not no_users)
+
+        def key_lines():
+            for r in keys["keys"]:
+                if "error" in r:
+                    yield f"  {r['kind']:<20} {r['owner']}: {r['error']}"
+                    continue
+                what_ = r["kind"] + (f" ({r['role']})" if r["role"] else "")
+                yield f"{'*' if r['seed'] else ' '} {what_:<28} {r['owner']:<20} {r['public_key']}"
+            yield "(* this home holds the seed)"
+
+        emit(as_json, keys, key_lines)
         return
     tree = inspect_.list_store(c.store())
 

@@ -32,7 +32,7 @@ def show_operators(store: Store, as_json: bool) -> None:
 
 @cli.group()
 def use():
-    """Choose what later commands work on: the current operator of the home."""
+    """Choose what later commands work on: the current operator or account of the home."""
 
 
 @use.command("operator")
@@ -47,3 +47,14 @@ def use_operator(c: Ctx, name, as_json):
     store.require()
     store.use_operator(name)
     emit(as_json, {"current": name}, f"current operator: {name}")
+
+
+@use.command("account")
+@click.argument("name")
+@json_option
+@pass_ctx
+def use_account(c: Ctx, name, as_json):
+    """Make NAME the account commands use when --account is not given (remembered in context.json)."""
+    store = c.store()
+    store.use_account(name)
+    emit(as_json, {"operator": store.current_operator(), "account": name}, f"current account: {name}")

@@ -161,6 +161,32 @@ def list_store(store: Store, *, workers: int | None = None) -> dict[str, Any]:
     return out
 
 
+def list_keys(store: Store, *, users: bool = True) -> dict[str, Any]:
+    """The keys of the current operator, its accounts (and their users): for each, what it is (identity
+    or signing key, a scoped key's role), its public key, and whether this home's keystore holds its seed
+    (``seed``: True/False; a seed's value is never shown)."""
+    op = store.operator()
+    rows: list[dict[str, Any]] = []
+
+    def row(kind: str, owner: str, key: str, role: str = "") -> None:
+        rows.append({"kind": kind, "owner": owner, "role": role, "public_key": key, "seed": store.has_key(key)})
+
+    row("operator", op.name, op.public_key)
+    for k in op.claims.signing_keys:
+        row("operator signing key", op.name, k)
+    for acc in store.accounts(op.name):
+        row("account", acc.name, acc.public_key)
+        for k, scope in acc.claims.signing_key_map().items():
+            row("account signing key", acc.name, k, scope.role if scope is not None else "")
+        if users:
+            for name in store.user_names(acc.name, op.name):
+                try:
+                    row("user", f"{acc.name}/{name}", store.user(acc.name, name, op.name).public_key)
+                except DchatOpsError as exc:
+                    rows.append({"kind": "user", "owner": f"{acc.name}/{name}", "error": str(exc)})
+    return {"operator": op.name, "keys": rows}
+
+
 def list_operators(store: Store) -> dict[str, Any]:
     """The operators of the home: name, public key, number of accounts, and which one is current (the
     Store's chosen operator, else the context's, else the only one; None when several and none chosen)."""

@@ -260,6 +260,23 @@ class Store:
                 ctx.pop("account", None)
             self._write(self.context_path, json.dumps(ctx, indent=2, sort_keys=True) + "\n")
 
+    def use_account(self, name: str) -> None:
+        """Make ``name`` (an account of the current operator) the default of commands that take
+        ``--account``, remembered in the home's context."""
+        check_name(name, "account name")
+        with self.transaction():
+            op = self.current_operator()
+            names = self.account_names(op)
+            if name not in names:
+                raise FieldError(
+                    "account",
+                    f"no account named {name!r}",
+                    message=f"operator {op} has no account named {name!r} (accounts: {', '.join(names)})",
+                )
+            ctx = self.context()
+            ctx["account"] = name
+            self._write(self.context_path, json.dumps(ctx, indent=2, sort_keys=True) + "\n")
+
     def default_account(self) -> str:
         """The context's account, else the only non-system account."""
         op = self.current_operator()
