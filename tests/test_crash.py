@@ -472,3 +472,24 @@ def test_rm_account_killed_half_way_puts_the_account_back(store):
     assert "temp" in s.account_names() and len(s.user_names("temp")) == 5
     admin.remove_account(Store(home), "temp")
     assert "temp" not in assert_whole(home).account_names()
+
+
+def test_a_re_issue_of_many_users_written_on_threads_killed_comes_back_whole(tmp_path):
+    """40 users (80 files: written on several threads) re-issued by a changed spec, killed half-way:
+    the journal puts every old JWT and creds back, and apply finishes the job."""
+    first, second = _spec(tmp_path, 40), _spec(tmp_path, 40, room="hall")
+
+    def apply(home, path):
+        return provision.apply(Store(home), provision.load_spec(path))
+
+    home = tmp_path / "many"
+    apply(home, first)
+    for at in ("20", "45:temp", "70"):
+        assert crash(lambda: apply(home, second), at=at)
+        rolled, _ = _fs.recover_store(home)
+        assert rolled
+        assert_whole(home, with_nodes=True)
+        apply(home, second)
+        assert not provision.plan(Store(home), provision.load_spec(second)).has_changes
+        assert_whole(home, with_nodes=True)
+        apply(home, first)

@@ -38,7 +38,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,6 +410,22 @@ class Store:
         if tx is not None:
             tx.remember(path)
         atomic_write(path, data, private=private, force=force)
+
+    def write_many(self, items: Sequence[tuple[Path, str | bytes, bool]], *, threads: int = 4) -> None:
+        """Write many files of the home, each atomically (``(path, data, private)``), in the unit of work
+        under way when there is one (remembered in one journal entry).  Replacing a file costs the
+        filesystem more than writing it (the old one's blocks are freed), so many run on ``threads``."""
+        tx = active_transaction(self._home_key)
+        if tx is not None:
+            tx.remember_many([path for path, _, _ in items])
+        if threads <= 1 or len(items) < 64:
+            for path, data, private in items:
+                atomic_write(path, data, private=private, force=True)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda item: atomic_write(item[0], item[1], private=item[2], force=True), items))
 
     def write_file(self, path: Path, data: str | bytes, *, private: bool = False) -> None:
         """Write any file of the home (a certificate, a state file) atomically, inside the unit of work

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from dchat_ops._fs import deferred_sync, with_store_lock
@@ -226,18 +227,26 @@ def _issue(store: Store, p: Plan, users: UserState, workers, progress) -> None:
     for (acc_name, role), steps in groups.items():
         acc = store.account(acc_name, op.name)
         signer, scope = admin.user_signer(store, op.claims, acc.claims, role or None)
-        # users that exist keep their key: only their JWT and creds are made anew
+        # users that exist keep their key: only their JWT and creds are made anew (all signed first, then
+        # written together)
+        writes: list[tuple[Path, str, bool]] = []
         for step in steps:
             if step.exists and not step.taken_away:
-                token, _ = _reissue_existing(store, op.name, acc, step, signer, scope)
+                token, _ = _reissue_existing(store, op.name, acc, step, signer, scope, writes)
                 users[f"{acc_name}/{step.name}"] = {"spec": fingerprint(step.item), "jwt": sha(token)}
                 done += 1
+        store.write_many(writes)
         narrowed = [s for s in steps if s.exists and s.taken_away]
         if narrowed:
             # a re-issue that takes something away revokes the user's earlier JWTs: the new JWTs and
             # creds and the account's revocations are one unit of work
             with store.transaction():
-                issued = [(step, *_reissue_existing(store, op.name, acc, step, signer, scope)) for step in narrowed]
+                narrowed_writes: list[tuple[Path, str, bool]] = []
+                issued = [
+                    (step, *_reissue_existing(store, op.name, acc, step, signer, scope, narrowed_writes))
+                    for step in narrowed
+                ]
+                store.write_many(narrowed_writes)
                 with store.edit_account(acc_name, op.name) as claims:
                     for step, _, iat in issued:
                         retire(claims, store.user(acc_name, step.name, op.name).public_key, iat)
@@ -282,8 +291,17 @@ def _revoke(store: Store, p: Plan) -> None:
                 store.remove_user(op_name, acc_name, name)
 
 
-def _reissue_existing(store: Store, op_name: str, acc, step: UserStep, signer: KeyPair, scope) -> tuple[str, int]:
-    """A new JWT and creds for a user that keeps its key; returns the JWT and its ``iat``."""
+def _reissue_existing(
+    store: Store,
+    op_name: str,
+    acc,
+    step: UserStep,
+    signer: KeyPair,
+    scope,
+    writes: Optional[list[tuple[Path, str, bool]]] = None,
+) -> tuple[str, int]:
+    """A new JWT and creds for a user that keeps its key; returns the JWT and its ``iat``.  With ``writes``
+    the files are added to it (the caller writes them all at once), else written here."""
     if step.current is not None:
         subject, issued_at = step.current
     else:
@@ -296,9 +314,16 @@ def _reissue_existing(store: Store, op_name: str, acc, step: UserStep, signer: K
     if signer.public_key != acc.public_key:
         u.issuer_account = acc.public_key
     token = store.sign(u, signer, replaces=issued_at)  # iat after the version it replaces
-    store.write_user(op_name, acc.name, step.name, token)
+    if writes is None:
+        store.write_user(op_name, acc.name, step.name, token)
+        if store.has_key(subject):
+            creds = format_creds(token, store.load_key(subject).seed)
+            store.write_creds(op_name, acc.name, step.name, creds, force=True)
+        return token, u.issued_at
+    writes.append((store.user_jwt_path(op_name, acc.name, step.name), token, False))
     if store.has_key(subject):
-        store.write_creds(op_name, acc.name, step.name, format_creds(token, store.load_key(subject).seed), force=True)
+        creds = format_creds(token, store.load_key(subject).seed)
+        writes.append((store.creds_path(op_name, acc.name, step.name), creds, True))
     return token, u.issued_at
 
 
