@@ -1,7 +1,8 @@
 """Chat runtime speed on real nodes.
 
 Prints:
-  plain_msgs_per_s: N   signed room messages, sent and received + verified, both users on one node
+  plain_msgs_per_s: N   signed room messages, sent (kept in the history) and received + verified + kept,
+                        both users on one node
   sealed_dm_per_s: N    signed and sealed direct messages through one node, each confirmed stored by
                         JetStream (3 copies) before it counts as sent (up to 256 awaiting their
                         confirmation at a time), received, verified, opened, kept in the history

@@ -167,6 +167,9 @@ async def test_joining_a_room_allows_it_live_on_the_node(chat_net):
         m = await c["bob"].next_message(10)
         assert (m.body, m.sender) == ("still here", "alice")
         assert [r["reason"] for r in c["bob"].history.rejections()] == ["malformed"]
+        # the sender's own lines are in its history of the room, as they are for DMs and groups
+        mine = c["alice"].history.messages("room:lobby")
+        assert [(m["direction"], m["body"]) for m in mine] == [("out", "hello room"), ("out", "still here")]
     finally:
         await close(c)
 
@@ -577,7 +580,7 @@ async def test_terminal_echo_unread_paging_help_and_ctrl_c(chat_net):
 def test_envelope_is_made_once_and_reads_as_its_canonical_form(store):
     """The fast path of sealing (canonical form made once, the wire form cut from it) gives what the
     canonical form of every field says: the seal's associated data and the signed bytes alike."""
-    from dchat_ops.chat.client import _canonical, _header_of
+    from dchat_ops.chat.client import _canonical, _header_of, _stored_seq
     from dchat_ops.nsc.keys import PublicKey
 
     me = ChatIdentity.load(store, "default")
@@ -601,6 +604,16 @@ def test_envelope_is_made_once_and_reads_as_its_canonical_form(store):
 
         with pytest.raises(InvalidTag):  # it is not part of what was sealed
             c._open(odd, key, _canonical(odd))
+        # a body JSON has to escape (not one a client makes, but anyone may send one): cut as JSON writes it
+        for body in ('a\\"b', 'x",\\"y', "é\\"):
+            odd = dict(env, body=body)
+            assert _header_of(odd, _canonical(odd)) == header
+        # what JetStream answers a publish with: the sequence, or why it was not stored
+        assert _stored_seq(b'{"stream":"DCHAT_MAIL","seq":12}') == (12, "")
+        assert _stored_seq(b'{"stream":"DCHAT_MAIL", "seq":7,"duplicate":true}') == (7, "")
+        seq, why = _stored_seq(b'{"error":{"code":503,"err_code":10077,"description":"busy"},"stream":"x","seq":1}')
+        assert seq == 0 and "busy" in why
+        assert _stored_seq(b"nonsense")[0] == 0
         env, wire = c._sealed("room", "lobby", b"plain")
         assert json.loads(wire) == env and PublicKey(me.user_key.public_key).verify(
             _canonical(env), base64.b64decode(env["sig"])

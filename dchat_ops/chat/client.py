@@ -26,6 +26,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -114,6 +115,25 @@ def _loads(value: Optional[bytes]) -> Any:
         raise ValueError("nested too deeply") from None
 
 
+_ACK_SEQ = re.compile(rb'\{"stream":"[^"\\]*","seq":(\d+)[,}]')
+
+
+def _stored_seq(ack: bytes) -> tuple[int, str]:
+    """A JetStream publish acknowledgement: the stream sequence and ``""``, or 0 and its error.
+    The usual form (``{"stream":"S","seq":N...}``, no error) is read without a JSON parse."""
+    m = _ACK_SEQ.match(ack)
+    if m is not None and b'"error"' not in ack:
+        return int(m.group(1)), ""
+    try:
+        resp = json.loads(ack)
+        if "error" in resp:
+            err = resp["error"]
+            return 0, f"{err.get('description', err)} (code {err.get('code')})" if isinstance(err, dict) else str(err)
+        return int(resp["seq"]), ""
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        return 0, f"unexpected acknowledgement: {exc}"
+
+
 def _canonical(env: dict) -> bytes:
     return json.dumps({k: v for k, v in env.items() if k != "sig"}, sort_keys=True, separators=(",", ":")).encode()
 
@@ -129,7 +149,12 @@ def _header_of(env: dict, signed: Optional[bytes] = None) -> bytes:
     ``signed`` (the envelope's ``_canonical``) when that begins with the body, else made anew."""
     body = env.get("body")
     if signed is not None and isinstance(body, str):
-        head = b'{"body":' + json.dumps(body).encode() + b","
+        # a sealed body is base64, which JSON writes as it is (no quote, no backslash: anything JSON
+        # would escape then shows as a backslash in ``signed`` and the head does not match)
+        if '"' in body or "\\" in body:
+            head = b'{"body":' + json.dumps(body).encode() + b","
+        else:
+            head = b'{"body":"' + body.encode() + b'",'
         if signed.startswith(head):
             return b"{" + signed[len(head) :]
     return _canonical({k: v for k, v in env.items() if k not in ("body", "sig")})
@@ -885,35 +910,30 @@ class ChatClient:
         """Publish an envelope (``data``, its wire form) to mail and wait until JetStream confirms it
         stored; retried (same message id, so stored once) until ``store_timeout``; :class:`ChatError`
         when not confirmed. Returns the stream sequence."""
-        from nats.errors import NoRespondersError
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import APIError
-
+        headers = {"Nats-Msg-Id": env["id"]}
         deadline = time.monotonic() + self.store_timeout
-        last = ""
         while True:
             left = deadline - time.monotonic()
-            try:
-                return await self._publish_acked(subject, data, env["id"], max(0.2, min(STORE_ATTEMPT_S, left)))
-            except (NatsTimeout, NoRespondersError, APIError) as exc:
-                last = str(exc) or type(exc).__name__
+            seq, failed = await self._publish_acked(subject, data, headers, max(0.2, min(STORE_ATTEMPT_S, left)))
+            if not failed:
+                return seq
             if deadline - time.monotonic() <= 0.25:
                 raise ChatError(
                     f"not stored: JetStream did not confirm the message to {env['to']} within "
-                    f"{self.store_timeout:g}s ({last}); it was not sent, try again"
+                    f"{self.store_timeout:g}s ({failed}); it was not sent, try again"
                 )
             await asyncio.sleep(0.25)
 
-    async def _publish_acked(self, subject: str, data: bytes, msg_id: str, timeout: float) -> int:
-        """One publish to JetStream (``Nats-Msg-Id``: ``msg_id``) and its acknowledgement; the stream sequence.
+    async def _publish_acked(
+        self, subject: str, data: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str]:
+        """One publish to JetStream (``headers``: its ``Nats-Msg-Id``) and its acknowledgement: the
+        stream sequence and ``""``, or 0 and why it was not confirmed (no answer in time, nobody to
+        answer, an error from JetStream), to be tried again. A publish the connection refuses raises.
 
         Acknowledgements come to one subscription of this client (``<inbox>.<n>``); one sweeper gives up
         on those past their deadline: many messages may await theirs at once without a task, a request
         or a timer each."""
-        from nats.errors import NoRespondersError
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import APIError
-
         nc = self.nc
         assert nc is not None, "start() first"
         if self._ack_prefix is None:
@@ -927,21 +947,15 @@ class ChatClient:
         if self._ack_sweeper is None or self._ack_sweeper.done():
             self._ack_sweeper = asyncio.ensure_future(self._sweep_acks())
         try:
-            await nc.publish(subject, data, reply=self._ack_prefix + token, headers={"Nats-Msg-Id": msg_id})
+            await nc.publish(subject, data, reply=self._ack_prefix + token, headers=headers)
             msg = await fut
         finally:
             self._acks.pop(token, None)
         if msg is None:
-            raise NatsTimeout
+            return 0, "timeout"
         if msg.headers and msg.headers.get("Status") == "503":
-            raise NoRespondersError
-        try:
-            resp = json.loads(msg.data)
-            if "error" in resp:
-                raise APIError.from_error(resp["error"])
-            return int(resp["seq"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise APIError(description=f"unexpected acknowledgement: {exc}") from None
+            return 0, "no responders"
+        return _stored_seq(msg.data)
 
     async def _on_ack(self, msg) -> None:
         assert self._ack_prefix is not None
@@ -1232,6 +1246,9 @@ class ChatClient:
         env, data = self._sealed("room", room, text.encode())
         assert self.nc is not None, "start() first"
         await self.nc.publish(room_subject(room), data)
+        # kept as DMs and group messages are: a room's history holds this user's own lines too
+        self.history.add_sent(env["id"], env["ts"], "room", room, f"room:{room}", text)
+        self._commit_soon()
         return env["id"]
 
     async def _on_room(self, msg) -> None:
