@@ -26,6 +26,7 @@ from dchat_ops.errors import SEED_PATTERN, FieldError, StoreError
 from dchat_ops.nsc import admin
 from dchat_ops.nsc.claims import ScopedSigningKey
 from dchat_ops.nsc.describe import validate_store
+from dchat_ops.nsc.keys import KeyPair
 from dchat_ops.nsc.limits import INT64_MAX, check_cidr, check_limit, check_tag, parse_size
 from dchat_ops.nsc.spec import UserSpec
 from dchat_ops.nsc.store import Store, check_name
@@ -34,7 +35,7 @@ from dchat_ops.nsc.transfer import import_path
 FAST = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
-SEED = "SUAM2V4WVVNV2FBEBXO6WFE4I43NL6CJLTVJ5FU3QZCJWQG7ZWGQNKQLDY"
+SEED = KeyPair.generate("user").seed  # made here: no seed is kept in the repository
 
 
 # --- a store made once for the module: every refused input must leave it as it is ----------------------------
