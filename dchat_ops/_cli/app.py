@@ -206,9 +206,7 @@ def parsed(option: str, parse, *args, **kwargs):
 
     try:
         return parse(*args, **kwargs)
-    except FieldError:
-        raise
-    except DchatOpsError as exc:
+    except DchatOpsError as exc:  # a FieldError too: it names its field, which may not be the option
         text = str(exc)
         raise FieldError(option, text, message=text if text.startswith(option) else f"{option}: {text}") from None
 

@@ -90,8 +90,10 @@ def parse_size(name: str, text: Any) -> int:
     m = _SIZE.fullmatch(str(text).strip())
     if m is None or (m.group(3) and not m.group(2) and m.group(3).upper() != "B"):
         raise FieldError(name, f"{str(text)!r} is not a size: {RULES['size']}")
-    if len(m.group(1).lstrip("-")) > 20:  # more digits than any int64 has (and than int() reads at once)
-        raise FieldError(name, f"{str(text)!r} is larger than the int64 maximum {INT64_MAX}")
+    if len(m.group(1)) > 4000:  # more digits than int() reads at once: far outside int64 either way
+        if m.group(1).startswith("-"):
+            raise FieldError(name, f"must be -1 (unlimited) or more, not {str(text)!r}")
+        raise FieldError(name, f"{str(text)!r} is larger than the server's limit {INT64_MAX} (int64)")
     n, unit = int(m.group(1)), m.group(2).upper()
     if n < 0 and unit:
         raise FieldError(name, f"{str(text)!r}: only -1 (unlimited) may be negative, with no unit")
