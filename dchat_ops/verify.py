@@ -101,17 +101,23 @@ def run_verify(
     *, keep: bool = False, folder: Optional[Path] = None, progress: Optional[Callable[[str], None]] = None
 ) -> Report:
     """Run every check; stops at the first failure (later checks build on earlier ones)."""
+    sups: list = []
+    return _run_checks(lambda run: _checks(run, sups), sups, "dchat-verify-", folder, keep, progress)
+
+
+def _run_checks(checks, sups, prefix: str, folder: Optional[Path], keep: bool, progress) -> Report:
+    """Run ``checks(run)`` in ``folder`` (a new temporary one by default, removed at the end unless
+    ``keep``); the nodes it started (``sups``, a list or a dict of supervisors) are stopped in reverse."""
     own = folder is None
-    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="dchat-verify-"))
+    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix=prefix))
     run = _Run(folder, progress)
     t0 = time.perf_counter()
-    sups: list = []
     try:
-        asyncio.run(_checks(run, sups))
+        asyncio.run(checks(run))
     except _Failed:
         pass
     finally:
-        for s in reversed(sups):
+        for s in reversed(list(sups.values()) if isinstance(sups, dict) else sups):
             try:
                 s.down()
             except DchatOpsError:
@@ -356,25 +362,10 @@ def run_spec_verify(
     """Apply the spec in a throw-away home on loopback, start its nodes and prove its topology: clusters
     meshed, gateways joined, leaf nodes attached, a message from one leaf (or node) to another, and a leaf
     failing over when its hub stops.  Stops at the first failure."""
-    own = folder is None
-    folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="dchat-verify-spec-"))
-    run = _Run(folder, progress)
-    t0 = time.perf_counter()
     sups: dict = {}
-    try:
-        asyncio.run(_spec_checks(run, Path(spec_path), sups))
-    except _Failed:
-        pass
-    finally:
-        for s in reversed(list(sups.values())):
-            try:
-                s.down()
-            except DchatOpsError:
-                pass
-        run.report.total_ms = (time.perf_counter() - t0) * 1000
-        if own and not keep:
-            shutil.rmtree(folder, ignore_errors=True)
-    return run.report
+    return _run_checks(
+        lambda run: _spec_checks(run, Path(spec_path), sups), sups, "dchat-verify-spec-", folder, keep, progress
+    )
 
 
 def _hub_of(sups: dict, leaf_id: str) -> str:

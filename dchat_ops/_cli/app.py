@@ -99,36 +99,8 @@ COMMAND_HELP = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose commands are registered by their modules, imported on first use.
-
-    Its help lists the commands from :data:`COMMAND_HELP`, so ``--help`` imports none of them.
-    """
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(COMMAND_MODULES) | set(self.commands))
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
-        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
-            importlib.import_module(f"dchat_ops._cli.{COMMAND_MODULES[cmd_name]}")
-        return self.commands.get(cmd_name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # click.Group's listing, with a stand-in carrying the table's help for each command in the table
-        # (it shortens the text to the width exactly as the command itself would)
-        commands: list[tuple[str, click.Command]] = []
-        for name in self.list_commands(ctx):
-            command = click.Command(name, help=COMMAND_HELP[name]) if name in COMMAND_HELP else self.commands[name]
-            if not command.hidden:
-                commands.append((name, command))
-        if commands:
-            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
-            with formatter.section("Commands"):
-                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
-
-
 class SubGroup(click.Group):
-    """A command group some of whose subcommands live in another command module, imported when one of
+    """A command group some of whose subcommands live in other command modules, imported when one of
     them is used or the group's help lists them.  ``lazy`` maps a name to ``"module"`` (a module that
     registers its commands on this group) or ``"module:attribute"`` (a command the group adds)."""
 
@@ -146,6 +118,28 @@ class SubGroup(click.Group):
             if attribute:
                 self.add_command(getattr(loaded, attribute), cmd_name)
         return self.commands.get(cmd_name)
+
+
+class LazyGroup(SubGroup):
+    """The top-level group: every command lives in a module of :data:`COMMAND_MODULES`, imported on first
+    use.  Its help lists the commands from :data:`COMMAND_HELP`, so ``--help`` imports none of them.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, lazy=COMMAND_MODULES, **kwargs)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click.Group's listing, with a stand-in carrying the table's help for each command in the table
+        # (it shortens the text to the width exactly as the command itself would)
+        commands: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = click.Command(name, help=COMMAND_HELP[name]) if name in COMMAND_HELP else self.commands[name]
+            if not command.hidden:
+                commands.append((name, command))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in commands])
 
 
 class Ctx:

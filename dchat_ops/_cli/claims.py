@@ -156,21 +156,13 @@ def edit_role(c: Ctx, account, role, as_json, no_push, **kw):
 
     The users are not re-issued: servers apply the template of the account JWT, which is pushed to the running
     nodes; they close the connections of the role's users, which come back under the new template."""
-    from dchat_ops._cli.app import _times, parsed
-    from dchat_ops._time import parse_duration
+    from dchat_ops._cli.app import _times
+    from dchat_ops._cli.identity import user_limit_fields
     from dchat_ops.nsc.accounts import edit_role
     from dchat_ops.nsc.spec import UserChanges, UserSpec
 
     store = c.store()
-    spec = UserSpec(
-        resp_max=kw["resp_max"],
-        resp_ttl_s=parsed("resp_ttl", parse_duration, kw["resp_ttl"]) if kw["resp_ttl"] else None,
-        subs=kw["subs"],
-        data=kw["data"],
-        payload=kw["payload"],
-        bearer=kw["bearer"],
-        times_location=kw["locale"],
-    )
+    spec = UserSpec(**user_limit_fields(kw))
     changes = UserChanges(
         allow_pub=_split(kw["allow_pub"]),
         allow_sub=_split(kw["allow_sub"]),

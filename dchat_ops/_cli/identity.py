@@ -155,6 +155,22 @@ def user_options(f):
     return f
 
 
+def user_limit_fields(kw: dict) -> dict:
+    """The UserSpec fields of the limit options ``user_options`` and ``edit role`` share: response
+    permission, subscriptions, data, payload, bearer, time zone of the windows."""
+    from dchat_ops._time import parse_duration
+
+    return {
+        "resp_max": kw["resp_max"],
+        "resp_ttl_s": parsed("resp_ttl", parse_duration, kw["resp_ttl"]) if kw["resp_ttl"] else None,
+        "subs": kw["subs"],
+        "data": kw["data"],
+        "payload": kw["payload"],
+        "bearer": kw["bearer"],
+        "times_location": kw["locale"],
+    }
+
+
 def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
     from dchat_ops.nsc import admin
 
@@ -166,13 +182,7 @@ def _spec(store: Store, kw: dict, for_edit: bool) -> admin.UserSpec:
         return items if items or not for_edit else None
 
     spec = admin.UserSpec(
-        resp_max=kw["resp_max"],
-        resp_ttl_s=parsed("resp_ttl", parse_duration, kw["resp_ttl"]) if kw["resp_ttl"] else None,
-        subs=kw["subs"],
-        data=kw["data"],
-        payload=kw["payload"],
-        bearer=kw["bearer"],
-        times_location=kw["locale"],
+        **user_limit_fields(kw),
         expires=parsed("expiry", parse_expiry, kw["expiry"], now) if kw["expiry"] is not None else None,
         not_before=parsed("start", parse_expiry, kw["start"], now) if kw["start"] is not None else None,
     )

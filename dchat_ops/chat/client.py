@@ -48,7 +48,14 @@ from dchat_ops.nsc.jwt import verify_chain
 from dchat_ops.nsc.keys import KeyPair, PublicKey, x25519_public
 from dchat_ops.nsc.store import Store
 from dchat_ops.permissions.apply import apply_node_edit
-from dchat_ops.runtime.client import ManagedClient, ManagedSubscription, NodeTarget, connect, node_target
+from dchat_ops.runtime.client import (
+    ManagedClient,
+    ManagedSubscription,
+    NodeTarget,
+    connect,
+    jwt_inbox,
+    node_target,
+)
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -183,13 +190,7 @@ class ChatIdentity:
         """Where replies to this user go: the one inbox prefix its JWT allows when it allows replies on one
         only (a node's own user: ``_INBOX_<node>``, imported by its node; an enrolled device's user: its
         node's), else the usual ``_INBOX``, which every node imports."""
-        from dchat_ops.nsc.claims import UserClaims
-        from dchat_ops.nsc.jwt import decode_unverified
-        from dchat_ops.subjects import inbox_prefix_of
-
-        claims = decode_unverified(self.user_jwt)
-        own = inbox_prefix_of(claims.permissions.sub.allow) if isinstance(claims, UserClaims) else ""
-        return own or (inbox_prefix(self.node) if self.node else "_INBOX")
+        return jwt_inbox(self.user_jwt) or (inbox_prefix(self.node) if self.node else "_INBOX")
 
     @classmethod
     def load(cls, store: Store, user: str, account: Optional[str] = None) -> ChatIdentity:

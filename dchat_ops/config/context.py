@@ -17,7 +17,7 @@ from typing import Any, Optional
 from dchat_ops._fs import atomic_write
 from dchat_ops.config.node import NodeFile, list_nodes
 from dchat_ops.config.nodes import client_url
-from dchat_ops.config.tls import tls_flags
+from dchat_ops.config.tls import client_cert_for, tls_flags
 from dchat_ops.errors import ConfigError, StoreError
 from dchat_ops.hosts import check_url
 from dchat_ops.nsc.store import Store, check_name
@@ -94,9 +94,7 @@ def nats_context(
 
             ctx["ca"] = str(pki.ca_paths(store)[1].resolve())
             if flags["client"] == "verify" and not ctx["cert"]:
-                key, cert = pki.cert_paths(store, node.id, "client")
-                if not (key.is_file() and cert.is_file()):
-                    pki.issue(store, node.id, "client", node=node)
+                key, cert = client_cert_for(store, node)
                 ctx["cert"], ctx["key"] = str(cert.resolve()), str(key.resolve())
     ctx["url"] = ",".join(urls)
     return ctx

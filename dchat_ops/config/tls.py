@@ -24,12 +24,14 @@ from dchat_ops.nsc.store import Store
 
 if TYPE_CHECKING:
     import ssl
+    from pathlib import Path
 
 __all__ = [
     "INSECURE_WARNING",
     "LINKS",
     "applicable_links",
     "apply_tls",
+    "client_cert_for",
     "client_tls_for",
     "enable",
     "refuse_insecure_in_production",
@@ -301,7 +303,14 @@ def client_tls_for(store: Store, node) -> Optional[ssl.SSLContext]:
         return None
     if flags["client"] != "verify":
         return _pki().client_ssl_context(store)
+    client_cert_for(store, node)
+    return _pki().client_ssl_context(store, node_id=node.id, kind="client")
+
+
+def client_cert_for(store: Store, node) -> tuple[Path, Path]:
+    """``(key, cert)`` of the client certificate a client presents to ``node`` (one that verifies
+    clients), issued from the store's CA when there is none yet."""
     kpath, cpath = _pki().cert_paths(store, node.id, "client")
     if not (kpath.is_file() and cpath.is_file()):
         _pki().issue(store, node.id, "client", node=node)
-    return _pki().client_ssl_context(store, node_id=node.id, kind="client")
+    return kpath, cpath

@@ -273,9 +273,7 @@ class Store:
                     f"no account named {name!r}",
                     message=f"operator {op} has no account named {name!r} (accounts: {', '.join(names)})",
                 )
-            ctx = self.context()
-            ctx["account"] = name
-            self._write(self.context_path, json.dumps(ctx, indent=2, sort_keys=True) + "\n")
+            self.set_context(account=name)
 
     def default_account(self) -> str:
         """The context's account, else the only non-system account."""

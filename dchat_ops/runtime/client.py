@@ -211,15 +211,23 @@ def node_target(store: Store, node: Union[str, Node]) -> NodeTarget:
     )
 
 
-def own_inbox(creds_path: Optional[Path], creds_text: Optional[str]) -> str:
-    """The inbox prefix the user of these creds must use (:func:`dchat_ops.subjects.inbox_prefix_of` of its
-    subscribe permissions), or "" for the default one (also when the creds cannot be read: the connect says why)."""
+def jwt_inbox(token: str) -> str:
+    """The inbox prefix the user of this JWT must use (:func:`dchat_ops.subjects.inbox_prefix_of` of its
+    subscribe permissions), or "" for the default one (also for a token that cannot be read)."""
     try:
-        text = creds_text if creds_text is not None else Path(str(creds_path)).read_text()
-        claims = decode_unverified(parse_creds(text).jwt)
-    except (OSError, ValueError, DchatOpsError):
+        claims = decode_unverified(token)
+    except (ValueError, DchatOpsError):
         return ""
     return inbox_prefix_of(claims.permissions.sub.allow) if isinstance(claims, UserClaims) else ""
+
+
+def own_inbox(creds_path: Optional[Path], creds_text: Optional[str]) -> str:
+    """:func:`jwt_inbox` of the JWT in these creds ("" when they cannot be read: the connect says why)."""
+    try:
+        text = creds_text if creds_text is not None else Path(str(creds_path)).read_text()
+        return jwt_inbox(parse_creds(text).jwt)
+    except (OSError, ValueError, DchatOpsError):
+        return ""
 
 
 async def connect_node(
