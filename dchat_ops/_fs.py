@@ -168,11 +168,12 @@ def atomic_write(
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if _CRASH_AT and _crash_point("temp"):
+        number = _count_write() if _CRASH_AT else 0
+        if _CRASH_AT and _crash_point(number, "temp"):
             os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, target)
         tmp = None
-        if _CRASH_AT and _crash_point("file"):
+        if _CRASH_AT and _crash_point(number, "file"):
             os.kill(os.getpid(), signal.SIGKILL)
     except OSError as exc:
         raise DchatOpsError(f"cannot write {target}: {exc.strerror}") from None
@@ -192,12 +193,21 @@ _CRASH_AT = os.environ.get("DCHAT_OPS_TEST_CRASH_AT_WRITE", "")
 _WRITES = [0]
 
 
-def _crash_point(where: str) -> bool:
-    """True when this process is to be killed here (``where``: "temp" before the rename, "file" after it)."""
-    n, _, when = _CRASH_AT.partition(":")
-    if where == "temp":
+_WRITES_LOCK = threading.Lock()
+
+
+def _count_write() -> int:
+    """The number of this write in the process (writes may run on several threads: each gets its own)."""
+    with _WRITES_LOCK:
         _WRITES[0] += 1
-    return str(_WRITES[0]) == n and (when or "file") == where
+        return _WRITES[0]
+
+
+def _crash_point(number: int, where: str) -> bool:
+    """True when this process is to be killed at write ``number`` here (``where``: "temp" before the
+    rename, "file" after it)."""
+    n, _, when = _CRASH_AT.partition(":")
+    return str(number) == n and (when or "file") == where
 
 
 class deferred_sync:
